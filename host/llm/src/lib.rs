@@ -1,1 +1,26 @@
-//! weir-llm
+//! LLM wire formats: what the gateway reads from and writes into OpenAI-format traffic.
+//!
+//! Pure and portable (no I/O, no async): the same code runs in the `weir` host and, later, in
+//! the edge apps. It covers
+//!
+//! - [`inspect`]: the facts policies need from a request body (model, `max_tokens`, stream flag,
+//!   a prompt-token estimate) and the rewrite that asks the upstream for usage on streams;
+//! - [`usage`]: token usage from a response body or from the final chunk of a stream;
+//! - [`sse`]: an incremental server-sent-events framer that is correct for any split of the
+//!   input, including inside a UTF-8 character;
+//! - [`error`]: the OpenAI error object.
+//!
+//! ```
+//! let info = weir_llm::inspect::chat_request(br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#).unwrap();
+//! assert_eq!(info.model.as_deref(), Some("gpt-4o"));
+//! assert_eq!(info.max_tokens, Some(5));
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod inspect;
+pub mod sse;
+pub mod usage;
+
+pub use inspect::{LlmRequestInfo, RequestError};
+pub use usage::Usage;
