@@ -1,0 +1,163 @@
+//! The configuration document.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GatewayConfig {
+    /// Data-plane listen address.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
+    #[serde(default)]
+    pub kv: KvSettings,
+    /// Custom policy components (in addition to the built-in ones).
+    #[serde(default)]
+    pub policies: Vec<PolicySource>,
+    pub providers: Vec<Provider>,
+    pub proxies: Vec<Proxy>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+/// Protections of the data plane against oversized input.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Limits {
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Largest upstream (non-streaming) response body read.
+    pub max_response_bytes: usize,
+    /// Most request headers accepted (431 above).
+    pub max_headers: usize,
+    /// Largest total size of the request head (431 above).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 << 20,
+            max_response_bytes: 32 << 20,
+            max_headers: 100,
+            max_header_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Limits on every policy call.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RuntimeSettings {
+    /// CPU time a single policy call may use before it is stopped.
+    pub policy_timeout_ms: u64,
+    /// Linear memory a policy instance may grow to.
+    pub policy_memory_mib: u64,
+    /// Policy instances that may be alive at once (pooling allocator slots).
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            policy_timeout_ms: 100,
+            policy_memory_mib: 64,
+            max_instances: 1000,
+        }
+    }
+}
+
+/// The key-value backend for policy state.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KvSettings {
+    /// Bound on the number of entries of the in-memory store.
+    pub max_entries: usize,
+}
+
+impl Default for KvSettings {
+    fn default() -> Self {
+        Self { max_entries: 1_000_000 }
+    }
+}
+
+/// A policy component loaded from a file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PolicySource {
+    /// The name proxies use to refer to it.
+    pub name: String,
+    /// Path to the `.wasm` component (relative to the working directory).
+    pub path: PathBuf,
+}
+
+/// The API family of a provider.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// OpenAI and OpenAI-compatible APIs.
+    #[default]
+    Openai,
+}
+
+/// An upstream LLM provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Provider {
+    pub name: String,
+    #[serde(default)]
+    pub kind: ProviderKind,
+    /// Base URL including the version path, e.g. `https://api.openai.com/v1`, or `builtin:mock`
+    /// for the mock provider bundled with weir (offline demos).
+    pub base_url: String,
+    /// Environment variable holding the provider's API key (never put keys in the file).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Time allowed for the upstream to start answering.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Policies run for every proxy of this provider, before the proxy's own.
+    #[serde(default)]
+    pub policies: Vec<PolicyRef>,
+}
+
+fn default_timeout_ms() -> u64 {
+    60_000
+}
+
+/// An application-facing endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Proxy {
+    pub name: String,
+    /// Path prefix, e.g. `/assistant` serves `/assistant/v1/chat/completions`; `/` serves `/v1/...`.
+    pub context_path: String,
+    /// The provider's name.
+    pub provider: String,
+    /// Policies of this proxy, run after the provider's.
+    #[serde(default)]
+    pub policies: Vec<PolicyRef>,
+}
+
+/// One policy in a chain.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PolicyRef {
+    /// A built-in policy (`auth`, `token-limit`) or a name from `policies`.
+    pub policy: String,
+    /// The policy's own configuration, validated by the policy.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}

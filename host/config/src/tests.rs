@@ -1,0 +1,86 @@
+use super::*;
+
+fn err(yaml: &str) -> ConfigError {
+    GatewayConfig::from_yaml(yaml).unwrap_err()
+}
+
+const MINIMAL: &str = "
+providers:
+  - name: p
+    base-url: http://127.0.0.1:9/v1
+proxies:
+  - name: a
+    context-path: /a
+    provider: p
+";
+
+#[test]
+fn default_config_is_valid() {
+    let c = GatewayConfig::from_yaml(DEFAULT_CONFIG).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8080");
+    assert_eq!(c.proxies.len(), 2);
+    assert_eq!(c.provider("mock").unwrap().base_url, "builtin:mock");
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = GatewayConfig::from_yaml(MINIMAL).unwrap();
+    assert_eq!(c.limits.max_body_bytes, 4 << 20);
+    assert_eq!(c.providers[0].timeout_ms, 60_000);
+    assert!(c.proxies[0].policies.is_empty());
+}
+
+#[test]
+fn unknown_keys_name_their_path() {
+    let e = err(&MINIMAL.replace("provider: p", "provider: p\n    colour: red"));
+    assert_eq!(e.path, "proxies[0].colour");
+    assert!(e.message.contains("unknown field `colour`"), "{e}");
+}
+
+#[test]
+fn wrong_types_name_their_path() {
+    let e = err(&format!("{MINIMAL}limits:\n  max-body-bytes: lots\n"));
+    assert_eq!(e.path, "limits.max-body-bytes");
+}
+
+#[test]
+fn unknown_provider_is_reported() {
+    let e = err(&MINIMAL.replace("provider: p", "provider: q"));
+    assert_eq!(e.path, "proxies[0].provider");
+    assert_eq!(e.to_string(), "proxies[0].provider: unknown provider `q` (known: p)");
+}
+
+#[test]
+fn unknown_policy_is_reported() {
+    let e = err(&format!("{MINIMAL}    policies:\n      - policy: auth\n      - policy: nope\n"));
+    assert_eq!(e.path, "proxies[0].policies[1].policy");
+    assert!(e.message.contains("available: auth, token-limit"), "{e}");
+}
+
+#[test]
+fn custom_policies_become_available() {
+    let yaml = format!("{MINIMAL}    policies:\n      - policy: mine\npolicies:\n  - name: mine\n    path: x.wasm\n");
+    GatewayConfig::from_yaml(&yaml).unwrap();
+    let dup = format!("{MINIMAL}policies:\n  - name: auth\n    path: x.wasm\n");
+    assert_eq!(err(&dup).path, "policies[0].name");
+}
+
+#[test]
+fn bad_values_are_reported() {
+    assert_eq!(err(&MINIMAL.replace("/a", "a")).path, "proxies[0].context-path");
+    assert_eq!(err(&MINIMAL.replace("/a", "/a/")).path, "proxies[0].context-path");
+    assert_eq!(err(&MINIMAL.replace("http://127.0.0.1:9/v1", "ftp://x")).path, "providers[0].base-url");
+    assert_eq!(
+        err(&MINIMAL.replace("base-url:", "api-key-env: sk-live-123\n    base-url:")).path,
+        "providers[0].api-key-env"
+    );
+    assert_eq!(err(&format!("listen: nowhere\n{MINIMAL}")).path, "listen");
+    let two = format!("{MINIMAL}  - name: a\n    context-path: /b\n    provider: p\n");
+    assert_eq!(err(&two).path, "proxies[1].name");
+}
+
+#[test]
+fn json_is_accepted() {
+    let json = r#"{"providers":[{"name":"p","base-url":"https://x/v1"}],"proxies":[{"name":"a","context-path":"/","provider":"p"}]}"#;
+    GatewayConfig::from_yaml(json).unwrap();
+}
