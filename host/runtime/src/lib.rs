@@ -1,1 +1,51 @@
-//! weir-runtime
+//! The wasmtime side of weir: runs policy components.
+//!
+//! - [`Runtime`] owns the engine (pooling allocator, epoch interruption), compiles components
+//!   once and caches the compiled artefacts on disk keyed by content hash, and pre-instantiates
+//!   them ([`Policy`]).
+//! - [`ChainSpec`] is a configured chain of policy instances (policy + its JSON config + a
+//!   key-value namespace); [`ChainRun`] runs one request through it.
+//!
+//! **Isolation.** Each request gets a fresh instance of each policy it uses (one `Store` per
+//! policy per request, created from the pre-instantiated component out of the pooling
+//! allocator's slots), kept for the phases of that request and dropped at its end, so no guest
+//! memory or context outlives a request. Each call runs under an epoch deadline (CPU time) and a
+//! memory limit; a trap, a loop or a memory bomb fails that request with a [`PolicyError`]
+//! naming the policy, and the runtime stays healthy.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use weir_runtime::{Runtime, RuntimeOptions};
+//! let runtime = Runtime::new(RuntimeOptions::default())?;
+//! let auth = runtime.load("auth", &std::fs::read("auth.wasm")?)?;
+//! assert_eq!(auth.info().name, "auth");
+//! # Ok(()) }
+//! ```
+#![deny(unsafe_code)]
+
+mod bindings;
+mod cache;
+mod chain;
+mod engine;
+mod error;
+mod host;
+
+pub use bindings::{ChunkVerdict, Denial, Edits, Outcome, Phase, PolicyInfo, Reply, Usage, Verdict};
+pub use chain::{ChainRun, ChainSpec, ChunkDecision, Decision, MessageView, RequestState, SlotSpec};
+pub use engine::{Policy, Runtime, RuntimeOptions};
+pub use error::{LoadError, PolicyError, PolicyFailure};
+pub use host::{HttpRequest, HttpResponse, OutboundHttp, OutboundHttpError};
+
+/// The final summary given to on-complete.
+#[derive(Debug, Clone)]
+pub struct CompletionInfo {
+    pub status: u16,
+    pub outcome: Outcome,
+    pub model: Option<String>,
+    pub usage: Option<weir_llm::Usage>,
+    pub latency_ms: u64,
+}
+
+/// The route kind of a request.
+pub use bindings::RouteKind;

@@ -1,0 +1,18 @@
+//! The policy components that ship with weir, embedded in the binary.
+//!
+//! `build.rs` compiles `components/` for `wasm32-wasip2`; this crate exposes the bytes, so the
+//! `weir` binary works from a fresh clone with no separate component build step. The
+//! `test-policy` component (deliberately misbehaving) is exposed for tests but not registered as
+//! a built-in by the gateway.
+//!
+//! ```
+//! assert!(weir_policies::AUTH.starts_with(b"\0asm"));
+//! ```
+#![forbid(unsafe_code)]
+
+include!(concat!(env!("OUT_DIR"), "/components.rs"));
+
+/// Built-in policies registered by the gateway (the test policy is not one of them).
+pub fn builtins() -> impl Iterator<Item = (&'static str, &'static [u8])> {
+    ALL.iter().copied().filter(|(name, _)| *name != "test-policy")
+}

@@ -1,0 +1,53 @@
+//! On-disk cache of compiled components, keyed by the component's SHA-256 and the engine's
+//! compatibility hash, so a restart does not compile anything it compiled before.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Compiles `bytes`, or loads the artefact compiled earlier by an identical engine.
+pub(crate) fn compile(engine: &Engine, dir: Option<&Path>, bytes: &[u8]) -> wasmtime::Result<(Component, bool)> {
+    let Some(dir) = dir else {
+        return Ok((Component::new(engine, bytes)?, false));
+    };
+    let path = artefact_path(engine, dir, bytes);
+    if path.exists() {
+        // SAFETY: the file was written by `Component::serialize` of an engine with the same
+        // compatibility hash (part of the file name), into a directory only weir writes; wasmtime
+        // also checks the artefact's header and engine settings before using it.
+        #[expect(unsafe_code, reason = "loading our own precompiled artefact")]
+        let loaded = unsafe { Component::deserialize_file(engine, &path) };
+        match loaded {
+            Ok(c) => return Ok((c, true)),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component"),
+        }
+    }
+    let component = Component::new(engine, bytes)?;
+    if let Err(e) = store(&component, dir, &path) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not write the component cache");
+    }
+    Ok((component, false))
+}
+
+fn artefact_path(engine: &Engine, dir: &Path, bytes: &[u8]) -> PathBuf {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let digest = hex::encode(Sha256::digest(bytes));
+    dir.join(format!("{digest}-{:016x}.cwasm", h.finish()))
+}
+
+fn store(component: &Component, dir: &Path, path: &Path) -> anyhow_like::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, std::io::Error>;
+}

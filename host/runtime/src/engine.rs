@@ -1,0 +1,248 @@
+//! The engine, the linker and loaded policies.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use crate::bindings::{self, PolicyComponentPre, PolicyInfo};
+use crate::chain::RequestState;
+use crate::error::{LoadError, PolicyFailure};
+use crate::host::{NoOutbound, OutboundHttp, SlotState, StoreData};
+
+/// Milliseconds per epoch tick: the resolution of the CPU-time deadline.
+const TICK_MS: u64 = 1;
+
+/// Settings of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// CPU time a single policy call may take.
+    pub call_timeout: Duration,
+    /// Linear memory a policy instance may use.
+    pub memory_limit_bytes: usize,
+    /// Policy instances alive at once (pooling slots); beyond, instantiation fails fast.
+    pub max_instances: u32,
+    /// Directory for compiled components; `None` compiles in memory every start.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_millis(100),
+            memory_limit_bytes: 64 << 20,
+            max_instances: 1000,
+            cache_dir: None,
+        }
+    }
+}
+
+struct Shared {
+    engine: Engine,
+    linker: Linker<StoreData>,
+    options: RuntimeOptions,
+    outbound: Arc<dyn OutboundHttp>,
+}
+
+/// The wasmtime engine with the policy linker. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("options", &self.shared.options).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Creates the engine and starts the epoch ticker thread. Policies get no outbound HTTP.
+    pub fn new(options: RuntimeOptions) -> Result<Self, LoadError> {
+        Self::with_outbound(options, Arc::new(NoOutbound))
+    }
+
+    /// Like [`Runtime::new`], with the client policies use for outbound HTTP.
+    pub fn with_outbound(options: RuntimeOptions, outbound: Arc<dyn OutboundHttp>) -> Result<Self, LoadError> {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = options.max_instances.max(1);
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .total_stacks(n)
+            .max_memories_per_component(2)
+            .max_tables_per_component(4)
+            .max_memory_size(options.memory_limit_bytes)
+            // Reset recycled slots by rewriting what the last instance dirtied instead of
+            // unmapping and faulting the pages in again on every request.
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(16 << 10)
+            .pagemap_scan(Enabled::Auto);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .async_stack_size(1 << 20)
+            .max_wasm_stack(512 << 10)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_reservation(options.memory_limit_bytes as u64)
+            .memory_guard_size(32 << 20)
+            .memory_reservation_for_growth(0);
+        let engine = Engine::new(&config).map_err(LoadError::Engine)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(LoadError::Engine)?;
+        bindings::PolicyComponent::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(LoadError::Engine)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(Duration::from_millis(TICK_MS));
+                }
+            })
+            .map_err(|e| LoadError::Engine(wasmtime::Error::msg(e.to_string())))?;
+
+        Ok(Self {
+            shared: Arc::new(Shared {
+                engine,
+                linker,
+                options,
+                outbound,
+            }),
+        })
+    }
+
+    /// The options the runtime was created with.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.shared.options
+    }
+
+    pub(crate) fn outbound(&self) -> &Arc<dyn OutboundHttp> {
+        &self.shared.outbound
+    }
+
+    /// Compiles (or loads from the cache), links and pre-instantiates a policy component, and
+    /// reads its `describe`.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<Policy>, LoadError> {
+        let started = std::time::Instant::now();
+        let (component, cached) = crate::cache::compile(&self.shared.engine, self.shared.options.cache_dir.as_deref(), bytes)
+            .map_err(|source| LoadError::Compile { name: name.into(), source })?;
+        let pre = self
+            .shared
+            .linker
+            .instantiate_pre(&component)
+            .and_then(PolicyComponentPre::new)
+            .map_err(|source| LoadError::World { name: name.into(), source })?;
+        let mut policy = Policy {
+            name: name.into(),
+            runtime: self.clone(),
+            pre,
+            info: PolicyInfo {
+                name: name.into(),
+                version: String::new(),
+                phases: Vec::new(),
+            },
+        };
+        let info = policy
+            .describe_blocking()
+            .map_err(|failure| LoadError::Describe { name: name.into(), failure })?;
+        tracing::info!(policy = name, version = %info.version, cached, elapsed_ms = started.elapsed().as_millis() as u64, "loaded policy component");
+        policy.info = info;
+        Ok(Arc::new(policy))
+    }
+
+    /// A fresh store for one policy instance of one request.
+    pub(crate) fn new_store(&self, slot: Arc<SlotState>, request: Arc<std::sync::Mutex<RequestState>>) -> Store<StoreData> {
+        let opts = &self.shared.options;
+        let mut store = Store::new(&self.shared.engine, StoreData::new(slot, request, opts.memory_limit_bytes, self.clone()));
+        store.limiter(|d| &mut d.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks());
+        store
+    }
+
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        (self.shared.options.call_timeout.as_millis() as u64 / TICK_MS).max(1)
+    }
+
+    pub(crate) fn timeout_ms(&self) -> u64 {
+        self.shared.options.call_timeout.as_millis() as u64
+    }
+
+    pub(crate) fn memory_mib(&self) -> u64 {
+        (self.shared.options.memory_limit_bytes >> 20) as u64
+    }
+}
+
+/// A loaded, pre-instantiated policy component.
+pub struct Policy {
+    name: String,
+    runtime: Runtime,
+    pub(crate) pre: PolicyComponentPre<StoreData>,
+    info: PolicyInfo,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").field("name", &self.name).field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// What the component says about itself.
+    pub fn info(&self) -> &PolicyInfo {
+        &self.info
+    }
+
+    /// The name the policy was loaded under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Runs the component's `validate-config` on a configuration.
+    pub async fn validate_config(&self, config_json: &str) -> Result<Result<(), (String, String)>, PolicyFailure> {
+        let slot = Arc::new(SlotState::detached(&self.name));
+        let mut store = self.runtime.new_store(slot, Arc::new(std::sync::Mutex::new(RequestState::detached())));
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| PolicyFailure::Instantiate(e.to_string()))?;
+        let result = instance
+            .weir_policy_policy()
+            .call_validate_config(&mut store, config_json)
+            .await
+            .map_err(|e| crate::host::classify(&store, &e))?;
+        Ok(result.map_err(|e| (e.path, e.message)))
+    }
+
+    fn describe_blocking(&self) -> Result<PolicyInfo, PolicyFailure> {
+        let run = async {
+            let slot = Arc::new(SlotState::detached(&self.name));
+            let mut store = self.runtime.new_store(slot, Arc::new(std::sync::Mutex::new(RequestState::detached())));
+            let instance = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| PolicyFailure::Instantiate(e.to_string()))?;
+            instance
+                .weir_policy_policy()
+                .call_describe(&mut store)
+                .await
+                .map_err(|e| crate::host::classify(&store, &e))
+        };
+        futures::executor::block_on(run)
+    }
+}

@@ -1,0 +1,201 @@
+//! Runtime tests with the real policy components from components/.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir_runtime::{
+    ChainRun, ChainSpec, CompletionInfo, Decision, MessageView, Outcome, PolicyFailure, RequestState, RouteKind,
+    Runtime, RuntimeOptions, SlotSpec,
+};
+use weir_state::{KvStore, MemoryStore, Namespaced};
+
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeOptions {
+        call_timeout: Duration::from_millis(50),
+        memory_limit_bytes: 16 << 20,
+        max_instances: 64,
+        cache_dir: None,
+    })
+    .unwrap()
+}
+
+fn chain(rt: &Runtime, kv: &Arc<dyn KvStore>, policies: &[(&str, &[u8], &str)]) -> Arc<ChainSpec> {
+    let slots = policies
+        .iter()
+        .enumerate()
+        .map(|(i, (name, bytes, config))| SlotSpec {
+            policy: rt.load(name, bytes).unwrap(),
+            instance: format!("{name}#{i}"),
+            qualified: format!("test/{name}#{i}"),
+            config_json: (*config).to_owned(),
+            kv: Namespaced::new(kv.clone(), &format!("test/{name}#{i}")),
+            allow_hosts: Vec::new(),
+        })
+        .collect();
+    Arc::new(ChainSpec::new(slots))
+}
+
+fn state(id: &str) -> RequestState {
+    RequestState {
+        request_id: id.into(),
+        route: "test".into(),
+        route_kind: RouteKind::Llm,
+        endpoint: "chat/completions".into(),
+        consumer: None,
+        attributes: Default::default(),
+        llm: Some(weir_llm::LlmRequestInfo {
+            model: Some("m".into()),
+            max_tokens: Some(10),
+            stream: false,
+            client_wants_stream_usage: false,
+            estimated_prompt_tokens: 5,
+        }),
+        received_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn request(key: &str) -> MessageView {
+    MessageView {
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        status: 0,
+        headers: vec![("authorization".into(), format!("Bearer {key}")), ("x-other".into(), "1".into())],
+        body: bytes::Bytes::from_static(b"{\"model\":\"m\"}"),
+    }
+}
+
+fn auth_config() -> String {
+    let real = sha256_hex("good-key");
+    format!(r#"{{"consumers":[{{"id":"alice","key-sha256":"{real}"}}]}}"#)
+}
+
+fn sha256_hex(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for b in <sha2::Sha256 as sha2::Digest>::digest(s.as_bytes()) {
+        write!(out, "{b:02x}").unwrap();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_and_validate() {
+    let rt = runtime();
+    let auth = rt.load("auth", weir_policies::AUTH).unwrap();
+    assert_eq!(auth.info().name, "auth");
+    assert!(auth.validate_config(&auth_config()).await.unwrap().is_ok());
+    let (path, message) = auth
+        .validate_config(r#"{"consumers":[{"id":"a","key-sha256":"plain"}]}"#)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(path, "consumers[0].key-sha256");
+    assert!(message.contains("hash-key"));
+    let tl = rt.load("token-limit", weir_policies::TOKEN_LIMIT).unwrap();
+    let (path, _) = tl.validate_config(r#"{"tokens-per-minit": 5}"#).await.unwrap().unwrap_err();
+    assert_eq!(path, "tokens-per-minit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_sets_consumer_and_strips_key() {
+    let rt = runtime();
+    let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1000));
+    let spec = chain(&rt, &kv, &[("auth", weir_policies::AUTH, &auth_config())]);
+    let mut run = ChainRun::new(spec.clone(), state("r1"));
+    let Decision::Continue(msg) = run.on_request(request("good-key")).await.unwrap() else { panic!() };
+    assert_eq!(run.consumer().as_deref(), Some("alice"));
+    assert_eq!(msg.header("authorization"), None);
+    assert_eq!(msg.header("x-other"), Some("1"));
+    let mut run = ChainRun::new(spec, state("r2"));
+    let Decision::Deny { denial, .. } = run.on_request(request("bad-key")).await.unwrap() else { panic!() };
+    assert_eq!((denial.status, denial.code.as_str()), (401, "invalid_api_key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_limit_reserves_and_settles() {
+    let rt = runtime();
+    let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1000));
+    // Reservation = 5 (estimate) + 10 (max_tokens) = 15 per request; limit 40.
+    let spec = chain(
+        &rt,
+        &kv,
+        &[("auth", weir_policies::AUTH, &auth_config()), ("token-limit", weir_policies::TOKEN_LIMIT, r#"{"tokens-per-minute":40}"#)],
+    );
+    let mut first = ChainRun::new(spec.clone(), state("a"));
+    assert!(matches!(first.on_request(request("good-key")).await.unwrap(), Decision::Continue(_)));
+    let mut second = ChainRun::new(spec.clone(), state("b"));
+    assert!(matches!(second.on_request(request("good-key")).await.unwrap(), Decision::Continue(_)));
+    let mut run = ChainRun::new(spec.clone(), state("c"));
+    let Decision::Deny { denial, .. } = run.on_request(request("good-key")).await.unwrap() else { panic!() };
+    assert_eq!((denial.status, denial.code.as_str()), (429, "rate_limit_exceeded"));
+    assert!(denial.headers.iter().any(|(n, v)| n == "x-ratelimit-remaining-tokens" && v == "10"));
+    assert!(denial.headers.iter().any(|(n, _)| n == "retry-after"));
+    // The first request really used 2 tokens: 13 come back, so one more request fits.
+    let info = CompletionInfo {
+        status: 200,
+        outcome: Outcome::Success,
+        model: None,
+        usage: Some(weir_llm::Usage { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2, cached_prompt_tokens: 0 }),
+        latency_ms: 1,
+    };
+    assert!(first.on_complete(&info).await.is_empty());
+    let mut third = ChainRun::new(spec.clone(), state("d"));
+    assert!(matches!(third.on_request(request("good-key")).await.unwrap(), Decision::Continue(_)));
+    let mut run = ChainRun::new(spec.clone(), state("e"));
+    assert!(matches!(run.on_request(request("good-key")).await.unwrap(), Decision::Deny { .. }));
+    // A failed upstream call gives its whole reservation back.
+    let failed = CompletionInfo { outcome: Outcome::UpstreamError, usage: None, status: 502, ..info };
+    assert!(second.on_complete(&failed).await.is_empty());
+    let mut run = ChainRun::new(spec, state("f"));
+    assert!(matches!(run.on_request(request("good-key")).await.unwrap(), Decision::Continue(_)));
+}
+
+async fn failing(mode: &str) -> weir_runtime::PolicyError {
+    let rt = runtime();
+    let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1000));
+    let config = format!(r#"{{"mode":"{mode}"}}"#);
+    let spec = chain(&rt, &kv, &[("test-policy", weir_policies::TEST_POLICY, &config)]);
+    let mut run = ChainRun::new(spec, state("x"));
+    let err = run.on_request(request("k")).await.unwrap_err();
+    // The runtime is still healthy: a well-behaved chain on the same runtime works.
+    let ok = chain(&rt, &kv, &[("test-policy", weir_policies::TEST_POLICY, r#"{"mode":"noop"}"#)]);
+    let mut run = ChainRun::new(ok, state("y"));
+    assert!(matches!(run.on_request(request("k")).await.unwrap(), Decision::Continue(_)));
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_is_contained() {
+    let e = failing("trap").await;
+    assert!(matches!(e.failure, PolicyFailure::Trap(_)), "{e}");
+    assert_eq!(e.policy, "test-policy");
+    assert!(e.to_string().contains("test/test-policy#0"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_hits_the_deadline() {
+    let started = Instant::now();
+    let e = failing("loop").await;
+    assert_eq!(e.failure, PolicyFailure::Timeout(50), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bomb_hits_the_limit() {
+    let e = failing("oom").await;
+    assert_eq!(e.failure, PolicyFailure::MemoryLimit(16), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_isolated() {
+    let rt = runtime();
+    let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1000));
+    let spec = chain(&rt, &kv, &[("test-policy", weir_policies::TEST_POLICY, r#"{"mode":"probe"}"#)]);
+    for i in 0..200 {
+        let mut run = ChainRun::new(spec.clone(), state(&format!("req-{i}")));
+        match run.on_request(request("k")).await.unwrap() {
+            Decision::Continue(msg) => assert!(msg.header("x-weir-probe").unwrap().starts_with(&format!("req-{i};"))),
+            other => panic!("request {i}: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Per-request fault injection.
+//!
+//! Faults come from the `x-mock-fault` request header and/or from the requested model name
+//! (`"model": "mock-fault:<spec>"`), because gateways may not forward custom headers. A spec is a
+//! comma-separated list, e.g. `latency-50,cut-after-2`:
+//!
+//! | fault          | effect                                                                   |
+//! | -------------- | ------------------------------------------------------------------------ |
+//! | `status-NNN`   | answer with that 4xx/5xx status and an OpenAI error body (429 and 503    |
+//! |                | carry `retry-after: 1`)                                                  |
+//! | `reset`        | close the connection without any response                                |
+//! | `cut-after-N`  | streams: send N content chunks, then abort the body (no usage, no DONE); |
+//! |                | non-streams: send half of the body, then abort                           |
+//! | `latency-MS`   | sleep MS milliseconds before answering                                   |
+
+use std::time::Duration;
+
+/// Request header carrying a fault spec.
+pub const FAULT_HEADER: &str = "x-mock-fault";
+/// Request header carrying an extra latency in milliseconds.
+pub const LATENCY_HEADER: &str = "x-mock-latency-ms";
+/// Model-name prefix carrying a fault spec: `"model": "mock-fault:status-429"`.
+pub const FAULT_MODEL_PREFIX: &str = "mock-fault:";
+
+/// The faults requested for one request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Faults {
+    /// Answer with this error status.
+    pub status: Option<u16>,
+    /// Drop the connection without a response.
+    pub reset: bool,
+    /// Abort the body after this many content chunks.
+    pub cut_after: Option<u64>,
+    /// Extra latency before answering.
+    pub latency: Duration,
+}
+
+impl Faults {
+    /// Adds the faults of a comma-separated spec; the error names the offending item.
+    pub(crate) fn add_spec(&mut self, spec: &str) -> Result<(), String> {
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item == "reset" {
+                self.reset = true;
+            } else if let Some(code) = item.strip_prefix("status-") {
+                match code.parse::<u16>() {
+                    Ok(code) if (400..=599).contains(&code) => self.status = Some(code),
+                    _ => return Err(format!("invalid mock fault `{item}`: status must be 400..=599")),
+                }
+            } else if let Some(n) = item.strip_prefix("cut-after-") {
+                let n = n.parse::<u64>().map_err(|_| format!("invalid mock fault `{item}`"))?;
+                self.cut_after = Some(n);
+            } else if let Some(ms) = item.strip_prefix("latency-") {
+                let ms = ms.parse::<u64>().map_err(|_| format!("invalid mock fault `{item}`"))?;
+                self.latency += Duration::from_millis(ms);
+            } else {
+                return Err(format!("unknown mock fault `{item}`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_combined_specs() {
+        let mut f = Faults::default();
+        assert_eq!(f.add_spec("latency-50, cut-after-2,status-503,reset"), Ok(()));
+        assert_eq!(
+            f,
+            Faults {
+                status: Some(503),
+                reset: true,
+                cut_after: Some(2),
+                latency: Duration::from_millis(50)
+            }
+        );
+        assert!(f.add_spec("status-200").is_err());
+        assert!(f.add_spec("explode").is_err());
+        assert!(f.add_spec("cut-after-x").is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! Request routing and the endpoint handlers.
+
+use crate::Shared;
+use crate::body::{ChatStream, MockBody, Truncated};
+use crate::fault::{FAULT_HEADER, FAULT_MODEL_PREFIX, Faults, LATENCY_HEADER};
+use crate::protocol::{self, ApiError, ChatParams};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::Value;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+type Reply = Response<MockBody>;
+
+/// The `/v1` endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Chat,
+    Embeddings,
+    Models,
+    Model,
+    NotFound,
+}
+
+fn route(method: &Method, path: &str) -> Endpoint {
+    match (method, path) {
+        (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
+        (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
+        (&Method::GET, "/v1/models") => Endpoint::Models,
+        (&Method::GET, p) if p.strip_prefix("/v1/models/").is_some_and(|id| !id.is_empty()) => Endpoint::Model,
+        _ => Endpoint::NotFound,
+    }
+}
+
+/// Serves one request. An `Err` makes hyper drop the connection without a response (`reset`).
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, io::Error> {
+    let path = req.uri().path();
+    if !path.starts_with("/v1/") {
+        return Ok(match (req.method(), path) {
+            (&Method::GET | &Method::HEAD, "/health") => json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")),
+            (&Method::GET, "/mock/stats") => {
+                json(StatusCode::OK, serde_json::to_vec(&shared.stats()).map(Bytes::from).unwrap_or_default())
+            }
+            (method, path) => error(&ApiError::not_found(method.as_str(), path)),
+        });
+    }
+    shared.requests.fetch_add(1, Ordering::Relaxed);
+    shared.record_headers(req.headers());
+
+    let (parts, body) = req.into_parts();
+    let endpoint = route(&parts.method, parts.uri.path());
+    let mut faults = Faults::default();
+    let mut fault_error = None;
+    if let Some(spec) = parts.headers.get(FAULT_HEADER) {
+        let spec = spec.to_str().map_err(|_| format!("invalid {FAULT_HEADER} header"));
+        if let Err(e) = spec.and_then(|s| faults.add_spec(s)) {
+            fault_error = Some(e);
+        }
+    }
+    if let Some(ms) = parts.headers.get(LATENCY_HEADER) {
+        match ms.to_str().ok().and_then(|ms| ms.trim().parse::<u64>().ok()) {
+            Some(ms) => faults.latency += Duration::from_millis(ms),
+            None => fault_error = Some(format!("invalid {LATENCY_HEADER} header")),
+        }
+    }
+
+    let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    let json_body = matches!(endpoint, Endpoint::Chat | Endpoint::Embeddings).then(|| serde_json::from_slice::<Value>(&body));
+    if let Some(Ok(req_json)) = &json_body
+        && let Some(spec) = req_json.get("model").and_then(Value::as_str).and_then(|m| m.strip_prefix(FAULT_MODEL_PREFIX))
+        && let Err(e) = faults.add_spec(spec)
+    {
+        fault_error = Some(e);
+    }
+
+    let latency = shared.opts.latency + faults.latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some(expected) = &shared.expected_auth
+        && parts.headers.get(AUTHORIZATION) != Some(expected)
+    {
+        return Ok(error(&ApiError::bad_api_key()));
+    }
+    if let Some(message) = fault_error {
+        return Ok(error(&ApiError::invalid(message, None, Some("invalid_mock_fault"))));
+    }
+    if faults.reset {
+        return Err(io::Error::new(io::ErrorKind::ConnectionReset, "weir-mock-upstream: injected reset fault"));
+    }
+    if let Some(status) = faults.status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Ok(error(&ApiError::injected(status)));
+    }
+
+    let result = match (endpoint, json_body) {
+        (_, Some(Err(_))) => Err(ApiError::invalid_json()),
+        (Endpoint::Chat, Some(Ok(req_json))) => chat(&shared, &req_json, &faults),
+        (Endpoint::Embeddings, Some(Ok(req_json))) => embeddings(&shared, &req_json, &faults),
+        (Endpoint::Models, _) => Ok(json(StatusCode::OK, protocol::models_body())),
+        (Endpoint::Model, _) => {
+            let id = parts.uri.path().trim_start_matches("/v1/models/");
+            protocol::model_body(id).map(|b| json(StatusCode::OK, b)).ok_or_else(|| ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: format!("The model `{id}` does not exist or you do not have access to it."),
+                kind: "invalid_request_error",
+                param: None,
+                code: Some("model_not_found"),
+            })
+        }
+        _ => Err(ApiError::not_found(parts.method.as_str(), parts.uri.path())),
+    };
+    Ok(result.unwrap_or_else(|e| error(&e)))
+}
+
+fn chat(shared: &Arc<Shared>, req: &Value, faults: &Faults) -> Result<Reply, ApiError> {
+    let params = ChatParams::parse(req)?;
+    let id = protocol::next_id("chatcmpl-");
+    let created = protocol::unix_now();
+    if params.stream {
+        let stream =
+            ChatStream::new(&params, &id, created, faults.cut_after, shared.opts.chunk_delay, Arc::clone(shared));
+        let mut resp = Response::new(MockBody::Chat(Box::new(stream)));
+        let headers = resp.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(resp);
+    }
+    let body = params.completion_body(&id, created);
+    if faults.cut_after.is_some() {
+        return Ok(with_json_type(Response::new(MockBody::Truncated(Truncated::new(&body, Arc::clone(shared))))));
+    }
+    let usage = params.usage();
+    shared.prompt_tokens.fetch_add(usage.prompt_tokens, Ordering::Relaxed);
+    shared.completion_tokens.fetch_add(usage.completion_tokens, Ordering::Relaxed);
+    Ok(json(StatusCode::OK, body))
+}
+
+fn embeddings(shared: &Arc<Shared>, req: &Value, faults: &Faults) -> Result<Reply, ApiError> {
+    let (body, tokens) = protocol::embeddings_body(req)?;
+    if faults.cut_after.is_some() {
+        return Ok(with_json_type(Response::new(MockBody::Truncated(Truncated::new(&body, Arc::clone(shared))))));
+    }
+    shared.prompt_tokens.fetch_add(tokens, Ordering::Relaxed);
+    Ok(json(StatusCode::OK, body))
+}
+
+fn with_json_type(mut resp: Reply) -> Reply {
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn json(status: StatusCode, body: Bytes) -> Reply {
+    let mut resp = with_json_type(Response::new(MockBody::full(body)));
+    *resp.status_mut() = status;
+    resp
+}
+
+fn error(e: &ApiError) -> Reply {
+    let mut resp = json(e.status, e.body());
+    if e.retry_after() {
+        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
