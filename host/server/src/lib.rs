@@ -1,1 +1,126 @@
-//! weir-server
+//! The weir data plane: listeners, routing, the policy chain around each call, the upstream
+//! client and streaming.
+//!
+//! ```text
+//! client ─▶ listener ─▶ route (context path + endpoint) ─▶ body checks (size, JSON)
+//!        ─▶ on-request chain (provider policies, then proxy policies)
+//!        ─▶ upstream (provider key injected) ─▶ on-response / on-stream-chunk (reverse order)
+//!        ─▶ on-complete with usage (also when the client left) ─▶ usage record
+//! ```
+//!
+//! [`Gateway::build`] turns a validated [`weir_config::GatewayConfig`] into a running gateway:
+//! it loads the policy components (built-in and custom), validates each policy configuration
+//! with the policy's own `validate-config`, and starts the bundled mock provider for
+//! `builtin:mock` providers. [`Gateway::serve`] accepts connections.
+#![forbid(unsafe_code)]
+
+mod body;
+mod build;
+mod error;
+mod proxy;
+mod stream;
+mod upstream;
+pub mod usage;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub use build::{BuildError, GatewayOptions};
+pub use error::GatewayError;
+pub use usage::{Totals, UsageLog, UsageRecord};
+
+/// A configured gateway, ready to serve.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    inner: Arc<build::State>,
+}
+
+impl Gateway {
+    /// Loads policies, validates their configurations and prepares routes.
+    pub async fn build(config: weir_config::GatewayConfig, options: GatewayOptions) -> Result<Self, BuildError> {
+        Ok(Self {
+            inner: Arc::new(build::State::build(config, options).await?),
+        })
+    }
+
+    /// The configured listen address.
+    pub fn listen_addr(&self) -> &str {
+        &self.inner.config.listen
+    }
+
+    /// Usage records and totals.
+    pub fn usage(&self) -> &UsageLog {
+        &self.inner.usage
+    }
+
+    /// Serves connections from `listener` until `shutdown` resolves, then waits (up to 30 s) for
+    /// in-flight requests to finish.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let limits = self.inner.config.limits.clone();
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let gateway = self.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy::handle(gateway.inner, req, peer).await) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .max_headers(limits.max_headers)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .header_read_timeout(Duration::from_secs(30))
+                .timer(hyper_util::rt::TokioTimer::new());
+            builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!("shutdown: gave up waiting for connections"),
+        }
+    }
+
+    /// Binds the configured address (or `addr`) and serves until `shutdown`.
+    pub async fn bind_and_serve(
+        self,
+        addr: Option<SocketAddr>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let addr = match addr {
+            Some(a) => a,
+            None => self
+                .inner
+                .config
+                .listen
+                .parse()
+                .map_err(|e| std::io::Error::other(format!("listen address: {e}")))?,
+        };
+        let listener = TcpListener::bind(addr).await?;
+        tracing::info!(address = %listener.local_addr()?, "weir data plane listening");
+        self.serve(listener, shutdown).await;
+        Ok(())
+    }
+}

@@ -63,7 +63,10 @@ impl Body for MockBody {
 }
 
 fn cut_error() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "weir-mock-upstream: injected cut-after fault")
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "weir-mock-upstream: injected cut-after fault",
+    )
 }
 
 /// The next event of a chat stream.
@@ -76,7 +79,9 @@ enum Step {
     Done,
     End,
     /// Yield once (so hyper flushes what it has), then fail the body.
-    Cut { flushed: bool },
+    Cut {
+        flushed: bool,
+    },
     Finished,
 }
 
@@ -114,7 +119,11 @@ impl ChatStream {
         );
         Self {
             prefix,
-            suffix: if params.include_usage { ",\"usage\":null}\n\n" } else { "}\n\n" },
+            suffix: if params.include_usage {
+                ",\"usage\":null}\n\n"
+            } else {
+                "}\n\n"
+            },
             words: params.completion_tokens,
             finish_reason: params.finish_reason(),
             include_usage: params.include_usage,
@@ -157,14 +166,19 @@ impl ChatStream {
         let delayed = !matches!(step, Step::Role | Step::End | Step::Cut { flushed: true });
         if delayed && !self.delay.is_zero() {
             let delay = self.delay;
-            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
             ready!(sleep.as_mut().poll(cx));
             self.sleep = None;
         }
         let data = match step {
             Step::Role => {
                 self.next = self.after_words(0);
-                self.chunk("{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}", None)
+                self.chunk(
+                    "{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
+                    None,
+                )
             }
             Step::Word(i) => {
                 self.next = self.after_words(i + 1);
@@ -172,7 +186,11 @@ impl ChatStream {
                 self.chunk(&delta, None)
             }
             Step::Finish => {
-                self.next = if self.include_usage { Step::Usage } else { Step::Done };
+                self.next = if self.include_usage {
+                    Step::Usage
+                } else {
+                    Step::Done
+                };
                 self.chunk("{}", Some(self.finish_reason))
             }
             Step::Usage => {
@@ -187,14 +205,20 @@ impl ChatStream {
             Step::Done => {
                 if self.include_usage {
                     // hyper has taken the usage chunk: bill it.
-                    self.shared.prompt_tokens.fetch_add(self.usage.prompt_tokens, Ordering::Relaxed);
-                    self.shared.completion_tokens.fetch_add(self.usage.completion_tokens, Ordering::Relaxed);
+                    self.shared
+                        .prompt_tokens
+                        .fetch_add(self.usage.prompt_tokens, Ordering::Relaxed);
+                    self.shared
+                        .completion_tokens
+                        .fetch_add(self.usage.completion_tokens, Ordering::Relaxed);
                 }
                 self.next = Step::End;
                 Bytes::from_static(b"data: [DONE]\n\n")
             }
             Step::End => {
-                self.shared.completed_streams.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .completed_streams
+                    .fetch_add(1, Ordering::Relaxed);
                 self.next = Step::Finished;
                 return Poll::Ready(None);
             }
@@ -228,7 +252,13 @@ pub(crate) struct Truncated {
 impl Truncated {
     /// Sends the first half of `full`.
     pub(crate) fn new(full: &Bytes, shared: Arc<Shared>) -> Self {
-        Self { head: Some(full.slice(..full.len() / 2)), full_len: full.len() as u64, flushed: false, done: false, shared }
+        Self {
+            head: Some(full.slice(..full.len() / 2)),
+            full_len: full.len() as u64,
+            flushed: false,
+            done: false,
+            shared,
+        }
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<FrameResult> {

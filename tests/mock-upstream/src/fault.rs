@@ -44,13 +44,21 @@ impl Faults {
             } else if let Some(code) = item.strip_prefix("status-") {
                 match code.parse::<u16>() {
                     Ok(code) if (400..=599).contains(&code) => self.status = Some(code),
-                    _ => return Err(format!("invalid mock fault `{item}`: status must be 400..=599")),
+                    _ => {
+                        return Err(format!(
+                            "invalid mock fault `{item}`: status must be 400..=599"
+                        ));
+                    }
                 }
             } else if let Some(n) = item.strip_prefix("cut-after-") {
-                let n = n.parse::<u64>().map_err(|_| format!("invalid mock fault `{item}`"))?;
+                let n = n
+                    .parse::<u64>()
+                    .map_err(|_| format!("invalid mock fault `{item}`"))?;
                 self.cut_after = Some(n);
             } else if let Some(ms) = item.strip_prefix("latency-") {
-                let ms = ms.parse::<u64>().map_err(|_| format!("invalid mock fault `{item}`"))?;
+                let ms = ms
+                    .parse::<u64>()
+                    .map_err(|_| format!("invalid mock fault `{item}`"))?;
                 self.latency += Duration::from_millis(ms);
             } else {
                 return Err(format!("unknown mock fault `{item}`"));
@@ -67,7 +75,10 @@ mod tests {
     #[test]
     fn parses_combined_specs() {
         let mut f = Faults::default();
-        assert_eq!(f.add_spec("latency-50, cut-after-2,status-503,reset"), Ok(()));
+        assert_eq!(
+            f.add_spec("latency-50, cut-after-2,status-503,reset"),
+            Ok(())
+        );
         assert_eq!(
             f,
             Faults {

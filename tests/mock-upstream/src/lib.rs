@@ -22,13 +22,15 @@
 pub mod fault;
 
 mod body;
+mod embeddings;
 mod protocol;
 mod service;
 
+pub use embeddings::{DEFAULT_EMBEDDING_DIMENSIONS, MAX_EMBEDDING_DIMENSIONS, embedding_for_text};
 pub use fault::{FAULT_HEADER, FAULT_MODEL_PREFIX, LATENCY_HEADER};
 pub use protocol::{
-    DEFAULT_COMPLETION_TOKENS, DEFAULT_EMBEDDING_DIMENSIONS, MAX_COMPLETION_TOKENS, MODEL_IDS, count_prompt_tokens,
-    count_text_tokens, embedding_for_text, reply_piece, reply_text,
+    DEFAULT_COMPLETION_TOKENS, MAX_COMPLETION_TOKENS, MODEL_IDS, count_prompt_tokens,
+    count_text_tokens, reply_piece, reply_text,
 };
 
 use anyhow::Context as _;
@@ -118,7 +120,10 @@ impl Shared {
     pub(crate) fn record_headers(&self, headers: &HeaderMap) {
         // Header values are reference-counted bytes: this clone is cheap.
         let copy = headers.clone();
-        *self.last_headers.lock().unwrap_or_else(PoisonError::into_inner) = copy;
+        *self
+            .last_headers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = copy;
     }
 }
 
@@ -135,11 +140,18 @@ impl MockServer {
     /// Binds `addr` (port 0 picks a free port) and starts serving on the current Tokio runtime.
     pub async fn start(addr: SocketAddr, opts: MockOptions) -> anyhow::Result<MockServer> {
         let shared = Arc::new(Shared::new(opts)?);
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
-        Ok(MockServer { addr, shared, stop, task: Some(task) })
+        Ok(MockServer {
+            addr,
+            shared,
+            stop,
+            task: Some(task),
+        })
     }
 
     /// The bound address.
@@ -164,10 +176,19 @@ impl MockServer {
 
     /// The headers of the most recent `/v1/*` request (names lower-case, values lossily UTF-8).
     pub fn last_request_headers(&self) -> Vec<(String, String)> {
-        let headers = self.shared.last_headers.lock().unwrap_or_else(PoisonError::into_inner);
+        let headers = self
+            .shared
+            .last_headers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect()
     }
 
@@ -188,7 +209,11 @@ impl Drop for MockServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let stream = tokio::select! {

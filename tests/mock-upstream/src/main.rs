@@ -43,7 +43,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         runtime.worker_threads(threads.max(1));
     }
-    runtime.build().context("starting the Tokio runtime")?.block_on(run(args))
+    runtime
+        .build()
+        .context("starting the Tokio runtime")?
+        .block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -60,7 +63,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[expect(clippy::print_stdout, reason = "the bound address is the binary's output, read by benchmark scripts")]
+#[expect(
+    clippy::print_stdout,
+    reason = "the bound address is the binary's output, read by benchmark scripts"
+)]
 fn announce(addr: SocketAddr) {
     println!("listening on http://{addr}");
 }

@@ -1,5 +1,5 @@
-//! OpenAI wire format: request validation, response bodies, error bodies and the deterministic
-//! token/text/embedding helpers that tests use to compute expected results.
+//! OpenAI wire format for chat completions and models: request validation, response bodies,
+//! error bodies and the deterministic token/text helpers that tests use to compute expected results.
 
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -12,20 +12,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const DEFAULT_COMPLETION_TOKENS: u64 = 16;
 /// Upper bound on completion tokens (words) of one reply.
 pub const MAX_COMPLETION_TOKENS: u64 = 4096;
-/// Embedding dimensions when the request does not set `dimensions`.
-pub const DEFAULT_EMBEDDING_DIMENSIONS: usize = 8;
-/// Upper bound on `dimensions`.
-pub const MAX_EMBEDDING_DIMENSIONS: usize = 4096;
 /// Model ids listed by `GET /v1/models`.
-pub const MODEL_IDS: [&str; 4] = ["mock-gpt", "mock-gpt-mini", "mock-reasoner", "mock-embedding"];
+pub const MODEL_IDS: [&str; 4] = [
+    "mock-gpt",
+    "mock-gpt-mini",
+    "mock-reasoner",
+    "mock-embedding",
+];
 
 /// Prompt tokens of a chat `messages` array: for each message, `3 + ceil(chars / 4)` where
 /// `chars` counts the characters of its text content (a string, or the `text` of every
 /// `{"type":"text"}` part of an array). Anything that is not an array counts 0.
 pub fn count_prompt_tokens(messages: &Value) -> u64 {
-    messages
-        .as_array()
-        .map_or(0, |msgs| msgs.iter().map(|m| 3 + content_chars(m.get("content")).div_ceil(4)).sum())
+    messages.as_array().map_or(0, |msgs| {
+        msgs.iter()
+            .map(|m| 3 + content_chars(m.get("content")).div_ceil(4))
+            .sum()
+    })
 }
 
 /// Tokens of one text input (embeddings): `ceil(chars / 4)`.
@@ -48,7 +51,11 @@ fn content_chars(content: Option<&Value>) -> u64 {
 
 /// The `i`-th streamed content piece: `"mock0"`, then `" mock1"`, `" mock2"`, …
 pub fn reply_piece(i: u64) -> String {
-    if i == 0 { "mock0".to_owned() } else { format!(" mock{i}") }
+    if i == 0 {
+        "mock0".to_owned()
+    } else {
+        format!(" mock{i}")
+    }
 }
 
 /// The full reply text of `words` words: `"mock0 mock1 … mock{words-1}"`. The streamed pieces
@@ -61,45 +68,6 @@ pub fn reply_text(words: u64) -> String {
     s
 }
 
-/// Deterministic, unit-length embedding of `dimensions` values for one text input.
-pub fn embedding_for_text(text: &str, dimensions: usize) -> Vec<f32> {
-    embedding_from_seed(fnv1a(0xcbf2_9ce4_8422_2325, text.as_bytes()), dimensions)
-}
-
-fn embedding_for_tokens(tokens: &[Value], dimensions: usize) -> Vec<f32> {
-    let mut h = 0x6c62_272e_07bb_0142;
-    for t in tokens {
-        h = fnv1a(h, &t.as_u64().unwrap_or(u64::MAX).to_le_bytes());
-    }
-    embedding_from_seed(h, dimensions)
-}
-
-fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
-    for b in bytes {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-fn embedding_from_seed(mut state: u64, dimensions: usize) -> Vec<f32> {
-    let mut v: Vec<f32> = (0..dimensions)
-        .map(|_| {
-            // splitmix64
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
-}
-
 /// A fresh, process-unique response id with the given prefix (`chatcmpl-`).
 pub(crate) fn next_id(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -107,7 +75,9 @@ pub(crate) fn next_id(prefix: &str) -> String {
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// An OpenAI-style error response.
@@ -121,8 +91,18 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn invalid(message: impl Into<String>, param: Option<&'static str>, code: Option<&'static str>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: message.into(), kind: "invalid_request_error", param, code }
+    pub(crate) fn invalid(
+        message: impl Into<String>,
+        param: Option<&'static str>,
+        code: Option<&'static str>,
+    ) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param,
+            code,
+        }
     }
 
     pub(crate) fn invalid_json() -> Self {
@@ -163,13 +143,31 @@ impl ApiError {
                 "requests",
                 Some("rate_limit_exceeded"),
             ),
-            500 => ("The server had an error while processing your request. Sorry about that!", "server_error", None),
+            500 => (
+                "The server had an error while processing your request. Sorry about that!",
+                "server_error",
+                None,
+            ),
             502 => ("Bad gateway.", "server_error", None),
-            503 => ("The engine is currently overloaded, please try again later.", "server_error", None),
-            s if s >= 500 => ("The server had an error while processing your request.", "server_error", None),
+            503 => (
+                "The engine is currently overloaded, please try again later.",
+                "server_error",
+                None,
+            ),
+            s if s >= 500 => (
+                "The server had an error while processing your request.",
+                "server_error",
+                None,
+            ),
             _ => ("Injected mock error.", "invalid_request_error", None),
         };
-        Self { status, message: message.to_owned(), kind, param: None, code }
+        Self {
+            status,
+            message: message.to_owned(),
+            kind,
+            param: None,
+            code,
+        }
     }
 
     /// Whether the response carries `retry-after: 1`.
@@ -190,7 +188,14 @@ impl ApiError {
             param: Option<&'a str>,
             code: Option<&'a str>,
         }
-        let e = Outer { error: Inner { message: &self.message, kind: self.kind, param: self.param, code: self.code } };
+        let e = Outer {
+            error: Inner {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param,
+                code: self.code,
+            },
+        };
         serde_json::to_vec(&e).map(Bytes::from).unwrap_or_default()
     }
 }
@@ -205,7 +210,11 @@ pub(crate) struct Usage {
 
 impl Usage {
     pub(crate) fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
     }
 }
 
@@ -242,7 +251,9 @@ impl<'a> ChatParams<'a> {
         Ok(Self {
             model,
             prompt_tokens: count_prompt_tokens(messages),
-            completion_tokens: max.unwrap_or(DEFAULT_COMPLETION_TOKENS).min(MAX_COMPLETION_TOKENS),
+            completion_tokens: max
+                .unwrap_or(DEFAULT_COMPLETION_TOKENS)
+                .min(MAX_COMPLETION_TOKENS),
             limited: max.is_some(),
             stream,
             include_usage,
@@ -290,100 +301,21 @@ impl<'a> ChatParams<'a> {
             model: self.model,
             choices: [Choice {
                 index: 0,
-                message: Message { role: "assistant", content: &text, refusal: None },
+                message: Message {
+                    role: "assistant",
+                    content: &text,
+                    refusal: None,
+                },
                 logprobs: None,
                 finish_reason: self.finish_reason(),
             }],
             usage: self.usage(),
             system_fingerprint: "fp_mock",
         };
-        serde_json::to_vec(&body).map(Bytes::from).unwrap_or_default()
+        serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .unwrap_or_default()
     }
-}
-
-/// The `/v1/embeddings` response body and its billed prompt tokens.
-pub(crate) fn embeddings_body(req: &Value) -> Result<(Bytes, u64), ApiError> {
-    let model = required_str(req, "model")?;
-    let dimensions = match req.get("dimensions") {
-        None | Some(Value::Null) => DEFAULT_EMBEDDING_DIMENSIONS,
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 && n <= MAX_EMBEDDING_DIMENSIONS as u64 => n as usize,
-            _ => {
-                return Err(ApiError::invalid(
-                    format!("Invalid 'dimensions': expected an integer in 1..={MAX_EMBEDDING_DIMENSIONS}."),
-                    Some("dimensions"),
-                    Some("invalid_value"),
-                ));
-            }
-        },
-    };
-    let base64 = match req.get("encoding_format").and_then(Value::as_str) {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(_) => return Err(ApiError::invalid("Invalid 'encoding_format'.", Some("encoding_format"), None)),
-    };
-    let invalid_input = || {
-        ApiError::invalid("'$.input' is invalid. Please check the API reference.", Some("input"), None)
-    };
-    // Each input is a text or a token array; yields (embedding, tokens).
-    let embed_one = |v: &Value| -> Result<(Vec<f32>, u64), ApiError> {
-        match v {
-            Value::String(s) if !s.is_empty() => Ok((embedding_for_text(s, dimensions), count_text_tokens(s))),
-            Value::Array(t) if !t.is_empty() && t.iter().all(Value::is_u64) => {
-                Ok((embedding_for_tokens(t, dimensions), t.len() as u64))
-            }
-            _ => Err(invalid_input()),
-        }
-    };
-    let embedded: Vec<(Vec<f32>, u64)> = match req.get("input") {
-        None | Some(Value::Null) => return Err(missing("input")),
-        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_u64) => {
-            vec![embed_one(&Value::Array(items.clone()))?]
-        }
-        Some(Value::Array(items)) if !items.is_empty() => items.iter().map(embed_one).collect::<Result<_, _>>()?,
-        Some(v @ Value::String(_)) => vec![embed_one(v)?],
-        Some(_) => return Err(invalid_input()),
-    };
-
-    #[derive(Serialize)]
-    struct List<'a> {
-        object: &'static str,
-        data: Vec<Item>,
-        model: &'a str,
-        usage: EmbeddingUsage,
-    }
-    #[derive(Serialize)]
-    struct Item {
-        object: &'static str,
-        index: usize,
-        embedding: Value,
-    }
-    #[derive(Serialize)]
-    struct EmbeddingUsage {
-        prompt_tokens: u64,
-        total_tokens: u64,
-    }
-    let tokens: u64 = embedded.iter().map(|(_, t)| t).sum();
-    let data = embedded
-        .into_iter()
-        .enumerate()
-        .map(|(index, (v, _))| {
-            let embedding = if base64 {
-                let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                Value::String(base64_encode(&raw))
-            } else {
-                Value::from(v)
-            };
-            Item { object: "embedding", index, embedding }
-        })
-        .collect();
-    let body = List {
-        object: "list",
-        data,
-        model,
-        usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
-    };
-    Ok((serde_json::to_vec(&body).map(Bytes::from).unwrap_or_default(), tokens))
 }
 
 /// `GET /v1/models` body.
@@ -394,39 +326,32 @@ pub(crate) fn models_body() -> Bytes {
 
 /// `GET /v1/models/{id}` body, if the model exists.
 pub(crate) fn model_body(id: &str) -> Option<Bytes> {
-    MODEL_IDS.contains(&id).then(|| Bytes::from(model_object(id).to_string()))
+    MODEL_IDS
+        .contains(&id)
+        .then(|| Bytes::from(model_object(id).to_string()))
 }
 
 fn model_object(id: &str) -> Value {
     serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "weir-mock"})
 }
 
-fn base64_encode(raw: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(raw.len().div_ceil(3) * 4);
-    for chunk in raw.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+pub(crate) fn missing(param: &'static str) -> ApiError {
+    ApiError::invalid(
+        format!("Missing required parameter: '{param}'."),
+        Some(param),
+        Some("missing_required_parameter"),
+    )
 }
 
-fn missing(param: &'static str) -> ApiError {
-    ApiError::invalid(format!("Missing required parameter: '{param}'."), Some(param), Some("missing_required_parameter"))
+pub(crate) fn invalid_type(param: &'static str, expected: &str) -> ApiError {
+    ApiError::invalid(
+        format!("Invalid type for '{param}': expected {expected}."),
+        Some(param),
+        Some("invalid_type"),
+    )
 }
 
-fn invalid_type(param: &'static str, expected: &str) -> ApiError {
-    ApiError::invalid(format!("Invalid type for '{param}': expected {expected}."), Some(param), Some("invalid_type"))
-}
-
-fn required_str<'a>(req: &'a Value, param: &'static str) -> Result<&'a str, ApiError> {
+pub(crate) fn required_str<'a>(req: &'a Value, param: &'static str) -> Result<&'a str, ApiError> {
     match req.get(param) {
         None | Some(Value::Null) => Err(missing(param)),
         Some(Value::String(s)) => Ok(s),
@@ -447,7 +372,9 @@ fn opt_positive(req: &Value, param: &'static str) -> Result<Option<u64>, ApiErro
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(0) => Err(ApiError::invalid(
-                format!("Invalid '{param}': integer below minimum value. Expected a value >= 1, but got 0 instead."),
+                format!(
+                    "Invalid '{param}': integer below minimum value. Expected a value >= 1, but got 0 instead."
+                ),
                 Some(param),
                 Some("integer_below_min_value"),
             )),
@@ -480,22 +407,5 @@ mod tests {
         let joined: String = (0..5).map(reply_piece).collect();
         assert_eq!(joined, reply_text(5));
         assert_eq!(reply_text(3), "mock0 mock1 mock2");
-    }
-
-    #[test]
-    fn embeddings_are_deterministic_and_normalised() {
-        let a = embedding_for_text("hi", 16);
-        assert_eq!(a, embedding_for_text("hi", 16));
-        assert_ne!(a, embedding_for_text("ho", 16));
-        let norm: f32 = a.iter().map(|x| x * x).sum();
-        assert!((norm - 1.0).abs() < 1e-4);
-    }
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64_encode(b""), "");
-        assert_eq!(base64_encode(b"f"), "Zg==");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::Shared;
 use crate::body::{ChatStream, MockBody, Truncated};
+use crate::embeddings;
 use crate::fault::{FAULT_HEADER, FAULT_MODEL_PREFIX, Faults, LATENCY_HEADER};
 use crate::protocol::{self, ApiError, ChatParams};
 use bytes::Bytes;
@@ -32,20 +33,33 @@ fn route(method: &Method, path: &str) -> Endpoint {
         (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
         (&Method::GET, "/v1/models") => Endpoint::Models,
-        (&Method::GET, p) if p.strip_prefix("/v1/models/").is_some_and(|id| !id.is_empty()) => Endpoint::Model,
+        (&Method::GET, p)
+            if p.strip_prefix("/v1/models/")
+                .is_some_and(|id| !id.is_empty()) =>
+        {
+            Endpoint::Model
+        }
         _ => Endpoint::NotFound,
     }
 }
 
 /// Serves one request. An `Err` makes hyper drop the connection without a response (`reset`).
-pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, io::Error> {
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Reply, io::Error> {
     let path = req.uri().path();
     if !path.starts_with("/v1/") {
         return Ok(match (req.method(), path) {
-            (&Method::GET | &Method::HEAD, "/health") => json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")),
-            (&Method::GET, "/mock/stats") => {
-                json(StatusCode::OK, serde_json::to_vec(&shared.stats()).map(Bytes::from).unwrap_or_default())
+            (&Method::GET | &Method::HEAD, "/health") => {
+                json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
             }
+            (&Method::GET, "/mock/stats") => json(
+                StatusCode::OK,
+                serde_json::to_vec(&shared.stats())
+                    .map(Bytes::from)
+                    .unwrap_or_default(),
+            ),
             (method, path) => error(&ApiError::not_found(method.as_str(), path)),
         });
     }
@@ -57,22 +71,32 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
     let mut faults = Faults::default();
     let mut fault_error = None;
     if let Some(spec) = parts.headers.get(FAULT_HEADER) {
-        let spec = spec.to_str().map_err(|_| format!("invalid {FAULT_HEADER} header"));
+        let spec = spec
+            .to_str()
+            .map_err(|_| format!("invalid {FAULT_HEADER} header"));
         if let Err(e) = spec.and_then(|s| faults.add_spec(s)) {
             fault_error = Some(e);
         }
     }
     if let Some(ms) = parts.headers.get(LATENCY_HEADER) {
-        match ms.to_str().ok().and_then(|ms| ms.trim().parse::<u64>().ok()) {
+        match ms
+            .to_str()
+            .ok()
+            .and_then(|ms| ms.trim().parse::<u64>().ok())
+        {
             Some(ms) => faults.latency += Duration::from_millis(ms),
             None => fault_error = Some(format!("invalid {LATENCY_HEADER} header")),
         }
     }
 
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
-    let json_body = matches!(endpoint, Endpoint::Chat | Endpoint::Embeddings).then(|| serde_json::from_slice::<Value>(&body));
+    let json_body = matches!(endpoint, Endpoint::Chat | Endpoint::Embeddings)
+        .then(|| serde_json::from_slice::<Value>(&body));
     if let Some(Ok(req_json)) = &json_body
-        && let Some(spec) = req_json.get("model").and_then(Value::as_str).and_then(|m| m.strip_prefix(FAULT_MODEL_PREFIX))
+        && let Some(spec) = req_json
+            .get("model")
+            .and_then(Value::as_str)
+            .and_then(|m| m.strip_prefix(FAULT_MODEL_PREFIX))
         && let Err(e) = faults.add_spec(spec)
     {
         fault_error = Some(e);
@@ -88,10 +112,17 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
         return Ok(error(&ApiError::bad_api_key()));
     }
     if let Some(message) = fault_error {
-        return Ok(error(&ApiError::invalid(message, None, Some("invalid_mock_fault"))));
+        return Ok(error(&ApiError::invalid(
+            message,
+            None,
+            Some("invalid_mock_fault"),
+        )));
     }
     if faults.reset {
-        return Err(io::Error::new(io::ErrorKind::ConnectionReset, "weir-mock-upstream: injected reset fault"));
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "weir-mock-upstream: injected reset fault",
+        ));
     }
     if let Some(status) = faults.status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -105,13 +136,17 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
         (Endpoint::Models, _) => Ok(json(StatusCode::OK, protocol::models_body())),
         (Endpoint::Model, _) => {
             let id = parts.uri.path().trim_start_matches("/v1/models/");
-            protocol::model_body(id).map(|b| json(StatusCode::OK, b)).ok_or_else(|| ApiError {
-                status: StatusCode::NOT_FOUND,
-                message: format!("The model `{id}` does not exist or you do not have access to it."),
-                kind: "invalid_request_error",
-                param: None,
-                code: Some("model_not_found"),
-            })
+            protocol::model_body(id)
+                .map(|b| json(StatusCode::OK, b))
+                .ok_or_else(|| ApiError {
+                    status: StatusCode::NOT_FOUND,
+                    message: format!(
+                        "The model `{id}` does not exist or you do not have access to it."
+                    ),
+                    kind: "invalid_request_error",
+                    param: None,
+                    code: Some("model_not_found"),
+                })
         }
         _ => Err(ApiError::not_found(parts.method.as_str(), parts.uri.path())),
     };
@@ -123,8 +158,14 @@ fn chat(shared: &Arc<Shared>, req: &Value, faults: &Faults) -> Result<Reply, Api
     let id = protocol::next_id("chatcmpl-");
     let created = protocol::unix_now();
     if params.stream {
-        let stream =
-            ChatStream::new(&params, &id, created, faults.cut_after, shared.opts.chunk_delay, Arc::clone(shared));
+        let stream = ChatStream::new(
+            &params,
+            &id,
+            created,
+            faults.cut_after,
+            shared.opts.chunk_delay,
+            Arc::clone(shared),
+        );
         let mut resp = Response::new(MockBody::Chat(Box::new(stream)));
         let headers = resp.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -133,25 +174,34 @@ fn chat(shared: &Arc<Shared>, req: &Value, faults: &Faults) -> Result<Reply, Api
     }
     let body = params.completion_body(&id, created);
     if faults.cut_after.is_some() {
-        return Ok(with_json_type(Response::new(MockBody::Truncated(Truncated::new(&body, Arc::clone(shared))))));
+        return Ok(with_json_type(Response::new(MockBody::Truncated(
+            Truncated::new(&body, Arc::clone(shared)),
+        ))));
     }
     let usage = params.usage();
-    shared.prompt_tokens.fetch_add(usage.prompt_tokens, Ordering::Relaxed);
-    shared.completion_tokens.fetch_add(usage.completion_tokens, Ordering::Relaxed);
+    shared
+        .prompt_tokens
+        .fetch_add(usage.prompt_tokens, Ordering::Relaxed);
+    shared
+        .completion_tokens
+        .fetch_add(usage.completion_tokens, Ordering::Relaxed);
     Ok(json(StatusCode::OK, body))
 }
 
 fn embeddings(shared: &Arc<Shared>, req: &Value, faults: &Faults) -> Result<Reply, ApiError> {
-    let (body, tokens) = protocol::embeddings_body(req)?;
+    let (body, tokens) = embeddings::embeddings_body(req)?;
     if faults.cut_after.is_some() {
-        return Ok(with_json_type(Response::new(MockBody::Truncated(Truncated::new(&body, Arc::clone(shared))))));
+        return Ok(with_json_type(Response::new(MockBody::Truncated(
+            Truncated::new(&body, Arc::clone(shared)),
+        ))));
     }
     shared.prompt_tokens.fetch_add(tokens, Ordering::Relaxed);
     Ok(json(StatusCode::OK, body))
 }
 
 fn with_json_type(mut resp: Reply) -> Reply {
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -164,7 +214,8 @@ fn json(status: StatusCode, body: Bytes) -> Reply {
 fn error(e: &ApiError) -> Reply {
     let mut resp = json(e.status, e.body());
     if e.retry_after() {
-        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }

@@ -1,0 +1,127 @@
+//! Usage records: one per request that reached a proxy, written as JSON lines.
+//!
+//! Records are appended by a background writer (flushed whenever the queue is empty) so the
+//! request path never waits on the disk; totals per consumer are kept in memory for queries.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// One request's usage.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageRecord {
+    pub timestamp_ms: u64,
+    pub request_id: String,
+    pub proxy: String,
+    pub provider: String,
+    pub endpoint: String,
+    pub consumer: Option<String>,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    pub outcome: &'static str,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub cached_prompt_tokens: u64,
+    pub latency_ms: u64,
+    pub time_to_first_token_ms: Option<u64>,
+}
+
+/// Totals of one consumer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// Where usage records go.
+#[derive(Debug, Clone)]
+pub struct UsageLog {
+    tx: Option<tokio::sync::mpsc::UnboundedSender<UsageRecord>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    totals: HashMap<String, Totals>,
+    recent: std::collections::VecDeque<UsageRecord>,
+}
+
+const RECENT: usize = 10_000;
+
+impl UsageLog {
+    /// Records to `path` (JSON lines) if given, and always in memory. Call from a tokio runtime.
+    pub fn new(path: Option<PathBuf>) -> std::io::Result<Self> {
+        let tx = match path {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<UsageRecord>();
+                std::thread::Builder::new().name("weir-usage".into()).spawn(move || {
+                    let mut out = std::io::BufWriter::new(file);
+                    while let Some(record) = rx.blocking_recv() {
+                        let mut write = |r: &UsageRecord| -> std::io::Result<()> {
+                            serde_json::to_writer(&mut out, r)?;
+                            out.write_all(b"\n")
+                        };
+                        if let Err(e) = write(&record) {
+                            tracing::error!(error = %e, "writing a usage record failed");
+                        }
+                        while let Ok(more) = rx.try_recv() {
+                            if let Err(e) = write(&more) {
+                                tracing::error!(error = %e, "writing a usage record failed");
+                            }
+                        }
+                        if let Err(e) = out.flush() {
+                            tracing::error!(error = %e, "flushing usage records failed");
+                        }
+                    }
+                })?;
+                Some(tx)
+            }
+            None => None,
+        };
+        Ok(Self {
+            tx,
+            inner: Arc::default(),
+        })
+    }
+
+    pub fn record(&self, record: UsageRecord) {
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let t = inner.totals.entry(record.consumer.clone().unwrap_or_else(|| "-".into())).or_default();
+            t.requests += 1;
+            t.prompt_tokens += record.prompt_tokens;
+            t.completion_tokens += record.completion_tokens;
+            t.total_tokens += record.total_tokens;
+            if inner.recent.len() == RECENT {
+                inner.recent.pop_front();
+            }
+            inner.recent.push_back(record.clone());
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(record);
+        }
+    }
+
+    /// Totals of a consumer (`-` for unauthenticated requests).
+    pub fn totals(&self, consumer: &str) -> Totals {
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.totals.get(consumer).copied().unwrap_or_default()
+    }
+
+    /// The most recent records (up to 10 000), oldest first.
+    pub fn recent(&self) -> Vec<UsageRecord> {
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.recent.iter().cloned().collect()
+    }
+}
