@@ -1,0 +1,128 @@
+//! `weir`: the gateway binary. Thin: parses arguments, loads the configuration and runs
+//! [`weir_server::Gateway`].
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sha2::Digest as _;
+use weir_config::{GatewayConfig, env};
+
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, about = "Weir: an AI gateway whose policies are WebAssembly components")]
+struct Cli {
+    /// Configuration file (YAML or JSON). Without it, the embedded default configuration is used.
+    #[arg(long, short, env = env::CONFIG, global = true)]
+    config: Option<PathBuf>,
+    /// Listen address of the data plane (overrides the configuration's `listen`).
+    #[arg(long, env = env::LISTEN, global = true)]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory for the compiled-component cache and usage records.
+    #[arg(long, env = env::DATA_DIR, default_value = ".weir", global = true)]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Validate the configuration, including every policy's own config, and exit.
+    Check,
+    /// Print the SHA-256 of an API key, for the `auth` policy's `key-sha256`.
+    HashKey {
+        /// The key; read from standard input when omitted (keeps it out of shell history).
+        key: Option<String>,
+    },
+    /// Print the embedded default configuration.
+    DefaultConfig,
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<GatewayConfig> {
+    let (text, origin) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("cannot read configuration file `{}`", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (weir_config::DEFAULT_CONFIG.to_owned(), "embedded default configuration".to_owned()),
+    };
+    GatewayConfig::from_yaml(&text).map_err(|e| anyhow::anyhow!("invalid configuration ({origin}): {e}"))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var(env::LOG_FORMAT).is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::HashKey { key } => {
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            anyhow::ensure!(!key.is_empty(), "empty key");
+            #[expect(clippy::print_stdout, reason = "the command's output")]
+            {
+                println!("{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
+            }
+            Ok(())
+        }
+        Command::DefaultConfig => {
+            #[expect(clippy::print_stdout, reason = "the command's output")]
+            {
+                print!("{}", weir_config::DEFAULT_CONFIG);
+            }
+            Ok(())
+        }
+        Command::Check => {
+            init_logging();
+            let config = load_config(cli.config.as_ref())?;
+            weir_server::Gateway::build(config, weir_server::GatewayOptions { data_dir: Some(cli.data_dir) })
+                .await
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            tracing::info!("configuration is valid");
+            Ok(())
+        }
+        Command::Serve => {
+            init_logging();
+            let config = load_config(cli.config.as_ref())?;
+            let gateway = weir_server::Gateway::build(config, weir_server::GatewayOptions { data_dir: Some(cli.data_dir) })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+            let shutdown = async {
+                let ctrl_c = tokio::signal::ctrl_c();
+                #[cfg(unix)]
+                {
+                    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                        Ok(s) => s,
+                        Err(_) => return std::mem::drop(ctrl_c.await),
+                    };
+                    tokio::select! {
+                        _ = ctrl_c => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                #[cfg(not(unix))]
+                let _ = ctrl_c.await;
+                tracing::info!("shutting down");
+            };
+            gateway.bind_and_serve(cli.listen, shutdown).await.context("data plane failed")?;
+            Ok(())
+        }
+    }
+}
