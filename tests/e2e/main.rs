@@ -1,0 +1,8 @@
+//! End-to-end tests: the real gateway (in-process, on a free port) with the real policy
+//! components, in front of the mock provider, through a real HTTP client.
+
+mod basics;
+mod faults;
+mod limits;
+mod policies;
+mod streaming;
