@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of the repository: host crates (unit + end-to-end), the policy components'
+# unit tests, and the end-to-end tests with the official `openai` Python SDK.
+# Usage (from anywhere): bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: wasm32-wasip2 target (listed in rust-toolchain.toml)"
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+
+step "host crates: build, unit and end-to-end tests (builds the policy components first)"
+cargo test --workspace --locked
+
+step "policy components: unit tests (native)"
+cargo test --locked --manifest-path components/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')"
+
+step "end-to-end tests with the official openai Python SDK"
+cargo build --locked -p weir -p weir-mock-upstream
+bash tests/python/run.sh

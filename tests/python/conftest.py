@@ -1,0 +1,430 @@
+"""Fixtures for the end-to-end tests: a real `weir-mock-upstream` process, a header-capturing
+upstream (in-process, stdlib only), and a real `weir` process configured in front of them.
+
+Binaries come from `WEIR_BIN` and `MOCK_BIN` (see run.sh). Every process listens on a free
+loopback port and is stopped at the end of the session. When a test fails, the part of weir's
+log (stderr) written while it ran is attached to the failure report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = 180.0  # the first start compiles the policy components (debug build)
+
+
+def _binary(env_var: str, default: str) -> Path:
+    p = Path(os.environ.get(env_var, default))
+    if not p.is_absolute():
+        p = ROOT / p
+    if not os.access(p, os.X_OK):
+        pytest.exit(
+            f"{env_var}={p} is not an executable; build it with "
+            "`cargo build -p weir -p weir-mock-upstream`",
+            returncode=2,
+        )
+    return p
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sha256_hex(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------------
+# Keys
+
+
+@dataclass(frozen=True)
+class Keys:
+    alice: str
+    bob: str
+    upstream: str
+
+
+@pytest.fixture(scope="session")
+def keys() -> Keys:
+    return Keys(
+        alice="sk-alice-" + secrets.token_hex(16),
+        bob="sk-bob-" + secrets.token_hex(16),
+        upstream="sk-upstream-" + secrets.token_hex(16),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The mock upstream binary
+
+
+@dataclass
+class MockUpstream:
+    url: str  # http://127.0.0.1:PORT
+    proc: subprocess.Popen
+    log_path: Path
+
+    def stats(self) -> dict:
+        return httpx.get(f"{self.url}/mock/stats", timeout=5).json()
+
+
+@pytest.fixture(scope="session")
+def mock_upstream(tmp_path_factory, keys: Keys):
+    binary = _binary("MOCK_BIN", "target/debug/weir-mock-upstream")
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("mock") / "mock-stderr.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [str(binary), "--listen", f"127.0.0.1:{port}", "--api-key", keys.upstream],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    # The binary prints `listening on http://ADDR` once bound.
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "listening on" in line:
+                found.set()
+
+    threading.Thread(target=read_stdout, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not found.wait(0.05):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            log.close()
+            pytest.fail(
+                f"weir-mock-upstream did not start (exit {proc.returncode}); stdout: {''.join(lines)!r}; "
+                f"stderr: {log_path.read_text(errors='replace')}"
+            )
+    mock = MockUpstream(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+    yield mock
+    stop_process(proc)
+    log.close()
+
+
+# --------------------------------------------------------------------------------------------
+# A capturing upstream: records every request's headers and answers with a fixed completion
+
+
+@dataclass
+class CapturedRequest:
+    method: str
+    path: str
+    headers: dict[str, list[str]]
+    body: bytes
+
+
+@dataclass
+class CaptureUpstream:
+    url: str
+    requests: list[CapturedRequest] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def last(self) -> CapturedRequest:
+        with self.lock:
+            assert self.requests, "the capture upstream received no request"
+            return self.requests[-1]
+
+
+CAPTURE_COMPLETION = {
+    "id": "chatcmpl-capture",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "capture-model",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "captured", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def capture_upstream():
+    state = CaptureUpstream(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _record(self) -> bytes:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers: dict[str, list[str]] = {}
+            for name, value in self.headers.items():
+                headers.setdefault(name.lower(), []).append(value)
+            with state.lock:
+                state.requests.append(CapturedRequest(self.command, self.path, headers, body))
+            return body
+
+        def _reply(self, status: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            self._record()
+            if self.path == "/v1/chat/completions":
+                self._reply(200, CAPTURE_COMPLETION)
+            else:
+                self._reply(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._record()
+            self._reply(200, {"object": "list", "data": []})
+
+        def log_message(self, *args) -> None:  # keep pytest output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+# --------------------------------------------------------------------------------------------
+# weir
+
+
+LIMITED_TOKENS_PER_MINUTE = 40
+
+
+@dataclass
+class Weir:
+    port: int
+    data_dir: Path
+    log_path: Path
+    config_path: Path
+    proc: subprocess.Popen
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def v1(self, context_path: str = "") -> str:
+        return f"{self.base_url}{context_path}/v1"
+
+    @property
+    def usage_path(self) -> Path:
+        return self.data_dir / "usage.jsonl"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def usage_records(self) -> list[dict]:
+        if not self.usage_path.exists():
+            return []
+        out = []
+        for line in self.usage_path.read_text().splitlines():
+            if line.strip():
+                out.append(json.loads(line))
+        return out
+
+    def wait_usage(self, request_ids: list[str], timeout: float = 10.0) -> dict[str, list[dict]]:
+        """Polls usage.jsonl (written asynchronously) until every id has a record."""
+        deadline = time.monotonic() + timeout
+        while True:
+            by_id: dict[str, list[dict]] = {}
+            for r in self.usage_records():
+                by_id.setdefault(r["request_id"], []).append(r)
+            if all(i in by_id for i in request_ids) or time.monotonic() > deadline:
+                return {i: by_id.get(i, []) for i in request_ids}
+            time.sleep(0.05)
+
+
+def weir_config(port: int, mock_url: str, capture_url: str, keys: Keys) -> str:
+    auth = f"""\
+      - policy: auth
+        config:
+          consumers:
+            - id: alice
+              key-sha256: {sha256_hex(keys.alice)}
+            - id: bob
+              key-sha256: {sha256_hex(keys.bob)}"""
+    return f"""\
+# Written by tests/python/conftest.py
+listen: 127.0.0.1:{port}
+providers:
+  - name: mock
+    base-url: {mock_url}/v1
+    api-key-env: MOCK_UPSTREAM_KEY
+    timeout-ms: 10000
+  - name: capture
+    base-url: {capture_url}/v1
+    api-key-env: MOCK_UPSTREAM_KEY
+    timeout-ms: 10000
+proxies:
+  - name: main
+    context-path: /
+    provider: mock
+    policies:
+{auth}
+      - policy: token-limit
+        config:
+          tokens-per-minute: 10000000
+          requests-per-minute: 100000
+  - name: limited
+    context-path: /limited
+    provider: mock
+    policies:
+{auth}
+      - policy: token-limit
+        config:
+          tokens-per-minute: {LIMITED_TOKENS_PER_MINUTE}
+  - name: capture
+    context-path: /capture
+    provider: capture
+    policies:
+{auth}
+"""
+
+
+def _wait_ready(proc: subprocess.Popen, port: int, log_path: Path) -> None:
+    """Polls until weir answers HTTP on its port (any status: an unauthenticated /v1/models is 401)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    last_error = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"weir exited with {proc.returncode} during startup:\n{log_path.read_text(errors='replace')}"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                pass
+            r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+            if r.status_code in (200, 401):
+                return
+            last_error = f"status {r.status_code}"
+        except (OSError, httpx.HTTPError) as e:
+            last_error = repr(e)
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"weir did not become ready within {STARTUP_TIMEOUT_S}s ({last_error}):\n"
+        f"{log_path.read_text(errors='replace')}"
+    )
+
+
+@pytest.fixture(scope="session")
+def weir(tmp_path_factory, keys: Keys, mock_upstream: MockUpstream, capture_upstream: CaptureUpstream):
+    binary = _binary("WEIR_BIN", "target/debug/weir")
+    base = tmp_path_factory.mktemp("weir")
+    data_dir = base / "data"
+    log_path = base / "weir-stderr.log"
+    config_path = base / "weir.yaml"
+    port = free_port()
+    config_path.write_text(weir_config(port, mock_upstream.url, capture_upstream.url, keys))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+    env["MOCK_UPSTREAM_KEY"] = keys.upstream
+    env["NO_COLOR"] = "1"
+    # Verbose for the gateway's own crates (so the secrets test covers debug logging too),
+    # quiet for the WebAssembly compiler.
+    env["WEIR_LOG"] = "info,weir=debug,weir_server=debug,weir_runtime=debug,weir_llm=debug"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "--config",
+            str(config_path),
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        _wait_ready(proc, port, log_path)
+    except RuntimeError as e:
+        stop_process(proc)
+        log.close()
+        pytest.fail(str(e), pytrace=False)
+    w = Weir(port=port, data_dir=data_dir, log_path=log_path, config_path=config_path, proc=proc)
+    yield w
+    stop_process(proc)
+    log.close()
+    if proc.returncode not in (0, -signal.SIGTERM):
+        print(f"\nweir exited with {proc.returncode}; log:\n{w.log_text()}")
+
+
+# --------------------------------------------------------------------------------------------
+# Attach weir's log to failing tests
+
+_WEIR_INSTANCE: list[Weir] = []
+
+
+@pytest.fixture(autouse=True)
+def _weir_log_offset(request):
+    """Remembers where weir's log was when the test started (only if the test uses weir)."""
+    if "weir" in request.fixturenames:
+        w = request.getfixturevalue("weir")
+        if not _WEIR_INSTANCE:
+            _WEIR_INSTANCE.append(w)
+        request.node._weir_log_offset = w.log_path.stat().st_size if w.log_path.exists() else 0
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _WEIR_INSTANCE and not hasattr(report, "wasxfail"):
+        w = _WEIR_INSTANCE[0]
+        time.sleep(0.2)  # let weir finish logging the failing request
+        offset = getattr(item, "_weir_log_offset", 0)
+        try:
+            with open(w.log_path, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+        except OSError as e:
+            text = f"(cannot read {w.log_path}: {e})"
+        if len(text) > 20000:
+            text = "…\n" + text[-20000:]
+        report.sections.append(("weir stderr log (during this test)", text or "(empty)"))
