@@ -68,9 +68,11 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 @dataclass(frozen=True)
 class Keys:
-    alice: str
-    bob: str
-    upstream: str
+    """Random per-session keys (kept out of reprs so failure reports do not print them)."""
+
+    alice: str = field(repr=False)
+    bob: str = field(repr=False)
+    upstream: str = field(repr=False)
 
 
 @pytest.fixture(scope="session")

@@ -171,11 +171,14 @@ def test_wrong_key_is_authentication_error(weir):
 
 
 def test_missing_key_is_401(weir):
-    # The SDK with an empty key.
-    empty = openai.OpenAI(base_url=weir.v1(), api_key="", max_retries=0)
+    # The SDK refuses an empty api_key itself, so omit its Authorization header instead.
+    sdk = openai.OpenAI(base_url=weir.v1(), api_key="unused", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as exc:
-        empty.chat.completions.create(model="mock-gpt", messages=MESSAGES, max_tokens=1)
+        sdk.chat.completions.create(
+            model="mock-gpt", messages=MESSAGES, max_tokens=1, extra_headers={"Authorization": openai.Omit()}
+        )
     assert exc.value.status_code == 401
+    assert exc.value.code == "missing_api_key"
     # No Authorization header at all.
     r = httpx.post(
         f"{weir.v1()}/chat/completions",
