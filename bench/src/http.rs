@@ -1,0 +1,394 @@
+//! Part B: end-to-end throughput and latency over HTTP, straight to the mock provider and
+//! through weir (`auth` + `token-limit`), with the release binaries run as child processes.
+//!
+//! The children are killed when this part ends, also on error (they are owned by guards whose
+//! `Drop` kills them); their logs go to a scratch directory that is removed afterwards.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hyper::header::HeaderValue;
+
+use crate::load::{self, HttpClient, Results, Target};
+use crate::table::{Table, percentile, us_int};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Part B: concurrent connections of the closed-loop runs.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Part B: length of each measurement, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Part B: unmeasured load before each measurement, in seconds.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_seconds: u64,
+    /// The `weir` binary (default: `weir` next to this binary, i.e. target/release/weir).
+    #[arg(long)]
+    pub weir_bin: Option<PathBuf>,
+    /// The mock provider binary (default: `weir-mock-upstream` next to this binary).
+    #[arg(long)]
+    pub mock_bin: Option<PathBuf>,
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+struct Child {
+    name: &'static str,
+    process: std::process::Child,
+    log: PathBuf,
+}
+
+impl Child {
+    fn spawn(name: &'static str, program: &Path, args: &[String], scratch: &Path) -> anyhow::Result<Self> {
+        let log = scratch.join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let process = Command::new(program)
+            .args(args)
+            .env("WEIR_LOG", "warn")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with `cargo build --release -p weir -p weir-mock-upstream`, \
+                     or pass --weir-bin/--mock-bin)",
+                    program.display()
+                )
+            })?;
+        Ok(Self { name, process, log })
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Waits until `addr` accepts connections, failing if the child exits first.
+    async fn wait_listening(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.process.try_wait()? {
+                anyhow::bail!("{} exited ({status}) before listening:\n{}", self.name, self.log_tail());
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} is not listening on {addr} after 120 s",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn binary(given: Option<&PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.clone());
+    }
+    let exe = std::env::current_exe().context("locating weir-bench")?;
+    let dir = exe.parent().context("weir-bench has no directory")?;
+    Ok(dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn gateway_config(listen: SocketAddr, upstream: SocketAddr) -> String {
+    let key_sha256 = crate::sha256_hex(crate::BENCH_KEY);
+    format!(
+        "listen: {listen}
+providers:
+  - name: mock
+    base-url: http://{upstream}/v1
+proxies:
+  - name: bench
+    context-path: /
+    provider: mock
+    policies:
+      - policy: auth
+        config:
+          consumers:
+            - id: bench
+              key-sha256: {key_sha256}
+      - policy: token-limit
+        config:
+          tokens-per-minute: 1000000000000000
+          requests-per-minute: 1000000000000000
+"
+    )
+}
+
+/// CPU time (user + system, clock ticks) of a process so far, from `/proc` (Linux only).
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    // After the command name: state is field 3, utime 14, stime 15.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU use of the three processes over a window.
+struct Cpu {
+    pids: [String; 3],
+    before: [Option<u64>; 3],
+    started: Instant,
+}
+
+impl Cpu {
+    fn start(weir: u32, mock: u32) -> Self {
+        let pids = [weir.to_string(), mock.to_string(), "self".to_owned()];
+        let before = [cpu_ticks(&pids[0]), cpu_ticks(&pids[1]), cpu_ticks(&pids[2])];
+        Self {
+            pids,
+            before,
+            started: Instant::now(),
+        }
+    }
+
+    /// Percent of one core used by weir, the mock and the benchmark (`USER_HZ` = 100 assumed).
+    fn finish(self) -> [String; 3] {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let mut out: [String; 3] = Default::default();
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = match (self.before[i], cpu_ticks(&self.pids[i])) {
+                (Some(a), Some(b)) => format!("{:.0}%", (b.saturating_sub(a)) as f64 / 100.0 / seconds * 100.0),
+                _ => "n/a".to_owned(),
+            };
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    Closed(usize),
+    Open(f64),
+}
+
+struct Bench<'a> {
+    options: &'a Options,
+    weir_pid: u32,
+    mock_pid: u32,
+    errors: u64,
+}
+
+impl Bench<'_> {
+    async fn window(
+        client: &HttpClient,
+        target: &Arc<Target>,
+        load: Load,
+        seconds: u64,
+        concurrency: usize,
+    ) -> Results {
+        let duration = Duration::from_secs(seconds);
+        match load {
+            Load::Closed(c) => load::closed_loop(client, target, c, duration).await,
+            Load::Open(rate) => load::open_loop(client, target, rate, (concurrency * 8).max(256), duration).await,
+        }
+    }
+
+    /// Warm-up, then a measured window; adds a row to `table` and returns the results.
+    async fn scenario(&mut self, table: &mut Table, label: &str, target: &Arc<Target>, load: Load) -> Results {
+        let what = match load {
+            Load::Closed(c) => format!("closed loop, {c} conns"),
+            Load::Open(rate) => format!("open loop, {rate:.0} req/s"),
+        };
+        crate::progress(&format!(
+            "part B: {label}, {what} ({} s + {} s)",
+            self.options.warmup_seconds, self.options.seconds
+        ));
+        let client = load::client();
+        let warmup = Self::window(
+            &client,
+            target,
+            load,
+            self.options.warmup_seconds,
+            self.options.concurrency,
+        )
+        .await;
+        let cpu = Cpu::start(self.weir_pid, self.mock_pid);
+        let results = Self::window(&client, target, load, self.options.seconds, self.options.concurrency).await;
+        let [cpu_weir, cpu_mock, cpu_bench] = cpu.finish();
+        let errors = warmup.errors + results.errors;
+        if let Some(e) = results.first_error.as_ref().or(warmup.first_error.as_ref()) {
+            crate::progress(&format!("part B: {label}: {errors} error(s); first: {e}"));
+        }
+        self.errors += errors;
+        table.row(vec![
+            label.to_owned(),
+            what,
+            format!("{:.0}", results.rate()),
+            us_int(percentile(&results.latencies, 50.0), 0),
+            us_int(percentile(&results.latencies, 99.0), 0),
+            results.ok.to_string(),
+            errors.to_string(),
+            cpu_weir,
+            cpu_mock,
+            cpu_bench,
+        ]);
+        results
+    }
+}
+
+/// Runs part B; returns its table and the number of failed requests.
+pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
+    let weir_bin = binary(options.weir_bin.as_ref(), "weir")?;
+    let mock_bin = binary(options.mock_bin.as_ref(), "weir-mock-upstream")?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let scratch = Scratch(std::env::temp_dir().join(format!("weir-bench-{}-{nanos}", std::process::id())));
+    std::fs::create_dir_all(&scratch.0).with_context(|| format!("creating {}", scratch.0.display()))?;
+
+    let mock_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let weir_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let config = scratch.0.join("weir.yaml");
+    std::fs::write(&config, gateway_config(weir_addr, mock_addr))?;
+
+    crate::progress(&format!("part B: starting {} on {mock_addr}", mock_bin.display()));
+    let mut mock = Child::spawn(
+        "weir-mock-upstream",
+        &mock_bin,
+        &["--listen".into(), mock_addr.to_string()],
+        &scratch.0,
+    )?;
+    mock.wait_listening(mock_addr).await?;
+    crate::progress(&format!("part B: starting {} on {weir_addr}", weir_bin.display()));
+    let weir_args = [
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--data-dir".to_owned(),
+        scratch.0.join("data").display().to_string(),
+        "--listen".to_owned(),
+        weir_addr.to_string(),
+    ];
+    let mut weir = Child::spawn("weir", &weir_bin, &weir_args, &scratch.0)?;
+    weir.wait_listening(weir_addr).await?;
+
+    let body = crate::chat_body();
+    let target = |addr: SocketAddr| -> anyhow::Result<Arc<Target>> {
+        Ok(Arc::new(Target {
+            uri: format!("http://{addr}/v1/chat/completions").parse()?,
+            authorization: HeaderValue::from_str(&format!("Bearer {}", crate::BENCH_KEY))?,
+            body: body.clone(),
+        }))
+    };
+    let (to_mock, to_weir) = (target(mock_addr)?, target(weir_addr)?);
+    let probe = load::client();
+    load::send(&probe, &to_mock)
+        .await
+        .map_err(|e| anyhow::anyhow!("the mock's answer to a probe: {e}"))?;
+    if let Err(e) = load::send(&probe, &to_weir).await {
+        anyhow::bail!("weir's answer to a probe: {e}\nweir's log:\n{}", weir.log_tail());
+    }
+    drop(probe);
+
+    let mut table = Table::new(
+        "B. End-to-end over HTTP (mock provider, weir with auth + token-limit)",
+        &[
+            "target",
+            "load",
+            "req/s",
+            "p50 µs",
+            "p99 µs",
+            "200s",
+            "errors",
+            "CPU weir",
+            "CPU mock",
+            "CPU bench",
+        ],
+        2,
+    );
+    let mut bench = Bench {
+        options,
+        weir_pid: weir.process.id(),
+        mock_pid: mock.process.id(),
+        errors: 0,
+    };
+    let c = options.concurrency.max(1);
+    let direct = bench
+        .scenario(&mut table, "(a) mock, direct", &to_mock, Load::Closed(c))
+        .await;
+    let through = bench
+        .scenario(&mut table, "(b) through weir", &to_weir, Load::Closed(c))
+        .await;
+    let rate = (through.rate() / 2.0).max(1.0);
+    let mock_half = bench
+        .scenario(&mut table, "(c) mock, direct", &to_mock, Load::Open(rate))
+        .await;
+    let weir_half = bench
+        .scenario(&mut table, "(c) through weir", &to_weir, Load::Open(rate))
+        .await;
+
+    if let Some(status) = weir.process.try_wait()? {
+        anyhow::bail!("weir exited during the benchmark ({status}):\n{}", weir.log_tail());
+    }
+    let added = |p: f64| {
+        let (w, m) = (
+            percentile(&weir_half.latencies, p) as f64,
+            percentile(&mock_half.latencies, p) as f64,
+        );
+        format!("{:+.0} µs", (w - m) / 1000.0)
+    };
+    table.note(format!(
+        "Latency added by weir at {rate:.0} req/s (half of (b)'s maximum), vs the mock alone at the same rate: \
+         p50 {}, p99 {}.",
+        added(50.0),
+        added(99.0)
+    ));
+    table.note(format!(
+        "Closed-loop throughput: weir reaches {:.0}% of the mock's direct rate ({:.0} vs {:.0} req/s).",
+        through.rate() / direct.rate().max(1e-9) * 100.0,
+        through.rate(),
+        direct.rate()
+    ));
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
+    table.note(format!(
+        "{cores} cores shared by weir, the mock and this load generator (one Tokio runtime, {} worker thread(s)). \
+         CPU columns are % of one core during the window (Linux /proc); weir alone on a machine would go further.",
+        tokio::runtime::Handle::current().metrics().num_workers()
+    ));
+    table.note(format!(
+        "Each run: {} s warm-up then {} s measured; HTTP/1.1 keep-alive; POST /v1/chat/completions, {} B JSON body, \
+         non-streaming, max_tokens 32, `Authorization: Bearer <key>`; every answer must be a 200.",
+        options.warmup_seconds,
+        options.seconds,
+        body.len()
+    ));
+    table.note(format!(
+        "Open loop: requests sent on a fixed schedule whatever the answers (1 ms timer granularity, so in small \
+         bursts); latency from the actual send. Send lag behind the schedule, p99: mock {} µs, weir {} µs.",
+        us_int(percentile(&mock_half.send_lag, 99.0), 0),
+        us_int(percentile(&weir_half.send_lag, 99.0), 0),
+    ));
+    let errors = bench.errors;
+    drop(weir);
+    drop(mock);
+    Ok((table, errors))
+}

@@ -1,0 +1,257 @@
+//! Part A: the cost of policies per request, in-process.
+//!
+//! The components embedded in `weir-policies` are loaded once into a [`Runtime`] with the
+//! gateway's default [`RuntimeOptions`] (pooling allocator, epoch deadline, 64 MiB memory limit)
+//! and an in-memory key-value store. For each chain, requests are run one after the other on the
+//! Tokio runtime; one sample is `ChainRun::new` + the phases + dropping the run, i.e. fresh
+//! instances of every policy of the chain, their calls, and the instances' return to the pool,
+//! as the gateway does per request. The request is the ~2 KB chat completion of part B with
+//! `Authorization: Bearer <key>`; `token-limit` gets limits that are never reached, and its
+//! on-complete settles a 532-token usage.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use weir_runtime::{
+    ChainRun, ChainSpec, CompletionInfo, Decision, MessageView, Outcome, Policy, RequestState, RouteKind, Runtime,
+    RuntimeOptions, SlotSpec,
+};
+use weir_state::{KvStore, MemoryStore, Namespaced};
+
+use crate::table::{Table, mean, percentile, us, us_int};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Part A: measured requests per chain.
+    #[arg(long, default_value_t = 20_000)]
+    pub iterations: usize,
+    /// Part A: unmeasured requests run first per chain.
+    #[arg(long, default_value_t = 2_000)]
+    pub warmup_iterations: usize,
+}
+
+/// One measured chain.
+struct Case {
+    label: &'static str,
+    policies: &'static [&'static str],
+    /// Whether on-complete is run too (after on-request).
+    complete: bool,
+    /// The consumer already known (as if authenticated before the chain).
+    consumer: Option<&'static str>,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        label: "empty chain (host overhead only)",
+        policies: &[],
+        complete: true,
+        consumer: None,
+    },
+    Case {
+        label: "test-policy `noop` (bare instance + call)",
+        policies: &["test-policy"],
+        complete: false,
+        consumer: None,
+    },
+    Case {
+        label: "auth",
+        policies: &["auth"],
+        complete: false,
+        consumer: None,
+    },
+    Case {
+        label: "token-limit",
+        policies: &["token-limit"],
+        complete: true,
+        consumer: Some("bench"),
+    },
+    Case {
+        label: "auth + token-limit",
+        policies: &["auth", "token-limit"],
+        complete: true,
+        consumer: None,
+    },
+];
+
+/// Component bytes and configuration of a policy.
+fn policy_source(name: &str) -> anyhow::Result<(&'static [u8], String)> {
+    Ok(match name {
+        "test-policy" => (weir_policies::TEST_POLICY, r#"{"mode":"noop"}"#.to_owned()),
+        "auth" => (
+            weir_policies::AUTH,
+            format!(
+                r#"{{"consumers":[{{"id":"bench","key-sha256":"{}"}}]}}"#,
+                crate::sha256_hex(crate::BENCH_KEY)
+            ),
+        ),
+        "token-limit" => (
+            weir_policies::TOKEN_LIMIT,
+            r#"{"tokens-per-minute":1000000000000000,"requests-per-minute":1000000000000000}"#.to_owned(),
+        ),
+        other => anyhow::bail!("unknown policy `{other}`"),
+    })
+}
+
+fn request_state(i: usize, consumer: Option<&str>) -> RequestState {
+    RequestState {
+        request_id: format!("bench-{i}"),
+        route: "bench".into(),
+        route_kind: RouteKind::Llm,
+        endpoint: "chat/completions".into(),
+        consumer: consumer.map(str::to_owned),
+        attributes: Default::default(),
+        llm: Some(weir_llm::LlmRequestInfo {
+            model: Some("mock-gpt".into()),
+            max_tokens: Some(32),
+            stream: false,
+            client_wants_stream_usage: false,
+            estimated_prompt_tokens: 500,
+        }),
+        received_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn message(body: &bytes::Bytes) -> MessageView {
+    let header = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+    MessageView {
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        status: 0,
+        headers: vec![
+            header("host", "127.0.0.1:8080"),
+            header("user-agent", "weir-bench"),
+            header("content-type", "application/json"),
+            header("accept", "application/json"),
+            header("authorization", &format!("Bearer {}", crate::BENCH_KEY)),
+        ],
+        body: body.clone(),
+    }
+}
+
+fn completion() -> CompletionInfo {
+    CompletionInfo {
+        status: 200,
+        outcome: Outcome::Success,
+        model: Some("mock-gpt".into()),
+        usage: Some(weir_llm::Usage {
+            prompt_tokens: 500,
+            completion_tokens: 32,
+            total_tokens: 532,
+            cached_prompt_tokens: 0,
+        }),
+        latency_ms: 5,
+    }
+}
+
+/// Runs `n` requests through `spec`; the duration of each in nanoseconds, sorted.
+async fn measure(spec: &Arc<ChainSpec>, case: &Case, n: usize, body: &bytes::Bytes) -> anyhow::Result<Vec<u64>> {
+    let info = completion();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let state = request_state(i, case.consumer);
+        let msg = message(body);
+        let started = Instant::now();
+        let mut run = ChainRun::new(spec.clone(), state);
+        let decision = run.on_request(msg).await;
+        let errors = if case.complete && decision.is_ok() {
+            run.on_complete(&info).await
+        } else {
+            Vec::new()
+        };
+        drop(run);
+        let elapsed = started.elapsed();
+        match decision.with_context(|| format!("{}: request {i}", case.label))? {
+            Decision::Continue(_) => {}
+            other => anyhow::bail!("{}: request {i} was not let through: {other:?}", case.label),
+        }
+        if let Some(e) = errors.first() {
+            anyhow::bail!("{}: on-complete of request {i} failed: {e}", case.label);
+        }
+        samples.push(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+    }
+    samples.sort_unstable();
+    Ok(samples)
+}
+
+/// Runs part A and returns its table.
+pub async fn run(options: &Options) -> anyhow::Result<Table> {
+    crate::progress("part A: loading the policy components (compiling, not measured)");
+    let runtime = Runtime::new(RuntimeOptions::default()).context("creating the wasmtime runtime")?;
+    let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1_000_000));
+    let mut loaded: Vec<(&str, Arc<Policy>, String)> = Vec::new();
+    for name in ["test-policy", "auth", "token-limit"] {
+        let (bytes, config) = policy_source(name)?;
+        let policy = runtime.load(name, bytes).with_context(|| format!("loading `{name}`"))?;
+        if let Err((path, message)) = policy
+            .validate_config(&config)
+            .await
+            .with_context(|| format!("validating `{name}`"))?
+        {
+            anyhow::bail!("`{name}` rejects its benchmark configuration at `{path}`: {message}");
+        }
+        loaded.push((name, policy, config));
+    }
+
+    let body = crate::chat_body();
+    let mut table = Table::new(
+        "A. Per-policy cost per request (in-process)",
+        &[
+            "chain",
+            "policies",
+            "phases",
+            "median µs",
+            "p99 µs",
+            "mean µs",
+            "median µs / policy",
+        ],
+        3,
+    );
+    for (c, case) in CASES.iter().enumerate() {
+        let mut slots = Vec::new();
+        for (i, name) in case.policies.iter().enumerate() {
+            let (_, policy, config) = loaded.iter().find(|(n, _, _)| n == name).context("policy not loaded")?;
+            let qualified = format!("bench{c}/{name}#{i}");
+            slots.push(SlotSpec {
+                policy: policy.clone(),
+                instance: format!("{name}#{i}"),
+                kv: Namespaced::new(kv.clone(), &qualified),
+                qualified,
+                config_json: config.clone(),
+                allow_hosts: Vec::new(),
+            });
+        }
+        let spec = Arc::new(ChainSpec::new(slots));
+        crate::progress(&format!(
+            "part A: {} ({} + {} requests)",
+            case.label, options.warmup_iterations, options.iterations
+        ));
+        measure(&spec, case, options.warmup_iterations, &body).await?;
+        let samples = measure(&spec, case, options.iterations.max(1), &body).await?;
+        let median = percentile(&samples, 50.0);
+        let per_policy = if case.policies.is_empty() {
+            "–".to_owned()
+        } else {
+            us(median as f64 / case.policies.len() as f64, 1)
+        };
+        table.row(vec![
+            case.label.to_owned(),
+            case.policies.len().to_string(),
+            if case.complete { "request + complete" } else { "request" }.to_owned(),
+            us_int(median, 1),
+            us_int(percentile(&samples, 99.0), 1),
+            us(mean(&samples), 1),
+            per_policy,
+        ]);
+    }
+    table.note(format!(
+        "{} measured requests per chain after {} warm-up requests, one at a time on a multi-thread Tokio runtime.",
+        options.iterations, options.warmup_iterations
+    ));
+    table.note(
+        "One sample = `ChainRun::new` + on-request (+ on-complete) + drop: a fresh instance of each policy from \
+         the pooling allocator, its calls, and its return to the pool. Components are compiled once, before.",
+    );
+    table.note("Request: the ~2 KB chat completion of part B with `Authorization: Bearer <key>` (5 headers).");
+    Ok(table)
+}
