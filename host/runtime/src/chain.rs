@@ -248,6 +248,21 @@ impl ChainRun {
         }
     }
 
+    /// Returns an instance to the pool once its last declared phase has run, so that the pool's
+    /// slots are recycled while they are still hot in the caches (an `auth` instance is gone
+    /// before the upstream call starts).
+    fn release_after(&mut self, i: usize, phase: Phase) {
+        let phases = &self.spec.slots[i].0.info().phases;
+        let later = match phase {
+            Phase::Request => &[Phase::Response, Phase::StreamChunk, Phase::Complete][..],
+            Phase::Response | Phase::StreamChunk => &[Phase::StreamChunk, Phase::Complete][..],
+            Phase::Complete => &[][..],
+        };
+        if !later.iter().any(|p| phases.contains(p)) {
+            self.live[i] = None;
+        }
+    }
+
     fn wants(&self, i: usize, phase: Phase) -> bool {
         !self.failed[i] && self.spec.slots[i].0.info().phases.contains(&phase)
     }
@@ -297,6 +312,9 @@ impl ChainRun {
                 live.store.data_mut().message = None;
             }
             message = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
+            if result.is_ok() && phase == Phase::Request {
+                self.release_after(i, phase);
+            }
             match result {
                 Ok(Verdict::Continue(edits)) => message.apply(edits),
                 Ok(Verdict::Deny(denial)) => {
@@ -374,8 +392,9 @@ impl ChainRun {
                 live.bindings.weir_policy_policy().call_on_complete(&mut live.store, cx, &done).await
             }
             .await;
-            if let Err(e) = result {
-                errors.push(self.fail(i, Phase::Complete, &e));
+            match result {
+                Ok(()) => self.release_after(i, Phase::Complete),
+                Err(e) => errors.push(self.fail(i, Phase::Complete, &e)),
             }
         }
         errors

@@ -78,9 +78,12 @@ impl Runtime {
             .max_memory_size(options.memory_limit_bytes)
             // Reset recycled slots by rewriting what the last instance dirtied instead of
             // unmapping and faulting the pages in again on every request.
-            .linear_memory_keep_resident(256 << 10)
-            .table_keep_resident(16 << 10)
-            .pagemap_scan(Enabled::Auto);
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(Enabled::Auto)
+            // Decommits that remain (pages beyond keep-resident) are batched: fewer madvise
+            // calls, so fewer TLB shootdowns across the worker threads.
+            .decommit_batch_size(16);
         let mut config = Config::new();
         config
             .wasm_component_model(true)

@@ -1,7 +1,7 @@
 //! Usage records: one per request that reached a proxy, written as JSON lines.
 //!
-//! Records are appended by a background writer (flushed whenever the queue is empty) so the
-//! request path never waits on the disk; totals per consumer are kept in memory for queries.
+//! Records are appended by a background writer every 50 ms, so the request path never waits on
+//! the disk nor wakes a thread (the durable store comes with the controller); totals per consumer are kept in memory for queries.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -43,7 +43,8 @@ pub struct Totals {
 /// Where usage records go.
 #[derive(Debug, Clone)]
 pub struct UsageLog {
-    tx: Option<tokio::sync::mpsc::UnboundedSender<UsageRecord>>,
+    /// Records waiting for the writer thread (when writing to a file).
+    pending: Option<Arc<Mutex<Vec<UsageRecord>>>>,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -54,43 +55,48 @@ struct Inner {
 }
 
 const RECENT: usize = 10_000;
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl UsageLog {
     /// Records to `path` (JSON lines) if given, and always in memory. Call from a tokio runtime.
     pub fn new(path: Option<PathBuf>) -> std::io::Result<Self> {
-        let tx = match path {
+        let pending: Arc<Mutex<Vec<UsageRecord>>> = Arc::default();
+        let writer = match path {
             Some(path) => {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
                 let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<UsageRecord>();
+                let queue = pending.clone();
+                // Flushes every FLUSH_EVERY instead of waking a thread per record: the request
+                // path only pushes to a vector.
                 std::thread::Builder::new().name("weir-usage".into()).spawn(move || {
                     let mut out = std::io::BufWriter::new(file);
-                    while let Some(record) = rx.blocking_recv() {
-                        let mut write = |r: &UsageRecord| -> std::io::Result<()> {
-                            serde_json::to_writer(&mut out, r)?;
-                            out.write_all(b"\n")
-                        };
-                        if let Err(e) = write(&record) {
-                            tracing::error!(error = %e, "writing a usage record failed");
-                        }
-                        while let Ok(more) = rx.try_recv() {
-                            if let Err(e) = write(&more) {
-                                tracing::error!(error = %e, "writing a usage record failed");
+                    let mut batch = Vec::new();
+                    loop {
+                        std::thread::sleep(FLUSH_EVERY);
+                        std::mem::swap(&mut batch, &mut *queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+                        if batch.is_empty() {
+                            if Arc::strong_count(&queue) == 1 {
+                                return;
                             }
+                            continue;
                         }
-                        if let Err(e) = out.flush() {
-                            tracing::error!(error = %e, "flushing usage records failed");
+                        let result = batch.drain(..).try_for_each(|r| {
+                            serde_json::to_writer(&mut out, &r)?;
+                            out.write_all(b"\n")
+                        });
+                        if let Err(e) = result.and_then(|()| out.flush()) {
+                            tracing::error!(error = %e, "writing usage records failed");
                         }
                     }
                 })?;
-                Some(tx)
+                Some(pending)
             }
             None => None,
         };
         Ok(Self {
-            tx,
+            pending: writer,
             inner: Arc::default(),
         })
     }
@@ -108,8 +114,8 @@ impl UsageLog {
             }
             inner.recent.push_back(record.clone());
         }
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(record);
+        if let Some(pending) = &self.pending {
+            pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(record);
         }
     }
 
