@@ -52,9 +52,15 @@ struct Child {
 }
 
 impl Child {
-    fn spawn(name: &'static str, program: &Path, args: &[String], scratch: &Path) -> anyhow::Result<Self> {
+    fn spawn(
+        name: &'static str,
+        program: &Path,
+        args: &[String],
+        scratch: &Path,
+    ) -> anyhow::Result<Self> {
         let log = scratch.join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let stderr =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let process = Command::new(program)
             .args(args)
             .env("WEIR_LOG", "warn")
@@ -84,7 +90,11 @@ impl Child {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = self.process.try_wait()? {
-                anyhow::bail!("{} exited ({status}) before listening:\n{}", self.name, self.log_tail());
+                anyhow::bail!(
+                    "{} exited ({status}) before listening:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return Ok(());
@@ -116,7 +126,9 @@ fn binary(given: Option<&PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn gateway_config(listen: SocketAddr, upstream: SocketAddr) -> String {
@@ -147,7 +159,10 @@ proxies:
 /// CPU time (user + system, clock ticks) of a process so far, from `/proc` (Linux only).
 fn cpu_ticks(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
     // After the command name: state is field 3, utime 14, stime 15.
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
@@ -162,7 +177,11 @@ struct Cpu {
 impl Cpu {
     fn start(weir: u32, mock: u32) -> Self {
         let pids = [weir.to_string(), mock.to_string(), "self".to_owned()];
-        let before = [cpu_ticks(&pids[0]), cpu_ticks(&pids[1]), cpu_ticks(&pids[2])];
+        let before = [
+            cpu_ticks(&pids[0]),
+            cpu_ticks(&pids[1]),
+            cpu_ticks(&pids[2]),
+        ];
         Self {
             pids,
             before,
@@ -176,7 +195,10 @@ impl Cpu {
         let mut out: [String; 3] = Default::default();
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = match (self.before[i], cpu_ticks(&self.pids[i])) {
-                (Some(a), Some(b)) => format!("{:.0}%", (b.saturating_sub(a)) as f64 / 100.0 / seconds * 100.0),
+                (Some(a), Some(b)) => format!(
+                    "{:.0}%",
+                    (b.saturating_sub(a)) as f64 / 100.0 / seconds * 100.0
+                ),
                 _ => "n/a".to_owned(),
             };
         }
@@ -208,12 +230,20 @@ impl Bench<'_> {
         let duration = Duration::from_secs(seconds);
         match load {
             Load::Closed(c) => load::closed_loop(client, target, c, duration).await,
-            Load::Open(rate) => load::open_loop(client, target, rate, (concurrency * 8).max(256), duration).await,
+            Load::Open(rate) => {
+                load::open_loop(client, target, rate, (concurrency * 8).max(256), duration).await
+            }
         }
     }
 
     /// Warm-up, then a measured window; adds a row to `table` and returns the results.
-    async fn scenario(&mut self, table: &mut Table, label: &str, target: &Arc<Target>, load: Load) -> Results {
+    async fn scenario(
+        &mut self,
+        table: &mut Table,
+        label: &str,
+        target: &Arc<Target>,
+        load: Load,
+    ) -> Results {
         let what = match load {
             Load::Closed(c) => format!("closed loop, {c} conns"),
             Load::Open(rate) => format!("open loop, {rate:.0} req/s"),
@@ -232,7 +262,14 @@ impl Bench<'_> {
         )
         .await;
         let cpu = Cpu::start(self.weir_pid, self.mock_pid);
-        let results = Self::window(&client, target, load, self.options.seconds, self.options.concurrency).await;
+        let results = Self::window(
+            &client,
+            target,
+            load,
+            self.options.seconds,
+            self.options.concurrency,
+        )
+        .await;
         let [cpu_weir, cpu_mock, cpu_bench] = cpu.finish();
         let errors = warmup.errors + results.errors;
         if let Some(e) = results.first_error.as_ref().or(warmup.first_error.as_ref()) {
@@ -263,15 +300,20 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    let scratch = Scratch(std::env::temp_dir().join(format!("weir-bench-{}-{nanos}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0).with_context(|| format!("creating {}", scratch.0.display()))?;
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("weir-bench-{}-{nanos}", std::process::id())));
+    std::fs::create_dir_all(&scratch.0)
+        .with_context(|| format!("creating {}", scratch.0.display()))?;
 
     let mock_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let weir_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let config = scratch.0.join("weir.yaml");
     std::fs::write(&config, gateway_config(weir_addr, mock_addr))?;
 
-    crate::progress(&format!("part B: starting {} on {mock_addr}", mock_bin.display()));
+    crate::progress(&format!(
+        "part B: starting {} on {mock_addr}",
+        mock_bin.display()
+    ));
     let mut mock = Child::spawn(
         "weir-mock-upstream",
         &mock_bin,
@@ -279,7 +321,10 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         &scratch.0,
     )?;
     mock.wait_listening(mock_addr).await?;
-    crate::progress(&format!("part B: starting {} on {weir_addr}", weir_bin.display()));
+    crate::progress(&format!(
+        "part B: starting {} on {weir_addr}",
+        weir_bin.display()
+    ));
     let weir_args = [
         "--config".to_owned(),
         config.display().to_string(),
@@ -305,7 +350,10 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         .await
         .map_err(|e| anyhow::anyhow!("the mock's answer to a probe: {e}"))?;
     if let Err(e) = load::send(&probe, &to_weir).await {
-        anyhow::bail!("weir's answer to a probe: {e}\nweir's log:\n{}", weir.log_tail());
+        anyhow::bail!(
+            "weir's answer to a probe: {e}\nweir's log:\n{}",
+            weir.log_tail()
+        );
     }
     drop(probe);
 
@@ -347,7 +395,10 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         .await;
 
     if let Some(status) = weir.process.try_wait()? {
-        anyhow::bail!("weir exited during the benchmark ({status}):\n{}", weir.log_tail());
+        anyhow::bail!(
+            "weir exited during the benchmark ({status}):\n{}",
+            weir.log_tail()
+        );
     }
     let added = |p: f64| {
         let (w, m) = (

@@ -133,7 +133,12 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// `concurrency` connections, each sending back to back, for `duration`.
-pub async fn closed_loop(client: &HttpClient, target: &Arc<Target>, concurrency: usize, duration: Duration) -> Results {
+pub async fn closed_loop(
+    client: &HttpClient,
+    target: &Arc<Target>,
+    concurrency: usize,
+    duration: Duration,
+) -> Results {
     let end = Instant::now() + duration;
     let mut tasks = JoinSet::new();
     for _ in 0..concurrency.max(1) {

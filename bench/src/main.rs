@@ -77,7 +77,8 @@ pub(crate) fn sha256_hex(key: &str) -> String {
 
 /// A ~2 KB non-streaming chat-completions request body (the mock's `mock-gpt` model).
 pub(crate) fn chat_body() -> bytes::Bytes {
-    let filler = "The quick brown fox jumps over the lazy dog while the gateway counts tokens. ".repeat(24);
+    let filler =
+        "The quick brown fox jumps over the lazy dog while the gateway counts tokens. ".repeat(24);
     let body = serde_json::json!({
         "model": "mock-gpt",
         "messages": [
@@ -142,5 +143,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(threads) = cli.threads {
         runtime.worker_threads(threads.max(1));
     }
-    runtime.enable_all().build()?.block_on(Box::pin(run(cli.command)))
+    runtime
+        .enable_all()
+        .build()?
+        .block_on(Box::pin(run(cli.command)))
 }

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use weir_runtime::{
-    ChainRun, ChainSpec, CompletionInfo, Decision, MessageView, Outcome, Policy, RequestState, RouteKind, Runtime,
-    RuntimeOptions, SlotSpec,
+    ChainRun, ChainSpec, CompletionInfo, Decision, MessageView, Outcome, Policy, RequestState,
+    RouteKind, Runtime, RuntimeOptions, SlotSpec,
 };
 use weir_state::{KvStore, MemoryStore, Namespaced};
 
@@ -87,7 +87,8 @@ fn policy_source(name: &str) -> anyhow::Result<(&'static [u8], String)> {
         ),
         "token-limit" => (
             weir_policies::TOKEN_LIMIT,
-            r#"{"tokens-per-minute":1000000000000000,"requests-per-minute":1000000000000000}"#.to_owned(),
+            r#"{"tokens-per-minute":1000000000000000,"requests-per-minute":1000000000000000}"#
+                .to_owned(),
         ),
         other => anyhow::bail!("unknown policy `{other}`"),
     })
@@ -145,7 +146,12 @@ fn completion() -> CompletionInfo {
 }
 
 /// Runs `n` requests through `spec`; the duration of each in nanoseconds, sorted.
-async fn measure(spec: &Arc<ChainSpec>, case: &Case, n: usize, body: &bytes::Bytes) -> anyhow::Result<Vec<u64>> {
+async fn measure(
+    spec: &Arc<ChainSpec>,
+    case: &Case,
+    n: usize,
+    body: &bytes::Bytes,
+) -> anyhow::Result<Vec<u64>> {
     let info = completion();
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
@@ -177,12 +183,15 @@ async fn measure(spec: &Arc<ChainSpec>, case: &Case, n: usize, body: &bytes::Byt
 /// Runs part A and returns its table.
 pub async fn run(options: &Options) -> anyhow::Result<Table> {
     crate::progress("part A: loading the policy components (compiling, not measured)");
-    let runtime = Runtime::new(RuntimeOptions::default()).context("creating the wasmtime runtime")?;
+    let runtime =
+        Runtime::new(RuntimeOptions::default()).context("creating the wasmtime runtime")?;
     let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1_000_000));
     let mut loaded: Vec<(&str, Arc<Policy>, String)> = Vec::new();
     for name in ["test-policy", "auth", "token-limit"] {
         let (bytes, config) = policy_source(name)?;
-        let policy = runtime.load(name, bytes).with_context(|| format!("loading `{name}`"))?;
+        let policy = runtime
+            .load(name, bytes)
+            .with_context(|| format!("loading `{name}`"))?;
         if let Err((path, message)) = policy
             .validate_config(&config)
             .await
@@ -210,7 +219,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
     for (c, case) in CASES.iter().enumerate() {
         let mut slots = Vec::new();
         for (i, name) in case.policies.iter().enumerate() {
-            let (_, policy, config) = loaded.iter().find(|(n, _, _)| n == name).context("policy not loaded")?;
+            let (_, policy, config) = loaded
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .context("policy not loaded")?;
             let qualified = format!("bench{c}/{name}#{i}");
             slots.push(SlotSpec {
                 policy: policy.clone(),
@@ -237,7 +249,12 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         table.row(vec![
             case.label.to_owned(),
             case.policies.len().to_string(),
-            if case.complete { "request + complete" } else { "request" }.to_owned(),
+            if case.complete {
+                "request + complete"
+            } else {
+                "request"
+            }
+            .to_owned(),
             us_int(median, 1),
             us_int(percentile(&samples, 99.0), 1),
             us(mean(&samples), 1),

@@ -18,7 +18,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest_dir.join("../..").canonicalize()?;
     let components = root.join("components");
-    for p in ["Cargo.toml", "Cargo.lock", ".cargo/config.toml", "sdk", "auth", "token-limit", "test-policy"] {
+    for p in [
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo/config.toml",
+        "sdk",
+        "auth",
+        "token-limit",
+        "test-policy",
+    ] {
         println!("cargo:rerun-if-changed={}", components.join(p).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
@@ -26,7 +34,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&components)
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+        ])
         .args(["--manifest-path", "Cargo.toml"]);
     for (name, _) in COMPONENTS {
         cmd.args(["-p", name]);
@@ -44,7 +58,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().map_err(|e| format!("could not run `{cargo}` to build components/: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not run `{cargo}` to build components/: {e}"))?;
     if !status.success() {
         return Err(format!(
             "building the policy components failed ({status}). Run `cargo build --release --target wasm32-wasip2 \
@@ -63,13 +79,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("expected component {} was not produced", file.display()).into());
         }
         writeln!(code, "/// The `{name}` component (from components/).")?;
-        writeln!(code, "pub const {constant}: &[u8] = include_bytes!({:?});", file.display().to_string())?;
+        writeln!(
+            code,
+            "pub const {constant}: &[u8] = include_bytes!({:?});",
+            file.display().to_string()
+        )?;
         writeln!(code, "/// Path of the `{name}` component file.")?;
-        writeln!(code, "pub const {constant}_PATH: &str = {:?};", file.display().to_string())?;
-        writeln!(list, "    ({:?}, {constant}),", name.trim_start_matches("weir-policy-"))?;
+        writeln!(
+            code,
+            "pub const {constant}_PATH: &str = {:?};",
+            file.display().to_string()
+        )?;
+        writeln!(
+            list,
+            "    ({:?}, {constant}),",
+            name.trim_start_matches("weir-policy-")
+        )?;
     }
     writeln!(code, "/// Every component built here, by policy name.")?;
     writeln!(code, "pub const ALL: &[(&str, &[u8])] = &[\n{list}];")?;
-    std::fs::write(PathBuf::from(env::var("OUT_DIR")?).join("components.rs"), code)?;
+    std::fs::write(
+        PathBuf::from(env::var("OUT_DIR")?).join("components.rs"),
+        code,
+    )?;
     Ok(())
 }

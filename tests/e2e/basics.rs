@@ -34,7 +34,10 @@ async fn provider_key_is_injected_and_client_key_is_not_forwarded() {
     let auth: Vec<_> = seen.iter().filter(|(n, _)| n == "authorization").collect();
     assert_eq!(auth.len(), 1);
     assert_eq!(auth[0].1, format!("Bearer {UPSTREAM_KEY}"));
-    assert!(!seen.iter().any(|(_, v)| v.contains(ALICE_KEY)), "client key leaked upstream: {seen:?}");
+    assert!(
+        !seen.iter().any(|(_, v)| v.contains(ALICE_KEY)),
+        "client key leaked upstream: {seen:?}"
+    );
     // And the upstream key never comes back to the client.
     assert!(!r.text().contains(UPSTREAM_KEY));
     assert!(!format!("{:?}", r.headers).contains(UPSTREAM_KEY));
@@ -46,14 +49,26 @@ async fn bad_and_missing_keys_get_401_in_openai_format() {
     let r = env.chat("/", "sk-wrong", chat_body(1)).await.unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["code"], "invalid_api_key");
-    assert_eq!(r.json()["error"]["request_id"], r.header("x-request-id").unwrap());
+    assert_eq!(
+        r.json()["error"]["request_id"],
+        r.header("x-request-id").unwrap()
+    );
     let r = env
-        .send("POST", "/v1/chat/completions", &[("content-type", "application/json")], serde_json::to_vec(&chat_body(1)).unwrap())
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            &[("content-type", "application/json")],
+            serde_json::to_vec(&chat_body(1)).unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["code"], "missing_api_key");
-    assert_eq!(env.mock.stats().requests, 0, "a refused request must not reach the provider");
+    assert_eq!(
+        env.mock.stats().requests,
+        0,
+        "a refused request must not reach the provider"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,21 +91,44 @@ async fn invalid_input_gets_clear_errors() {
     let env = TestEnv::start(ConfigBuilder::default()).await.unwrap();
     let auth = format!("Bearer {ALICE_KEY}");
     let h = [("authorization", auth.as_str())];
-    let r = env.send("POST", "/v1/chat/completions", &h, "{not json").await.unwrap();
+    let r = env
+        .send("POST", "/v1/chat/completions", &h, "{not json")
+        .await
+        .unwrap();
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
-    let r = env.send("POST", "/v1/chat/completions", &h, b"\xff\xfe".to_vec()).await.unwrap();
+    let r = env
+        .send("POST", "/v1/chat/completions", &h, b"\xff\xfe".to_vec())
+        .await
+        .unwrap();
     assert_eq!(r.status, 400);
-    let r = env.send("POST", "/v1/chat/completions", &h, r#"{"max_tokens":"many"}"#).await.unwrap();
+    let r = env
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            &h,
+            r#"{"max_tokens":"many"}"#,
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["param"], "max_tokens");
-    let r = env.send("POST", "/v1/nothing-here", &h, "{}").await.unwrap();
+    let r = env
+        .send("POST", "/v1/nothing-here", &h, "{}")
+        .await
+        .unwrap();
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "unknown_endpoint");
-    let r = env.send("GET", "/v1/chat/completions", &h, "").await.unwrap();
+    let r = env
+        .send("GET", "/v1/chat/completions", &h, "")
+        .await
+        .unwrap();
     assert_eq!(r.status, 405);
     let big = vec![b' '; 5 << 20];
-    let r = env.send("POST", "/v1/chat/completions", &h, big).await.unwrap();
+    let r = env
+        .send("POST", "/v1/chat/completions", &h, big)
+        .await
+        .unwrap();
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error"]["code"], "request_too_large");
     assert_eq!(env.mock.stats().requests, 0);
@@ -101,13 +139,23 @@ async fn too_many_headers_get_431() {
     let env = TestEnv::start(ConfigBuilder::default()).await.unwrap();
     let names: Vec<String> = (0..150).map(|i| format!("x-h{i}")).collect();
     let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
-    let r = env.send("POST", "/v1/chat/completions", &headers, "{}").await;
+    let r = env
+        .send("POST", "/v1/chat/completions", &headers, "{}")
+        .await;
     match r {
         Ok(r) => assert_eq!(r.status, 431),
         Err(e) => panic!("expected a 431 response, got {e}"),
     }
     let long = "x".repeat(100 << 10);
-    let r = env.send("POST", "/v1/chat/completions", &[("x-long", long.as_str())], "{}").await.unwrap();
+    let r = env
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            &[("x-long", long.as_str())],
+            "{}",
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 431);
 }
 
@@ -116,14 +164,28 @@ async fn embeddings_and_models() {
     let env = TestEnv::start(ConfigBuilder::default()).await.unwrap();
     let auth = format!("Bearer {ALICE_KEY}");
     let r = env
-        .send("POST", "/v1/embeddings", &[("authorization", &auth)], r#"{"model":"mock-embedding","input":["a","b"]}"#)
+        .send(
+            "POST",
+            "/v1/embeddings",
+            &[("authorization", &auth)],
+            r#"{"model":"mock-embedding","input":["a","b"]}"#,
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
-    let r = env.send("GET", "/v1/models", &[("authorization", &auth)], "").await.unwrap();
+    let r = env
+        .send("GET", "/v1/models", &[("authorization", &auth)], "")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.json()["data"].as_array().unwrap().iter().any(|m| m["id"] == "mock-gpt"));
+    assert!(
+        r.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "mock-gpt")
+    );
     let records = env.wait_usage(2).await;
     assert_eq!(records[0].endpoint, "embeddings");
     assert!(records[0].prompt_tokens > 0);
@@ -139,7 +201,10 @@ async fn context_paths_route_to_their_proxy() {
         ..Default::default()
     };
     let env = TestEnv::start(config).await.unwrap();
-    let r = env.chat("/assistant", ALICE_KEY, chat_body(1)).await.unwrap();
+    let r = env
+        .chat("/assistant", ALICE_KEY, chat_body(1))
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let records = env.wait_usage(1).await;
     assert_eq!(records[0].proxy, "assistant");

@@ -18,7 +18,10 @@ fn reservation(max_tokens: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_limit_refuses_with_headers_per_consumer() {
     let r1 = reservation(10);
-    let config = ConfigBuilder { token_limit: format!(r#"{{"tokens-per-minute": {}}}"#, r1 * 2), ..Default::default() };
+    let config = ConfigBuilder {
+        token_limit: format!(r#"{{"tokens-per-minute": {}}}"#, r1 * 2),
+        ..Default::default()
+    };
     let env = TestEnv::start(config).await.unwrap();
     // Actual usage is below the reservation, so settle-downs let a third request in; use max
     // tokens that make actual usage equal to most of the reservation.
@@ -26,11 +29,24 @@ async fn token_limit_refuses_with_headers_per_consumer() {
     for _ in 0..6 {
         statuses.push(env.chat("/", ALICE_KEY, body(10)).await.unwrap());
     }
-    let refused = statuses.iter().find(|r| r.status == 429).expect("alice must be limited");
+    let refused = statuses
+        .iter()
+        .find(|r| r.status == 429)
+        .expect("alice must be limited");
     assert_eq!(refused.json()["error"]["code"], "rate_limit_exceeded");
     assert_eq!(refused.json()["error"]["type"], "rate_limit_error");
-    assert!(refused.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
-    assert_eq!(refused.header("x-ratelimit-limit-tokens").unwrap(), (r1 * 2).to_string());
+    assert!(
+        refused
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        refused.header("x-ratelimit-limit-tokens").unwrap(),
+        (r1 * 2).to_string()
+    );
     assert!(refused.header("x-ratelimit-remaining-tokens").is_some());
     // Bob has his own counters.
     let r = env.chat("/", BOB_KEY, body(10)).await.unwrap();
@@ -44,7 +60,10 @@ async fn token_limit_refuses_with_headers_per_consumer() {
 async fn concurrent_clients_cannot_overshoot_the_token_limit() {
     let per_request = reservation(50);
     let limit = 2000;
-    let config = ConfigBuilder { token_limit: format!(r#"{{"tokens-per-minute": {limit}}}"#), ..Default::default() };
+    let config = ConfigBuilder {
+        token_limit: format!(r#"{{"tokens-per-minute": {limit}}}"#),
+        ..Default::default()
+    };
     let env = Arc::new(TestEnv::start(config).await.unwrap());
     let tasks: Vec<_> = (0..64)
         .map(|_| {
@@ -68,19 +87,29 @@ async fn concurrent_clients_cannot_overshoot_the_token_limit() {
         admitted += t.await.unwrap();
     }
     let records = env.wait_usage(64).await;
-    let used: u64 = records.iter().filter(|r| r.status == 200).map(|r| r.total_tokens).sum();
+    let used: u64 = records
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.total_tokens)
+        .sum();
     assert!(admitted > 0);
     assert!(
         used <= limit + per_request,
         "{admitted} requests used {used} tokens, limit {limit} (+ one reservation of {per_request})"
     );
     // Not overly strict either: the limiter let through most of the budget.
-    assert!(used + 2 * per_request >= limit / 2, "only {used} of {limit} tokens used");
+    assert!(
+        used + 2 * per_request >= limit / 2,
+        "only {used} of {limit} tokens used"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_respect_requests_per_minute_exactly() {
-    let config = ConfigBuilder { token_limit: r#"{"requests-per-minute": 10}"#.into(), ..Default::default() };
+    let config = ConfigBuilder {
+        token_limit: r#"{"requests-per-minute": 10}"#.into(),
+        ..Default::default()
+    };
     let env = Arc::new(TestEnv::start(config).await.unwrap());
     let tasks: Vec<_> = (0..64)
         .map(|_| {

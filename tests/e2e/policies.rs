@@ -11,7 +11,10 @@ fn with_test_policy(mode: &str) -> ConfigBuilder {
             "  - name: probe\n    context-path: /probe\n    provider: mock\n    policies: [{}, {{\"policy\": \"test-policy\", \"config\": {{\"mode\": \"{mode}\"}}}}]\n",
             weir_tests::auth_policy()
         )],
-        extra: format!("policies:\n  - name: test-policy\n    path: {}\n", weir_policies::TEST_POLICY_PATH),
+        extra: format!(
+            "policies:\n  - name: test-policy\n    path: {}\n",
+            weir_policies::TEST_POLICY_PATH
+        ),
         ..Default::default()
     }
 }
@@ -26,14 +29,27 @@ async fn misbehaves(mode: &str, code: &str) {
     assert_eq!(r.status, 500, "{}", r.text());
     let err = &r.json()["error"];
     assert_eq!(err["code"], code);
-    assert!(err["message"].as_str().unwrap().contains("test-policy"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("test-policy"),
+        "{err}"
+    );
     // The gateway stays healthy: other routes and the next request work.
     let r = env.chat("/", ALICE_KEY, body()).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let r = env.chat("/probe", ALICE_KEY, body()).await.unwrap();
-    assert_eq!(r.json()["error"]["code"], code, "fails the same way each time, never worse");
+    assert_eq!(
+        r.json()["error"]["code"],
+        code,
+        "fails the same way each time, never worse"
+    );
     let records = env.wait_usage(3).await;
-    assert_eq!(records.iter().filter(|r| r.outcome == "gateway_error").count(), 2);
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.outcome == "gateway_error")
+            .count(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,8 +86,16 @@ async fn concurrent_requests_never_see_each_other() {
     }
     // The probe tagged each upstream request with its own request id.
     let seen = env.mock.last_request_headers();
-    let probe = seen.iter().find(|(n, _)| n == "x-weir-probe").map(|(_, v)| v.clone()).unwrap();
-    let rid = seen.iter().find(|(n, _)| n == "x-request-id").map(|(_, v)| v.clone()).unwrap();
+    let probe = seen
+        .iter()
+        .find(|(n, _)| n == "x-weir-probe")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let rid = seen
+        .iter()
+        .find(|(n, _)| n == "x-request-id")
+        .map(|(_, v)| v.clone())
+        .unwrap();
     assert!(probe.starts_with(&format!("{rid};")), "{probe} vs {rid}");
 }
 
@@ -82,6 +106,9 @@ async fn bad_policy_config_is_rejected_with_its_path() {
         "  - name: bad\n    context-path: /bad\n    provider: mock\n    policies: [{\"policy\": \"auth\", \"config\": {\"consumers\": [{\"id\": \"x\", \"key-sha256\": \"sk-plain-key\"}]}}]\n".into(),
     );
     let err = TestEnv::start(config).await.unwrap_err().to_string();
-    assert!(err.starts_with("proxies[1].policies[0].config.consumers[0].key-sha256: "), "{err}");
+    assert!(
+        err.starts_with("proxies[1].policies[0].config.consumers[0].key-sha256: "),
+        "{err}"
+    );
     assert!(err.contains("weir hash-key"), "{err}");
 }

@@ -20,32 +20,53 @@ fn content(events: &[String]) -> String {
         .iter()
         .filter(|d| *d != "[DONE]")
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_is_relayed_with_usage_recorded() {
     let env = TestEnv::start(ConfigBuilder::default()).await.unwrap();
-    let r = env.chat("/", ALICE_KEY, stream_body(4, false)).await.unwrap();
+    let r = env
+        .chat("/", ALICE_KEY, stream_body(4, false))
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let events = r.sse_data();
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     assert_eq!(content(&events), "mock0 mock1 mock2 mock3");
     // The gateway asked for usage itself; the client did not, so it must not see the usage chunk.
-    assert!(events.iter().all(|e| !e.contains("\"usage\":{")), "{events:?}");
+    assert!(
+        events.iter().all(|e| !e.contains("\"usage\":{")),
+        "{events:?}"
+    );
     let records = env.wait_usage(1).await;
     assert_eq!(records[0].completion_tokens, 4);
     assert!(records[0].stream);
     assert!(records[0].time_to_first_token_ms.is_some());
-    assert_eq!(env.mock.stats().completion_tokens, 4, "the mock billed what the gateway recorded");
+    assert_eq!(
+        env.mock.stats().completion_tokens,
+        4,
+        "the mock billed what the gateway recorded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_that_asked_for_usage_gets_it() {
     let env = TestEnv::start(ConfigBuilder::default()).await.unwrap();
-    let r = env.chat("/", ALICE_KEY, stream_body(2, true)).await.unwrap();
+    let r = env
+        .chat("/", ALICE_KEY, stream_body(2, true))
+        .await
+        .unwrap();
     let events = r.sse_data();
     let usage_chunk: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(usage_chunk["usage"]["completion_tokens"], 2);
@@ -55,14 +76,21 @@ async fn client_that_asked_for_usage_gets_it() {
 async fn events_arrive_before_the_stream_ends() {
     let env = TestEnv::start_with(
         ConfigBuilder::default(),
-        MockOptions { api_key: Some(UPSTREAM_KEY.into()), chunk_delay: Duration::from_millis(100), ..Default::default() },
+        MockOptions {
+            api_key: Some(UPSTREAM_KEY.into()),
+            chunk_delay: Duration::from_millis(100),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
     let req = http::Request::post(env.url("/v1/chat/completions"))
         .header("authorization", format!("Bearer {ALICE_KEY}"))
-        .body(Full::new(bytes::Bytes::from(serde_json::to_vec(&stream_body(10, false)).unwrap())))
+        .body(Full::new(bytes::Bytes::from(
+            serde_json::to_vec(&stream_body(10, false)).unwrap(),
+        )))
         .unwrap();
     let started = std::time::Instant::now();
     let resp = client.request(req).await.unwrap();
@@ -70,21 +98,32 @@ async fn events_arrive_before_the_stream_ends() {
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.data_ref().is_some());
     // 10 events 100 ms apart: the first must come long before the whole answer (~1 s).
-    assert!(started.elapsed() < Duration::from_millis(600), "first event after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "first event after {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_is_recorded_when_the_client_disconnects() {
     let env = TestEnv::start_with(
         ConfigBuilder::default(),
-        MockOptions { api_key: Some(UPSTREAM_KEY.into()), chunk_delay: Duration::from_millis(20), ..Default::default() },
+        MockOptions {
+            api_key: Some(UPSTREAM_KEY.into()),
+            chunk_delay: Duration::from_millis(20),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
     let req = http::Request::post(env.url("/v1/chat/completions"))
         .header("authorization", format!("Bearer {ALICE_KEY}"))
-        .body(Full::new(bytes::Bytes::from(serde_json::to_vec(&stream_body(20, false)).unwrap())))
+        .body(Full::new(bytes::Bytes::from(
+            serde_json::to_vec(&stream_body(20, false)).unwrap(),
+        )))
         .unwrap();
     let resp = client.request(req).await.unwrap();
     let mut body = resp.into_body();
@@ -94,7 +133,10 @@ async fn usage_is_recorded_when_the_client_disconnects() {
     let records = env.wait_usage(1).await;
     assert_eq!(records.len(), 1, "exactly one record");
     assert_eq!(records[0].outcome, "client_cancelled");
-    assert_eq!(records[0].completion_tokens, 20, "the gateway read the upstream to its final usage");
+    assert_eq!(
+        records[0].completion_tokens, 20,
+        "the gateway read the upstream to its final usage"
+    );
     assert_eq!(env.mock.stats().completion_tokens, 20);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(env.usage.recent().len(), 1, "no duplicate record");

@@ -52,7 +52,8 @@ impl Default for ConfigBuilder {
         Self {
             extra_proxies: Vec::new(),
             extra: String::new(),
-            token_limit: r#"{"tokens-per-minute": 100000000, "requests-per-minute": 100000000}"#.into(),
+            token_limit: r#"{"tokens-per-minute": 100000000, "requests-per-minute": 100000000}"#
+                .into(),
             upstream_timeout_ms: 5000,
         }
     }
@@ -129,7 +130,14 @@ impl Reply {
 
 impl TestEnv {
     pub async fn start(config: ConfigBuilder) -> anyhow::Result<Self> {
-        Self::start_with(config, MockOptions { api_key: Some(UPSTREAM_KEY.into()), ..Default::default() }).await
+        Self::start_with(
+            config,
+            MockOptions {
+                api_key: Some(UPSTREAM_KEY.into()),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     pub async fn start_with(config: ConfigBuilder, mock: MockOptions) -> anyhow::Result<Self> {
@@ -137,11 +145,18 @@ impl TestEnv {
         set_upstream_key();
         let mock = MockServer::start(([127, 0, 0, 1], 0).into(), mock).await?;
         let yaml = config.yaml(&mock.base_url());
-        let config = weir_config::GatewayConfig::from_yaml(&yaml).map_err(|e| anyhow::anyhow!("{e}\n{yaml}"))?;
-        let data_dir = std::env::temp_dir().join(format!("weir-test-{}-{}", std::process::id(), next_id()));
-        let gateway = Gateway::build(config, GatewayOptions { data_dir: Some(data_dir.clone()) })
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config = weir_config::GatewayConfig::from_yaml(&yaml)
+            .map_err(|e| anyhow::anyhow!("{e}\n{yaml}"))?;
+        let data_dir =
+            std::env::temp_dir().join(format!("weir-test-{}-{}", std::process::id(), next_id()));
+        let gateway = Gateway::build(
+            config,
+            GatewayOptions {
+                data_dir: Some(data_dir.clone()),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let usage = gateway.usage().clone();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
@@ -152,7 +167,14 @@ impl TestEnv {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(5))
             .build_http();
-        Ok(Self { mock, addr, usage, data_dir, shutdown: Some(tx), client })
+        Ok(Self {
+            mock,
+            addr,
+            usage,
+            data_dir,
+            shutdown: Some(tx),
+            client,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -160,24 +182,51 @@ impl TestEnv {
     }
 
     /// Sends a request and reads the whole response.
-    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> anyhow::Result<Reply> {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> anyhow::Result<Reply> {
         let mut req = http::Request::builder().method(method).uri(self.url(path));
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req.body(Full::new(body.into()))?)).await??;
+        let resp = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.client.request(req.body(Full::new(body.into()))?),
+        )
+        .await??;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// POSTs a chat completion under the proxy at `prefix` (`/` or `/limited`) with `key`.
-    pub async fn chat(&self, prefix: &str, key: &str, body: serde_json::Value) -> anyhow::Result<Reply> {
+    pub async fn chat(
+        &self,
+        prefix: &str,
+        key: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<Reply> {
         let path = format!("{}/v1/chat/completions", prefix.trim_end_matches('/'));
         let auth = format!("Bearer {key}");
-        self.send("POST", &path, &[("authorization", &auth), ("content-type", "application/json")], serde_json::to_vec(&body)?)
-            .await
+        self.send(
+            "POST",
+            &path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            serde_json::to_vec(&body)?,
+        )
+        .await
     }
 
     /// Waits until `n` usage records exist (they are written when a request completes, which for

@@ -115,10 +115,15 @@ pub fn check_config(config: &Config) -> Result<(), ConfigError> {
     let mut seen = std::collections::HashSet::new();
     for (i, c) in config.consumers.iter().enumerate() {
         if c.id.is_empty() {
-            return Err(ConfigError::at(format!("consumers[{i}].id"), "must not be empty"));
+            return Err(ConfigError::at(
+                format!("consumers[{i}].id"),
+                "must not be empty",
+            ));
         }
         let valid = c.key_sha256.len() == 64
-            && c.key_sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && c.key_sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid {
             return Err(ConfigError::at(
                 format!("consumers[{i}].key-sha256"),

@@ -34,7 +34,6 @@
 //! Build with `cargo build --release --target wasm32-wasip2`: the `.wasm` in
 //! `target/wasm32-wasip2/release/` is the component.
 
-
 /// Raw bindings generated from `wit/policy.wit`. Prefer the re-exports at the crate root.
 #[doc(hidden)]
 pub mod bindings {
@@ -112,7 +111,11 @@ pub fn parse_config<P: Policy>(json: &str) -> Result<P::Config, ConfigError> {
 
 /// `serde_path_to_error` writes `.` for the root; we write an empty path.
 fn json_path(path: &str) -> String {
-    if path == "." { String::new() } else { path.to_string() }
+    if path == "." {
+        String::new()
+    } else {
+        path.to_string()
+    }
 }
 
 impl ConfigError {
@@ -178,7 +181,10 @@ pub fn config_unreadable(name: &str, e: &ConfigError) -> Denial {
     Denial {
         status: 500,
         code: "policy_config_invalid".to_string(),
-        message: format!("policy {name}: configuration invalid at `{}`: {}", e.path, e.message),
+        message: format!(
+            "policy {name}: configuration invalid at `{}`: {}",
+            e.path, e.message
+        ),
         headers: Vec::new(),
     }
 }
@@ -193,90 +199,84 @@ macro_rules! export_policy {
         // Only on wasm: native builds of a policy crate (its unit tests) have no component exports.
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-        #[doc(hidden)]
-        pub struct __WeirExport;
+            #[doc(hidden)]
+            pub struct __WeirExport;
 
-        #[doc(hidden)]
-        fn __weir_config(
-            cx: &$crate::Context,
-        ) -> ::core::result::Result<
-            &'static <$policy as $crate::Policy>::Config,
-            $crate::ConfigError,
-        > {
-            static CONFIG: ::std::sync::OnceLock<<$policy as $crate::Policy>::Config> =
-                ::std::sync::OnceLock::new();
-            if let Some(c) = CONFIG.get() {
-                return Ok(c);
-            }
-            let parsed = $crate::parse_config::<$policy>(&cx.config())?;
-            Ok(CONFIG.get_or_init(|| parsed))
-        }
-
-        impl $crate::bindings::exports::weir::policy::policy::Guest for __WeirExport {
-            fn describe() -> $crate::PolicyInfo {
-                $crate::PolicyInfo {
-                    name: <$policy as $crate::Policy>::NAME.into(),
-                    version: <$policy as $crate::Policy>::VERSION.into(),
-                    phases: <$policy as $crate::Policy>::PHASES.to_vec(),
-                }
-            }
-
-            fn validate_config(
-                config: ::std::string::String,
-            ) -> ::core::result::Result<(), $crate::ConfigError> {
-                $crate::parse_config::<$policy>(&config).map(|_| ())
-            }
-
-            fn on_request(
+            #[doc(hidden)]
+            fn __weir_config(
                 cx: &$crate::Context,
-                request: &$crate::Message,
-            ) -> $crate::Verdict {
-                                match __weir_config(cx) {
-                    Ok(c) => <$policy as $crate::Policy>::on_request(c, cx, request),
-                    Err(e) => $crate::Verdict::Deny($crate::config_unreadable(
-                        <$policy as $crate::Policy>::NAME,
-                        &e,
-                    )),
+            ) -> ::core::result::Result<
+                &'static <$policy as $crate::Policy>::Config,
+                $crate::ConfigError,
+            > {
+                static CONFIG: ::std::sync::OnceLock<<$policy as $crate::Policy>::Config> =
+                    ::std::sync::OnceLock::new();
+                if let Some(c) = CONFIG.get() {
+                    return Ok(c);
+                }
+                let parsed = $crate::parse_config::<$policy>(&cx.config())?;
+                Ok(CONFIG.get_or_init(|| parsed))
+            }
+
+            impl $crate::bindings::exports::weir::policy::policy::Guest for __WeirExport {
+                fn describe() -> $crate::PolicyInfo {
+                    $crate::PolicyInfo {
+                        name: <$policy as $crate::Policy>::NAME.into(),
+                        version: <$policy as $crate::Policy>::VERSION.into(),
+                        phases: <$policy as $crate::Policy>::PHASES.to_vec(),
+                    }
+                }
+
+                fn validate_config(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<(), $crate::ConfigError> {
+                    $crate::parse_config::<$policy>(&config).map(|_| ())
+                }
+
+                fn on_request(cx: &$crate::Context, request: &$crate::Message) -> $crate::Verdict {
+                    match __weir_config(cx) {
+                        Ok(c) => <$policy as $crate::Policy>::on_request(c, cx, request),
+                        Err(e) => $crate::Verdict::Deny($crate::config_unreadable(
+                            <$policy as $crate::Policy>::NAME,
+                            &e,
+                        )),
+                    }
+                }
+
+                fn on_response(
+                    cx: &$crate::Context,
+                    response: &$crate::Message,
+                ) -> $crate::Verdict {
+                    match __weir_config(cx) {
+                        Ok(c) => <$policy as $crate::Policy>::on_response(c, cx, response),
+                        Err(e) => $crate::Verdict::Deny($crate::config_unreadable(
+                            <$policy as $crate::Policy>::NAME,
+                            &e,
+                        )),
+                    }
+                }
+
+                fn on_stream_chunk(
+                    cx: &$crate::Context,
+                    chunk: $crate::StreamChunk,
+                ) -> $crate::ChunkVerdict {
+                    match __weir_config(cx) {
+                        Ok(c) => <$policy as $crate::Policy>::on_stream_chunk(c, cx, chunk),
+                        Err(e) => $crate::ChunkVerdict::Abort($crate::config_unreadable(
+                            <$policy as $crate::Policy>::NAME,
+                            &e,
+                        )),
+                    }
+                }
+
+                fn on_complete(cx: &$crate::Context, done: $crate::Completion) {
+                    if let Ok(c) = __weir_config(cx) {
+                        <$policy as $crate::Policy>::on_complete(c, cx, done);
+                    }
                 }
             }
 
-            fn on_response(
-                cx: &$crate::Context,
-                response: &$crate::Message,
-            ) -> $crate::Verdict {
-                                match __weir_config(cx) {
-                    Ok(c) => <$policy as $crate::Policy>::on_response(c, cx, response),
-                    Err(e) => $crate::Verdict::Deny($crate::config_unreadable(
-                        <$policy as $crate::Policy>::NAME,
-                        &e,
-                    )),
-                }
-            }
-
-            fn on_stream_chunk(
-                cx: &$crate::Context,
-                chunk: $crate::StreamChunk,
-            ) -> $crate::ChunkVerdict {
-                                match __weir_config(cx) {
-                    Ok(c) => <$policy as $crate::Policy>::on_stream_chunk(c, cx, chunk),
-                    Err(e) => $crate::ChunkVerdict::Abort($crate::config_unreadable(
-                        <$policy as $crate::Policy>::NAME,
-                        &e,
-                    )),
-                }
-            }
-
-            fn on_complete(
-                cx: &$crate::Context,
-                done: $crate::Completion,
-            ) {
-                                if let Ok(c) = __weir_config(cx) {
-                    <$policy as $crate::Policy>::on_complete(c, cx, done);
-                }
-            }
-        }
-
-        $crate::bindings::export_bindings!(__WeirExport with_types_in $crate::bindings);
+            $crate::bindings::export_bindings!(__WeirExport with_types_in $crate::bindings);
         };
     };
 }

@@ -71,10 +71,18 @@ fn probe(cx: &Context, request: &Message) -> Verdict {
         Err(p) => p.into_inner(),
     };
     if let Some(previous) = last.as_ref() {
-        return Verdict::deny(500, "isolation_breach", format!("guest memory still holds request {previous}"));
+        return Verdict::deny(
+            500,
+            "isolation_breach",
+            format!("guest memory still holds request {previous}"),
+        );
     }
     if let Some(previous) = cx.attribute("test-policy.seen") {
-        return Verdict::deny(500, "isolation_breach", format!("context holds attribute of {previous}"));
+        return Verdict::deny(
+            500,
+            "isolation_breach",
+            format!("context holds attribute of {previous}"),
+        );
     }
     *last = Some(id.clone());
     cx.set_attribute("test-policy.seen", &id);

@@ -14,8 +14,7 @@ pub mod limiter;
 use limiter::{AdmitError, Counters, Limit, Period, Reservation, Unit};
 use serde::Deserialize;
 use weir_policy_sdk::{
-    Completion, ConfigError, Context, Denial, Message, Outcome, Phase, Policy,
-    Verdict, kv,
+    Completion, ConfigError, Context, Denial, Message, Outcome, Phase, Policy, Verdict, kv,
 };
 
 /// Whose usage a window counts.
@@ -116,7 +115,10 @@ impl Policy for TokenLimit {
             ("tokens-per-month", config.tokens_per_month),
         ] {
             if v == Some(0) {
-                return Err(ConfigError::at(field, "must be at least 1 (remove the field for no limit)"));
+                return Err(ConfigError::at(
+                    field,
+                    "must be at least 1 (remove the field for no limit)",
+                ));
             }
         }
         Ok(())
@@ -146,7 +148,9 @@ impl Policy for TokenLimit {
     }
 
     fn on_complete(_config: &Config, cx: &Context, done: Completion) {
-        let Some(reservation) = cx.attribute(&attribute_key(cx)).and_then(|a| Reservation::decode(&a))
+        let Some(reservation) = cx
+            .attribute(&attribute_key(cx))
+            .and_then(|a| Reservation::decode(&a))
         else {
             return;
         };
@@ -188,13 +192,24 @@ fn refusal(r: &limiter::Refusal) -> Denial {
     };
     Denial {
         status: 429,
-        code: if r.too_large { "request_too_large" } else { "rate_limit_exceeded" }.into(),
+        code: if r.too_large {
+            "request_too_large"
+        } else {
+            "rate_limit_exceeded"
+        }
+        .into(),
         message,
         headers: vec![
             ("retry-after".into(), retry_after_s.to_string()),
             (format!("x-ratelimit-limit-{unit}"), r.limit.max.to_string()),
-            (format!("x-ratelimit-remaining-{unit}"), r.remaining.to_string()),
-            (format!("x-ratelimit-reset-{unit}"), format!("{retry_after_s}s")),
+            (
+                format!("x-ratelimit-remaining-{unit}"),
+                r.remaining.to_string(),
+            ),
+            (
+                format!("x-ratelimit-reset-{unit}"),
+                format!("{retry_after_s}s"),
+            ),
         ],
     }
 }

@@ -126,7 +126,11 @@ impl Reservation {
         let (tokens, keys) = s.split_once(';')?;
         Some(Self {
             tokens: tokens.parse().ok()?,
-            keys: keys.split('\n').filter(|k| !k.is_empty()).map(str::to_owned).collect(),
+            keys: keys
+                .split('\n')
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect(),
         })
     }
 }
@@ -198,7 +202,11 @@ fn rollback(store: &impl Counters, applied: &[(String, i64, u64)]) {
 }
 
 /// Replaces the reservation by the real usage on every counter it was made on.
-pub fn settle(store: &impl Counters, reservation: &Reservation, actual_tokens: u64) -> Result<(), String> {
+pub fn settle(
+    store: &impl Counters,
+    reservation: &Reservation,
+    actual_tokens: u64,
+) -> Result<(), String> {
     let delta = i128::from(actual_tokens) - i128::from(reservation.tokens);
     let delta = i64::try_from(delta).unwrap_or(0);
     if delta == 0 {
@@ -228,8 +236,16 @@ mod tests {
         }
     }
 
-    const TPM: Limit = Limit { unit: Unit::Tokens, period: Period::Minute, max: 1000 };
-    const RPM: Limit = Limit { unit: Unit::Requests, period: Period::Minute, max: 3 };
+    const TPM: Limit = Limit {
+        unit: Unit::Tokens,
+        period: Period::Minute,
+        max: 1000,
+    };
+    const RPM: Limit = Limit {
+        unit: Unit::Requests,
+        period: Period::Minute,
+        max: 3,
+    };
 
     #[test]
     fn admits_until_the_limit_then_refuses_and_rolls_back() {
@@ -238,7 +254,9 @@ mod tests {
         for _ in 0..2 {
             admit(&m, "a", &[TPM], 400, now).unwrap();
         }
-        let Err(AdmitError::Refused(r)) = admit(&m, "a", &[TPM], 400, now) else { panic!() };
+        let Err(AdmitError::Refused(r)) = admit(&m, "a", &[TPM], 400, now) else {
+            panic!()
+        };
         assert_eq!(r.remaining, 200);
         assert!(!r.too_large);
         assert_eq!(r.retry_after_ms, 60_000 - now % 60_000);
@@ -256,7 +274,9 @@ mod tests {
         // The request counter was rolled back too: two more small requests fit in RPM=3.
         admit(&m, "a", &limits, 10, now).unwrap();
         admit(&m, "a", &limits, 10, now).unwrap();
-        let Err(AdmitError::Refused(r)) = admit(&m, "a", &limits, 10, now) else { panic!() };
+        let Err(AdmitError::Refused(r)) = admit(&m, "a", &limits, 10, now) else {
+            panic!()
+        };
         assert_eq!(r.limit, RPM);
     }
 
@@ -272,7 +292,9 @@ mod tests {
     #[test]
     fn oversize_request_is_marked_too_large() {
         let m = Map::default();
-        let Err(AdmitError::Refused(r)) = admit(&m, "a", &[TPM], 5000, 0) else { panic!() };
+        let Err(AdmitError::Refused(r)) = admit(&m, "a", &[TPM], 5000, 0) else {
+            panic!()
+        };
         assert!(r.too_large);
     }
 
@@ -288,7 +310,10 @@ mod tests {
 
     #[test]
     fn reservation_round_trips() {
-        let r = Reservation { tokens: 42, keys: vec!["a|tm|1".into(), "a|td|2".into()] };
+        let r = Reservation {
+            tokens: 42,
+            keys: vec!["a|tm|1".into(), "a|td|2".into()],
+        };
         assert_eq!(Reservation::decode(&r.encode()), Some(r));
         assert_eq!(Reservation::decode("x"), None);
     }
@@ -313,7 +338,10 @@ mod tests {
             t.join().unwrap();
         }
         let total = *admitted.lock().unwrap();
-        assert!(total <= 1000, "admitted {total} tokens with a limit of 1000");
+        assert!(
+            total <= 1000,
+            "admitted {total} tokens with a limit of 1000"
+        );
         assert!(total > 1000 - 7, "refused too much: {total}");
     }
 

@@ -45,7 +45,10 @@ impl GatewayConfig {
         let de = serde_yaml::Deserializer::from_str(text);
         let config: GatewayConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            ConfigError::at(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+            ConfigError::at(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
         })?;
         validate::validate(&config)?;
         Ok(config)

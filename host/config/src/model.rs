@@ -85,7 +85,9 @@ pub struct KvSettings {
 
 impl Default for KvSettings {
     fn default() -> Self {
-        Self { max_entries: 1_000_000 }
+        Self {
+            max_entries: 1_000_000,
+        }
     }
 }
 

@@ -47,19 +47,26 @@ fn wrong_types_name_their_path() {
 fn unknown_provider_is_reported() {
     let e = err(&MINIMAL.replace("provider: p", "provider: q"));
     assert_eq!(e.path, "proxies[0].provider");
-    assert_eq!(e.to_string(), "proxies[0].provider: unknown provider `q` (known: p)");
+    assert_eq!(
+        e.to_string(),
+        "proxies[0].provider: unknown provider `q` (known: p)"
+    );
 }
 
 #[test]
 fn unknown_policy_is_reported() {
-    let e = err(&format!("{MINIMAL}    policies:\n      - policy: auth\n      - policy: nope\n"));
+    let e = err(&format!(
+        "{MINIMAL}    policies:\n      - policy: auth\n      - policy: nope\n"
+    ));
     assert_eq!(e.path, "proxies[0].policies[1].policy");
     assert!(e.message.contains("available: auth, token-limit"), "{e}");
 }
 
 #[test]
 fn custom_policies_become_available() {
-    let yaml = format!("{MINIMAL}    policies:\n      - policy: mine\npolicies:\n  - name: mine\n    path: x.wasm\n");
+    let yaml = format!(
+        "{MINIMAL}    policies:\n      - policy: mine\npolicies:\n  - name: mine\n    path: x.wasm\n"
+    );
     GatewayConfig::from_yaml(&yaml).unwrap();
     let dup = format!("{MINIMAL}policies:\n  - name: auth\n    path: x.wasm\n");
     assert_eq!(err(&dup).path, "policies[0].name");
@@ -67,9 +74,18 @@ fn custom_policies_become_available() {
 
 #[test]
 fn bad_values_are_reported() {
-    assert_eq!(err(&MINIMAL.replace("/a", "a")).path, "proxies[0].context-path");
-    assert_eq!(err(&MINIMAL.replace("/a", "/a/")).path, "proxies[0].context-path");
-    assert_eq!(err(&MINIMAL.replace("http://127.0.0.1:9/v1", "ftp://x")).path, "providers[0].base-url");
+    assert_eq!(
+        err(&MINIMAL.replace("/a", "a")).path,
+        "proxies[0].context-path"
+    );
+    assert_eq!(
+        err(&MINIMAL.replace("/a", "/a/")).path,
+        "proxies[0].context-path"
+    );
+    assert_eq!(
+        err(&MINIMAL.replace("http://127.0.0.1:9/v1", "ftp://x")).path,
+        "providers[0].base-url"
+    );
     assert_eq!(
         err(&MINIMAL.replace("base-url:", "api-key-env: sk-live-123\n    base-url:")).path,
         "providers[0].api-key-env"

@@ -11,26 +11,43 @@ pub const BUILTIN_POLICIES: &[&str] = &["auth", "token-limit"];
 fn check_name(path: String, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if ok {
         Ok(())
     } else {
-        Err(ConfigError::at(path, format!("invalid name `{name}`: use 1-64 letters, digits, `-`, `_` or `.`")))
+        Err(ConfigError::at(
+            path,
+            format!("invalid name `{name}`: use 1-64 letters, digits, `-`, `_` or `.`"),
+        ))
     }
 }
 
 pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
-    c.listen
-        .parse::<SocketAddr>()
-        .map_err(|e| ConfigError::at("listen", format!("`{}` is not an address like 127.0.0.1:8080: {e}", c.listen)))?;
+    c.listen.parse::<SocketAddr>().map_err(|e| {
+        ConfigError::at(
+            "listen",
+            format!("`{}` is not an address like 127.0.0.1:8080: {e}", c.listen),
+        )
+    })?;
     if c.limits.max_body_bytes == 0 {
-        return Err(ConfigError::at("limits.max-body-bytes", "must be at least 1"));
+        return Err(ConfigError::at(
+            "limits.max-body-bytes",
+            "must be at least 1",
+        ));
     }
     if c.runtime.policy_timeout_ms == 0 || c.runtime.policy_timeout_ms > 60_000 {
-        return Err(ConfigError::at("runtime.policy-timeout-ms", "must be between 1 and 60000"));
+        return Err(ConfigError::at(
+            "runtime.policy-timeout-ms",
+            "must be between 1 and 60000",
+        ));
     }
     if !(1..=4096).contains(&c.runtime.policy_memory_mib) {
-        return Err(ConfigError::at("runtime.policy-memory-mib", "must be between 1 and 4096"));
+        return Err(ConfigError::at(
+            "runtime.policy-memory-mib",
+            "must be between 1 and 4096",
+        ));
     }
 
     let mut policy_names: HashSet<&str> = BUILTIN_POLICIES.iter().copied().collect();
@@ -39,7 +56,11 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
         if !policy_names.insert(&p.name) {
             return Err(ConfigError::at(
                 format!("policies[{i}].name"),
-                format!("`{}` is already a policy name (built-in policies: {})", p.name, BUILTIN_POLICIES.join(", ")),
+                format!(
+                    "`{}` is already a policy name (built-in policies: {})",
+                    p.name,
+                    BUILTIN_POLICIES.join(", ")
+                ),
             ));
         }
     }
@@ -48,7 +69,10 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
     for (i, p) in c.providers.iter().enumerate() {
         check_name(format!("providers[{i}].name"), &p.name)?;
         if !providers.insert(p.name.as_str()) {
-            return Err(ConfigError::at(format!("providers[{i}].name"), format!("duplicate provider `{}`", p.name)));
+            return Err(ConfigError::at(
+                format!("providers[{i}].name"),
+                format!("duplicate provider `{}`", p.name),
+            ));
         }
         let url_ok = p.base_url == "builtin:mock"
             || ((p.base_url.starts_with("http://") || p.base_url.starts_with("https://"))
@@ -67,7 +91,11 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
                 "must be the NAME of an environment variable (letters, digits, `_`), not the key itself",
             ));
         }
-        check_chain(&format!("providers[{i}].policies"), &p.policies, &policy_names)?;
+        check_chain(
+            &format!("providers[{i}].policies"),
+            &p.policies,
+            &policy_names,
+        )?;
     }
 
     let mut names = HashSet::new();
@@ -75,17 +103,24 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
     for (i, p) in c.proxies.iter().enumerate() {
         check_name(format!("proxies[{i}].name"), &p.name)?;
         if !names.insert(p.name.as_str()) {
-            return Err(ConfigError::at(format!("proxies[{i}].name"), format!("duplicate proxy `{}`", p.name)));
+            return Err(ConfigError::at(
+                format!("proxies[{i}].name"),
+                format!("duplicate proxy `{}`", p.name),
+            ));
         }
         let cp = p.context_path.as_str();
         let cp_ok = cp.starts_with('/')
             && (cp == "/" || !cp.ends_with('/'))
-            && cp.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+            && cp
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
             && !cp.contains("//");
         if !cp_ok {
             return Err(ConfigError::at(
                 format!("proxies[{i}].context-path"),
-                format!("`{cp}` must start with `/`, not end with `/`, and use only letters, digits and -_.~"),
+                format!(
+                    "`{cp}` must start with `/`, not end with `/`, and use only letters, digits and -_.~"
+                ),
             ));
         }
         if !paths.insert(cp) {
@@ -99,26 +134,45 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
             known.sort_unstable();
             return Err(ConfigError::at(
                 format!("proxies[{i}].provider"),
-                format!("unknown provider `{}` (known: {})", p.provider, known.join(", ")),
+                format!(
+                    "unknown provider `{}` (known: {})",
+                    p.provider,
+                    known.join(", ")
+                ),
             ));
         }
-        check_chain(&format!("proxies[{i}].policies"), &p.policies, &policy_names)?;
+        check_chain(
+            &format!("proxies[{i}].policies"),
+            &p.policies,
+            &policy_names,
+        )?;
     }
     Ok(())
 }
 
-fn check_chain(path: &str, chain: &[crate::PolicyRef], known: &HashSet<&str>) -> Result<(), ConfigError> {
+fn check_chain(
+    path: &str,
+    chain: &[crate::PolicyRef],
+    known: &HashSet<&str>,
+) -> Result<(), ConfigError> {
     for (j, r) in chain.iter().enumerate() {
         if !known.contains(r.policy.as_str()) {
             let mut names: Vec<&str> = known.iter().copied().collect();
             names.sort_unstable();
             return Err(ConfigError::at(
                 format!("{path}[{j}].policy"),
-                format!("unknown policy `{}` (available: {})", r.policy, names.join(", ")),
+                format!(
+                    "unknown policy `{}` (available: {})",
+                    r.policy,
+                    names.join(", ")
+                ),
             ));
         }
         if !r.config.is_object() {
-            return Err(ConfigError::at(format!("{path}[{j}].config"), "must be a mapping (JSON object)"));
+            return Err(ConfigError::at(
+                format!("{path}[{j}].config"),
+                "must be a mapping (JSON object)",
+            ));
         }
     }
     Ok(())

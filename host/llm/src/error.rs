@@ -31,7 +31,13 @@ pub fn error_type(status: u16) -> &'static str {
 }
 
 /// `{"error":{"message","type","param","code","request_id"}}`.
-pub fn openai_error(status: u16, code: &str, message: &str, param: Option<&str>, request_id: &str) -> Vec<u8> {
+pub fn openai_error(
+    status: u16,
+    code: &str,
+    message: &str,
+    param: Option<&str>,
+    request_id: &str,
+) -> Vec<u8> {
     let envelope = Envelope {
         error: Body {
             message,
@@ -41,7 +47,8 @@ pub fn openai_error(status: u16, code: &str, message: &str, param: Option<&str>,
             request_id,
         },
     };
-    serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{\"error\":{\"message\":\"internal error\"}}".to_vec())
+    serde_json::to_vec(&envelope)
+        .unwrap_or_else(|_| b"{\"error\":{\"message\":\"internal error\"}}".to_vec())
 }
 
 #[cfg(test)]

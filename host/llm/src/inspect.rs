@@ -24,7 +24,10 @@ pub enum RequestError {
     InvalidJson(String),
     /// JSON, but a field has the wrong shape.
     #[error("Invalid value for `{field}`: {message}")]
-    InvalidField { field: &'static str, message: String },
+    InvalidField {
+        field: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -61,10 +64,14 @@ fn field<T: for<'de> Deserialize<'de>>(
     match raw {
         None => Ok(None),
         Some(r) if r.get() == "null" => Ok(None),
-        Some(r) => serde_json::from_str(r.get()).map(Some).map_err(|_| RequestError::InvalidField {
-            field: name,
-            message: format!("expected {expected}, got {}", truncate(r.get(), 40)),
-        }),
+        Some(r) => {
+            serde_json::from_str(r.get())
+                .map(Some)
+                .map_err(|_| RequestError::InvalidField {
+                    field: name,
+                    message: format!("expected {expected}, got {}", truncate(r.get(), 40)),
+                })
+        }
     }
 }
 
@@ -77,13 +84,21 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// Reads a chat-completions, completions or embeddings request body.
 pub fn chat_request(body: &[u8]) -> Result<LlmRequestInfo, RequestError> {
-    let text = std::str::from_utf8(body).map_err(|e| RequestError::InvalidJson(format!("invalid UTF-8: {e}")))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| RequestError::InvalidJson(format!("invalid UTF-8: {e}")))?;
     if !text.trim_start().starts_with('{') {
-        return Err(RequestError::InvalidJson("the body must be a JSON object".into()));
+        return Err(RequestError::InvalidJson(
+            "the body must be a JSON object".into(),
+        ));
     }
-    let req: ChatRequest<'_> = serde_json::from_str(text).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    let req: ChatRequest<'_> =
+        serde_json::from_str(text).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
     let model: Option<String> = field(req.model, "model", "a string")?;
-    let max_completion: Option<u64> = field(req.max_completion_tokens, "max_completion_tokens", "a non-negative integer")?;
+    let max_completion: Option<u64> = field(
+        req.max_completion_tokens,
+        "max_completion_tokens",
+        "a non-negative integer",
+    )?;
     let max: Option<u64> = field(req.max_tokens, "max_tokens", "a non-negative integer")?;
     let stream: Option<bool> = field(req.stream, "stream", "a boolean")?;
     let options: Option<StreamOptions> = field(req.stream_options, "stream_options", "an object")?;
@@ -150,9 +165,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_json_and_bad_fields() {
-        assert!(matches!(chat_request(b"{\"model\":"), Err(RequestError::InvalidJson(_))));
-        assert!(matches!(chat_request(b"\xff\xfe"), Err(RequestError::InvalidJson(_))));
-        assert!(matches!(chat_request(b"[1,2]"), Err(RequestError::InvalidJson(_))));
+        assert!(matches!(
+            chat_request(b"{\"model\":"),
+            Err(RequestError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            chat_request(b"\xff\xfe"),
+            Err(RequestError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            chat_request(b"[1,2]"),
+            Err(RequestError::InvalidJson(_))
+        ));
         assert_eq!(
             chat_request(br#"{"max_tokens":"lots"}"#),
             Err(RequestError::InvalidField {
@@ -160,17 +184,27 @@ mod tests {
                 message: "expected a non-negative integer, got \"lots\"".into()
             })
         );
-        assert!(matches!(chat_request(br#"{"stream":"yes"}"#), Err(RequestError::InvalidField { field: "stream", .. })));
+        assert!(matches!(
+            chat_request(br#"{"stream":"yes"}"#),
+            Err(RequestError::InvalidField {
+                field: "stream",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn adds_stream_usage_once() {
-        let out = with_stream_usage(br#"{"model":"m","stream":true}"#).unwrap().unwrap();
+        let out = with_stream_usage(br#"{"model":"m","stream":true}"#)
+            .unwrap()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["model"], "m");
         assert_eq!(with_stream_usage(&out).unwrap(), None);
-        let keep = with_stream_usage(br#"{"stream_options":{"include_usage":false,"x":1}}"#).unwrap().unwrap();
+        let keep = with_stream_usage(br#"{"stream_options":{"include_usage":false,"x":1}}"#)
+            .unwrap()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&keep).unwrap();
         assert_eq!(v["stream_options"]["x"], 1);
         assert!(with_stream_usage(br#"{"stream_options":3}"#).is_err());

@@ -141,7 +141,8 @@ mod tests {
 
     #[test]
     fn frames_events() {
-        let input = b"data: {\"a\":1}\n\n: comment\n\nevent: x\ndata: l1\ndata: l2\r\n\r\ndata: [DONE]\n\n";
+        let input =
+            b"data: {\"a\":1}\n\n: comment\n\nevent: x\ndata: l1\ndata: l2\r\n\r\ndata: [DONE]\n\n";
         let ev = all_events(&[input]);
         assert_eq!(ev.len(), 4);
         assert_eq!(ev[0].data, "{\"a\":1}");

@@ -44,7 +44,9 @@ pub fn from_json(body: &[u8]) -> (Option<Usage>, Option<String>) {
             w.usage.map(|u| Usage {
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,
-                total_tokens: u.total_tokens.unwrap_or(u.prompt_tokens + u.completion_tokens),
+                total_tokens: u
+                    .total_tokens
+                    .unwrap_or(u.prompt_tokens + u.completion_tokens),
                 cached_prompt_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
             }),
             w.model,
@@ -79,18 +81,33 @@ mod tests {
         );
         assert_eq!(
             u,
-            Some(Usage { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7, cached_prompt_tokens: 2 })
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total_tokens: 7,
+                cached_prompt_tokens: 2
+            })
         );
         assert_eq!(m.as_deref(), Some("gpt"));
         assert_eq!(from_json(br#"{"usage":null}"#).0, None);
         assert_eq!(from_json(b"not json").0, None);
-        assert_eq!(from_json(br#"{"usage":{"prompt_tokens":1,"completion_tokens":2}}"#).0.unwrap().total_tokens, 3);
+        assert_eq!(
+            from_json(br#"{"usage":{"prompt_tokens":1,"completion_tokens":2}}"#)
+                .0
+                .unwrap()
+                .total_tokens,
+            3
+        );
     }
 
     #[test]
     fn spots_usage_only_chunks() {
-        assert!(is_usage_only_chunk(r#"{"choices":[],"usage":{"total_tokens":1}}"#));
-        assert!(!is_usage_only_chunk(r#"{"choices":[{"delta":{}}],"usage":null}"#));
+        assert!(is_usage_only_chunk(
+            r#"{"choices":[],"usage":{"total_tokens":1}}"#
+        ));
+        assert!(!is_usage_only_chunk(
+            r#"{"choices":[{"delta":{}}],"usage":null}"#
+        ));
         assert!(!is_usage_only_chunk("[DONE]"));
     }
 }

@@ -14,5 +14,7 @@ include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
 /// Built-in policies registered by the gateway (the test policy is not one of them).
 pub fn builtins() -> impl Iterator<Item = (&'static str, &'static [u8])> {
-    ALL.iter().copied().filter(|(name, _)| *name != "test-policy")
+    ALL.iter()
+        .copied()
+        .filter(|(name, _)| *name != "test-policy")
 }

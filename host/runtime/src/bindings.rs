@@ -17,10 +17,10 @@ mod generated {
     });
 }
 
+pub(crate) use generated::PolicyComponent;
 pub use generated::PolicyComponentPre;
 pub use generated::weir::policy::types::{
     ChunkVerdict, Completion, Denial, Edits, Outcome, Phase, PolicyInfo, Reply, RouteKind,
     StreamChunk, Usage, Verdict,
 };
-pub(crate) use generated::PolicyComponent;
 pub(crate) use generated::weir::policy::{http_client, kv, log, types};

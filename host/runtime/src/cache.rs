@@ -9,7 +9,11 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// Compiles `bytes`, or loads the artefact compiled earlier by an identical engine.
-pub(crate) fn compile(engine: &Engine, dir: Option<&Path>, bytes: &[u8]) -> wasmtime::Result<(Component, bool)> {
+pub(crate) fn compile(
+    engine: &Engine,
+    dir: Option<&Path>,
+    bytes: &[u8],
+) -> wasmtime::Result<(Component, bool)> {
     let Some(dir) = dir else {
         return Ok((Component::new(engine, bytes)?, false));
     };
@@ -22,7 +26,9 @@ pub(crate) fn compile(engine: &Engine, dir: Option<&Path>, bytes: &[u8]) -> wasm
         let loaded = unsafe { Component::deserialize_file(engine, &path) };
         match loaded {
             Ok(c) => return Ok((c, true)),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component")
+            }
         }
     }
     let component = Component::new(engine, bytes)?;
@@ -41,7 +47,9 @@ fn artefact_path(engine: &Engine, dir: &Path, bytes: &[u8]) -> PathBuf {
 
 fn store(component: &Component, dir: &Path, path: &Path) -> anyhow_like::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let bytes = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let bytes = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use wasmtime::Store;
 
+use crate::CompletionInfo;
 use crate::bindings::{
-    ChunkVerdict, Completion, Denial, Edits, Phase, PolicyComponent, Reply, RouteKind, StreamChunk, Usage, Verdict,
+    ChunkVerdict, Completion, Denial, Edits, Phase, PolicyComponent, Reply, RouteKind, StreamChunk,
+    Usage, Verdict,
 };
 use crate::engine::Policy;
 use crate::error::{PolicyError, PolicyFailure};
 use crate::host::{SlotState, StoreData};
-use crate::CompletionInfo;
 
 /// What a request's policies share: the context resource's state.
 #[derive(Debug, Clone)]
@@ -64,8 +65,12 @@ impl MessageView {
     /// Applies a policy's edits.
     fn apply(&mut self, edits: Edits) {
         if !edits.remove_headers.is_empty() {
-            self.headers
-                .retain(|(n, _)| !edits.remove_headers.iter().any(|r| r.eq_ignore_ascii_case(n)));
+            self.headers.retain(|(n, _)| {
+                !edits
+                    .remove_headers
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(n))
+            });
         }
         for (name, value) in edits.set_headers {
             let name = name.to_ascii_lowercase();
@@ -118,7 +123,9 @@ impl ChainSpec {
 
     /// Whether any policy takes part in `phase`.
     pub fn has_phase(&self, phase: Phase) -> bool {
-        self.slots.iter().any(|(p, _)| p.info().phases.contains(&phase))
+        self.slots
+            .iter()
+            .any(|(p, _)| p.info().phases.contains(&phase))
     }
 
     pub fn len(&self) -> usize {
@@ -179,7 +186,9 @@ pub struct ChainRun {
 
 impl std::fmt::Debug for ChainRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChainRun").field("spec", &self.spec).finish_non_exhaustive()
+        f.debug_struct("ChainRun")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,12 +214,19 @@ impl ChainRun {
 
     /// A snapshot of the shared request state (consumer, attributes...).
     pub fn state(&self) -> RequestState {
-        self.request.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.request
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The consumer set by an authentication policy.
     pub fn consumer(&self) -> Option<String> {
-        self.request.lock().unwrap_or_else(std::sync::PoisonError::into_inner).consumer.clone()
+        self.request
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .consumer
+            .clone()
     }
 
     pub fn has_phase(&self, phase: Phase) -> bool {
@@ -224,7 +240,9 @@ impl ChainRun {
     async fn live(&mut self, i: usize, phase: Phase) -> Result<&mut Live, PolicyError> {
         if self.live[i].is_none() {
             let (policy, slot) = &self.spec.slots[i];
-            let mut store = policy.runtime().new_store(slot.clone(), self.request.clone());
+            let mut store = policy
+                .runtime()
+                .new_store(slot.clone(), self.request.clone());
             match policy.pre.instantiate_async(&mut store).await {
                 Ok(bindings) => self.live[i] = Some(Live { store, bindings }),
                 Err(e) => {
@@ -244,7 +262,12 @@ impl ChainRun {
                 live.store.set_epoch_deadline(ticks);
                 Ok(live)
             }
-            None => Err(error_for(&self.spec, i, phase, PolicyFailure::Instantiate("instance missing".into()))),
+            None => Err(error_for(
+                &self.spec,
+                i,
+                phase,
+                PolicyFailure::Instantiate("instance missing".into()),
+            )),
         }
     }
 
@@ -288,7 +311,12 @@ impl ChainRun {
         self.message_phase(Phase::Response, message, true).await
     }
 
-    async fn message_phase(&mut self, phase: Phase, mut message: MessageView, reverse: bool) -> Result<Decision, PolicyError> {
+    async fn message_phase(
+        &mut self,
+        phase: Phase,
+        mut message: MessageView,
+        reverse: bool,
+    ) -> Result<Decision, PolicyError> {
         let n = self.spec.slots.len();
         for k in 0..n {
             let i = if reverse { n - 1 - k } else { k };
@@ -318,10 +346,16 @@ impl ChainRun {
             match result {
                 Ok(Verdict::Continue(edits)) => message.apply(edits),
                 Ok(Verdict::Deny(denial)) => {
-                    return Ok(Decision::Deny { policy: self.spec.slots[i].1.qualified.clone(), denial });
+                    return Ok(Decision::Deny {
+                        policy: self.spec.slots[i].1.qualified.clone(),
+                        denial,
+                    });
                 }
                 Ok(Verdict::Respond(reply)) => {
-                    return Ok(Decision::Respond { policy: self.spec.slots[i].1.qualified.clone(), reply });
+                    return Ok(Decision::Respond {
+                        policy: self.spec.slots[i].1.qualified.clone(),
+                        reply,
+                    });
                 }
                 Err(e) => return Err(self.fail(i, phase, &e)),
             }
@@ -330,7 +364,11 @@ impl ChainRun {
     }
 
     /// Runs on-stream-chunk in reverse chain order for one event.
-    pub async fn on_stream_chunk(&mut self, index: u32, data: String) -> Result<ChunkDecision, PolicyError> {
+    pub async fn on_stream_chunk(
+        &mut self,
+        index: u32,
+        data: String,
+    ) -> Result<ChunkDecision, PolicyError> {
         let mut data = data;
         let n = self.spec.slots.len();
         for k in 0..n {
@@ -341,8 +379,14 @@ impl ChainRun {
             let live = self.live(i, Phase::StreamChunk).await?;
             let result = async {
                 let cx = live.store.data_mut().push_context()?;
-                let chunk = StreamChunk { index, data: data.clone() };
-                live.bindings.weir_policy_policy().call_on_stream_chunk(&mut live.store, cx, &chunk).await
+                let chunk = StreamChunk {
+                    index,
+                    data: data.clone(),
+                };
+                live.bindings
+                    .weir_policy_policy()
+                    .call_on_stream_chunk(&mut live.store, cx, &chunk)
+                    .await
             }
             .await;
             match result {
@@ -350,7 +394,10 @@ impl ChainRun {
                 Ok(ChunkVerdict::Replace(new)) => data = new,
                 Ok(ChunkVerdict::Drop) => return Ok(ChunkDecision::Drop),
                 Ok(ChunkVerdict::Abort(denial)) => {
-                    return Ok(ChunkDecision::Abort { policy: self.spec.slots[i].1.qualified.clone(), denial });
+                    return Ok(ChunkDecision::Abort {
+                        policy: self.spec.slots[i].1.qualified.clone(),
+                        denial,
+                    });
                 }
                 Err(e) => return Err(self.fail(i, Phase::StreamChunk, &e)),
             }
@@ -389,7 +436,10 @@ impl ChainRun {
             };
             let result = async {
                 let cx = live.store.data_mut().push_context()?;
-                live.bindings.weir_policy_policy().call_on_complete(&mut live.store, cx, &done).await
+                live.bindings
+                    .weir_policy_policy()
+                    .call_on_complete(&mut live.store, cx, &done)
+                    .await
             }
             .await;
             match result {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+};
 
 use crate::bindings::{self, PolicyComponentPre, PolicyInfo};
 use crate::chain::RequestState;
@@ -54,7 +56,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("options", &self.shared.options).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +69,10 @@ impl Runtime {
     }
 
     /// Like [`Runtime::new`], with the client policies use for outbound HTTP.
-    pub fn with_outbound(options: RuntimeOptions, outbound: Arc<dyn OutboundHttp>) -> Result<Self, LoadError> {
+    pub fn with_outbound(
+        options: RuntimeOptions,
+        outbound: Arc<dyn OutboundHttp>,
+    ) -> Result<Self, LoadError> {
         let mut pool = PoolingAllocationConfig::default();
         let n = options.max_instances.max(1);
         pool.total_component_instances(n)
@@ -98,8 +105,11 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(LoadError::Engine)?;
-        bindings::PolicyComponent::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
-            .map_err(LoadError::Engine)?;
+        bindings::PolicyComponent::add_to_linker::<StoreData, HasSelf<StoreData>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(LoadError::Engine)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -136,14 +146,24 @@ impl Runtime {
     /// reads its `describe`.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<Policy>, LoadError> {
         let started = std::time::Instant::now();
-        let (component, cached) = crate::cache::compile(&self.shared.engine, self.shared.options.cache_dir.as_deref(), bytes)
-            .map_err(|source| LoadError::Compile { name: name.into(), source })?;
+        let (component, cached) = crate::cache::compile(
+            &self.shared.engine,
+            self.shared.options.cache_dir.as_deref(),
+            bytes,
+        )
+        .map_err(|source| LoadError::Compile {
+            name: name.into(),
+            source,
+        })?;
         let pre = self
             .shared
             .linker
             .instantiate_pre(&component)
             .and_then(PolicyComponentPre::new)
-            .map_err(|source| LoadError::World { name: name.into(), source })?;
+            .map_err(|source| LoadError::World {
+                name: name.into(),
+                source,
+            })?;
         let mut policy = Policy {
             name: name.into(),
             runtime: self.clone(),
@@ -156,16 +176,26 @@ impl Runtime {
         };
         let info = policy
             .describe_blocking()
-            .map_err(|failure| LoadError::Describe { name: name.into(), failure })?;
+            .map_err(|failure| LoadError::Describe {
+                name: name.into(),
+                failure,
+            })?;
         tracing::info!(policy = name, version = %info.version, cached, elapsed_ms = started.elapsed().as_millis() as u64, "loaded policy component");
         policy.info = info;
         Ok(Arc::new(policy))
     }
 
     /// A fresh store for one policy instance of one request.
-    pub(crate) fn new_store(&self, slot: Arc<SlotState>, request: Arc<std::sync::Mutex<RequestState>>) -> Store<StoreData> {
+    pub(crate) fn new_store(
+        &self,
+        slot: Arc<SlotState>,
+        request: Arc<std::sync::Mutex<RequestState>>,
+    ) -> Store<StoreData> {
         let opts = &self.shared.options;
-        let mut store = Store::new(&self.shared.engine, StoreData::new(slot, request, opts.memory_limit_bytes, self.clone()));
+        let mut store = Store::new(
+            &self.shared.engine,
+            StoreData::new(slot, request, opts.memory_limit_bytes, self.clone()),
+        );
         store.limiter(|d| &mut d.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
@@ -195,7 +225,10 @@ pub struct Policy {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy").field("name", &self.name).field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Policy")
+            .field("name", &self.name)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -215,9 +248,15 @@ impl Policy {
     }
 
     /// Runs the component's `validate-config` on a configuration.
-    pub async fn validate_config(&self, config_json: &str) -> Result<Result<(), (String, String)>, PolicyFailure> {
+    pub async fn validate_config(
+        &self,
+        config_json: &str,
+    ) -> Result<Result<(), (String, String)>, PolicyFailure> {
         let slot = Arc::new(SlotState::detached(&self.name));
-        let mut store = self.runtime.new_store(slot, Arc::new(std::sync::Mutex::new(RequestState::detached())));
+        let mut store = self.runtime.new_store(
+            slot,
+            Arc::new(std::sync::Mutex::new(RequestState::detached())),
+        );
         let instance = self
             .pre
             .instantiate_async(&mut store)
@@ -234,7 +273,10 @@ impl Policy {
     fn describe_blocking(&self) -> Result<PolicyInfo, PolicyFailure> {
         let run = async {
             let slot = Arc::new(SlotState::detached(&self.name));
-            let mut store = self.runtime.new_store(slot, Arc::new(std::sync::Mutex::new(RequestState::detached())));
+            let mut store = self.runtime.new_store(
+                slot,
+                Arc::new(std::sync::Mutex::new(RequestState::detached())),
+            );
             let instance = self
                 .pre
                 .instantiate_async(&mut store)

@@ -19,7 +19,10 @@ pub enum LoadError {
         source: wasmtime::Error,
     },
     #[error("policy `{name}`: {failure}")]
-    Describe { name: String, failure: PolicyFailure },
+    Describe {
+        name: String,
+        failure: PolicyFailure,
+    },
     #[error("creating the wasmtime engine failed: {0}")]
     Engine(#[source] wasmtime::Error),
 }

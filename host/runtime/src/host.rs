@@ -54,7 +54,12 @@ pub(crate) struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let ok = desired <= self.max_bytes;
         if !ok {
             self.refused = true;
@@ -62,7 +67,12 @@ impl ResourceLimiter for Limiter {
         Ok(ok)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -79,11 +89,19 @@ pub struct StoreData {
 }
 
 impl StoreData {
-    pub(crate) fn new(slot: Arc<SlotState>, request: Arc<Mutex<RequestState>>, memory: usize, runtime: Runtime) -> Self {
+    pub(crate) fn new(
+        slot: Arc<SlotState>,
+        request: Arc<Mutex<RequestState>>,
+        memory: usize,
+        runtime: Runtime,
+    ) -> Self {
         Self {
             table: ResourceTable::new(),
             wasi: WasiCtx::builder().build(),
-            limiter: Limiter { max_bytes: memory, refused: false },
+            limiter: Limiter {
+                max_bytes: memory,
+                refused: false,
+            },
             slot,
             request,
             message: None,
@@ -91,7 +109,9 @@ impl StoreData {
         }
     }
 
-    pub(crate) fn push_handles(&mut self) -> wasmtime::Result<(Resource<ContextRep>, Resource<MessageRep>)> {
+    pub(crate) fn push_handles(
+        &mut self,
+    ) -> wasmtime::Result<(Resource<ContextRep>, Resource<MessageRep>)> {
         Ok((self.table.push(ContextRep)?, self.table.push(MessageRep)?))
     }
 
@@ -104,7 +124,9 @@ impl StoreData {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, RequestState> {
-        self.request.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.request
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -162,11 +184,20 @@ impl types::HostContext for StoreData {
         Ok(())
     }
 
-    fn attribute(&mut self, _: Resource<ContextRep>, key: String) -> wasmtime::Result<Option<String>> {
+    fn attribute(
+        &mut self,
+        _: Resource<ContextRep>,
+        key: String,
+    ) -> wasmtime::Result<Option<String>> {
         Ok(self.state().attributes.get(&key).cloned())
     }
 
-    fn set_attribute(&mut self, _: Resource<ContextRep>, key: String, value: String) -> wasmtime::Result<()> {
+    fn set_attribute(
+        &mut self,
+        _: Resource<ContextRep>,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
         let mut state = self.state();
         if state.attributes.len() >= 256 && !state.attributes.contains_key(&key) {
             return Err(wasmtime::Error::msg("too many context attributes (256)"));
@@ -204,7 +235,9 @@ impl types::HostContext for StoreData {
 
 impl StoreData {
     fn message(&self) -> wasmtime::Result<&MessageView> {
-        self.message.as_deref().ok_or_else(|| wasmtime::Error::msg("no message in this phase"))
+        self.message
+            .as_deref()
+            .ok_or_else(|| wasmtime::Error::msg("no message in this phase"))
     }
 }
 
@@ -221,7 +254,11 @@ impl types::HostMessage for StoreData {
         Ok(self.message()?.status)
     }
 
-    fn header(&mut self, _: Resource<MessageRep>, name: String) -> wasmtime::Result<Option<String>> {
+    fn header(
+        &mut self,
+        _: Resource<MessageRep>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
         Ok(self.message()?.header(&name).map(str::to_owned))
     }
 
@@ -265,22 +302,42 @@ impl kv::Host for StoreData {
         self.kv()?.get(&key).await.map_err(kv_error)
     }
 
-    async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), kv::KvError> {
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), kv::KvError> {
         if key.len() > MAX_KEY || value.len() > MAX_VALUE {
-            return Err(kv::KvError::Invalid(format!("keys are limited to {MAX_KEY} bytes and values to {MAX_VALUE}")));
+            return Err(kv::KvError::Invalid(format!(
+                "keys are limited to {MAX_KEY} bytes and values to {MAX_VALUE}"
+            )));
         }
-        self.kv()?.set(&key, value, ttl_ms.map(Duration::from_millis)).await.map_err(kv_error)
+        self.kv()?
+            .set(&key, value, ttl_ms.map(Duration::from_millis))
+            .await
+            .map_err(kv_error)
     }
 
     async fn delete(&mut self, key: String) -> Result<(), kv::KvError> {
         self.kv()?.delete(&key).await.map_err(kv_error)
     }
 
-    async fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> Result<i64, kv::KvError> {
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> Result<i64, kv::KvError> {
         if key.len() > MAX_KEY {
-            return Err(kv::KvError::Invalid(format!("keys are limited to {MAX_KEY} bytes")));
+            return Err(kv::KvError::Invalid(format!(
+                "keys are limited to {MAX_KEY} bytes"
+            )));
         }
-        self.kv()?.increment(&key, delta, ttl_ms.map(Duration::from_millis)).await.map_err(kv_error)
+        self.kv()?
+            .increment(&key, delta, ttl_ms.map(Duration::from_millis))
+            .await
+            .map_err(kv_error)
     }
 }
 
@@ -292,11 +349,21 @@ impl log::Host for StoreData {
         let policy = &self.slot.qualified;
         let message: String = message.chars().take(4096).collect();
         match level {
-            log::Level::Trace => tracing::trace!(target: "weir::policy", policy, request_id, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "weir::policy", policy, request_id, "{message}"),
-            log::Level::Info => tracing::info!(target: "weir::policy", policy, request_id, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "weir::policy", policy, request_id, "{message}"),
-            log::Level::Error => tracing::error!(target: "weir::policy", policy, request_id, "{message}"),
+            log::Level::Trace => {
+                tracing::trace!(target: "weir::policy", policy, request_id, "{message}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "weir::policy", policy, request_id, "{message}")
+            }
+            log::Level::Info => {
+                tracing::info!(target: "weir::policy", policy, request_id, "{message}")
+            }
+            log::Level::Warn => {
+                tracing::warn!(target: "weir::policy", policy, request_id, "{message}")
+            }
+            log::Level::Error => {
+                tracing::error!(target: "weir::policy", policy, request_id, "{message}")
+            }
         }
         Ok(())
     }
@@ -333,7 +400,10 @@ pub enum OutboundHttpError {
 
 /// The HTTP client policies use; the data plane provides one.
 pub trait OutboundHttp: Send + Sync + 'static {
-    fn send(&self, request: HttpRequest) -> BoxFuture<'static, Result<HttpResponse, OutboundHttpError>>;
+    fn send(
+        &self,
+        request: HttpRequest,
+    ) -> BoxFuture<'static, Result<HttpResponse, OutboundHttpError>>;
 }
 
 /// Refuses every outbound request.
@@ -342,12 +412,18 @@ pub(crate) struct NoOutbound;
 
 impl OutboundHttp for NoOutbound {
     fn send(&self, _: HttpRequest) -> BoxFuture<'static, Result<HttpResponse, OutboundHttpError>> {
-        Box::pin(async { Err(OutboundHttpError::Failed("outbound HTTP is not available".into())) })
+        Box::pin(async {
+            Err(OutboundHttpError::Failed(
+                "outbound HTTP is not available".into(),
+            ))
+        })
     }
 }
 
 fn host_of(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
     let authority = rest.split(['/', '?', '#']).next()?;
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     Some(host.split(':').next().unwrap_or(host))
@@ -359,9 +435,16 @@ impl http_client::Host for StoreData {
         request: http_client::OutgoingRequest,
     ) -> Result<http_client::IncomingResponse, http_client::HttpError> {
         let Some(host) = host_of(&request.url) else {
-            return Err(http_client::HttpError::Denied("only http:// and https:// URLs are allowed".into()));
+            return Err(http_client::HttpError::Denied(
+                "only http:// and https:// URLs are allowed".into(),
+            ));
         };
-        if !self.slot.allow_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        if !self
+            .slot
+            .allow_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+        {
             return Err(http_client::HttpError::Denied(format!(
                 "policy `{}` may not reach `{host}`: add it to the policy's `allow-hosts` in the gateway configuration",
                 self.slot.qualified
@@ -392,7 +475,10 @@ impl http_client::Host for StoreData {
 mod tests {
     #[test]
     fn host_of_urls() {
-        assert_eq!(super::host_of("https://api.example.com:443/x?y"), Some("api.example.com"));
+        assert_eq!(
+            super::host_of("https://api.example.com:443/x?y"),
+            Some("api.example.com")
+        );
         assert_eq!(super::host_of("http://u:p@h/x"), Some("h"));
         assert_eq!(super::host_of("file:///etc/passwd"), None);
     }

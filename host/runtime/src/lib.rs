@@ -31,8 +31,12 @@ mod engine;
 mod error;
 mod host;
 
-pub use bindings::{ChunkVerdict, Denial, Edits, Outcome, Phase, PolicyInfo, Reply, Usage, Verdict};
-pub use chain::{ChainRun, ChainSpec, ChunkDecision, Decision, MessageView, RequestState, SlotSpec};
+pub use bindings::{
+    ChunkVerdict, Denial, Edits, Outcome, Phase, PolicyInfo, Reply, Usage, Verdict,
+};
+pub use chain::{
+    ChainRun, ChainSpec, ChunkDecision, Decision, MessageView, RequestState, SlotSpec,
+};
 pub use engine::{Policy, Runtime, RuntimeOptions};
 pub use error::{LoadError, PolicyError, PolicyFailure};
 pub use host::{HttpRequest, HttpResponse, OutboundHttp, OutboundHttpError};

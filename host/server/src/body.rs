@@ -7,7 +7,9 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A body fed by a channel: the relay task sends, hyper writes. When the client goes away hyper

@@ -52,12 +52,16 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) async fn build(config: GatewayConfig, options: GatewayOptions) -> Result<Self, BuildError> {
+    pub(crate) async fn build(
+        config: GatewayConfig,
+        options: GatewayOptions,
+    ) -> Result<Self, BuildError> {
         let client = upstream::client();
         let runtime = Runtime::with_outbound(
             RuntimeOptions {
                 call_timeout: Duration::from_millis(config.runtime.policy_timeout_ms),
-                memory_limit_bytes: usize::try_from(config.runtime.policy_memory_mib << 20).unwrap_or(usize::MAX),
+                memory_limit_bytes: usize::try_from(config.runtime.policy_memory_mib << 20)
+                    .unwrap_or(usize::MAX),
                 max_instances: config.runtime.max_instances,
                 cache_dir: options.data_dir.as_ref().map(|d| d.join("cache")),
             },
@@ -119,7 +123,11 @@ impl State {
 
         let mut routes = Vec::new();
         for (i, proxy) in config.proxies.iter().enumerate() {
-            let provider_index = config.providers.iter().position(|p| p.name == proxy.provider).unwrap_or(0);
+            let provider_index = config
+                .providers
+                .iter()
+                .position(|p| p.name == proxy.provider)
+                .unwrap_or(0);
             let provider_cfg = &config.providers[provider_index];
             let mut chain: Vec<(String, &PolicyRef)> = Vec::new();
             for (j, r) in provider_cfg.policies.iter().enumerate() {
@@ -130,21 +138,32 @@ impl State {
             }
             let mut slots = Vec::new();
             for (k, (path, r)) in chain.into_iter().enumerate() {
-                let policy = policies.get(&r.policy).cloned().ok_or_else(|| BuildError::Config {
-                    path: format!("{path}.policy"),
-                    message: format!("unknown policy `{}`", r.policy),
-                })?;
+                let policy =
+                    policies
+                        .get(&r.policy)
+                        .cloned()
+                        .ok_or_else(|| BuildError::Config {
+                            path: format!("{path}.policy"),
+                            message: format!("unknown policy `{}`", r.policy),
+                        })?;
                 let config_json = r.config.to_string();
                 match policy.validate_config(&config_json).await {
                     Ok(Ok(())) => {}
                     Ok(Err((field, message))) => {
-                        let path = if field.is_empty() { format!("{path}.config") } else { format!("{path}.config.{field}") };
+                        let path = if field.is_empty() {
+                            format!("{path}.config")
+                        } else {
+                            format!("{path}.config.{field}")
+                        };
                         return Err(BuildError::Config { path, message });
                     }
                     Err(failure) => {
                         return Err(BuildError::Config {
                             path: format!("{path}.policy"),
-                            message: format!("policy `{}` failed to validate its configuration: {failure}", r.policy),
+                            message: format!(
+                                "policy `{}` failed to validate its configuration: {failure}",
+                                r.policy
+                            ),
                         });
                     }
                 }
@@ -159,13 +178,21 @@ impl State {
                     allow_hosts: Vec::new(),
                 });
             }
-            let provider = providers.get(&proxy.provider).cloned().ok_or_else(|| BuildError::Config {
-                path: format!("proxies[{i}].provider"),
-                message: format!("unknown provider `{}`", proxy.provider),
-            })?;
+            let provider =
+                providers
+                    .get(&proxy.provider)
+                    .cloned()
+                    .ok_or_else(|| BuildError::Config {
+                        path: format!("proxies[{i}].provider"),
+                        message: format!("unknown provider `{}`", proxy.provider),
+                    })?;
             routes.push(Route {
                 name: proxy.name.clone(),
-                prefix: if proxy.context_path == "/" { String::new() } else { proxy.context_path.clone() },
+                prefix: if proxy.context_path == "/" {
+                    String::new()
+                } else {
+                    proxy.context_path.clone()
+                },
                 provider,
                 chain: Arc::new(ChainSpec::new(slots)),
             });

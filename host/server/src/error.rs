@@ -51,7 +51,9 @@ impl GatewayError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Client { code, .. } | Self::Upstream { code, .. } | Self::Unavailable { code, .. } => code,
+            Self::Client { code, .. }
+            | Self::Upstream { code, .. }
+            | Self::Unavailable { code, .. } => code,
             Self::Policy(e) => e.code(),
         }
     }
@@ -69,7 +71,13 @@ impl GatewayError {
             Self::Client { param, .. } => *param,
             _ => None,
         };
-        let body = weir_llm::error::openai_error(status.as_u16(), self.code(), &self.to_string(), param, request_id);
+        let body = weir_llm::error::openai_error(
+            status.as_u16(),
+            self.code(),
+            &self.to_string(),
+            param,
+            request_id,
+        );
         json_response(status, body, request_id)
     }
 }
@@ -79,7 +87,10 @@ pub fn json_response(status: StatusCode, body: Vec<u8>, request_id: &str) -> Res
     let mut resp = Response::new(body::full(body));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", v);
     }

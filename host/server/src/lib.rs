@@ -41,7 +41,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// Loads policies, validates their configurations and prepares routes.
-    pub async fn build(config: weir_config::GatewayConfig, options: GatewayOptions) -> Result<Self, BuildError> {
+    pub async fn build(
+        config: weir_config::GatewayConfig,
+        options: GatewayOptions,
+    ) -> Result<Self, BuildError> {
         Ok(Self {
             inner: Arc::new(build::State::build(config, options).await?),
         })
@@ -59,7 +62,11 @@ impl Gateway {
 
     /// Serves connections from `listener` until `shutdown` resolves, then waits (up to 30 s) for
     /// in-flight requests to finish.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let mut shutdown = std::pin::pin!(shutdown);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let limits = self.inner.config.limits.clone();
@@ -79,7 +86,9 @@ impl Gateway {
             let gateway = self.clone();
             let service = hyper::service::service_fn(move |req| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy::handle(gateway.inner, req, peer).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(proxy::handle(gateway.inner, req, peer).await)
+                }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
@@ -88,8 +97,12 @@ impl Gateway {
                 .max_buf_size(limits.max_header_bytes.max(8192))
                 .header_read_timeout(Duration::from_secs(30))
                 .timer(hyper_util::rt::TokioTimer::new());
-            builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            builder
+                .http2()
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 if let Err(e) = conn.await {

@@ -10,7 +10,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use weir_runtime::{ChainRun, CompletionInfo, Decision, MessageView, Outcome, RequestState, RouteKind};
+use weir_runtime::{
+    ChainRun, CompletionInfo, Decision, MessageView, Outcome, RequestState, RouteKind,
+};
 
 use crate::body::{self, Body};
 use crate::build::{Route, State};
@@ -60,14 +62,22 @@ static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 fn request_id() -> String {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let seed = *SEED.get_or_init(|| {
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         (t.as_nanos() as u64) ^ u64::from(std::process::id()).rotate_left(32)
     });
-    format!("req_{seed:016x}{:08x}", REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "req_{seed:016x}{:08x}",
+        REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 fn find_route<'a>(state: &'a State, path: &'a str) -> Option<(&'a Route, &'a str)> {
@@ -95,7 +105,11 @@ const HOP_BY_HOP: &[&str] = &[
 /// Request headers the gateway owns on the upstream side: client credentials never go upstream.
 const CLIENT_SECRETS: &[&str] = &["authorization", "x-api-key", "api-key", "cookie"];
 
-pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+pub(crate) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    _peer: SocketAddr,
+) -> Response<Body> {
     let request_id = request_id();
     let started = Instant::now();
     // A task of its own, so that a client that disconnects (dropping this future) cannot stop the
@@ -111,8 +125,11 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>, _peer: Soc
         Ok(resp) => resp,
         Err(e) => {
             tracing::error!(request_id, error = %e, "request task failed");
-            GatewayError::Unavailable { code: "internal_error", message: "Internal gateway error.".into() }
-                .into_response(&request_id)
+            GatewayError::Unavailable {
+                code: "internal_error",
+                message: "Internal gateway error.".into(),
+            }
+            .into_response(&request_id)
         }
     }
 }
@@ -125,7 +142,11 @@ async fn handle_inner(
 ) -> Result<Response<Body>, GatewayError> {
     let path = req.uri().path().to_owned();
     let Some((route, rest)) = find_route(state, &path) else {
-        return Err(GatewayError::client(StatusCode::NOT_FOUND, "unknown_route", format!("No route for `{path}`.")));
+        return Err(GatewayError::client(
+            StatusCode::NOT_FOUND,
+            "unknown_route",
+            format!("No route for `{path}`."),
+        ));
     };
     let Some(endpoint) = Endpoint::parse(rest) else {
         return Err(GatewayError::client(
@@ -144,7 +165,10 @@ async fn handle_inner(
 
     let (parts, incoming) = req.into_parts();
     let max_body = state.config.limits.max_body_bytes;
-    if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    if let Some(len) = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         && len > max_body
     {
         return Err(too_large(max_body));
@@ -178,17 +202,29 @@ async fn handle_inner(
         })?)
     };
     if endpoint == Endpoint::Embeddings && llm.as_ref().is_some_and(|l| l.stream) {
-        return Err(GatewayError::client(StatusCode::BAD_REQUEST, "invalid_request_body", "Embeddings cannot stream."));
+        return Err(GatewayError::client(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_body",
+            "Embeddings cannot stream.",
+        ));
     }
 
     let message = MessageView {
         method: parts.method.to_string(),
-        path: parts.uri.path_and_query().map_or_else(|| path.clone(), ToString::to_string),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| path.clone(), ToString::to_string),
         status: 0,
         headers: parts
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body,
     };
@@ -220,18 +256,35 @@ async fn handle_inner(
         Ok(Decision::Deny { policy, denial }) => {
             tracing::debug!(request_id, policy, status = denial.status, code = %denial.code, "request denied");
             let resp = denial_response(&denial, request_id);
-            call.finish(&mut run, denial.status, Outcome::Denied, None, None, None).await;
+            call.finish(&mut run, denial.status, Outcome::Denied, None, None, None)
+                .await;
             return Ok(resp);
         }
         Ok(Decision::Respond { reply, .. }) => {
             let resp = reply_response(reply.status, &reply.headers, reply.body, request_id);
-            call.finish(&mut run, resp.status().as_u16(), Outcome::Denied, None, None, None).await;
+            call.finish(
+                &mut run,
+                resp.status().as_u16(),
+                Outcome::Denied,
+                None,
+                None,
+                None,
+            )
+            .await;
             return Ok(resp);
         }
         Err(e) => {
             tracing::warn!(request_id, error = %e, "policy failed");
             let err = GatewayError::Policy(e);
-            call.finish(&mut run, err.status().as_u16(), Outcome::GatewayError, None, None, None).await;
+            call.finish(
+                &mut run,
+                err.status().as_u16(),
+                Outcome::GatewayError,
+                None,
+                None,
+                None,
+            )
+            .await;
             return Err(err);
         }
     };
@@ -240,9 +293,13 @@ async fn handle_inner(
     if let Some(var) = &provider.missing_key_env {
         let err = GatewayError::Unavailable {
             code: "provider_not_configured",
-            message: format!("Provider `{}` has no API key: set the environment variable {var} and restart weir.", provider.name),
+            message: format!(
+                "Provider `{}` has no API key: set the environment variable {var} and restart weir.",
+                provider.name
+            ),
         };
-        call.finish(&mut run, 503, Outcome::GatewayError, None, None, None).await;
+        call.finish(&mut run, 503, Outcome::GatewayError, None, None, None)
+            .await;
         return Err(err);
     }
 
@@ -251,8 +308,13 @@ async fn handle_inner(
             Ok(Some(b)) => Bytes::from(b),
             Ok(None) => message.body.clone(),
             Err(e) => {
-                let err = GatewayError::client(StatusCode::BAD_REQUEST, "invalid_request_body", e.to_string());
-                call.finish(&mut run, 400, Outcome::Denied, None, None, None).await;
+                let err = GatewayError::client(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_body",
+                    e.to_string(),
+                );
+                call.finish(&mut run, 400, Outcome::Denied, None, None, None)
+                    .await;
                 return Err(err);
             }
         }
@@ -262,7 +324,15 @@ async fn handle_inner(
     let upstream_req = match build_upstream_request(&call, &message, upstream_body) {
         Ok(r) => r,
         Err(e) => {
-            call.finish(&mut run, e.status().as_u16(), Outcome::GatewayError, None, None, None).await;
+            call.finish(
+                &mut run,
+                e.status().as_u16(),
+                Outcome::GatewayError,
+                None,
+                None,
+                None,
+            )
+            .await;
             return Err(e);
         }
     };
@@ -275,18 +345,27 @@ async fn handle_inner(
             let err = GatewayError::Upstream {
                 status: StatusCode::BAD_GATEWAY,
                 code: "upstream_unavailable",
-                message: format!("The upstream provider `{}` could not be reached or closed the connection.", provider.name),
+                message: format!(
+                    "The upstream provider `{}` could not be reached or closed the connection.",
+                    provider.name
+                ),
             };
-            call.finish(&mut run, 502, Outcome::UpstreamError, None, None, None).await;
+            call.finish(&mut run, 502, Outcome::UpstreamError, None, None, None)
+                .await;
             return Err(err);
         }
         Err(_) => {
             let err = GatewayError::Upstream {
                 status: StatusCode::GATEWAY_TIMEOUT,
                 code: "upstream_timeout",
-                message: format!("The upstream provider `{}` did not answer within {} ms.", provider.name, provider.timeout.as_millis()),
+                message: format!(
+                    "The upstream provider `{}` did not answer within {} ms.",
+                    provider.name,
+                    provider.timeout.as_millis()
+                ),
             };
-            call.finish(&mut run, 504, Outcome::UpstreamError, None, None, None).await;
+            call.finish(&mut run, 504, Outcome::UpstreamError, None, None, None)
+                .await;
             return Err(err);
         }
     };
@@ -311,8 +390,16 @@ fn too_large(max: usize) -> GatewayError {
     )
 }
 
-fn build_upstream_request(call: &Call, message: &MessageView, body: Bytes) -> Result<Request<Full<Bytes>>, GatewayError> {
-    let url = format!("{}/{}", call.provider.base_url, call.endpoint.upstream_path());
+fn build_upstream_request(
+    call: &Call,
+    message: &MessageView,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, GatewayError> {
+    let url = format!(
+        "{}/{}",
+        call.provider.base_url,
+        call.endpoint.upstream_path()
+    );
     let mut builder = Request::builder().method(call.endpoint.method()).uri(&url);
     if let Some(headers) = builder.headers_mut() {
         for (name, value) in &message.headers {
@@ -320,7 +407,10 @@ fn build_upstream_request(call: &Call, message: &MessageView, body: Bytes) -> Re
             if HOP_BY_HOP.contains(&lower.as_str()) || CLIENT_SECRETS.contains(&lower.as_str()) {
                 continue;
             }
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(lower.as_bytes()), HeaderValue::from_str(value)) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(lower.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
                 headers.append(n, v);
             }
         }
@@ -331,16 +421,24 @@ fn build_upstream_request(call: &Call, message: &MessageView, body: Bytes) -> Re
             headers.insert(http::header::AUTHORIZATION, v);
         }
         if call.endpoint != Endpoint::Models {
-            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
         if let Ok(v) = HeaderValue::from_str(&call.request_id) {
             headers.insert("x-request-id", v);
         }
     }
-    builder.body(Full::new(body)).map_err(|e| GatewayError::Unavailable {
-        code: "invalid_upstream_request",
-        message: format!("Could not build the upstream request for provider `{}`: {e}", call.provider.name),
-    })
+    builder
+        .body(Full::new(body))
+        .map_err(|e| GatewayError::Unavailable {
+            code: "invalid_upstream_request",
+            message: format!(
+                "Could not build the upstream request for provider `{}`: {e}",
+                call.provider.name
+            ),
+        })
 }
 
 /// Copies upstream response headers worth keeping.
@@ -356,21 +454,38 @@ pub(crate) fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
 
 fn denial_response(denial: &weir_runtime::Denial, request_id: &str) -> Response<Body> {
     let status = StatusCode::from_u16(denial.status).unwrap_or(StatusCode::FORBIDDEN);
-    let body = weir_llm::error::openai_error(status.as_u16(), &denial.code, &denial.message, None, request_id);
+    let body = weir_llm::error::openai_error(
+        status.as_u16(),
+        &denial.code,
+        &denial.message,
+        None,
+        request_id,
+    );
     let mut resp = json_response(status, body, request_id);
     for (n, v) in &denial.headers {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             resp.headers_mut().insert(n, v);
         }
     }
     resp
 }
 
-fn reply_response(status: u16, headers: &[(String, String)], body: Vec<u8>, request_id: &str) -> Response<Body> {
+fn reply_response(
+    status: u16,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+    request_id: &str,
+) -> Response<Body> {
     let mut resp = Response::new(body::full(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     for (n, v) in headers {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             resp.headers_mut().append(n, v);
         }
     }
@@ -436,26 +551,43 @@ impl Call {
         });
     }
 
-    async fn non_streaming(self, mut run: ChainRun, resp: Response<Incoming>) -> Result<Response<Body>, GatewayError> {
+    async fn non_streaming(
+        self,
+        mut run: ChainRun,
+        resp: Response<Incoming>,
+    ) -> Result<Response<Body>, GatewayError> {
         let (parts, incoming) = resp.into_parts();
         let max = self.state.config.limits.max_response_bytes;
-        let body = match tokio::time::timeout(self.provider.timeout, Limited::new(incoming, max).collect()).await {
+        let body = match tokio::time::timeout(
+            self.provider.timeout,
+            Limited::new(incoming, max).collect(),
+        )
+        .await
+        {
             Ok(Ok(b)) => b.to_bytes(),
             Ok(Err(e)) => {
                 tracing::warn!(request_id = %self.request_id, error = %e, "reading the upstream response failed");
-                self.finish(&mut run, 502, Outcome::UpstreamError, None, None, None).await;
+                self.finish(&mut run, 502, Outcome::UpstreamError, None, None, None)
+                    .await;
                 return Err(GatewayError::Upstream {
                     status: StatusCode::BAD_GATEWAY,
                     code: "upstream_response_failed",
-                    message: format!("The upstream provider `{}` broke off its response.", self.provider.name),
+                    message: format!(
+                        "The upstream provider `{}` broke off its response.",
+                        self.provider.name
+                    ),
                 });
             }
             Err(_) => {
-                self.finish(&mut run, 504, Outcome::UpstreamError, None, None, None).await;
+                self.finish(&mut run, 504, Outcome::UpstreamError, None, None, None)
+                    .await;
                 return Err(GatewayError::Upstream {
                     status: StatusCode::GATEWAY_TIMEOUT,
                     code: "upstream_timeout",
-                    message: format!("The upstream provider `{}` did not finish its response in time.", self.provider.name),
+                    message: format!(
+                        "The upstream provider `{}` did not finish its response in time.",
+                        self.provider.name
+                    ),
                 });
             }
         };
@@ -463,15 +595,27 @@ impl Call {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             // The upstream refused *our* credential: the client cannot fix that.
             tracing::error!(request_id = %self.request_id, provider = %self.provider.name, %status, "upstream rejected the provider credential");
-            self.finish(&mut run, 502, Outcome::UpstreamError, None, None, None).await;
+            self.finish(&mut run, 502, Outcome::UpstreamError, None, None, None)
+                .await;
             return Err(GatewayError::Upstream {
                 status: StatusCode::BAD_GATEWAY,
                 code: "upstream_auth_failed",
-                message: format!("The upstream provider `{}` rejected the gateway's credentials.", self.provider.name),
+                message: format!(
+                    "The upstream provider `{}` rejected the gateway's credentials.",
+                    self.provider.name
+                ),
             });
         }
-        let (usage, model) = if status.is_success() { weir_llm::usage::from_json(&body) } else { (None, None) };
-        let outcome = if status.is_success() { Outcome::Success } else { Outcome::UpstreamError };
+        let (usage, model) = if status.is_success() {
+            weir_llm::usage::from_json(&body)
+        } else {
+            (None, None)
+        };
+        let outcome = if status.is_success() {
+            Outcome::Success
+        } else {
+            Outcome::UpstreamError
+        };
 
         let mut body = body;
         let mut headers = HeaderMap::new();
@@ -484,7 +628,12 @@ impl Call {
                 status: status.as_u16(),
                 headers: headers
                     .iter()
-                    .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
                     .collect(),
                 body,
             };
@@ -492,30 +641,45 @@ impl Call {
                 Ok(Decision::Continue(m)) => {
                     headers.clear();
                     for (n, v) in &m.headers {
-                        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+                        if let (Ok(n), Ok(v)) = (
+                            HeaderName::from_bytes(n.as_bytes()),
+                            HeaderValue::from_str(v),
+                        ) {
                             headers.append(n, v);
                         }
                     }
                     body = m.body;
                 }
                 Ok(Decision::Deny { denial, .. }) => {
-                    self.finish(&mut run, denial.status, Outcome::Denied, usage, model, None).await;
+                    self.finish(&mut run, denial.status, Outcome::Denied, usage, model, None)
+                        .await;
                     return Ok(denial_response(&denial, &self.request_id));
                 }
                 Ok(Decision::Respond { reply, .. }) => {
-                    let resp = reply_response(reply.status, &reply.headers, reply.body, &self.request_id);
-                    self.finish(&mut run, resp.status().as_u16(), Outcome::Success, usage, model, None).await;
+                    let resp =
+                        reply_response(reply.status, &reply.headers, reply.body, &self.request_id);
+                    self.finish(
+                        &mut run,
+                        resp.status().as_u16(),
+                        Outcome::Success,
+                        usage,
+                        model,
+                        None,
+                    )
+                    .await;
                     return Ok(resp);
                 }
                 Err(e) => {
                     let err = GatewayError::Policy(e);
-                    self.finish(&mut run, 500, Outcome::GatewayError, usage, model, None).await;
+                    self.finish(&mut run, 500, Outcome::GatewayError, usage, model, None)
+                        .await;
                     return Err(err);
                 }
             }
             final_status = status;
         }
-        self.finish(&mut run, final_status.as_u16(), outcome, usage, model, None).await;
+        self.finish(&mut run, final_status.as_u16(), outcome, usage, model, None)
+            .await;
         let mut resp = Response::new(body::full(body));
         *resp.status_mut() = final_status;
         *resp.headers_mut() = headers;

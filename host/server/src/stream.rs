@@ -48,8 +48,16 @@ impl Sink {
     }
 }
 
-async fn pump(call: Call, mut run: ChainRun, mut body: Incoming, tx: tokio::sync::mpsc::Sender<Bytes>) {
-    let mut sink = Sink { tx, client_gone: false };
+async fn pump(
+    call: Call,
+    mut run: ChainRun,
+    mut body: Incoming,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let mut sink = Sink {
+        tx,
+        client_gone: false,
+    };
     let mut framer = SseFramer::new();
     let mut usage = None;
     let mut model = None;
@@ -67,15 +75,26 @@ async fn pump(call: Call, mut run: ChainRun, mut body: Incoming, tx: tokio::sync
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 tracing::warn!(request_id = %call.request_id, error = %e, "upstream stream broke off");
-                failure = Some(("upstream_stream_cut", "The upstream stream broke off before the answer was complete.".into()));
+                failure = Some((
+                    "upstream_stream_cut",
+                    "The upstream stream broke off before the answer was complete.".into(),
+                ));
                 break;
             }
             Err(_) => {
-                failure = Some(("upstream_timeout", format!("The upstream stream stalled for {} ms.", timeout.as_millis())));
+                failure = Some((
+                    "upstream_timeout",
+                    format!(
+                        "The upstream stream stalled for {} ms.",
+                        timeout.as_millis()
+                    ),
+                ));
                 break;
             }
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         framer.push(&data);
         while let Some(event) = framer.next_event() {
             if event.data.is_empty() {
@@ -99,7 +118,9 @@ async fn pump(call: Call, mut run: ChainRun, mut body: Incoming, tx: tokio::sync
                 if m.is_some() {
                     model = m;
                 }
-                if !call.llm.client_wants_stream_usage && weir_llm::usage::is_usage_only_chunk(&event.data) {
+                if !call.llm.client_wants_stream_usage
+                    && weir_llm::usage::is_usage_only_chunk(&event.data)
+                {
                     continue;
                 }
             } else if model.is_none() {
@@ -117,13 +138,25 @@ async fn pump(call: Call, mut run: ChainRun, mut body: Incoming, tx: tokio::sync
                 Ok(ChunkDecision::Send(data)) => sink.send(data_event(&data)).await,
                 Ok(ChunkDecision::Drop) => {}
                 Ok(ChunkDecision::Abort { denial, .. }) => {
-                    let body = weir_llm::error::openai_error(denial.status, &denial.code, &denial.message, None, &call.request_id);
+                    let body = weir_llm::error::openai_error(
+                        denial.status,
+                        &denial.code,
+                        &denial.message,
+                        None,
+                        &call.request_id,
+                    );
                     sink.send(data_event(&String::from_utf8_lossy(&body))).await;
                     aborted = true;
                 }
                 Err(e) => {
                     tracing::warn!(request_id = %call.request_id, error = %e, "policy failed on a stream chunk");
-                    let body = weir_llm::error::openai_error(500, e.code(), &e.to_string(), None, &call.request_id);
+                    let body = weir_llm::error::openai_error(
+                        500,
+                        e.code(),
+                        &e.to_string(),
+                        None,
+                        &call.request_id,
+                    );
                     sink.send(data_event(&String::from_utf8_lossy(&body))).await;
                     aborted = true;
                 }
@@ -136,10 +169,14 @@ async fn pump(call: Call, mut run: ChainRun, mut body: Incoming, tx: tokio::sync
     }
 
     if failure.is_none() && !saw_done {
-        failure = Some(("upstream_stream_incomplete", "The upstream stream ended without completing the answer.".into()));
+        failure = Some((
+            "upstream_stream_incomplete",
+            "The upstream stream ended without completing the answer.".into(),
+        ));
     }
     if let Some((code, message)) = &failure {
-        sink.send(error_event(code, message, &call.request_id)).await;
+        sink.send(error_event(code, message, &call.request_id))
+            .await;
     }
     let outcome = if failure.is_some() {
         Outcome::UpstreamError
@@ -153,5 +190,6 @@ async fn pump(call: Call, mut run: ChainRun, mut body: Incoming, tx: tokio::sync
     let status = if failure.is_some() { 502 } else { 200 };
     // Close the client's stream before settling, so the client does not wait on policies.
     drop(sink);
-    call.finish(&mut run, status, outcome, usage, model, ttft_ms).await;
+    call.finish(&mut run, status, outcome, usage, model, ttft_ms)
+        .await;
 }

@@ -83,10 +83,15 @@ impl std::fmt::Debug for PolicyHttp {
 }
 
 impl OutboundHttp for PolicyHttp {
-    fn send(&self, request: HttpRequest) -> futures::future::BoxFuture<'static, Result<HttpResponse, OutboundHttpError>> {
+    fn send(
+        &self,
+        request: HttpRequest,
+    ) -> futures::future::BoxFuture<'static, Result<HttpResponse, OutboundHttpError>> {
         let client = self.0.clone();
         Box::pin(async move {
-            let mut builder = http::Request::builder().method(request.method.as_str()).uri(&request.url);
+            let mut builder = http::Request::builder()
+                .method(request.method.as_str())
+                .uri(&request.url);
             for (n, v) in &request.headers {
                 builder = builder.header(n, v);
             }
@@ -101,7 +106,12 @@ impl OutboundHttp for PolicyHttp {
             let headers = resp
                 .headers()
                 .iter()
-                .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
             let body = http_body_util::Limited::new(resp.into_body(), 8 << 20)
                 .collect()
@@ -109,7 +119,11 @@ impl OutboundHttp for PolicyHttp {
                 .map_err(|e| OutboundHttpError::Failed(e.to_string()))?
                 .to_bytes()
                 .to_vec();
-            Ok(HttpResponse { status, headers, body })
+            Ok(HttpResponse {
+                status,
+                headers,
+                body,
+            })
         })
     }
 }

@@ -66,31 +66,41 @@ impl UsageLog {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
                 let queue = pending.clone();
                 // Flushes every FLUSH_EVERY instead of waking a thread per record: the request
                 // path only pushes to a vector.
-                std::thread::Builder::new().name("weir-usage".into()).spawn(move || {
-                    let mut out = std::io::BufWriter::new(file);
-                    let mut batch = Vec::new();
-                    loop {
-                        std::thread::sleep(FLUSH_EVERY);
-                        std::mem::swap(&mut batch, &mut *queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-                        if batch.is_empty() {
-                            if Arc::strong_count(&queue) == 1 {
-                                return;
+                std::thread::Builder::new()
+                    .name("weir-usage".into())
+                    .spawn(move || {
+                        let mut out = std::io::BufWriter::new(file);
+                        let mut batch = Vec::new();
+                        loop {
+                            std::thread::sleep(FLUSH_EVERY);
+                            std::mem::swap(
+                                &mut batch,
+                                &mut *queue
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                            );
+                            if batch.is_empty() {
+                                if Arc::strong_count(&queue) == 1 {
+                                    return;
+                                }
+                                continue;
                             }
-                            continue;
+                            let result = batch.drain(..).try_for_each(|r| {
+                                serde_json::to_writer(&mut out, &r)?;
+                                out.write_all(b"\n")
+                            });
+                            if let Err(e) = result.and_then(|()| out.flush()) {
+                                tracing::error!(error = %e, "writing usage records failed");
+                            }
                         }
-                        let result = batch.drain(..).try_for_each(|r| {
-                            serde_json::to_writer(&mut out, &r)?;
-                            out.write_all(b"\n")
-                        });
-                        if let Err(e) = result.and_then(|()| out.flush()) {
-                            tracing::error!(error = %e, "writing usage records failed");
-                        }
-                    }
-                })?;
+                    })?;
                 Some(pending)
             }
             None => None,
@@ -103,8 +113,14 @@ impl UsageLog {
 
     pub fn record(&self, record: UsageRecord) {
         {
-            let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let t = inner.totals.entry(record.consumer.clone().unwrap_or_else(|| "-".into())).or_default();
+            let mut inner = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let t = inner
+                .totals
+                .entry(record.consumer.clone().unwrap_or_else(|| "-".into()))
+                .or_default();
             t.requests += 1;
             t.prompt_tokens += record.prompt_tokens;
             t.completion_tokens += record.completion_tokens;
@@ -115,19 +131,28 @@ impl UsageLog {
             inner.recent.push_back(record.clone());
         }
         if let Some(pending) = &self.pending {
-            pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(record);
+            pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(record);
         }
     }
 
     /// Totals of a consumer (`-` for unauthenticated requests).
     pub fn totals(&self, consumer: &str) -> Totals {
-        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.totals.get(consumer).copied().unwrap_or_default()
     }
 
     /// The most recent records (up to 10 000), oldest first.
     pub fn recent(&self) -> Vec<UsageRecord> {
-        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.recent.iter().cloned().collect()
     }
 }

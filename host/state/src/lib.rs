@@ -44,14 +44,22 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
     /// Reads a value; `None` if absent or expired.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, KvError>>;
     /// Writes a value with an optional time to live.
-    fn set<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Option<Duration>)
-    -> BoxFuture<'a, Result<(), KvError>>;
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), KvError>>;
     /// Removes a key.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), KvError>>;
     /// Atomically adds `delta` to the integer at `key` (absent = 0) and returns the new value.
     /// A key created by this call expires after `ttl`; an existing key keeps its expiry.
-    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>)
-    -> BoxFuture<'a, Result<i64, KvError>>;
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<i64, KvError>>;
 }
 
 /// A view of a store in which every key is prefixed by a namespace (one per policy instance).
@@ -82,7 +90,12 @@ impl Namespaced {
         self.store.get(&self.key(key)).await
     }
 
-    pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), KvError> {
+    pub async fn set(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<(), KvError> {
         self.store.set(&self.key(key), value, ttl).await
     }
 
@@ -90,7 +103,12 @@ impl Namespaced {
         self.store.delete(&self.key(key)).await
     }
 
-    pub async fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvError> {
+    pub async fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, KvError> {
         self.store.increment(&self.key(key), delta, ttl).await
     }
 }

@@ -89,7 +89,10 @@ impl MemoryStore {
             let victim = shard
                 .map
                 .iter()
-                .min_by_key(|(_, e)| e.expires_at.unwrap_or(now + Duration::from_secs(u64::from(u32::MAX))))
+                .min_by_key(|(_, e)| {
+                    e.expires_at
+                        .unwrap_or(now + Duration::from_secs(u64::from(u32::MAX)))
+                })
                 .map(|(k, _)| k.clone());
             if let Some(victim) = victim {
                 shard.map.remove(&victim);
@@ -134,7 +137,9 @@ impl MemoryStore {
                     Value::Bytes(b) => std::str::from_utf8(b)
                         .ok()
                         .and_then(|s| s.trim().parse::<i64>().ok())
-                        .ok_or_else(|| KvError::Invalid(format!("value at `{key}` is not an integer")))?,
+                        .ok_or_else(|| {
+                            KvError::Invalid(format!("value at `{key}` is not an integer"))
+                        })?,
                 };
                 let next = current.saturating_add(delta);
                 e.value = Value::Int(next);
@@ -195,7 +200,9 @@ mod tests {
     #[tokio::test]
     async fn values_expire() {
         let kv = MemoryStore::new(10);
-        kv.set("a", b"1".to_vec(), Some(Duration::from_millis(30))).await.unwrap();
+        kv.set("a", b"1".to_vec(), Some(Duration::from_millis(30)))
+            .await
+            .unwrap();
         kv.set("b", b"2".to_vec(), None).await.unwrap();
         assert_eq!(kv.get("a").await.unwrap(), Some(b"1".to_vec()));
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -206,9 +213,19 @@ mod tests {
     #[tokio::test]
     async fn increment_keeps_the_first_expiry() {
         let kv = MemoryStore::new(10);
-        assert_eq!(kv.increment("c", 5, Some(Duration::from_millis(30))).await.unwrap(), 5);
+        assert_eq!(
+            kv.increment("c", 5, Some(Duration::from_millis(30)))
+                .await
+                .unwrap(),
+            5
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(kv.increment("c", -2, Some(Duration::from_secs(60))).await.unwrap(), 3);
+        assert_eq!(
+            kv.increment("c", -2, Some(Duration::from_secs(60)))
+                .await
+                .unwrap(),
+            3
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
         // Expired at 30 ms despite the second call's longer TTL: starts again from 0.
         assert_eq!(kv.increment("c", 1, None).await.unwrap(), 1);
@@ -218,7 +235,10 @@ mod tests {
     async fn increment_of_text_is_invalid() {
         let kv = MemoryStore::new(10);
         kv.set("t", b"hello".to_vec(), None).await.unwrap();
-        assert!(matches!(kv.increment("t", 1, None).await, Err(KvError::Invalid(_))));
+        assert!(matches!(
+            kv.increment("t", 1, None).await,
+            Err(KvError::Invalid(_))
+        ));
         kv.set("n", b"41".to_vec(), None).await.unwrap();
         assert_eq!(kv.increment("n", 1, None).await.unwrap(), 42);
     }

@@ -14,7 +14,11 @@ use weir_config::{GatewayConfig, env};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
-#[command(name = "weir", version, about = "Weir: an AI gateway whose policies are WebAssembly components")]
+#[command(
+    name = "weir",
+    version,
+    about = "Weir: an AI gateway whose policies are WebAssembly components"
+)]
 struct Cli {
     /// Configuration file (YAML or JSON). Without it, the embedded default configuration is used.
     #[arg(long, short, env = env::CONFIG, global = true)]
@@ -47,19 +51,26 @@ enum Command {
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<GatewayConfig> {
     let (text, origin) = match path {
         Some(p) => (
-            std::fs::read_to_string(p).with_context(|| format!("cannot read configuration file `{}`", p.display()))?,
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read configuration file `{}`", p.display()))?,
             p.display().to_string(),
         ),
-        None => (weir_config::DEFAULT_CONFIG.to_owned(), "embedded default configuration".to_owned()),
+        None => (
+            weir_config::DEFAULT_CONFIG.to_owned(),
+            "embedded default configuration".to_owned(),
+        ),
     };
-    GatewayConfig::from_yaml(&text).map_err(|e| anyhow::anyhow!("invalid configuration ({origin}): {e}"))
+    GatewayConfig::from_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("invalid configuration ({origin}): {e}"))
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = std::env::var(env::LOG_FORMAT).is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -97,23 +108,35 @@ async fn main() -> anyhow::Result<()> {
         Command::Check => {
             init_logging();
             let config = load_config(cli.config.as_ref())?;
-            weir_server::Gateway::build(config, weir_server::GatewayOptions { data_dir: Some(cli.data_dir) })
-                .await
-                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            weir_server::Gateway::build(
+                config,
+                weir_server::GatewayOptions {
+                    data_dir: Some(cli.data_dir),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
             tracing::info!("configuration is valid");
             Ok(())
         }
         Command::Serve => {
             init_logging();
             let config = load_config(cli.config.as_ref())?;
-            let gateway = weir_server::Gateway::build(config, weir_server::GatewayOptions { data_dir: Some(cli.data_dir) })
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+            let gateway = weir_server::Gateway::build(
+                config,
+                weir_server::GatewayOptions {
+                    data_dir: Some(cli.data_dir),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
             let shutdown = async {
                 let ctrl_c = tokio::signal::ctrl_c();
                 #[cfg(unix)]
                 {
-                    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    let mut term = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    ) {
                         Ok(s) => s,
                         Err(_) => return std::mem::drop(ctrl_c.await),
                     };
@@ -126,7 +149,10 @@ async fn main() -> anyhow::Result<()> {
                 let _ = ctrl_c.await;
                 tracing::info!("shutting down");
             };
-            gateway.bind_and_serve(cli.listen, shutdown).await.context("data plane failed")?;
+            gateway
+                .bind_and_serve(cli.listen, shutdown)
+                .await
+                .context("data plane failed")?;
             Ok(())
         }
     }

@@ -1,11 +1,12 @@
 //! Runtime tests with the real policy components from components/.
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_runtime::{
-    ChainRun, ChainSpec, CompletionInfo, Decision, MessageView, Outcome, PolicyFailure, RequestState, RouteKind,
-    Runtime, RuntimeOptions, SlotSpec,
+    ChainRun, ChainSpec, CompletionInfo, Decision, MessageView, Outcome, PolicyFailure,
+    RequestState, RouteKind, Runtime, RuntimeOptions, SlotSpec,
 };
 use weir_state::{KvStore, MemoryStore, Namespaced};
 
@@ -59,7 +60,10 @@ fn request(key: &str) -> MessageView {
         method: "POST".into(),
         path: "/v1/chat/completions".into(),
         status: 0,
-        headers: vec![("authorization".into(), format!("Bearer {key}")), ("x-other".into(), "1".into())],
+        headers: vec![
+            ("authorization".into(), format!("Bearer {key}")),
+            ("x-other".into(), "1".into()),
+        ],
         body: bytes::Bytes::from_static(b"{\"model\":\"m\"}"),
     }
 }
@@ -92,7 +96,11 @@ async fn describe_and_validate() {
     assert_eq!(path, "consumers[0].key-sha256");
     assert!(message.contains("hash-key"));
     let tl = rt.load("token-limit", weir_policies::TOKEN_LIMIT).unwrap();
-    let (path, _) = tl.validate_config(r#"{"tokens-per-minit": 5}"#).await.unwrap().unwrap_err();
+    let (path, _) = tl
+        .validate_config(r#"{"tokens-per-minit": 5}"#)
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(path, "tokens-per-minit");
 }
 
@@ -102,13 +110,20 @@ async fn auth_sets_consumer_and_strips_key() {
     let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1000));
     let spec = chain(&rt, &kv, &[("auth", weir_policies::AUTH, &auth_config())]);
     let mut run = ChainRun::new(spec.clone(), state("r1"));
-    let Decision::Continue(msg) = run.on_request(request("good-key")).await.unwrap() else { panic!() };
+    let Decision::Continue(msg) = run.on_request(request("good-key")).await.unwrap() else {
+        panic!()
+    };
     assert_eq!(run.consumer().as_deref(), Some("alice"));
     assert_eq!(msg.header("authorization"), None);
     assert_eq!(msg.header("x-other"), Some("1"));
     let mut run = ChainRun::new(spec, state("r2"));
-    let Decision::Deny { denial, .. } = run.on_request(request("bad-key")).await.unwrap() else { panic!() };
-    assert_eq!((denial.status, denial.code.as_str()), (401, "invalid_api_key"));
+    let Decision::Deny { denial, .. } = run.on_request(request("bad-key")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (denial.status, denial.code.as_str()),
+        (401, "invalid_api_key")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,48 +134,105 @@ async fn token_limit_reserves_and_settles() {
     let spec = chain(
         &rt,
         &kv,
-        &[("auth", weir_policies::AUTH, &auth_config()), ("token-limit", weir_policies::TOKEN_LIMIT, r#"{"tokens-per-minute":40}"#)],
+        &[
+            ("auth", weir_policies::AUTH, &auth_config()),
+            (
+                "token-limit",
+                weir_policies::TOKEN_LIMIT,
+                r#"{"tokens-per-minute":40}"#,
+            ),
+        ],
     );
     let mut first = ChainRun::new(spec.clone(), state("a"));
-    assert!(matches!(first.on_request(request("good-key")).await.unwrap(), Decision::Continue(_)));
+    assert!(matches!(
+        first.on_request(request("good-key")).await.unwrap(),
+        Decision::Continue(_)
+    ));
     let mut second = ChainRun::new(spec.clone(), state("b"));
-    assert!(matches!(second.on_request(request("good-key")).await.unwrap(), Decision::Continue(_)));
+    assert!(matches!(
+        second.on_request(request("good-key")).await.unwrap(),
+        Decision::Continue(_)
+    ));
     let mut run = ChainRun::new(spec.clone(), state("c"));
-    let Decision::Deny { denial, .. } = run.on_request(request("good-key")).await.unwrap() else { panic!() };
-    assert_eq!((denial.status, denial.code.as_str()), (429, "rate_limit_exceeded"));
-    assert!(denial.headers.iter().any(|(n, v)| n == "x-ratelimit-remaining-tokens" && v == "10"));
+    let Decision::Deny { denial, .. } = run.on_request(request("good-key")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (denial.status, denial.code.as_str()),
+        (429, "rate_limit_exceeded")
+    );
+    assert!(
+        denial
+            .headers
+            .iter()
+            .any(|(n, v)| n == "x-ratelimit-remaining-tokens" && v == "10")
+    );
     assert!(denial.headers.iter().any(|(n, _)| n == "retry-after"));
     // The first request really used 2 tokens: 13 come back, so one more request fits.
     let info = CompletionInfo {
         status: 200,
         outcome: Outcome::Success,
         model: None,
-        usage: Some(weir_llm::Usage { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2, cached_prompt_tokens: 0 }),
+        usage: Some(weir_llm::Usage {
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            total_tokens: 2,
+            cached_prompt_tokens: 0,
+        }),
         latency_ms: 1,
     };
     assert!(first.on_complete(&info).await.is_empty());
     let mut third = ChainRun::new(spec.clone(), state("d"));
-    assert!(matches!(third.on_request(request("good-key")).await.unwrap(), Decision::Continue(_)));
+    assert!(matches!(
+        third.on_request(request("good-key")).await.unwrap(),
+        Decision::Continue(_)
+    ));
     let mut run = ChainRun::new(spec.clone(), state("e"));
-    assert!(matches!(run.on_request(request("good-key")).await.unwrap(), Decision::Deny { .. }));
+    assert!(matches!(
+        run.on_request(request("good-key")).await.unwrap(),
+        Decision::Deny { .. }
+    ));
     // A failed upstream call gives its whole reservation back.
-    let failed = CompletionInfo { outcome: Outcome::UpstreamError, usage: None, status: 502, ..info };
+    let failed = CompletionInfo {
+        outcome: Outcome::UpstreamError,
+        usage: None,
+        status: 502,
+        ..info
+    };
     assert!(second.on_complete(&failed).await.is_empty());
     let mut run = ChainRun::new(spec, state("f"));
-    assert!(matches!(run.on_request(request("good-key")).await.unwrap(), Decision::Continue(_)));
+    assert!(matches!(
+        run.on_request(request("good-key")).await.unwrap(),
+        Decision::Continue(_)
+    ));
 }
 
 async fn failing(mode: &str) -> weir_runtime::PolicyError {
     let rt = runtime();
     let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1000));
     let config = format!(r#"{{"mode":"{mode}"}}"#);
-    let spec = chain(&rt, &kv, &[("test-policy", weir_policies::TEST_POLICY, &config)]);
+    let spec = chain(
+        &rt,
+        &kv,
+        &[("test-policy", weir_policies::TEST_POLICY, &config)],
+    );
     let mut run = ChainRun::new(spec, state("x"));
     let err = run.on_request(request("k")).await.unwrap_err();
     // The runtime is still healthy: a well-behaved chain on the same runtime works.
-    let ok = chain(&rt, &kv, &[("test-policy", weir_policies::TEST_POLICY, r#"{"mode":"noop"}"#)]);
+    let ok = chain(
+        &rt,
+        &kv,
+        &[(
+            "test-policy",
+            weir_policies::TEST_POLICY,
+            r#"{"mode":"noop"}"#,
+        )],
+    );
     let mut run = ChainRun::new(ok, state("y"));
-    assert!(matches!(run.on_request(request("k")).await.unwrap(), Decision::Continue(_)));
+    assert!(matches!(
+        run.on_request(request("k")).await.unwrap(),
+        Decision::Continue(_)
+    ));
     err
 }
 
@@ -190,11 +262,23 @@ async fn memory_bomb_hits_the_limit() {
 async fn requests_are_isolated() {
     let rt = runtime();
     let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1000));
-    let spec = chain(&rt, &kv, &[("test-policy", weir_policies::TEST_POLICY, r#"{"mode":"probe"}"#)]);
+    let spec = chain(
+        &rt,
+        &kv,
+        &[(
+            "test-policy",
+            weir_policies::TEST_POLICY,
+            r#"{"mode":"probe"}"#,
+        )],
+    );
     for i in 0..200 {
         let mut run = ChainRun::new(spec.clone(), state(&format!("req-{i}")));
         match run.on_request(request("k")).await.unwrap() {
-            Decision::Continue(msg) => assert!(msg.header("x-weir-probe").unwrap().starts_with(&format!("req-{i};"))),
+            Decision::Continue(msg) => assert!(
+                msg.header("x-weir-probe")
+                    .unwrap()
+                    .starts_with(&format!("req-{i};"))
+            ),
             other => panic!("request {i}: {other:?}"),
         }
     }
