@@ -31,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
 
+    ensure_target("wasm32-wasip2");
+
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&components)
@@ -103,4 +105,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         code,
     )?;
     Ok(())
+}
+
+/// Installs the rustup target if this toolchain lacks it (rust-toolchain.toml lists it, but rustup
+/// only adds listed targets when it installs the toolchain itself), so a fresh clone builds with
+/// plain `cargo run`.
+fn ensure_target(target: &str) {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let libdir = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", target])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if libdir.is_some_and(|d| d.exists()) {
+        return;
+    }
+    println!(
+        "cargo:warning=installing the {target} target with rustup (needed to build the policy components)"
+    );
+    let _ = Command::new("rustup")
+        .args(["target", "add", target])
+        .status();
 }

@@ -112,3 +112,45 @@ async fn bad_policy_config_is_rejected_with_its_path() {
     );
     assert!(err.contains("weir hash-key"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_http_needs_allow_hosts() {
+    let proxy = |name: &str, allow: &str| {
+        format!(
+            "  - name: {name}\n    context-path: /{name}\n    provider: mock\n    policies:\n      - policy: test-policy\n        config: {{\"mode\": \"fetch\", \"url\": \"URL\"}}\n{allow}"
+        )
+    };
+    // The mock's own health endpoint is the outbound target; its port is only known after start,
+    // so the proxies point at a placeholder that the first gateway's mock replaces.
+    let first = TestEnv::start(ConfigBuilder::default()).await.unwrap();
+    let url = format!("{}/health", first.mock.base_url());
+    let config = ConfigBuilder {
+        extra_proxies: vec![
+            proxy("open", "        allow-hosts: [127.0.0.1]\n").replace("URL", &url),
+            proxy("closed", "").replace("URL", &url),
+        ],
+        extra: format!(
+            "policies:\n  - name: test-policy\n    path: {}\n",
+            weir_policies::TEST_POLICY_PATH
+        ),
+        ..Default::default()
+    };
+    let env = TestEnv::start(config).await.unwrap();
+    let r = env.chat("/open", ALICE_KEY, body()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = env.mock.last_request_headers();
+    assert!(
+        seen.iter()
+            .any(|(n, v)| n == "x-weir-fetch-status" && v == "200"),
+        "{seen:?}"
+    );
+    let r = env.chat("/closed", ALICE_KEY, body()).await.unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], "fetch_denied");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("allow-hosts")
+    );
+}

@@ -276,7 +276,92 @@ macro_rules! export_policy {
                 }
             }
 
-            $crate::bindings::export_bindings!(__WeirExport with_types_in $crate::bindings);
+    $crate::bindings::export_bindings!(__WeirExport with_types_in $crate::bindings);
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Config {
+        limit: u32,
+        #[serde(default)]
+        names: Vec<String>,
+    }
+
+    struct Demo;
+
+    impl Policy for Demo {
+        type Config = Config;
+        const NAME: &'static str = "demo";
+        const VERSION: &'static str = "0.0.1";
+        const PHASES: &'static [Phase] = &[Phase::Request];
+
+        fn check(config: &Config) -> Result<(), ConfigError> {
+            if config.limit == 0 {
+                return Err(ConfigError::at("limit", "must be at least 1"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn parses_a_valid_config() {
+        let c = parse_config::<Demo>(r#"{"limit": 3, "names": ["a"]}"#).unwrap();
+        assert_eq!((c.limit, c.names.len()), (3, 1));
+    }
+
+    #[test]
+    fn reports_the_path_of_a_wrong_type() {
+        let e = parse_config::<Demo>(r#"{"limit": 3, "names": ["a", 7]}"#).unwrap_err();
+        assert_eq!(e.path, "names[1]");
+    }
+
+    #[test]
+    fn reports_missing_and_unknown_fields() {
+        let e = parse_config::<Demo>("{}").unwrap_err();
+        assert_eq!(e.path, "");
+        assert!(e.message.contains("missing field `limit`"), "{}", e.message);
+        let e = parse_config::<Demo>(r#"{"limit": 1, "lmit": 2}"#).unwrap_err();
+        assert_eq!(e.path, "lmit");
+    }
+
+    #[test]
+    fn runs_the_policy_check() {
+        let e = parse_config::<Demo>(r#"{"limit": 0}"#).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("limit", "must be at least 1")
+        );
+    }
+
+    #[test]
+    fn rejects_trailing_garbage_and_non_json() {
+        assert!(parse_config::<Demo>(r#"{"limit": 1} x"#).is_err());
+        assert!(parse_config::<Demo>("limit: 1").is_err());
+    }
+
+    #[test]
+    fn verdict_helpers() {
+        assert!(matches!(Verdict::proceed(), Verdict::Continue(e) if e.is_empty()));
+        let Verdict::Deny(d) = Verdict::deny(429, "slow_down", "wait") else {
+            panic!("expected a denial")
+        };
+        let d = d.with_header("retry-after", 3);
+        assert_eq!(
+            (d.status, d.code.as_str(), d.message.as_str()),
+            (429, "slow_down", "wait")
+        );
+        assert_eq!(
+            d.headers,
+            vec![("retry-after".to_string(), "3".to_string())]
+        );
+        let unreadable = config_unreadable("demo", &ConfigError::at("limit", "bad"));
+        assert_eq!(unreadable.status, 500);
+        assert!(unreadable.message.contains("`limit`"));
+    }
 }

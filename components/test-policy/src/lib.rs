@@ -7,6 +7,8 @@
 //! - `probe`: checks that nothing of an earlier request is visible (guest globals, context
 //!   attributes) and refuses with `isolation_breach` if it is; otherwise remembers this request in
 //!   a global and an attribute, and tags the upstream request with `x-weir-probe`;
+//! - `fetch`: GETs `url` through the host's `http-client` and passes its status upstream as
+//!   `x-weir-fetch-status`, or refuses with 403 `fetch_denied` / 502 `fetch_failed`;
 //! - `noop`: does nothing (measures the bare cost of a policy).
 
 use std::sync::Mutex;
@@ -18,6 +20,9 @@ use weir_policy_sdk::{Context, Edits, Message, Phase, Policy, Verdict};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub mode: Mode,
+    /// For `fetch`.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -27,6 +32,7 @@ pub enum Mode {
     Loop,
     Oom,
     Probe,
+    Fetch,
     Noop,
 }
 
@@ -54,11 +60,13 @@ impl Policy for TestPolicy {
             Mode::Oom => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
+                    // Reserve without touching: only growth is tested, not memset speed.
+                    hoard.push(Vec::with_capacity(1 << 20));
                     std::hint::black_box(&hoard);
                 }
             }
             Mode::Probe => probe(cx, request),
+            Mode::Fetch => fetch(config.url.as_deref().unwrap_or_default()),
             Mode::Noop => Verdict::proceed(),
         }
     }
@@ -93,6 +101,27 @@ fn probe(cx: &Context, request: &Message) -> Verdict {
         remove_headers: Vec::new(),
         body: None,
     })
+}
+
+fn fetch(url: &str) -> Verdict {
+    use weir_policy_sdk::http_client::{self, HttpError, OutgoingRequest};
+    let request = OutgoingRequest {
+        method: "GET".into(),
+        url: url.into(),
+        headers: Vec::new(),
+        body: None,
+        timeout_ms: 2000,
+    };
+    match http_client::send(&request) {
+        Ok(resp) => Verdict::Continue(Edits {
+            set_headers: vec![("x-weir-fetch-status".into(), resp.status.to_string())],
+            remove_headers: Vec::new(),
+            body: None,
+        }),
+        Err(HttpError::Denied(m)) => Verdict::deny(403, "fetch_denied", m),
+        Err(HttpError::Timeout) => Verdict::deny(502, "fetch_failed", "timed out"),
+        Err(HttpError::Failed(m)) => Verdict::deny(502, "fetch_failed", m),
+    }
 }
 
 weir_policy_sdk::export_policy!(TestPolicy);

@@ -39,6 +39,16 @@ impl ConfigError {
     }
 }
 
+/// The JSON Schema of the configuration document, generated from the types above (editors use it
+/// to complete and check `gateway.yaml`). `docs/config.schema.json` is this output; a test keeps
+/// them equal.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(GatewayConfig);
+    let mut out = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
 impl GatewayConfig {
     /// Parses and validates a YAML (or JSON, a subset of YAML) document.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {

@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The whole gateway configuration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GatewayConfig {
     /// Data-plane listen address.
@@ -29,7 +30,7 @@ fn default_listen() -> String {
 }
 
 /// Protections of the data plane against oversized input.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Limits {
     /// Largest request body accepted (413 above).
@@ -54,10 +55,10 @@ impl Default for Limits {
 }
 
 /// Limits on every policy call.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RuntimeSettings {
-    /// CPU time a single policy call may use before it is stopped.
+    /// Time a single policy call may take before it is stopped (wall time, 1 ms resolution).
     pub policy_timeout_ms: u64,
     /// Linear memory a policy instance may grow to.
     pub policy_memory_mib: u64,
@@ -76,7 +77,7 @@ impl Default for RuntimeSettings {
 }
 
 /// The key-value backend for policy state.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KvSettings {
     /// Bound on the number of entries of the in-memory store.
@@ -92,7 +93,7 @@ impl Default for KvSettings {
 }
 
 /// A policy component loaded from a file.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicySource {
     /// The name proxies use to refer to it.
@@ -102,7 +103,7 @@ pub struct PolicySource {
 }
 
 /// The API family of a provider.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     /// OpenAI and OpenAI-compatible APIs.
@@ -111,7 +112,7 @@ pub enum ProviderKind {
 }
 
 /// An upstream LLM provider.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Provider {
     pub name: String,
@@ -136,7 +137,7 @@ fn default_timeout_ms() -> u64 {
 }
 
 /// An application-facing endpoint.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Proxy {
     pub name: String,
@@ -150,7 +151,7 @@ pub struct Proxy {
 }
 
 /// One policy in a chain.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicyRef {
     /// A built-in policy (`auth`, `token-limit`) or a name from `policies`.
@@ -158,6 +159,9 @@ pub struct PolicyRef {
     /// The policy's own configuration, validated by the policy.
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
+    /// Hosts this policy instance may reach through `weir:policy/http-client` (none by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
 }
 
 fn empty_object() -> serde_json::Value {

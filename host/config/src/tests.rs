@@ -100,3 +100,12 @@ fn json_is_accepted() {
     let json = r#"{"providers":[{"name":"p","base-url":"https://x/v1"}],"proxies":[{"name":"a","context-path":"/","provider":"p"}]}"#;
     GatewayConfig::from_yaml(json).unwrap();
 }
+
+#[test]
+fn committed_schema_is_up_to_date() {
+    let committed = include_str!("../../../docs/config.schema.json");
+    assert!(
+        committed == json_schema(),
+        "docs/config.schema.json is stale: run `cargo run -p weir -- config-schema > docs/config.schema.json`"
+    );
+}

@@ -168,6 +168,20 @@ fn check_chain(
                 ),
             ));
         }
+        for (k, host) in r.allow_hosts.iter().enumerate() {
+            let ok = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(ConfigError::at(
+                    format!("{path}[{j}].allow-hosts[{k}]"),
+                    format!(
+                        "`{host}` is not a host name (no scheme, port or path: e.g. api.example.com)"
+                    ),
+                ));
+            }
+        }
         if !r.config.is_object() {
             return Err(ConfigError::at(
                 format!("{path}[{j}].config"),

@@ -27,7 +27,7 @@ pub(crate) fn compile(
         match loaded {
             Ok(c) => return Ok((c, true)),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component")
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component");
             }
         }
     }

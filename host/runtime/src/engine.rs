@@ -20,7 +20,7 @@ const TICK_MS: u64 = 1;
 /// Settings of the runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// CPU time a single policy call may take.
+    /// Wall time a single policy call may take (epoch deadline; host calls it makes count too).
     pub call_timeout: Duration,
     /// Linear memory a policy instance may use.
     pub memory_limit_bytes: usize,

@@ -30,7 +30,7 @@ pub enum LoadError {
 /// How a policy call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyFailure {
-    #[error("exceeded its CPU time limit of {0} ms")]
+    #[error("exceeded its time limit of {0} ms per call")]
     Timeout(u64),
     #[error("exceeded its memory limit of {0} MiB")]
     MemoryLimit(u64),

@@ -350,19 +350,19 @@ impl log::Host for StoreData {
         let message: String = message.chars().take(4096).collect();
         match level {
             log::Level::Trace => {
-                tracing::trace!(target: "weir::policy", policy, request_id, "{message}")
+                tracing::trace!(target: "weir::policy", policy, request_id, "{message}");
             }
             log::Level::Debug => {
-                tracing::debug!(target: "weir::policy", policy, request_id, "{message}")
+                tracing::debug!(target: "weir::policy", policy, request_id, "{message}");
             }
             log::Level::Info => {
-                tracing::info!(target: "weir::policy", policy, request_id, "{message}")
+                tracing::info!(target: "weir::policy", policy, request_id, "{message}");
             }
             log::Level::Warn => {
-                tracing::warn!(target: "weir::policy", policy, request_id, "{message}")
+                tracing::warn!(target: "weir::policy", policy, request_id, "{message}");
             }
             log::Level::Error => {
-                tracing::error!(target: "weir::policy", policy, request_id, "{message}")
+                tracing::error!(target: "weir::policy", policy, request_id, "{message}");
             }
         }
         Ok(())

@@ -9,7 +9,7 @@
 //! **Isolation.** Each request gets a fresh instance of each policy it uses (one `Store` per
 //! policy per request, created from the pre-instantiated component out of the pooling
 //! allocator's slots), kept for the phases of that request and dropped at its end, so no guest
-//! memory or context outlives a request. Each call runs under an epoch deadline (CPU time) and a
+//! memory or context outlives a request. Each call runs under an epoch deadline (time per call) and a
 //! memory limit; a trap, a loop or a memory bomb fails that request with a [`PolicyError`]
 //! naming the policy, and the runtime stays healthy.
 //!

@@ -175,7 +175,7 @@ impl State {
                     instance,
                     qualified,
                     config_json,
-                    allow_hosts: Vec::new(),
+                    allow_hosts: r.allow_hosts.clone(),
                 });
             }
             let provider =

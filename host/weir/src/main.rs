@@ -46,6 +46,8 @@ enum Command {
     },
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Print the JSON Schema of the configuration file.
+    ConfigSchema,
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<GatewayConfig> {
@@ -95,6 +97,13 @@ async fn main() -> anyhow::Result<()> {
             #[expect(clippy::print_stdout, reason = "the command's output")]
             {
                 println!("{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
+            }
+            Ok(())
+        }
+        Command::ConfigSchema => {
+            #[expect(clippy::print_stdout, reason = "the command's output")]
+            {
+                print!("{}", weir_config::json_schema());
             }
             Ok(())
         }
