@@ -165,6 +165,7 @@ impl Runtime {
                 source,
             })?;
         let mut policy = Policy {
+            cached,
             name: name.into(),
             runtime: self.clone(),
             pre,
@@ -217,6 +218,7 @@ impl Runtime {
 
 /// A loaded, pre-instantiated policy component.
 pub struct Policy {
+    cached: bool,
     name: String,
     runtime: Runtime,
     pub(crate) pre: PolicyComponentPre<StoreData>,
@@ -236,6 +238,11 @@ impl Policy {
     /// What the component says about itself.
     pub fn info(&self) -> &PolicyInfo {
         &self.info
+    }
+
+    /// Whether the compiled artefact came from the on-disk cache (no compilation at this load).
+    pub fn from_cache(&self) -> bool {
+        self.cached
     }
 
     /// The name the policy was loaded under.
