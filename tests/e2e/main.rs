@@ -2,6 +2,7 @@
 //! components, in front of the mock provider, through a real HTTP client.
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
+mod admin;
 mod basics;
 mod faults;
 mod limits;

@@ -92,6 +92,8 @@ impl ConfigBuilder {
 pub struct TestEnv {
     pub mock: MockServer,
     pub addr: SocketAddr,
+    /// The admin listener (health, readiness, metrics, config).
+    pub admin: SocketAddr,
     pub usage: UsageLog,
     pub data_dir: std::path::PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -160,6 +162,9 @@ impl TestEnv {
         let usage = gateway.usage().clone();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
+        let admin_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let admin = admin_listener.local_addr()?;
+        gateway.serve_admin(admin_listener);
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(gateway.serve(listener, async {
             let _ = rx.await;
@@ -170,6 +175,7 @@ impl TestEnv {
         Ok(Self {
             mock,
             addr,
+            admin,
             usage,
             data_dir,
             shutdown: Some(tx),
@@ -198,6 +204,21 @@ impl TestEnv {
             self.client.request(req.body(Full::new(body.into()))?),
         )
         .await??;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// GETs a path of the admin listener.
+    pub async fn admin_get(&self, path: &str) -> anyhow::Result<Reply> {
+        let req = http::Request::get(format!("http://{}{}", self.admin, path))
+            .body(Full::new(Bytes::new()))?;
+        let resp = self.client.request(req).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await?.to_bytes();

@@ -12,6 +12,9 @@ pub struct GatewayConfig {
     /// Data-plane listen address.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Admin listen address (health, readiness, metrics, config); none: no admin listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]

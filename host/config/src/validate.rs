@@ -31,6 +31,14 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
             format!("`{}` is not an address like 127.0.0.1:8080: {e}", c.listen),
         )
     })?;
+    if let Some(admin) = &c.admin_listen {
+        admin.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::at(
+                "admin-listen",
+                format!("`{admin}` is not an address like 127.0.0.1:9094: {e}"),
+            )
+        })?;
+    }
     if c.limits.max_body_bytes == 0 {
         return Err(ConfigError::at(
             "limits.max-body-bytes",

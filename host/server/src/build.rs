@@ -48,6 +48,7 @@ pub(crate) struct State {
     pub routes: Vec<Route>,
     pub client: HttpClient,
     pub usage: UsageLog,
+    pub metrics: crate::metrics::Metrics,
     _mocks: Vec<Arc<weir_mock_upstream::MockServer>>,
 }
 
@@ -206,6 +207,7 @@ impl State {
             routes,
             client,
             usage,
+            metrics: crate::metrics::Metrics::default(),
             _mocks: mocks,
         })
     }

@@ -14,9 +14,11 @@
 //! `builtin:mock` providers. [`Gateway::serve`] accepts connections.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod body;
 mod build;
 mod error;
+mod metrics;
 mod proxy;
 mod stream;
 mod upstream;
@@ -53,6 +55,17 @@ impl Gateway {
     /// The configured listen address.
     pub fn listen_addr(&self) -> &str {
         &self.inner.config.listen
+    }
+
+    /// The configured admin listen address, if any.
+    pub fn admin_addr(&self) -> Option<&str> {
+        self.inner.config.admin_listen.as_deref()
+    }
+
+    /// Serves the admin endpoints (`/health`, `/ready`, `/metrics`, `/config`) on `listener`, in
+    /// a background task.
+    pub fn serve_admin(&self, listener: TcpListener) {
+        tokio::spawn(admin::serve(self.inner.clone(), listener));
     }
 
     /// Usage records and totals.
@@ -133,6 +146,13 @@ impl Gateway {
         };
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(address = %listener.local_addr()?, "weir data plane listening");
+        if let Some(admin) = self.admin_addr() {
+            let admin_listener = TcpListener::bind(admin)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("admin-listen {admin}: {e}")))?;
+            tracing::info!(address = %admin_listener.local_addr()?, "weir admin listening");
+            self.serve_admin(admin_listener);
+        }
         self.serve(listener, shutdown).await;
         Ok(())
     }

@@ -255,6 +255,7 @@ async fn handle_inner(
         Ok(Decision::Continue(m)) => m,
         Ok(Decision::Deny { policy, denial }) => {
             tracing::debug!(request_id, policy, status = denial.status, code = %denial.code, "request denied");
+            state.metrics.denial(&route.name, &policy, &denial.code);
             let resp = denial_response(&denial, request_id);
             call.finish(&mut run, denial.status, Outcome::Denied, None, None, None)
                 .await;
@@ -531,7 +532,7 @@ impl Call {
             }
         }
         let u = usage.unwrap_or_default();
-        self.state.usage.record(UsageRecord {
+        let record = UsageRecord {
             timestamp_ms: now_ms(),
             request_id: self.request_id.clone(),
             proxy: self.route_name.clone(),
@@ -548,7 +549,9 @@ impl Call {
             cached_prompt_tokens: u.cached_prompt_tokens,
             latency_ms,
             time_to_first_token_ms: ttft_ms,
-        });
+        };
+        self.state.metrics.record(&record);
+        self.state.usage.record(record);
     }
 
     async fn non_streaming(

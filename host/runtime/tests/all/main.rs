@@ -288,19 +288,35 @@ async fn requests_are_isolated() {
 async fn compiled_components_are_cached_on_disk() {
     let dir = std::env::temp_dir().join(format!("weir-cache-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let options = RuntimeOptions { cache_dir: Some(dir.clone()), max_instances: 8, ..RuntimeOptions::default() };
-    let first = Runtime::new(options.clone()).unwrap().load("auth", weir_policies::AUTH).unwrap();
+    let options = RuntimeOptions {
+        cache_dir: Some(dir.clone()),
+        max_instances: 8,
+        ..RuntimeOptions::default()
+    };
+    let first = Runtime::new(options.clone())
+        .unwrap()
+        .load("auth", weir_policies::AUTH)
+        .unwrap();
     assert!(!first.from_cache());
-    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].to_string_lossy().into_owned();
     assert!(name.ends_with(".cwasm") && name.len() > 64, "{name}");
     // A new runtime (as after a restart) loads the artefact instead of compiling.
-    let second = Runtime::new(options.clone()).unwrap().load("auth", weir_policies::AUTH).unwrap();
+    let second = Runtime::new(options.clone())
+        .unwrap()
+        .load("auth", weir_policies::AUTH)
+        .unwrap();
     assert!(second.from_cache());
     assert_eq!(second.info().name, "auth");
     // Other bytes, other key.
-    let third = Runtime::new(options).unwrap().load("token-limit", weir_policies::TOKEN_LIMIT).unwrap();
+    let third = Runtime::new(options)
+        .unwrap()
+        .load("token-limit", weir_policies::TOKEN_LIMIT)
+        .unwrap();
     assert!(!third.from_cache());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,82 @@
+//! The admin listener (default 127.0.0.1:9094): liveness, readiness, Prometheus metrics and the
+//! configuration without secrets. Meant for a private network or loopback only.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::body::{self, Body};
+use crate::build::State;
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<bytes::Bytes>,
+) -> Response<Body> {
+    let mut resp = Response::new(body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+fn handle(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != http::Method::GET {
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "application/json",
+            r#"{"error":"use GET"}"#,
+        );
+    }
+    match req.uri().path() {
+        "/health" => respond(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+        // The gateway only serves once every component is compiled and every policy config
+        // validated; the in-memory store cannot be unreachable.
+        "/ready" => respond(StatusCode::OK, "application/json", r#"{"status":"ready"}"#),
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(),
+        ),
+        // The configuration holds no secrets: provider keys are only named (api-key-env) and
+        // consumers' keys are hashes.
+        "/config" => match serde_json::to_vec_pretty(&state.config) {
+            Ok(json) => respond(StatusCode::OK, "application/json", json),
+            Err(_) => respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "application/json",
+                r#"{"error":"config"}"#,
+            ),
+        },
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            r#"{"error":"not found: try /health, /ready, /metrics, /config"}"#,
+        ),
+    }
+}
+
+/// Serves the admin endpoints on `listener` until the process ends.
+pub(crate) async fn serve(state: Arc<State>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let resp = handle(&state, &req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

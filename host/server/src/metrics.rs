@@ -1,0 +1,243 @@
+//! Prometheus metrics of the data plane, rendered in the text exposition format.
+//!
+//! Recorded in one place per request (when its usage record is written), so every request is
+//! counted exactly once. Label values never contain secrets: proxy, provider and consumer names
+//! come from the configuration, models from the request or the upstream.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use crate::usage::UsageRecord;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS.len()];
+        }
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// (proxy, endpoint, status, outcome) → count
+    requests: BTreeMap<(String, String, u16, &'static str), u64>,
+    /// proxy → latency
+    latency: BTreeMap<String, Histogram>,
+    /// proxy → time to first token (streams)
+    ttft: BTreeMap<String, Histogram>,
+    /// (provider, model, consumer, kind) → tokens
+    tokens: BTreeMap<(String, String, String, &'static str), u64>,
+    /// (proxy, policy, code) → count
+    denials: BTreeMap<(String, String, String), u64>,
+}
+
+/// The gateway's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one finished request.
+    pub fn record(&self, r: &UsageRecord) {
+        let mut m = self.lock();
+        *m.requests
+            .entry((r.proxy.clone(), r.endpoint.clone(), r.status, r.outcome))
+            .or_default() += 1;
+        m.latency
+            .entry(r.proxy.clone())
+            .or_default()
+            .observe(r.latency_ms as f64 / 1000.0);
+        if let Some(t) = r.time_to_first_token_ms {
+            m.ttft
+                .entry(r.proxy.clone())
+                .or_default()
+                .observe(t as f64 / 1000.0);
+        }
+        let model = r.model.clone().unwrap_or_default();
+        let consumer = r.consumer.clone().unwrap_or_default();
+        for (kind, n) in [
+            ("prompt", r.prompt_tokens),
+            ("completion", r.completion_tokens),
+        ] {
+            if n > 0 {
+                *m.tokens
+                    .entry((r.provider.clone(), model.clone(), consumer.clone(), kind))
+                    .or_default() += n;
+            }
+        }
+    }
+
+    /// Counts a policy refusal.
+    pub fn denial(&self, proxy: &str, policy: &str, code: &str) {
+        *self
+            .lock()
+            .denials
+            .entry((proxy.into(), policy.into(), code.into()))
+            .or_default() += 1;
+    }
+
+    /// The text exposition format (`text/plain; version=0.0.4`).
+    pub fn render(&self) -> String {
+        let m = self.lock();
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP weir_build_info Build information.\n# TYPE weir_build_info gauge\n");
+        let _ = writeln!(
+            out,
+            "weir_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+
+        out.push_str("# HELP weir_requests_total Requests that reached a proxy, by outcome.\n# TYPE weir_requests_total counter\n");
+        for ((proxy, endpoint, status, outcome), n) in &m.requests {
+            let _ = writeln!(
+                out,
+                "weir_requests_total{{proxy=\"{}\",endpoint=\"{}\",status=\"{status}\",outcome=\"{outcome}\"}} {n}",
+                esc(proxy),
+                esc(endpoint)
+            );
+        }
+        histogram(
+            &mut out,
+            "weir_request_duration_seconds",
+            "Time from request to the end of the answer.",
+            &m.latency,
+        );
+        histogram(
+            &mut out,
+            "weir_time_to_first_token_seconds",
+            "Time to the first streamed event.",
+            &m.ttft,
+        );
+
+        out.push_str("# HELP weir_tokens_total Tokens reported by providers.\n# TYPE weir_tokens_total counter\n");
+        for ((provider, model, consumer, kind), n) in &m.tokens {
+            let _ = writeln!(
+                out,
+                "weir_tokens_total{{provider=\"{}\",model=\"{}\",consumer=\"{}\",type=\"{kind}\"}} {n}",
+                esc(provider),
+                esc(model),
+                esc(consumer)
+            );
+        }
+        out.push_str("# HELP weir_policy_denials_total Requests refused by a policy.\n# TYPE weir_policy_denials_total counter\n");
+        for ((proxy, policy, code), n) in &m.denials {
+            let _ = writeln!(
+                out,
+                "weir_policy_denials_total{{proxy=\"{}\",policy=\"{}\",code=\"{}\"}} {n}",
+                esc(proxy),
+                esc(policy),
+                esc(code)
+            );
+        }
+        out
+    }
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, series: &BTreeMap<String, Histogram>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (proxy, h) in series {
+        let proxy = esc(proxy);
+        for (bound, count) in BUCKETS.iter().zip(&h.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{proxy=\"{proxy}\",le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{proxy=\"{proxy}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{{proxy=\"{proxy}\"}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{proxy=\"{proxy}\"}} {}", h.count);
+    }
+}
+
+/// Escapes a label value.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: u16, latency_ms: u64) -> UsageRecord {
+        UsageRecord {
+            timestamp_ms: 0,
+            request_id: "r".into(),
+            proxy: "p\"x".into(),
+            provider: "mock".into(),
+            endpoint: "chat/completions".into(),
+            consumer: Some("alice".into()),
+            model: Some("m".into()),
+            stream: false,
+            status,
+            outcome: "success",
+            prompt_tokens: 3,
+            completion_tokens: 4,
+            total_tokens: 7,
+            cached_prompt_tokens: 0,
+            latency_ms,
+            time_to_first_token_ms: None,
+        }
+    }
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.record(&record(200, 3));
+        m.record(&record(200, 700));
+        m.denial("p", "auth", "invalid_api_key");
+        let text = m.render();
+        assert!(text.contains(r#"weir_requests_total{proxy="p\"x",endpoint="chat/completions",status="200",outcome="success"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"weir_request_duration_seconds_bucket{proxy="p\"x",le="0.005"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weir_request_duration_seconds_bucket{proxy="p\"x",le="1"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weir_request_duration_seconds_count{proxy="p\"x"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"weir_tokens_total{provider="mock",model="m",consumer="alice",type="completion"} 8"#), "{text}");
+        assert!(
+            text.contains(
+                r#"weir_policy_denials_total{proxy="p",policy="auth",code="invalid_api_key"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}
