@@ -141,3 +141,21 @@ async fn usage_is_recorded_when_the_client_disconnects() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(env.usage.recent().len(), 1, "no duplicate record");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_recorded_when_a_non_streaming_client_gives_up() {
+    let env = TestEnv::start(ConfigBuilder::default()).await.unwrap();
+    let body = json!({"model": "mock-fault:latency-400", "messages": [{"role": "user", "content": "slow"}], "max_tokens": 6});
+    // The client gives up after 100 ms; the upstream answers at 400 ms.
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(100), env.chat("/", ALICE_KEY, body)).await;
+    assert!(gave_up.is_err(), "the client should have timed out");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let records = env.wait_usage(1).await;
+    assert_eq!(records.len(), 1, "exactly one record");
+    assert_eq!(
+        records[0].completion_tokens, 6,
+        "the gateway finished the call and recorded its usage"
+    );
+    assert_eq!(env.mock.stats().completion_tokens, 6);
+}
