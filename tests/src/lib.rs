@@ -199,26 +199,19 @@ impl TestEnv {
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
-        let resp = tokio::time::timeout(
-            Duration::from_secs(30),
-            self.client.request(req.body(Full::new(body.into()))?),
-        )
-        .await??;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
+        self.exchange(req.body(Full::new(body.into()))?).await
     }
 
     /// GETs a path of the admin listener.
     pub async fn admin_get(&self, path: &str) -> anyhow::Result<Reply> {
         let req = http::Request::get(format!("http://{}{}", self.admin, path))
             .body(Full::new(Bytes::new()))?;
-        let resp = self.client.request(req).await?;
+        self.exchange(req).await
+    }
+
+    async fn exchange(&self, req: http::Request<Full<Bytes>>) -> anyhow::Result<Reply> {
+        let resp =
+            tokio::time::timeout(Duration::from_secs(30), self.client.request(req)).await??;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await?.to_bytes();

@@ -254,21 +254,27 @@ impl Policy {
         &self.runtime
     }
 
-    /// Runs the component's `validate-config` on a configuration.
-    pub async fn validate_config(
+    /// A fresh instance outside any request (no key-value store, empty context).
+    async fn detached_instance(
         &self,
-        config_json: &str,
-    ) -> Result<Result<(), (String, String)>, PolicyFailure> {
+    ) -> Result<(Store<StoreData>, bindings::PolicyComponent), PolicyFailure> {
         let slot = Arc::new(SlotState::detached(&self.name));
-        let mut store = self.runtime.new_store(
-            slot,
-            Arc::new(std::sync::Mutex::new(RequestState::detached())),
-        );
+        let request = Arc::new(std::sync::Mutex::new(RequestState::detached()));
+        let mut store = self.runtime.new_store(slot, request);
         let instance = self
             .pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| PolicyFailure::Instantiate(e.to_string()))?;
+        Ok((store, instance))
+    }
+
+    /// Runs the component's `validate-config` on a configuration.
+    pub async fn validate_config(
+        &self,
+        config_json: &str,
+    ) -> Result<Result<(), (String, String)>, PolicyFailure> {
+        let (mut store, instance) = self.detached_instance().await?;
         let result = instance
             .weir_policy_policy()
             .call_validate_config(&mut store, config_json)
@@ -278,23 +284,13 @@ impl Policy {
     }
 
     fn describe_blocking(&self) -> Result<PolicyInfo, PolicyFailure> {
-        let run = async {
-            let slot = Arc::new(SlotState::detached(&self.name));
-            let mut store = self.runtime.new_store(
-                slot,
-                Arc::new(std::sync::Mutex::new(RequestState::detached())),
-            );
-            let instance = self
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| PolicyFailure::Instantiate(e.to_string()))?;
+        futures::executor::block_on(async {
+            let (mut store, instance) = self.detached_instance().await?;
             instance
                 .weir_policy_policy()
                 .call_describe(&mut store)
                 .await
                 .map_err(|e| crate::host::classify(&store, &e))
-        };
-        futures::executor::block_on(run)
+        })
     }
 }

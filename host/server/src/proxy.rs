@@ -216,16 +216,7 @@ async fn handle_inner(
             .path_and_query()
             .map_or_else(|| path.clone(), ToString::to_string),
         status: 0,
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: header_pairs(&parts.headers),
         body,
     };
     let mut run = ChainRun::new(
@@ -453,6 +444,35 @@ pub(crate) fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
+/// Header fields as the (lower-case name, value) pairs policies see.
+pub(crate) fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Writes pairs from a policy into a header map, skipping invalid names or values.
+fn set_pairs(pairs: &[(String, String)], to: &mut HeaderMap, replace: bool) {
+    for (n, v) in pairs {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            if replace {
+                to.insert(n, v);
+            } else {
+                to.append(n, v);
+            }
+        }
+    }
+}
+
 fn denial_response(denial: &weir_runtime::Denial, request_id: &str) -> Response<Body> {
     let status = StatusCode::from_u16(denial.status).unwrap_or(StatusCode::FORBIDDEN);
     let body = weir_llm::error::openai_error(
@@ -463,14 +483,7 @@ fn denial_response(denial: &weir_runtime::Denial, request_id: &str) -> Response<
         request_id,
     );
     let mut resp = json_response(status, body, request_id);
-    for (n, v) in &denial.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(n.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            resp.headers_mut().insert(n, v);
-        }
-    }
+    set_pairs(&denial.headers, resp.headers_mut(), true);
     resp
 }
 
@@ -482,14 +495,7 @@ fn reply_response(
 ) -> Response<Body> {
     let mut resp = Response::new(body::full(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    for (n, v) in headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(n.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            resp.headers_mut().append(n, v);
-        }
-    }
+    set_pairs(headers, resp.headers_mut(), false);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -629,28 +635,13 @@ impl Call {
                 method: String::new(),
                 path: String::new(),
                 status: status.as_u16(),
-                headers: headers
-                    .iter()
-                    .map(|(n, v)| {
-                        (
-                            n.as_str().to_owned(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect(),
+                headers: header_pairs(&headers),
                 body,
             };
             match run.on_response(view).await {
                 Ok(Decision::Continue(m)) => {
                     headers.clear();
-                    for (n, v) in &m.headers {
-                        if let (Ok(n), Ok(v)) = (
-                            HeaderName::from_bytes(n.as_bytes()),
-                            HeaderValue::from_str(v),
-                        ) {
-                            headers.append(n, v);
-                        }
-                    }
+                    set_pairs(&m.headers, &mut headers, false);
                     body = m.body;
                 }
                 Ok(Decision::Deny { denial, .. }) => {

@@ -103,16 +103,7 @@ impl OutboundHttp for PolicyHttp {
                 .map_err(|_| OutboundHttpError::Timeout)?
                 .map_err(|e| OutboundHttpError::Failed(e.to_string()))?;
             let status = resp.status().as_u16();
-            let headers = resp
-                .headers()
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
+            let headers = crate::proxy::header_pairs(resp.headers());
             let body = http_body_util::Limited::new(resp.into_body(), 8 << 20)
                 .collect()
                 .await
