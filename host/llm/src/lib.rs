@@ -6,6 +6,8 @@
 //! - [`inspect`]: the facts policies need from a request body (model, `max_tokens`, stream flag,
 //!   a prompt-token estimate) and the rewrite that asks the upstream for usage on streams;
 //! - [`usage`]: token usage from a response body or from the final chunk of a stream;
+//! - [`relay`]: the accounting of a relayed stream (events to forward, final usage, completion)
+//!   as a push-based state machine, whoever does the I/O;
 //! - [`sse`]: an incremental server-sent-events framer that is correct for any split of the
 //!   input, including inside a UTF-8 character;
 //! - [`error`]: the OpenAI error object.
@@ -19,6 +21,7 @@
 
 pub mod error;
 pub mod inspect;
+pub mod relay;
 pub mod sse;
 pub mod usage;
 

@@ -1,7 +1,7 @@
 //! Relaying a streaming (SSE) answer event by event.
 //!
-//! A spawned task reads the upstream body, frames events, runs on-stream-chunk if a policy wants
-//! it, and forwards each event through a small bounded channel (backpressure, no buffering of the
+//! A spawned task reads the upstream body, lets the portable [`StreamRelay`] (weir-llm) frame
+//! events and keep usage, runs on-stream-chunk if a policy wants it, and forwards each event through a small bounded channel (backpressure, no buffering of the
 //! answer). If the client goes away the task keeps reading the upstream until its final usage
 //! chunk, so on-complete and the usage record always see the real usage. A stream that ends
 //! without `[DONE]` or breaks off ends with an explicit error event, never a clean-looking end.
@@ -11,7 +11,8 @@ use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use weir_llm::sse::{SseFramer, data_event};
+use weir_llm::relay::{Ending, RelayEvent, StreamRelay};
+use weir_llm::sse::data_event;
 use weir_runtime::{ChainRun, ChunkDecision, Outcome, Phase};
 
 use crate::body::{self, Body};
@@ -58,18 +59,15 @@ async fn pump(
         tx,
         client_gone: false,
     };
-    let mut framer = SseFramer::new();
-    let mut usage = None;
-    let mut model = None;
+    let mut relay = StreamRelay::new(call.llm.client_wants_stream_usage);
     let mut index: u32 = 0;
-    let mut saw_done = false;
     let mut aborted = false;
     let mut failure: Option<(&'static str, String)> = None;
     let mut ttft_ms = None;
     let wants_chunks = run.has_phase(Phase::StreamChunk);
     let timeout = call.provider.timeout;
 
-    'read: loop {
+    loop {
         let frame = match tokio::time::timeout(timeout, body.frame()).await {
             Ok(Some(Ok(frame))) => frame,
             Ok(None) => break,
@@ -95,47 +93,28 @@ async fn pump(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        framer.push(&data);
-        while let Some(event) = framer.next_event() {
-            if event.data.is_empty() {
-                continue;
-            }
+        for event in relay.push(&data) {
             if ttft_ms.is_none() {
                 ttft_ms = Some(call.started.elapsed().as_millis() as u64);
             }
-            if event.data == "[DONE]" {
-                saw_done = true;
-                if !aborted {
-                    sink.send(event.raw).await;
-                }
+            if aborted {
+                // Keep reading for the usage, but send nothing more.
                 continue;
             }
-            if event.data.contains("\"usage\"") {
-                let (u, m) = weir_llm::usage::from_json(event.data.as_bytes());
-                if u.is_some() {
-                    usage = u;
-                }
-                if m.is_some() {
-                    model = m;
-                }
-                if !call.llm.client_wants_stream_usage
-                    && weir_llm::usage::is_usage_only_chunk(&event.data)
-                {
+            let (data, raw) = match event {
+                RelayEvent::Done(raw) => {
+                    sink.send(raw).await;
                     continue;
                 }
-            } else if model.is_none() {
-                model = weir_llm::usage::from_json(event.data.as_bytes()).1;
-            }
-            if aborted {
-                continue;
-            }
+                RelayEvent::Chunk { data, raw } => (data, raw),
+            };
             if !wants_chunks {
-                sink.send(event.raw).await;
+                sink.send(raw).await;
                 continue;
             }
-            match run.on_stream_chunk(index, event.data.clone()).await {
-                Ok(ChunkDecision::Send(data)) if data == event.data => sink.send(event.raw).await,
-                Ok(ChunkDecision::Send(data)) => sink.send(data_event(&data)).await,
+            match run.on_stream_chunk(index, data.clone()).await {
+                Ok(ChunkDecision::Send(new)) if new == data => sink.send(raw).await,
+                Ok(ChunkDecision::Send(new)) => sink.send(data_event(&new)).await,
                 Ok(ChunkDecision::Drop) => {}
                 Ok(ChunkDecision::Abort { denial, .. }) => {
                     let body = weir_llm::error::openai_error(
@@ -162,13 +141,12 @@ async fn pump(
                 }
             }
             index = index.saturating_add(1);
-            if sink.client_gone && usage.is_some() && saw_done {
-                break 'read;
-            }
         }
     }
+    let usage = relay.usage();
+    let model = relay.model().map(str::to_owned);
 
-    if failure.is_none() && !saw_done {
+    if failure.is_none() && relay.ending() == Ending::Incomplete {
         failure = Some((
             "upstream_stream_incomplete",
             "The upstream stream ended without completing the answer.".into(),
