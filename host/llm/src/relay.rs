@@ -64,19 +64,21 @@ impl StreamRelay {
                 out.push(RelayEvent::Done(event.raw));
                 continue;
             }
-            if event.data.contains("\"usage\"") {
-                let (u, m) = usage::from_json(event.data.as_bytes());
-                if u.is_some() {
-                    self.usage = u;
+            // At most one parse per event, and none for content chunks once the model is known:
+            // with usage asked for, those carry `"usage":null`; only the last one has usage.
+            let may_have_usage =
+                event.data.contains("\"usage\"") && !event.data.contains("\"usage\":null");
+            if self.model.is_none() || may_have_usage {
+                let summary = usage::summary(event.data.as_bytes());
+                if summary.usage.is_some() {
+                    self.usage = summary.usage;
                 }
-                if m.is_some() {
-                    self.model = m;
+                if summary.model.is_some() {
+                    self.model = summary.model;
                 }
-                if !self.client_wants_usage && usage::is_usage_only_chunk(&event.data) {
+                if summary.usage_only && !self.client_wants_usage {
                     continue;
                 }
-            } else if self.model.is_none() {
-                self.model = usage::from_json(event.data.as_bytes()).1;
             }
             out.push(RelayEvent::Chunk {
                 data: event.data,
@@ -161,15 +163,7 @@ mod tests {
         #[test]
         fn any_split_gives_the_same_events_and_usage(cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10)) {
             let bytes = STREAM.as_bytes();
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
-            points.sort_unstable();
-            let mut pieces = Vec::new();
-            let mut last = 0;
-            for p in points {
-                pieces.push(&bytes[last..p]);
-                last = p;
-            }
-            pieces.push(&bytes[last..]);
+            let pieces = crate::sse::split_at(bytes, &cuts);
             let mut relay = StreamRelay::new(false);
             let events = run(&mut relay, &pieces);
             let mut whole = StreamRelay::new(false);

@@ -122,6 +122,21 @@ pub fn data_event(data: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// Splits `bytes` at arbitrary points (for property tests of incremental parsers).
+#[cfg(test)]
+pub(crate) fn split_at<'a>(bytes: &'a [u8], cuts: &[proptest::sample::Index]) -> Vec<&'a [u8]> {
+    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+    points.sort_unstable();
+    let mut pieces = Vec::with_capacity(points.len() + 1);
+    let mut last = 0;
+    for p in points {
+        pieces.push(&bytes[last..p]);
+        last = p;
+    }
+    pieces.push(&bytes[last..]);
+    pieces
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,15 +196,7 @@ mod tests {
             let nl = if crlf { "\r\n" } else { "\n" };
             let input: String = datas.iter().map(|d| format!("data: {d}{nl}{nl}")).collect();
             let bytes = input.as_bytes();
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
-            points.sort_unstable();
-            let mut pieces = Vec::new();
-            let mut last = 0;
-            for p in points {
-                pieces.push(&bytes[last..p]);
-                last = p;
-            }
-            pieces.push(&bytes[last..]);
+            let pieces = crate::sse::split_at(bytes, &cuts);
             let got: Vec<String> = all_events(&pieces).into_iter().map(|e| e.data).collect();
             prop_assert_eq!(got, datas);
         }

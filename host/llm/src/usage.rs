@@ -17,6 +17,8 @@ struct WithUsage {
     usage: Option<RawUsage>,
     #[serde(default)]
     model: Option<String>,
+    #[serde(default)]
+    choices: Option<Vec<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -37,37 +39,46 @@ struct PromptDetails {
     cached_tokens: u64,
 }
 
-/// Usage and model of a response body or of one stream chunk (`None` usage when absent/null).
-pub fn from_json(body: &[u8]) -> (Option<Usage>, Option<String>) {
-    match serde_json::from_slice::<WithUsage>(body) {
-        Ok(w) => (
-            w.usage.map(|u| Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-                total_tokens: u
-                    .total_tokens
-                    .unwrap_or(u.prompt_tokens + u.completion_tokens),
-                cached_prompt_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-            }),
-            w.model,
-        ),
-        Err(_) => (None, None),
+/// What the gateway reads from a response body or one stream chunk, in a single parse.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// `None` when absent or null.
+    pub usage: Option<Usage>,
+    pub model: Option<String>,
+    /// The usage-only chunk OpenAI sends last when asked (`"choices": []` with `usage`):
+    /// clients that did not ask for it must not receive it.
+    pub usage_only: bool,
+}
+
+/// Reads usage, model and whether this is a usage-only chunk; all empty if `body` is not JSON.
+pub fn summary(body: &[u8]) -> Summary {
+    let Ok(w) = serde_json::from_slice::<WithUsage>(body) else {
+        return Summary::default();
+    };
+    let usage = w.usage.map(|u| Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u
+            .total_tokens
+            .unwrap_or(u.prompt_tokens + u.completion_tokens),
+        cached_prompt_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+    });
+    Summary {
+        usage_only: usage.is_some() && w.choices.is_some_and(|c| c.is_empty()),
+        usage,
+        model: w.model,
     }
 }
 
-/// True when a stream chunk is the usage-only chunk OpenAI sends last when asked
-/// (`"choices": []` with `usage`): clients that did not ask for it must not receive it.
+/// Usage and model of a response body or of one stream chunk (`None` usage when absent/null).
+pub fn from_json(body: &[u8]) -> (Option<Usage>, Option<String>) {
+    let s = summary(body);
+    (s.usage, s.model)
+}
+
+/// True when a stream chunk is the usage-only chunk (see [`Summary::usage_only`]).
 pub fn is_usage_only_chunk(data: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Chunk {
-        #[serde(default)]
-        choices: Option<Vec<serde::de::IgnoredAny>>,
-        #[serde(default)]
-        usage: Option<serde::de::IgnoredAny>,
-    }
-    serde_json::from_str::<Chunk>(data)
-        .map(|c| c.usage.is_some() && c.choices.is_some_and(|v| v.is_empty()))
-        .unwrap_or(false)
+    summary(data.as_bytes()).usage_only
 }
 
 #[cfg(test)]
