@@ -72,29 +72,38 @@ async fn client_that_asked_for_usage_gets_it() {
     assert_eq!(usage_chunk["usage"]["completion_tokens"], 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_arrive_before_the_stream_ends() {
-    let env = TestEnv::start_with(
-        ConfigBuilder::default(),
-        MockOptions {
-            api_key: Some(UPSTREAM_KEY.into()),
-            chunk_delay: Duration::from_millis(100),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+/// A gateway whose mock waits `chunk_delay_ms` between streamed events.
+async fn slow_stream_env(chunk_delay_ms: u64) -> TestEnv {
+    let mock = MockOptions {
+        api_key: Some(UPSTREAM_KEY.into()),
+        chunk_delay: Duration::from_millis(chunk_delay_ms),
+        ..Default::default()
+    };
+    TestEnv::start_with(ConfigBuilder::default(), mock)
+        .await
+        .unwrap()
+}
+
+/// Starts a streaming completion of `tokens` events and returns its body unread (on a client of
+/// its own, so dropping the body really closes the connection).
+async fn open_stream(env: &TestEnv, tokens: u64) -> hyper::body::Incoming {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(0)
         .build_http();
     let req = http::Request::post(env.url("/v1/chat/completions"))
         .header("authorization", format!("Bearer {ALICE_KEY}"))
         .body(Full::new(bytes::Bytes::from(
-            serde_json::to_vec(&stream_body(10, false)).unwrap(),
+            serde_json::to_vec(&stream_body(tokens, false)).unwrap(),
         )))
         .unwrap();
+    client.request(req).await.unwrap().into_body()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_before_the_stream_ends() {
+    let env = slow_stream_env(100).await;
     let started = std::time::Instant::now();
-    let resp = client.request(req).await.unwrap();
-    let mut body = resp.into_body();
+    let mut body = open_stream(&env, 10).await;
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.data_ref().is_some());
     // 10 events 100 ms apart: the first must come long before the whole answer (~1 s).
@@ -107,29 +116,10 @@ async fn events_arrive_before_the_stream_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_is_recorded_when_the_client_disconnects() {
-    let env = TestEnv::start_with(
-        ConfigBuilder::default(),
-        MockOptions {
-            api_key: Some(UPSTREAM_KEY.into()),
-            chunk_delay: Duration::from_millis(20),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let req = http::Request::post(env.url("/v1/chat/completions"))
-        .header("authorization", format!("Bearer {ALICE_KEY}"))
-        .body(Full::new(bytes::Bytes::from(
-            serde_json::to_vec(&stream_body(20, false)).unwrap(),
-        )))
-        .unwrap();
-    let resp = client.request(req).await.unwrap();
-    let mut body = resp.into_body();
+    let env = slow_stream_env(20).await;
+    let mut body = open_stream(&env, 20).await;
     let _ = body.frame().await;
     drop(body);
-    drop(client);
     let records = env.wait_usage(1).await;
     assert_eq!(records.len(), 1, "exactly one record");
     assert_eq!(records[0].outcome, "client_cancelled");

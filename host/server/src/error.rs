@@ -58,6 +58,15 @@ impl GatewayError {
         }
     }
 
+    /// How a request that ended with this error is recorded.
+    pub fn outcome(&self) -> weir_runtime::Outcome {
+        match self {
+            Self::Client { .. } => weir_runtime::Outcome::Denied,
+            Self::Upstream { .. } => weir_runtime::Outcome::UpstreamError,
+            Self::Policy(_) | Self::Unavailable { .. } => weir_runtime::Outcome::GatewayError,
+        }
+    }
+
     /// Whether the request may be retried without risk of double billing.
     pub fn retry_safe(&self) -> bool {
         matches!(self, Self::Upstream { .. } | Self::Unavailable { .. })

@@ -267,17 +267,7 @@ async fn handle_inner(
         }
         Err(e) => {
             tracing::warn!(request_id, error = %e, "policy failed");
-            let err = GatewayError::Policy(e);
-            call.finish(
-                &mut run,
-                err.status().as_u16(),
-                Outcome::GatewayError,
-                None,
-                None,
-                None,
-            )
-            .await;
-            return Err(err);
+            return Err(call.fail(&mut run, GatewayError::Policy(e)).await);
         }
     };
 
@@ -290,9 +280,7 @@ async fn handle_inner(
                 provider.name
             ),
         };
-        call.finish(&mut run, 503, Outcome::GatewayError, None, None, None)
-            .await;
-        return Err(err);
+        return Err(call.fail(&mut run, err).await);
     }
 
     let upstream_body = if call.llm.stream {
@@ -305,9 +293,7 @@ async fn handle_inner(
                     "invalid_request_body",
                     e.to_string(),
                 );
-                call.finish(&mut run, 400, Outcome::Denied, None, None, None)
-                    .await;
-                return Err(err);
+                return Err(call.fail(&mut run, err).await);
             }
         }
     } else {
@@ -315,18 +301,7 @@ async fn handle_inner(
     };
     let upstream_req = match build_upstream_request(&call, &message, upstream_body) {
         Ok(r) => r,
-        Err(e) => {
-            call.finish(
-                &mut run,
-                e.status().as_u16(),
-                Outcome::GatewayError,
-                None,
-                None,
-                None,
-            )
-            .await;
-            return Err(e);
-        }
+        Err(e) => return Err(call.fail(&mut run, e).await),
     };
 
     let sent = tokio::time::timeout(provider.timeout, state.client.request(upstream_req)).await;
@@ -342,9 +317,7 @@ async fn handle_inner(
                     provider.name
                 ),
             };
-            call.finish(&mut run, 502, Outcome::UpstreamError, None, None, None)
-                .await;
-            return Err(err);
+            return Err(call.fail(&mut run, err).await);
         }
         Err(_) => {
             let err = GatewayError::Upstream {
@@ -356,9 +329,7 @@ async fn handle_inner(
                     provider.timeout.as_millis()
                 ),
             };
-            call.finish(&mut run, 504, Outcome::UpstreamError, None, None, None)
-                .await;
-            return Err(err);
+            return Err(call.fail(&mut run, err).await);
         }
     };
 
@@ -514,6 +485,14 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// Ends a request that failed before an answer: on-complete and the usage record with the
+    /// error's status and outcome. Returns the error for rendering.
+    pub(crate) async fn fail(&self, run: &mut ChainRun, err: GatewayError) -> GatewayError {
+        self.finish(run, err.status().as_u16(), err.outcome(), None, None, None)
+            .await;
+        err
+    }
+
     /// Runs on-complete and writes the usage record: exactly once per request.
     pub(crate) async fn finish(
         &self,
@@ -576,44 +555,41 @@ impl Call {
             Ok(Ok(b)) => b.to_bytes(),
             Ok(Err(e)) => {
                 tracing::warn!(request_id = %self.request_id, error = %e, "reading the upstream response failed");
-                self.finish(&mut run, 502, Outcome::UpstreamError, None, None, None)
-                    .await;
-                return Err(GatewayError::Upstream {
+                let err = GatewayError::Upstream {
                     status: StatusCode::BAD_GATEWAY,
                     code: "upstream_response_failed",
                     message: format!(
                         "The upstream provider `{}` broke off its response.",
                         self.provider.name
                     ),
-                });
+                };
+                return Err(self.fail(&mut run, err).await);
             }
             Err(_) => {
-                self.finish(&mut run, 504, Outcome::UpstreamError, None, None, None)
-                    .await;
-                return Err(GatewayError::Upstream {
+                let err = GatewayError::Upstream {
                     status: StatusCode::GATEWAY_TIMEOUT,
                     code: "upstream_timeout",
                     message: format!(
                         "The upstream provider `{}` did not finish its response in time.",
                         self.provider.name
                     ),
-                });
+                };
+                return Err(self.fail(&mut run, err).await);
             }
         };
         let status = parts.status;
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             // The upstream refused *our* credential: the client cannot fix that.
             tracing::error!(request_id = %self.request_id, provider = %self.provider.name, %status, "upstream rejected the provider credential");
-            self.finish(&mut run, 502, Outcome::UpstreamError, None, None, None)
-                .await;
-            return Err(GatewayError::Upstream {
+            let err = GatewayError::Upstream {
                 status: StatusCode::BAD_GATEWAY,
                 code: "upstream_auth_failed",
                 message: format!(
                     "The upstream provider `{}` rejected the gateway's credentials.",
                     self.provider.name
                 ),
-            });
+            };
+            return Err(self.fail(&mut run, err).await);
         }
         let (usage, model) = if status.is_success() {
             weir_llm::usage::from_json(&body)
