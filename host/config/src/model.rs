@@ -34,7 +34,7 @@ fn default_listen() -> String {
 
 /// Protections of the data plane against oversized input.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Limits {
     /// Largest request body accepted (413 above).
     pub max_body_bytes: usize,
@@ -59,7 +59,7 @@ impl Default for Limits {
 
 /// Limits on every policy call.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RuntimeSettings {
     /// Time a single policy call may take before it is stopped (wall time, 1 ms resolution).
     pub policy_timeout_ms: u64,
@@ -81,7 +81,7 @@ impl Default for RuntimeSettings {
 
 /// The key-value backend for policy state.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KvSettings {
     /// Bound on the number of entries of the in-memory store.
     pub max_entries: usize,

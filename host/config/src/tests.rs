@@ -38,6 +38,18 @@ fn unknown_keys_name_their_path() {
 }
 
 #[test]
+fn sections_can_be_partial() {
+    let c = GatewayConfig::from_yaml(&format!(
+        "{MINIMAL}limits: {{ max-body-bytes: 10 }}\nruntime: {{ policy-timeout-ms: 5 }}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.limits.max_body_bytes, 10);
+    assert_eq!(c.limits.max_headers, 100);
+    assert_eq!(c.runtime.policy_timeout_ms, 5);
+    assert_eq!(c.runtime.policy_memory_mib, 64);
+}
+
+#[test]
 fn wrong_types_name_their_path() {
     let e = err(&format!("{MINIMAL}limits:\n  max-body-bytes: lots\n"));
     assert_eq!(e.path, "limits.max-body-bytes");
