@@ -1,87 +1,16 @@
 //! Running one request through a chain of policy instances.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use wasmtime::Store;
 
-use crate::CompletionInfo;
-use crate::bindings::{
-    ChunkVerdict, Completion, Denial, Edits, Phase, PolicyComponent, Reply, RouteKind, StreamChunk,
-    Usage, Verdict,
-};
+use weir_core::{ChunkDecision, CompletionInfo, Decision, MessageView, Phase, RequestState};
+
+use crate::bindings::{ChunkVerdict, Completion, PolicyComponent, StreamChunk, Usage, Verdict};
+use crate::convert;
 use crate::engine::Policy;
 use crate::error::{PolicyError, PolicyFailure};
 use crate::host::{SlotState, StoreData};
-
-/// What a request's policies share: the context resource's state.
-#[derive(Debug, Clone)]
-pub struct RequestState {
-    pub request_id: String,
-    pub route: String,
-    pub route_kind: RouteKind,
-    pub endpoint: String,
-    pub consumer: Option<String>,
-    pub attributes: HashMap<String, String>,
-    pub llm: Option<weir_llm::LlmRequestInfo>,
-    pub received_at_ms: u64,
-}
-
-impl RequestState {
-    pub(crate) fn detached() -> Self {
-        Self {
-            request_id: String::new(),
-            route: String::new(),
-            route_kind: RouteKind::Llm,
-            endpoint: String::new(),
-            consumer: None,
-            attributes: HashMap::new(),
-            llm: None,
-            received_at_ms: 0,
-        }
-    }
-}
-
-/// An HTTP message as policies see it (header names lower-case).
-#[derive(Debug, Clone, Default)]
-pub struct MessageView {
-    pub method: String,
-    pub path: String,
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Bytes,
-}
-
-impl MessageView {
-    /// The first value of a header (case-insensitive name).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Applies a policy's edits.
-    fn apply(&mut self, edits: Edits) {
-        if !edits.remove_headers.is_empty() {
-            self.headers.retain(|(n, _)| {
-                !edits
-                    .remove_headers
-                    .iter()
-                    .any(|r| r.eq_ignore_ascii_case(n))
-            });
-        }
-        for (name, value) in edits.set_headers {
-            let name = name.to_ascii_lowercase();
-            self.headers.retain(|(n, _)| *n != name);
-            self.headers.push((name, value));
-        }
-        if let Some(body) = edits.body {
-            self.body = Bytes::from(body);
-        }
-    }
-}
 
 /// One configured policy instance of a chain.
 #[derive(Debug, Clone)]
@@ -137,34 +66,12 @@ impl ChainSpec {
     }
 }
 
-/// The outcome of a request or response phase.
-#[derive(Debug)]
-pub enum Decision {
-    /// Go on with this (possibly edited) message.
-    Continue(MessageView),
-    /// A policy refused.
-    Deny { policy: String, denial: Denial },
-    /// A policy answered.
-    Respond { policy: String, reply: Reply },
-}
-
-/// The outcome of the stream-chunk phase for one event.
-#[derive(Debug)]
-pub enum ChunkDecision {
-    /// Send this payload (possibly replaced).
-    Send(String),
-    /// Send nothing for this event.
-    Drop,
-    /// End the stream with this error.
-    Abort { policy: String, denial: Denial },
-}
-
 fn error_for(spec: &ChainSpec, i: usize, phase: Phase, failure: PolicyFailure) -> PolicyError {
     let (policy, slot) = &spec.slots[i];
     PolicyError {
         policy: policy.name().to_owned(),
         instance: slot.qualified.clone(),
-        phase: phase_name(phase),
+        phase: phase.function(),
         failure,
     }
 }
@@ -192,14 +99,6 @@ impl std::fmt::Debug for ChainRun {
     }
 }
 
-const fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Request => "on-request",
-        Phase::Response => "on-response",
-        Phase::StreamChunk => "on-stream-chunk",
-        Phase::Complete => "on-complete",
-    }
-}
 
 impl ChainRun {
     pub fn new(spec: Arc<ChainSpec>, state: RequestState) -> Self {
@@ -344,17 +243,17 @@ impl ChainRun {
                 self.release_after(i, phase);
             }
             match result {
-                Ok(Verdict::Continue(edits)) => message.apply(edits),
+                Ok(Verdict::Continue(edits)) => message.apply(convert::edits(edits)),
                 Ok(Verdict::Deny(denial)) => {
                     return Ok(Decision::Deny {
                         policy: self.spec.slots[i].1.qualified.clone(),
-                        denial,
+                        denial: convert::denial(denial),
                     });
                 }
                 Ok(Verdict::Respond(reply)) => {
                     return Ok(Decision::Respond {
                         policy: self.spec.slots[i].1.qualified.clone(),
-                        reply,
+                        reply: convert::reply(reply),
                     });
                 }
                 Err(e) => return Err(self.fail(i, phase, &e)),
@@ -396,7 +295,7 @@ impl ChainRun {
                 Ok(ChunkVerdict::Abort(denial)) => {
                     return Ok(ChunkDecision::Abort {
                         policy: self.spec.slots[i].1.qualified.clone(),
-                        denial,
+                        denial: convert::denial(denial),
                     });
                 }
                 Err(e) => return Err(self.fail(i, Phase::StreamChunk, &e)),
@@ -410,7 +309,7 @@ impl ChainRun {
     pub async fn on_complete(&mut self, info: &CompletionInfo) -> Vec<PolicyError> {
         let done = Completion {
             status: info.status,
-            outcome: info.outcome,
+            outcome: convert::outcome(info.outcome),
             model: info.model.clone(),
             usage: info.usage.map(|u| Usage {
                 prompt_tokens: u.prompt_tokens,
@@ -448,5 +347,55 @@ impl ChainRun {
             }
         }
         errors
+    }
+}
+
+impl From<PolicyError> for weir_core::PolicyFault {
+    fn from(e: PolicyError) -> Self {
+        Self {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The wasmtime chain drives weir-core's portable request loop.
+impl weir_core::Chain for ChainRun {
+    async fn on_request(
+        &mut self,
+        message: MessageView,
+    ) -> Result<Decision, weir_core::PolicyFault> {
+        Ok(ChainRun::on_request(self, message).await?)
+    }
+
+    async fn on_response(
+        &mut self,
+        message: MessageView,
+    ) -> Result<Decision, weir_core::PolicyFault> {
+        Ok(ChainRun::on_response(self, message).await?)
+    }
+
+    async fn on_stream_chunk(
+        &mut self,
+        index: u32,
+        data: String,
+    ) -> Result<ChunkDecision, weir_core::PolicyFault> {
+        Ok(ChainRun::on_stream_chunk(self, index, data).await?)
+    }
+
+    async fn on_complete(&mut self, info: &CompletionInfo) -> Vec<weir_core::PolicyFault> {
+        ChainRun::on_complete(self, info)
+            .await
+            .into_iter()
+            .map(Into::into)
+            .collect()
+    }
+
+    fn has_phase(&self, phase: Phase) -> bool {
+        ChainRun::has_phase(self, phase)
+    }
+
+    fn consumer(&self) -> Option<String> {
+        ChainRun::consumer(self)
     }
 }

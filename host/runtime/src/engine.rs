@@ -9,8 +9,9 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
 };
 
-use crate::bindings::{self, PolicyComponentPre, PolicyInfo};
-use crate::chain::RequestState;
+use crate::PolicyInfo;
+use crate::bindings::{self, PolicyComponentPre};
+use weir_core::RequestState;
 use crate::error::{LoadError, PolicyFailure};
 use crate::host::{NoOutbound, OutboundHttp, SlotState, StoreData};
 
@@ -290,6 +291,7 @@ impl Policy {
                 .weir_policy_policy()
                 .call_describe(&mut store)
                 .await
+                .map(crate::convert::info)
                 .map_err(|e| crate::host::classify(&store, &e))
         })
     }

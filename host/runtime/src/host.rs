@@ -10,7 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use weir_state::Namespaced;
 
 use crate::bindings::{http_client, kv, log, types};
-use crate::chain::{MessageView, RequestState};
+use weir_core::{MessageView, RequestState};
 use crate::engine::Runtime;
 use crate::error::PolicyFailure;
 
@@ -168,7 +168,7 @@ impl types::HostContext for StoreData {
     }
 
     fn route_kind(&mut self, _: Resource<ContextRep>) -> wasmtime::Result<types::RouteKind> {
-        Ok(self.state().route_kind)
+        Ok(crate::convert::route_kind(self.state().route_kind))
     }
 
     fn endpoint(&mut self, _: Resource<ContextRep>) -> wasmtime::Result<String> {

@@ -31,25 +31,21 @@ mod engine;
 mod error;
 mod host;
 
-pub use bindings::{
-    ChunkVerdict, Denial, Edits, Outcome, Phase, PolicyInfo, Reply, Usage, Verdict,
-};
-pub use chain::{
-    ChainRun, ChainSpec, ChunkDecision, Decision, MessageView, RequestState, SlotSpec,
-};
+mod convert;
+
+pub use chain::{ChainRun, ChainSpec, SlotSpec};
 pub use engine::{Policy, Runtime, RuntimeOptions};
 pub use error::{LoadError, PolicyError, PolicyFailure};
 pub use host::{HttpRequest, HttpResponse, OutboundHttp, OutboundHttpError};
+pub use weir_core::{
+    ChunkDecision, CompletionInfo, Decision, Denial, Edits, MessageView, Outcome, Phase, Reply,
+    RequestState, RouteKind,
+};
 
-/// The final summary given to on-complete.
-#[derive(Debug, Clone)]
-pub struct CompletionInfo {
-    pub status: u16,
-    pub outcome: Outcome,
-    pub model: Option<String>,
-    pub usage: Option<weir_llm::Usage>,
-    pub latency_ms: u64,
+/// What a policy says about itself (`describe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub version: String,
+    pub phases: Vec<Phase>,
 }
-
-/// The route kind of a request.
-pub use bindings::RouteKind;

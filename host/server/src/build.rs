@@ -33,10 +33,10 @@ pub enum BuildError {
 /// One proxy's route.
 #[derive(Debug)]
 pub(crate) struct Route {
-    pub name: String,
     /// `""` for `/`, else `/assistant`.
     pub prefix: String,
-    pub provider: Arc<Provider>,
+    /// Name, provider and limits, as the portable loop sees them.
+    pub info: weir_core::RouteInfo,
     pub chain: Arc<ChainSpec>,
 }
 
@@ -117,7 +117,7 @@ impl State {
                     base_url,
                     api_key,
                     missing_key_env,
-                    timeout: Duration::from_millis(p.timeout_ms),
+                    timeout_ms: p.timeout_ms,
                 }),
             );
         }
@@ -188,13 +188,19 @@ impl State {
                         message: format!("unknown provider `{}`", proxy.provider),
                     })?;
             routes.push(Route {
-                name: proxy.name.clone(),
                 prefix: if proxy.context_path == "/" {
                     String::new()
                 } else {
                     proxy.context_path.clone()
                 },
-                provider,
+                info: weir_core::RouteInfo {
+                    name: proxy.name.clone(),
+                    provider,
+                    limits: weir_core::Limits {
+                        max_body_bytes: config.limits.max_body_bytes,
+                        max_response_bytes: config.limits.max_response_bytes,
+                    },
+                },
                 chain: Arc::new(ChainSpec::new(slots)),
             });
         }

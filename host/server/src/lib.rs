@@ -17,7 +17,6 @@
 mod admin;
 mod body;
 mod build;
-mod error;
 mod metrics;
 mod proxy;
 mod stream;
@@ -32,7 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub use build::{BuildError, GatewayOptions};
-pub use error::GatewayError;
+pub use weir_core::GatewayError;
 pub use usage::{Totals, UsageLog, UsageRecord};
 
 /// A configured gateway, ready to serve.

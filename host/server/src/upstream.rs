@@ -30,47 +30,7 @@ pub fn client() -> HttpClient {
         .build(https)
 }
 
-/// A provider as the data plane uses it.
-pub struct Provider {
-    pub name: String,
-    /// Base URL including the version, without a trailing slash: `https://api.openai.com/v1`.
-    pub base_url: String,
-    /// The credential injected into upstream requests. Never logged, never returned.
-    pub api_key: Option<Secret>,
-    /// Set when the provider needs a key from an environment variable that is not set.
-    pub missing_key_env: Option<String>,
-    pub timeout: Duration,
-}
-
-impl std::fmt::Debug for Provider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provider")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
-            .finish_non_exhaustive()
-    }
-}
-
-/// A secret string whose `Debug` and `Display` never show it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Self {
-        Self(s)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use weir_core::{Provider, Secret};
 
 /// Outbound HTTP for policies, over the same pooled client.
 #[derive(Clone)]

@@ -10,26 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-/// One request's usage.
-#[derive(Debug, Clone, Serialize)]
-pub struct UsageRecord {
-    pub timestamp_ms: u64,
-    pub request_id: String,
-    pub proxy: String,
-    pub provider: String,
-    pub endpoint: String,
-    pub consumer: Option<String>,
-    pub model: Option<String>,
-    pub stream: bool,
-    pub status: u16,
-    pub outcome: &'static str,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    pub cached_prompt_tokens: u64,
-    pub latency_ms: u64,
-    pub time_to_first_token_ms: Option<u64>,
-}
+pub use weir_core::UsageRecord;
 
 /// Totals of one consumer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

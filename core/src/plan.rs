@@ -1,0 +1,81 @@
+//! The gateway plan: what `weir build` bakes into an edge app. A resolved, flattened form of the
+//! gateway configuration (routes sorted longest prefix first, policies assigned to the composed
+//! component's slots, secrets named but never included).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Phase;
+
+/// The version of the plan format; the gateway component refuses others.
+pub const PLAN_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Plan {
+    pub version: u32,
+    pub max_body_bytes: usize,
+    pub max_response_bytes: usize,
+    /// Longest prefix first.
+    pub routes: Vec<PlanRoute>,
+    /// Names of the platform secrets the app must pass in (provider API keys).
+    pub secrets: Vec<String>,
+    /// The policy component in each slot of the composition, by slot number.
+    pub slots: Vec<PlanSlot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PlanSlot {
+    /// Policy name, e.g. `auth`.
+    pub policy: String,
+    /// sha256 of the component bytes plugged into this slot.
+    pub sha256: String,
+    pub phases: Vec<Phase>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PlanRoute {
+    pub name: String,
+    /// `""` for `/`, else `/openai`.
+    pub prefix: String,
+    pub provider: PlanProvider,
+    /// Provider policies first, then the proxy's, in chain order.
+    pub policies: Vec<PlanPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PlanProvider {
+    pub name: String,
+    pub base_url: String,
+    /// The secret holding the API key, if the provider needs one.
+    pub api_key_secret: Option<String>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PlanPolicy {
+    /// The composition slot whose component runs this policy.
+    pub slot: u32,
+    /// Unique in the gateway, e.g. `demo/token-limit#1` (kv namespace, attribute prefix).
+    pub instance: String,
+    /// The configuration (JSON), validated by `weir build` against the component.
+    pub config: String,
+    pub allow_hosts: Vec<String>,
+}
+
+impl Plan {
+    /// Parses a plan, refusing other format versions.
+    pub fn parse(json: &str) -> Result<Self, String> {
+        let plan: Self = serde_json::from_str(json).map_err(|e| format!("invalid plan: {e}"))?;
+        if plan.version != PLAN_VERSION {
+            return Err(format!(
+                "plan version {} is not supported by this gateway (expected {PLAN_VERSION}); rebuild the app with the matching `weir build`",
+                plan.version
+            ));
+        }
+        Ok(plan)
+    }
+}
