@@ -12,6 +12,9 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("weir-policy-auth", "AUTH"),
     ("weir-policy-token-limit", "TOKEN_LIMIT"),
     ("weir-policy-test-policy", "TEST_POLICY"),
+    ("weir-policy-noop", "NOOP"),
+    ("weir-edge-host", "EDGE_HOST"),
+    ("weir-edge-gateway", "EDGE_GATEWAY"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,6 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "auth",
         "token-limit",
         "test-policy",
+        "noop",
+        "edge-host",
+        "gateway",
+        "../core",
+        "../host/llm",
     ] {
         println!("cargo:rerun-if-changed={}", components.join(p).display());
     }
@@ -92,13 +100,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "pub const {constant}_PATH: &str = {:?};",
             file.display().to_string()
         )?;
-        writeln!(
-            list,
-            "    ({:?}, {constant}),",
-            name.trim_start_matches("weir-policy-")
-        )?;
+        if let Some(policy) = name.strip_prefix("weir-policy-") {
+            writeln!(list, "    ({policy:?}, {constant}),")?;
+        }
     }
-    writeln!(code, "/// Every component built here, by policy name.")?;
+    writeln!(code, "/// Every policy component built here, by policy name.")?;
     writeln!(code, "pub const ALL: &[(&str, &[u8])] = &[\n{list}];")?;
     std::fs::write(
         PathBuf::from(env::var("OUT_DIR")?).join("components.rs"),

@@ -417,7 +417,7 @@ def _weir_log_offset(request):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.failed and _WEIR_INSTANCE and not hasattr(report, "wasxfail"):
+    if report.failed and _WEIR_INSTANCE and "weir" in item.fixturenames and not hasattr(report, "wasxfail"):
         w = _WEIR_INSTANCE[0]
         time.sleep(0.2)  # let weir finish logging the failing request
         offset = getattr(item, "_weir_log_offset", 0)

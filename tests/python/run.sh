@@ -5,6 +5,8 @@
 #   cargo build -p weir -p weir-mock-upstream
 #   bash tests/python/run.sh [extra pytest args]
 # Env: WEIR_BIN (default target/debug/weir), MOCK_BIN (default target/debug/weir-mock-upstream).
+# test_scenarios.py also runs tests/scenarios/*.yaml against the Cloudflare app (`weir build
+# --target cloudflare` + `wrangler dev`); that target is skipped unless `npm ci` ran in apps/cloudflare.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -3,7 +3,8 @@
 //! `build.rs` compiles `components/` for `wasm32-wasip2`; this crate exposes the bytes, so the
 //! `weir` binary works from a fresh clone with no separate component build step. The
 //! `test-policy` component (deliberately misbehaving) is exposed for tests but not registered as
-//! a built-in by the gateway.
+//! a built-in by the gateway. `EDGE_GATEWAY` and `EDGE_HOST` are the edge build's components
+//! (see `wit/edge/edge.wit`), composed with policies by `weir build`.
 //!
 //! ```
 //! assert!(weir_policies::AUTH.starts_with(b"\0asm"));
@@ -12,9 +13,9 @@
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
-/// Built-in policies registered by the gateway (the test policy is not one of them).
+/// Built-in policies registered by the gateway (the test and noop policies are not among them).
 pub fn builtins() -> impl Iterator<Item = (&'static str, &'static [u8])> {
     ALL.iter()
         .copied()
-        .filter(|(name, _)| *name != "test-policy")
+        .filter(|(name, _)| *name != "test-policy" && *name != "noop")
 }

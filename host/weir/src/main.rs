@@ -48,6 +48,24 @@ enum Command {
     DefaultConfig,
     /// Print the JSON Schema of the configuration file.
     ConfigSchema,
+    /// Build an edge app from a configuration: the gateway composed with its policy components.
+    Build {
+        /// `cloudflare` (a Worker for wrangler) or `component` (composed component + plan).
+        #[arg(long)]
+        target: weir_build::Target,
+        /// Output directory (created; files in it are overwritten).
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Worker name (cloudflare).
+        #[arg(long, default_value = "weir-gateway")]
+        name: String,
+        /// Node.js to run jco with (default: apps/cloudflare/node_modules' Node 22, else `node`).
+        #[arg(long, env = "WEIR_NODE")]
+        node: Option<PathBuf>,
+        /// jco's dist/jco.js (default: apps/cloudflare/node_modules).
+        #[arg(long, env = "WEIR_JCO")]
+        jco: Option<PathBuf>,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<GatewayConfig> {
@@ -112,6 +130,39 @@ async fn main() -> anyhow::Result<()> {
             {
                 print!("{}", weir_config::DEFAULT_CONFIG);
             }
+            Ok(())
+        }
+        Command::Build {
+            target,
+            out,
+            name,
+            node,
+            jco,
+        } => {
+            let Some(config) = cli.config.clone() else {
+                anyhow::bail!("`weir build` needs a configuration file: weir --config gateway.yaml build ...");
+            };
+            let opts = weir_build::Options {
+                target,
+                config,
+                out,
+                name,
+                node,
+                jco,
+            };
+            let started = std::time::Instant::now();
+            let mut progress = |m: &str| {
+                eprintln!("[{:>5.1}s] {m}", started.elapsed().as_secs_f64());
+            };
+            let summary = weir_build::build(&opts, &mut progress).await?;
+            for (file, size) in &summary.files {
+                eprintln!("  {size:>9}  {file}");
+            }
+            eprintln!(
+                "built {} in {:.1}s",
+                opts.out.display(),
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Check => {

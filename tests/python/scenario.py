@@ -1,0 +1,276 @@
+"""Target-independent scenarios (tests/scenarios/*.yaml): a gateway configuration and client
+steps that every deployment of Weir must pass. The file format is described in the comments of
+tests/scenarios/edge.yaml; targets are in targets.py and the pytest glue in test_scenarios.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import openai
+import yaml
+
+ACTIONS = ("chat", "exhaust", "restart", "concurrent", "log-clean")
+PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+
+class Target(Protocol):
+    """A running deployment of Weir that a scenario talks to."""
+
+    name: str
+    capabilities: frozenset[str]
+
+    @property
+    def base_url(self) -> str: ...
+
+    def restart(self) -> None: ...
+
+    def log_text(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    name: str
+    action: str | None  # one of ACTIONS, or None for a step that only waits (`window`)
+    args: dict[str, Any]
+    expect: dict[str, Any]
+    requires: frozenset[str]
+    window_seconds: float | None
+    same_window: bool
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: Path
+    config: dict[str, Any]
+    request: dict[str, Any]
+    steps: list[Step]
+
+    @classmethod
+    def load(cls, path: Path) -> Scenario:
+        doc = yaml.safe_load(path.read_text())
+        steps = []
+        for i, raw in enumerate(doc["steps"]):
+            actions = [a for a in ACTIONS if a in raw]
+            if len(actions) > 1 or (not actions and "window" not in raw):
+                raise ValueError(f"{path}: step {i} ({raw.get('name')!r}) needs exactly one of {ACTIONS} or a window")
+            action = actions[0] if actions else None
+            steps.append(
+                Step(
+                    index=i,
+                    name=raw["name"],
+                    action=action,
+                    args=dict(raw.get(action) or {}) if action else {},
+                    expect=dict(raw.get("expect") or {}),
+                    requires=frozenset(raw.get("requires", [])),
+                    window_seconds=(raw.get("window") or {}).get("seconds"),
+                    same_window=bool(raw.get("same-window", False)),
+                )
+            )
+        return cls(name=doc["name"], path=path, config=doc["config"], request=doc.get("request", {}), steps=steps)
+
+    def config_yaml(self, values: dict[str, str]) -> str:
+        """The gateway configuration with its ${PLACEHOLDERS} filled in."""
+
+        def fill(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {k: fill(v) for k, v in node.items()}
+            if isinstance(node, list):
+                return [fill(v) for v in node]
+            if isinstance(node, str):
+
+                def sub(m: re.Match) -> str:
+                    if m.group(1) not in values:
+                        raise KeyError(f"{self.path}: unknown placeholder ${{{m.group(1)}}}")
+                    return values[m.group(1)]
+
+                return PLACEHOLDER.sub(sub, node)
+            return node
+
+        return f"# Written from {self.path.name} by tests/python/scenario.py\n" + yaml.safe_dump(
+            fill(self.config), sort_keys=False
+        )
+
+
+@dataclass
+class Outcome:
+    """One client request's result, whether the SDK returned or raised."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any  # parsed JSON (dict) or None
+    content: str | None = None
+    total_tokens: int | None = None
+
+    def describe(self) -> str:
+        return f"status {self.status}, body {json.dumps(self.body)[:500]}"
+
+
+@dataclass
+class Keys:
+    consumer: str = field(repr=False)
+    wrong: str = field(repr=False)
+    upstream: str = field(repr=False)
+
+    def all(self) -> list[tuple[str, str]]:
+        return [("the consumer key", self.consumer), ("the wrong key", self.wrong), ("the upstream key", self.upstream)]
+
+
+class Run:
+    """Runs a scenario's steps, in order, against one target."""
+
+    def __init__(self, scenario: Scenario, target: Target, keys: Keys):
+        self.scenario = scenario
+        self.target = target
+        self.keys = keys
+        self.window: int | None = None  # the minute bucket recorded by the last `window`
+
+    # --- steps
+
+    def step(self, step: Step) -> None:
+        if step.window_seconds is not None:
+            wait_for_window(step.window_seconds)
+            self.window = minute_bucket()
+        if step.action is not None:
+            getattr(self, "_" + step.action.replace("-", "_"))(step)
+        if step.same_window:
+            assert self.window is not None, f"step {step.name!r} is same-window but no window step came before"
+            assert minute_bucket() == self.window, (
+                "the minute window rolled over before this step ended, so the per-minute counters were "
+                "reset and the check means nothing: the steps since the last `window` took too long"
+            )
+
+    def _chat(self, step: Step) -> None:
+        out = self.chat(step.args)
+        self.check(out, step.expect)
+
+    def _exhaust(self, step: Step) -> None:
+        admitted = 0
+        for _ in range(int(step.args.get("max-requests", 50))):
+            out = self.chat(step.args)
+            if out.status != 200:
+                break
+            admitted += 1
+        else:
+            raise AssertionError(f"no request was refused after {admitted} admitted ones")
+        assert admitted >= 1, f"the first request was already refused: {out.describe()}"
+        self.check(out, step.expect)
+
+    def _restart(self, _step: Step) -> None:
+        self.target.restart()
+
+    def _concurrent(self, step: Step) -> None:
+        count = int(step.args["count"])
+        limit = int(step.args["limit"])
+        barrier = threading.Barrier(count)
+
+        def one(_: int) -> Outcome:
+            barrier.wait(timeout=30)
+            return self.chat(step.args)
+
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            outcomes = list(pool.map(one, range(count)))
+        unexpected = [o.describe() for o in outcomes if o.status not in (200, 429)]
+        assert not unexpected, f"statuses other than 200 and 429: {unexpected}"
+        admitted = [o for o in outcomes if o.status == 200]
+        used = sum(o.total_tokens or 0 for o in admitted)
+        reservation = self.reservation(step.args)
+        assert admitted, "every concurrent request was refused"
+        assert len(admitted) < count, f"all {count} concurrent requests were admitted (limit {limit} tokens)"
+        assert used <= limit + reservation, (
+            f"{len(admitted)} admitted requests used {used} tokens: more than the limit of {limit} "
+            f"plus one reservation ({reservation})"
+        )
+
+    def _log_clean(self, _step: Step) -> None:
+        time.sleep(0.5)  # logs are written asynchronously
+        log = self.target.log_text()
+        assert log, f"{self.target.name} wrote no log"
+        for what, secret in self.keys.all():
+            assert secret not in log, f"{what} appears in the log of {self.target.name}"
+
+    # --- requests
+
+    def request(self, args: dict[str, Any]) -> dict[str, Any]:
+        merged = {**self.scenario.request, **args}
+        return {
+            "model": merged["model"],
+            "messages": merged["messages"],
+            "max_tokens": int(merged["max-tokens"]),
+        }
+
+    def reservation(self, args: dict[str, Any]) -> int:
+        """What token-limit reserves: ceil(bytes of `messages` as the SDK sends them / 3) + max_tokens."""
+        req = self.request(args)
+        messages = json.dumps(req["messages"], separators=(",", ":"), ensure_ascii=False)
+        return math.ceil(len(messages.encode()) / 3) + req["max_tokens"]
+
+    def chat(self, args: dict[str, Any]) -> Outcome:
+        key = {"consumer": self.keys.consumer, "wrong": self.keys.wrong}[args.get("key", "consumer")]
+        path = args.get("path", "").rstrip("/")
+        client = openai.OpenAI(base_url=f"{self.target.base_url}{path}/v1", api_key=key, max_retries=0, timeout=60)
+        try:
+            raw = client.chat.completions.with_raw_response.create(**self.request(args))
+        except openai.APIStatusError as e:
+            try:
+                body = e.response.json()
+            except ValueError:
+                body = {"text": e.response.text}
+            return Outcome(e.status_code, {k.lower(): v for k, v in e.response.headers.items()}, body)
+        completion = raw.parse()
+        return Outcome(
+            raw.status_code,
+            {k.lower(): v for k, v in raw.headers.items()},
+            completion.model_dump(),
+            content=completion.choices[0].message.content if completion.choices else None,
+            total_tokens=completion.usage.total_tokens if completion.usage else None,
+        )
+
+    @staticmethod
+    def check(out: Outcome, expect: dict[str, Any]) -> None:
+        if "status" in expect:
+            assert out.status == expect["status"], f"expected status {expect['status']}, got {out.describe()}"
+        if "content" in expect:
+            assert out.content == expect["content"], f"expected content {expect['content']!r}, got {out.content!r}"
+        error = (out.body or {}).get("error") if isinstance(out.body, dict) else None
+        for field_name, key in (("error-code", "code"), ("error-type", "type")):
+            if field_name in expect:
+                assert error is not None, f"expected an OpenAI error object, got {out.describe()}"
+                assert error.get(key) == expect[field_name], (
+                    f"expected error {key} {expect[field_name]!r}, got {out.describe()}"
+                )
+        if "retry-after-at-least" in expect:
+            assert "retry-after" in out.headers, f"no retry-after header: {out.headers}"
+            assert int(out.headers["retry-after"]) >= int(expect["retry-after-at-least"]), out.headers
+        for name, value in (expect.get("headers") or {}).items():
+            assert out.headers.get(name.lower()) == str(value), (
+                f"expected header {name}: {value}, got {out.headers.get(name.lower())!r}"
+            )
+
+
+# --- the per-minute window
+
+
+def minute_bucket() -> int:
+    return int(time.time() // 60)
+
+
+def wait_for_window(seconds: float) -> None:
+    """Waits until at least `seconds` remain in the current minute (UTC, as token-limit counts)."""
+    remaining = 60 - time.time() % 60
+    if remaining < seconds:
+        time.sleep(remaining + 0.05)

