@@ -122,8 +122,61 @@ pub(crate) fn write_app(
     }
     // jco writes .d.ts files even with --no-typescript; the Worker does not need them.
     remove_matching(&gen_dir, ".d.ts");
+    hoist_inline_modules(&gen_dir.join("gateway.js"))?;
     write(&src.join("modules.js"), modules_js(&gen_dir)?.as_bytes())?;
     Ok(())
+}
+
+/// workerd refuses to compile WebAssembly at run time ("Wasm code generation disallowed by
+/// embedder"), but jco inlines small helper modules as `new WebAssembly.Module(new
+/// Uint8Array([...]))` (JSPI trampolines of composed components). Moves each into its own
+/// `.wasm` file imported at the top, which wrangler precompiles like the other core modules.
+fn hoist_inline_modules(js_path: &Path) -> Result<(), BuildError> {
+    const START: &str = "new WebAssembly.Module(new Uint8Array([";
+    const END: &str = "]))";
+    let js = std::fs::read_to_string(js_path)
+        .map_err(|e| BuildError::Io(format!("cannot read {}: {e}", js_path.display())))?;
+    if !js.contains(START) {
+        return Ok(());
+    }
+    let dir = js_path.parent().unwrap_or(Path::new("."));
+    let mut out = String::with_capacity(js.len());
+    let mut imports = String::new();
+    let mut rest = js.as_str();
+    let mut n = 0;
+    while let Some(at) = rest.find(START) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + START.len()..];
+        let Some(end) = after.find(END) else {
+            return Err(BuildError::Tool(format!(
+                "{}: unterminated inline WebAssembly module (unexpected jco output)",
+                js_path.display()
+            )));
+        };
+        let bytes = after[..end]
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                let t = t.trim_start_matches("0x");
+                u8::from_str_radix(t, 16).or_else(|_| t.parse::<u8>())
+            })
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|e| {
+                BuildError::Tool(format!(
+                    "{}: cannot read an inline WebAssembly module: {e}",
+                    js_path.display()
+                ))
+            })?;
+        let file = format!("gateway.inline{n}.wasm");
+        write(&dir.join(&file), &bytes)?;
+        imports.push_str(&format!("import __weirInline{n} from './{file}';\n"));
+        out.push_str(&format!("__weirInline{n}"));
+        rest = &after[end + END.len()..];
+        n += 1;
+    }
+    out.push_str(rest);
+    write(js_path, format!("{imports}{out}").as_bytes())
 }
 
 fn remove_matching(dir: &Path, suffix: &str) {
@@ -146,7 +199,7 @@ fn modules_js(gen_dir: &Path) -> Result<String, BuildError> {
         .map_err(|e| BuildError::Io(format!("cannot list {}: {e}", gen_dir.display())))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".wasm"))
+        .filter(|n| n.ends_with(".wasm") && !n.contains(".inline"))
         .collect();
     names.sort();
     let mut s = String::from(
