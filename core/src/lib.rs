@@ -298,7 +298,10 @@ impl<H: Host, C> std::fmt::Debug for Answer<H, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Full(r) => f.debug_tuple("Full").field(r).finish(),
-            Self::Stream(s) => f.debug_struct("Stream").field("status", &s.status).finish_non_exhaustive(),
+            Self::Stream(s) => f
+                .debug_struct("Stream")
+                .field("status", &s.status)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -383,8 +386,10 @@ impl<H: Host> Call<H> {
         };
         if chain.has_phase(Phase::Complete) {
             for e in chain.on_complete(&info).await {
-                self.host
-                    .warn(&self.request_id, &format!("policy failed in on-complete: {e}"));
+                self.host.warn(
+                    &self.request_id,
+                    &format!("policy failed in on-complete: {e}"),
+                );
             }
         }
         let u = usage.unwrap_or_default();
@@ -720,7 +725,8 @@ async fn admitted<H: Host, C: Chain>(
         headers.retain(|(n, _)| n != "x-request-id");
         headers.push(("x-request-id".into(), call.request_id.clone()));
     }
-    call.finish(chain, status, outcome, usage, model, None).await;
+    call.finish(chain, status, outcome, usage, model, None)
+        .await;
     Ok(Admitted::Full(Response {
         status,
         headers,
@@ -766,13 +772,8 @@ pub fn denial_response(denial: &Denial, request_id: &str) -> Response {
     } else {
         403
     };
-    let body = weir_llm::error::openai_error(
-        status,
-        &denial.code,
-        &denial.message,
-        None,
-        request_id,
-    );
+    let body =
+        weir_llm::error::openai_error(status, &denial.code, &denial.message, None, request_id);
     let mut resp = Response::json(status, body, request_id);
     for (n, v) in &denial.headers {
         let n = n.to_ascii_lowercase();

@@ -104,7 +104,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             writeln!(list, "    ({policy:?}, {constant}),")?;
         }
     }
-    writeln!(code, "/// Every policy component built here, by policy name.")?;
+    writeln!(
+        code,
+        "/// Every policy component built here, by policy name."
+    )?;
     writeln!(code, "pub const ALL: &[(&str, &[u8])] = &[\n{list}];")?;
     std::fs::write(
         PathBuf::from(env::var("OUT_DIR")?).join("components.rs"),

@@ -33,7 +33,10 @@ pub fn compose(slots: &[PolicyComponent]) -> Result<Vec<u8>, BuildError> {
 
     let host = graph.instantiate(host_pkg);
     let mut host_exports = Vec::new();
-    for name in HOST_EXPORTS.iter().chain(["weir:edge/control@0.1.0"].iter()) {
+    for name in HOST_EXPORTS
+        .iter()
+        .chain(["weir:edge/control@0.1.0"].iter())
+    {
         let node = graph
             .alias_instance_export(host, name)
             .map_err(|e| err(&format!("edge-host export `{name}`"), e))?;

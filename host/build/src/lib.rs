@@ -90,21 +90,21 @@ pub async fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Sum
     progress(&format!("reading {file}"));
     let text = std::fs::read_to_string(&opts.config)
         .map_err(|e| BuildError::Io(format!("cannot read the config file {file}: {e}")))?;
-    let config =
-        weir_config::GatewayConfig::from_yaml(&text).map_err(|e| BuildError::Config {
-            file: file.clone(),
-            path: e.path,
-            message: e.message,
-        })?;
+    let config = weir_config::GatewayConfig::from_yaml(&text).map_err(|e| BuildError::Config {
+        file: file.clone(),
+        path: e.path,
+        message: e.message,
+    })?;
     let base = opts.config.parent().unwrap_or(Path::new("."));
     progress("loading and validating policy components");
-    let (plan, slots) = make_plan(&config, base).await.map_err(|(path, message)| {
-        BuildError::Config {
-            file: file.clone(),
-            path,
-            message,
-        }
-    })?;
+    let (plan, slots) =
+        make_plan(&config, base)
+            .await
+            .map_err(|(path, message)| BuildError::Config {
+                file: file.clone(),
+                path,
+                message,
+            })?;
     progress(&format!(
         "composing the gateway with {} policy component(s): {}",
         slots.len(),
@@ -118,9 +118,8 @@ pub async fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Sum
     let plan_json = serde_json::to_string_pretty(&plan)
         .map_err(|e| BuildError::Io(format!("serialising the plan: {e}")))?;
 
-    std::fs::create_dir_all(&opts.out).map_err(|e| {
-        BuildError::Io(format!("cannot create {}: {e}", opts.out.display()))
-    })?;
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|e| BuildError::Io(format!("cannot create {}: {e}", opts.out.display())))?;
     write(&opts.out.join("gateway.wasm"), &component)?;
     match opts.target {
         Target::Component => write(&opts.out.join("plan.json"), plan_json.as_bytes())?,
@@ -157,5 +156,69 @@ fn list(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
         } else if let (Ok(rel), Ok(meta)) = (p.strip_prefix(root), e.metadata()) {
             out.push((rel.display().to_string(), meta.len()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    const CONFIG: &str = r#"
+providers:
+  - name: p
+    base-url: http://127.0.0.1:1/v1
+    api-key-env: P_KEY
+proxies:
+  - name: demo
+    context-path: /
+    provider: p
+    policies:
+      - policy: auth
+        config: { consumers: [ { id: a, key-sha256: "37a7217095de3b7d4e3d4a7ad5b6a2b1c5c0d2b1b2b7c8e4a2b2c3d4e5f60718" } ] }
+      - policy: token-limit
+        config: { tokens-per-minute: 100 }
+"#;
+
+    #[tokio::test]
+    async fn the_edge_runs_the_same_policy_bytes_and_builds_reproducibly() {
+        let config = weir_config::GatewayConfig::from_yaml(CONFIG).unwrap();
+        let (plan, slots) = super::make_plan(&config, std::path::Path::new("."))
+            .await
+            .unwrap();
+        assert_eq!(plan.secrets, vec!["P_KEY".to_owned()]);
+        let auth = plan.slots.iter().find(|s| s.policy == "auth").unwrap();
+        assert_eq!(
+            auth.sha256,
+            hex::encode(Sha256::digest(weir_policies::AUTH))
+        );
+        let tl = plan
+            .slots
+            .iter()
+            .find(|s| s.policy == "token-limit")
+            .unwrap();
+        assert_eq!(
+            tl.sha256,
+            hex::encode(Sha256::digest(weir_policies::TOKEN_LIMIT))
+        );
+        let a = super::compose::compose(&slots).unwrap();
+        let b = super::compose::compose(&slots).unwrap();
+        assert_eq!(a, b, "composition must be reproducible");
+        // The policy bytes are embedded unchanged in the composition.
+        let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        assert!(contains(&a, weir_policies::AUTH));
+        assert!(contains(&a, weir_policies::TOKEN_LIMIT));
+    }
+
+    #[tokio::test]
+    async fn builtin_mock_provider_is_refused_with_its_field_path() {
+        let config = weir_config::GatewayConfig::from_yaml(
+            &CONFIG.replace("http://127.0.0.1:1/v1", "builtin:mock"),
+        )
+        .unwrap();
+        let (path, message) = super::make_plan(&config, std::path::Path::new("."))
+            .await
+            .unwrap_err();
+        assert_eq!(path, "providers[0].base-url");
+        assert!(message.contains("self-hosted"), "{message}");
     }
 }

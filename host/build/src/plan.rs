@@ -95,9 +95,9 @@ pub async fn make_plan(
                 ));
             };
             if !loaded.contains_key(&r.policy) {
-                let policy = runtime.load(&r.policy, bytes).map_err(|e| {
-                    (format!("{path}.policy"), e.to_string())
-                })?;
+                let policy = runtime
+                    .load(&r.policy, bytes)
+                    .map_err(|e| (format!("{path}.policy"), e.to_string()))?;
                 loaded.insert(r.policy.clone(), policy);
             }
             let Some(policy) = loaded.get(&r.policy) else {

@@ -99,7 +99,6 @@ impl std::fmt::Debug for ChainRun {
     }
 }
 
-
 impl ChainRun {
     pub fn new(spec: Arc<ChainSpec>, state: RequestState) -> Self {
         let n = spec.slots.len();

@@ -11,9 +11,9 @@ use wasmtime::{
 
 use crate::PolicyInfo;
 use crate::bindings::{self, PolicyComponentPre};
-use weir_core::RequestState;
 use crate::error::{LoadError, PolicyFailure};
 use crate::host::{NoOutbound, OutboundHttp, SlotState, StoreData};
+use weir_core::RequestState;
 
 /// Milliseconds per epoch tick: the resolution of the CPU-time deadline.
 const TICK_MS: u64 = 1;

@@ -10,9 +10,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use weir_state::Namespaced;
 
 use crate::bindings::{http_client, kv, log, types};
-use weir_core::{MessageView, RequestState};
 use crate::engine::Runtime;
 use crate::error::PolicyFailure;
+use weir_core::{MessageView, RequestState};
 
 /// Marker stored in the resource table for the `context` handle of a call.
 #[derive(Debug)]

@@ -31,8 +31,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub use build::{BuildError, GatewayOptions};
-pub use weir_core::GatewayError;
 pub use usage::{Totals, UsageLog, UsageRecord};
+pub use weir_core::GatewayError;
 
 /// A configured gateway, ready to serve.
 #[derive(Clone, Debug)]

@@ -168,9 +168,8 @@ async fn handle_inner(
     started_ms: u64,
 ) -> Result<Response<Body>, GatewayError> {
     let path = req.uri().path().to_owned();
-    let (route, rest) =
-        weir_core::find_route(&state.routes, &path, |r| r.prefix.as_str())
-            .ok_or_else(|| weir_core::unknown_route(&path))?;
+    let (route, rest) = weir_core::find_route(&state.routes, &path, |r| r.prefix.as_str())
+        .ok_or_else(|| weir_core::unknown_route(&path))?;
     let endpoint = weir_core::endpoint(&route.info.name, rest, req.method().as_str())?;
 
     let (parts, incoming) = req.into_parts();

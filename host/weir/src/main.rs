@@ -140,7 +140,9 @@ async fn main() -> anyhow::Result<()> {
             jco,
         } => {
             let Some(config) = cli.config.clone() else {
-                anyhow::bail!("`weir build` needs a configuration file: weir --config gateway.yaml build ...");
+                anyhow::bail!(
+                    "`weir build` needs a configuration file: weir --config gateway.yaml build ..."
+                );
             };
             let opts = weir_build::Options {
                 target,
