@@ -16,8 +16,10 @@ cargo test --workspace --locked
 step "policy components: unit tests (native)"
 cargo test --locked --manifest-path components/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')"
 
-step "Cloudflare app tooling: jco, wrangler, Node 22 (npm ci from the committed lockfile)"
-(cd apps/cloudflare && npm ci --no-audit --no-fund --loglevel=error)
+step "Cloudflare app tooling: jco, wrangler, Node 22 (npm install from the committed lockfile)"
+# `npm install` with the committed lockfile (pinned versions): `npm ci` (npm 11) refuses this lockfile
+# because the registry mirror omits some optional platform packages of jco from it.
+(cd apps/cloudflare && npm install --no-audit --no-fund --loglevel=error)
 
 step "end-to-end tests with the official openai Python SDK (incl. the edge scenario on weir and on wrangler dev)"
 cargo build --locked -p weir -p weir-mock-upstream
