@@ -15,7 +15,27 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("weir-policy-noop", "NOOP"),
     ("weir-edge-host", "EDGE_HOST"),
     ("weir-edge-gateway", "EDGE_GATEWAY"),
+    ("weir-spin-http", "SPIN_HTTP"),
+    ("weir-spin-platform", "SPIN_PLATFORM"),
 ];
+
+/// The Spin world a Spin app built by `weir build --target spin` must target, from the WIT of
+/// the spin-sdk release the Spin adapters are built with: what Spin's platform world
+/// (`spin:up/platform@3.6.0`) lets a component import, plus the WASI 0.2 HTTP trigger's export
+/// (as in `spin:up/http-trigger@3.4.0`). Its imports are then merged to the highest
+/// semver-compatible versions, as the Rust toolchain's component linker does with the
+/// component's own imports (Rust's standard library imports WASI 0.2.6, spin-sdk 0.2.0; Spin's
+/// runtime links any 0.2.x).
+const SPIN_WORLD_WIT: &str = "package weir:spin-target@0.1.0;
+
+/// Spin's platform imports + the WASI 0.2 HTTP trigger export.
+world http-trigger {
+    include spin:up/platform@3.6.0;
+    export wasi:http/incoming-handler@0.2.0;
+}
+";
+const SPIN_WORLD: &str = "weir:spin-target/http-trigger@0.1.0";
+const SPIN_SDK: &str = "spin-sdk";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
@@ -34,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gateway",
         "../core",
         "../host/llm",
+        "../apps/spin",
     ] {
         println!("cargo:rerun-if-changed={}", components.join(p).display());
     }
@@ -104,6 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             writeln!(list, "    ({policy:?}, {constant}),")?;
         }
     }
+    spin_world(&cargo, &components, &mut code)?;
     writeln!(
         code,
         "/// Every policy component built here, by policy name."
@@ -113,6 +135,71 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         PathBuf::from(env::var("OUT_DIR")?).join("components.rs"),
         code,
     )?;
+    Ok(())
+}
+
+/// Encodes the Spin world (from the WIT that ships in the spin-sdk crate the Spin adapters are
+/// built with) as a binary WIT package, so `weir build --target spin` can check the app it
+/// builds against it without the spin-sdk sources.
+fn spin_world(
+    cargo: &str,
+    components: &std::path::Path,
+    code: &mut String,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let out = Command::new(cargo)
+        .current_dir(components)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .map_err(|e| format!("could not run `{cargo} metadata` in components/: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`cargo metadata` in components/ failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let manifest = meta["packages"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == SPIN_SDK))
+        .and_then(|p| p["manifest_path"].as_str())
+        .ok_or_else(|| format!("{SPIN_SDK} is not a dependency of components/ (see apps/spin)"))?;
+    let wit = PathBuf::from(manifest)
+        .parent()
+        .ok_or("spin-sdk manifest path has no parent")?
+        .join("wit");
+    let mut resolve = wit_parser::Resolve::new();
+    resolve
+        .push_path(&wit)
+        .map_err(|e| format!("reading the Spin WIT in {}: {e:#}", wit.display()))?;
+    let root = resolve
+        .push_str("weir-spin-target.wit", SPIN_WORLD_WIT)
+        .map_err(|e| format!("resolving the Spin target world: {e:#}"))?;
+    let world = resolve
+        .select_world(&[root], Some(SPIN_WORLD))
+        .map_err(|e| format!("world {SPIN_WORLD} in {}: {e:#}", wit.display()))?;
+    resolve
+        .merge_world_imports_based_on_semver(world)
+        .map_err(|e| format!("merging the Spin world's imports: {e:#}"))?;
+    let package = resolve.worlds[world]
+        .package
+        .ok_or("the Spin world has no package")?;
+    let bytes = wit_component::encode(&resolve, package)
+        .map_err(|e| format!("encoding {SPIN_WORLD}: {e:#}"))?;
+    let file = PathBuf::from(env::var("OUT_DIR")?).join("spin-world.wasm");
+    std::fs::write(&file, bytes)?;
+    writeln!(
+        code,
+        "/// The Spin world a Spin app targets, from the WIT of spin-sdk (a binary WIT package)."
+    )?;
+    writeln!(
+        code,
+        "pub const SPIN_WORLD_WIT: &[u8] = include_bytes!({:?});",
+        file.display().to_string()
+    )?;
+    writeln!(code, "/// The name of that world.")?;
+    writeln!(code, "pub const SPIN_WORLD: &str = {SPIN_WORLD:?};")?;
     Ok(())
 }
 

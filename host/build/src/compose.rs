@@ -100,3 +100,49 @@ pub fn compose(slots: &[PolicyComponent]) -> Result<Vec<u8>, BuildError> {
         .encode(EncodeOptions::default())
         .map_err(|e| err("encoding", e))
 }
+
+/// The Spin app's component: the composed gateway between the Spin adapters (apps/spin):
+/// `spin-platform` serves its `weir:edge/platform` import, `spin-http` calls its handler and is
+/// what Spin's HTTP trigger calls. Imports WASI and Spin interfaces only; exports
+/// `wasi:http/incoming-handler@0.2.0`.
+pub fn compose_spin(gateway: &[u8]) -> Result<Vec<u8>, BuildError> {
+    const PLATFORM: &str = "weir:edge/platform@0.1.0";
+    const HANDLER: &str = "weir:edge/handler@0.1.0";
+    const INCOMING: &str = "wasi:http/incoming-handler@0.2.0";
+    let mut graph = CompositionGraph::new();
+    let mut register = |name: &str, bytes: &[u8]| {
+        let pkg = Package::from_bytes(name, None, bytes.to_vec(), graph.types_mut())
+            .map_err(|e| err(&format!("reading component `{name}`"), e))?;
+        graph
+            .register_package(pkg)
+            .map_err(|e| err(&format!("registering `{name}`"), e))
+    };
+    let platform_pkg = register("weir:spin-platform", weir_policies::SPIN_PLATFORM)?;
+    let gateway_pkg = register("weir:gateway-composed", gateway)?;
+    let http_pkg = register("weir:spin-http", weir_policies::SPIN_HTTP)?;
+
+    let platform = graph.instantiate(platform_pkg);
+    let platform_export = graph
+        .alias_instance_export(platform, PLATFORM)
+        .map_err(|e| err("spin-platform export", e))?;
+    let gateway = graph.instantiate(gateway_pkg);
+    graph
+        .set_instantiation_argument(gateway, PLATFORM, platform_export)
+        .map_err(|e| err("plugging spin-platform into the gateway", e))?;
+    let handler = graph
+        .alias_instance_export(gateway, HANDLER)
+        .map_err(|e| err("gateway export", e))?;
+    let http = graph.instantiate(http_pkg);
+    graph
+        .set_instantiation_argument(http, HANDLER, handler)
+        .map_err(|e| err("plugging the gateway into spin-http", e))?;
+    let incoming = graph
+        .alias_instance_export(http, INCOMING)
+        .map_err(|e| err("spin-http export", e))?;
+    graph
+        .export(incoming, INCOMING)
+        .map_err(|e| err("exporting the HTTP handler", e))?;
+    graph
+        .encode(EncodeOptions::default())
+        .map_err(|e| err("encoding", e))
+}

@@ -18,6 +18,7 @@
 mod cloudflare;
 mod compose;
 mod plan;
+mod spin;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,8 @@ pub use plan::{PolicyComponent, make_plan};
 pub enum Target {
     /// A Cloudflare Worker (jco-transpiled component, Workers KV, a Durable Object for counters).
     Cloudflare,
+    /// A Spin app (one WASI 0.2 component for Spin's HTTP trigger, Spin key-value, variables).
+    Spin,
     /// Only the composed component and the plan (for any runtime that hosts components).
     Component,
 }
@@ -37,9 +40,10 @@ impl std::str::FromStr for Target {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "cloudflare" => Ok(Self::Cloudflare),
+            "spin" => Ok(Self::Spin),
             "component" => Ok(Self::Component),
             other => Err(format!(
-                "unknown target `{other}`: use `cloudflare` or `component`"
+                "unknown target `{other}`: use `cloudflare`, `spin` or `component`"
             )),
         }
     }
@@ -51,7 +55,7 @@ pub struct Options {
     pub target: Target,
     pub config: PathBuf,
     pub out: PathBuf,
-    /// The Worker's name (Cloudflare).
+    /// The Worker's (Cloudflare) or application's (Spin) name.
     pub name: String,
     /// Node.js binary to run jco with (Cloudflare).
     pub node: Option<PathBuf>,
@@ -120,11 +124,19 @@ pub async fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Sum
 
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| BuildError::Io(format!("cannot create {}: {e}", opts.out.display())))?;
-    write(&opts.out.join("gateway.wasm"), &component)?;
-    match opts.target {
-        Target::Component => write(&opts.out.join("plan.json"), plan_json.as_bytes())?,
-        Target::Cloudflare => cloudflare::write_app(opts, &plan_json, progress)?,
-    }
+    let component = match opts.target {
+        Target::Component => {
+            write(&opts.out.join("gateway.wasm"), &component)?;
+            write(&opts.out.join("plan.json"), plan_json.as_bytes())?;
+            component
+        }
+        Target::Cloudflare => {
+            write(&opts.out.join("gateway.wasm"), &component)?;
+            cloudflare::write_app(opts, &plan_json, progress)?;
+            component
+        }
+        Target::Spin => spin::write_app(opts, &config, &plan, &plan_json, &component, progress)?,
+    };
     let mut files = Vec::new();
     list(&opts.out, &opts.out, &mut files);
     files.sort();
@@ -207,6 +219,59 @@ proxies:
         let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
         assert!(contains(&a, weir_policies::AUTH));
         assert!(contains(&a, weir_policies::TOKEN_LIMIT));
+    }
+
+    #[tokio::test]
+    async fn the_spin_app_targets_the_spin_world_with_the_same_policy_bytes() {
+        let dir = std::env::temp_dir().join(format!("weir-build-spin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("gateway.yaml");
+        std::fs::write(&config, CONFIG).unwrap();
+        let opts = |out: &str| super::Options {
+            target: super::Target::Spin,
+            config: config.clone(),
+            out: dir.join(out),
+            name: "weir-test".into(),
+            node: None,
+            jco: None,
+        };
+        let mut progress = |_: &str| {};
+        super::build(&opts("a"), &mut progress).await.unwrap();
+        super::build(&opts("b"), &mut progress).await.unwrap();
+        let app = std::fs::read(dir.join("a/weir.wasm")).unwrap();
+        assert_eq!(app, std::fs::read(dir.join("b/weir.wasm")).unwrap(), "reproducible");
+        let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        assert!(contains(&app, weir_policies::AUTH));
+        assert!(contains(&app, weir_policies::TOKEN_LIMIT));
+        // It targets the Spin world, and the check can fail: the Cloudflare composition (which
+        // imports weir:edge/platform) and the HTTP adapter alone do not.
+        super::spin::validate(&app).unwrap();
+        let config_parsed = weir_config::GatewayConfig::from_yaml(CONFIG).unwrap();
+        let (_, slots) = super::make_plan(&config_parsed, &dir).await.unwrap();
+        let bare = super::compose::compose(&slots).unwrap();
+        let e = super::spin::validate(&bare).unwrap_err().to_string();
+        assert!(e.contains("weir:edge/platform"), "{e}");
+        assert!(super::spin::validate(weir_policies::SPIN_HTTP).is_err());
+
+        let manifest: toml::Table =
+            toml::from_str(&std::fs::read_to_string(dir.join("a/spin.toml")).unwrap()).unwrap();
+        let vars = manifest["variables"].as_table().unwrap();
+        assert_eq!(vars["p_key"]["secret"].as_bool(), Some(true));
+        let plan = vars["weir_plan"]["default"].as_str().unwrap();
+        let plan = weir_core::plan::Plan::parse(plan).unwrap();
+        assert_eq!(plan.secrets, ["P_KEY"]);
+        let component = manifest["component"]["weir"].as_table().unwrap();
+        assert_eq!(component["source"].as_str(), Some("weir.wasm"));
+        assert_eq!(
+            component["allowed_outbound_hosts"].as_array().unwrap()[0].as_str(),
+            Some("http://127.0.0.1:1")
+        );
+        assert_eq!(
+            component["variables"]["p_key"].as_str(),
+            Some("{{ p_key }}")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

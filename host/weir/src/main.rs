@@ -50,13 +50,14 @@ enum Command {
     ConfigSchema,
     /// Build an edge app from a configuration: the gateway composed with its policy components.
     Build {
-        /// `cloudflare` (a Worker for wrangler) or `component` (composed component + plan).
+        /// `cloudflare` (a Worker for wrangler), `spin` (a Spin app) or `component` (composed
+        /// component + plan).
         #[arg(long)]
         target: weir_build::Target,
         /// Output directory (created; files in it are overwritten).
         #[arg(short, long)]
         out: PathBuf,
-        /// Worker name (cloudflare).
+        /// Worker (cloudflare) or application (spin) name.
         #[arg(long, default_value = "weir-gateway")]
         name: String,
         /// Node.js to run jco with (default: apps/cloudflare/node_modules' Node 22, else `node`).
