@@ -21,6 +21,6 @@ step "Cloudflare app tooling: jco, wrangler, Node 22 (npm install from the commi
 # because the registry mirror omits some optional platform packages of jco from it.
 (cd apps/cloudflare && npm install --no-audit --no-fund --loglevel=error)
 
-step "end-to-end tests with the official openai Python SDK (incl. the edge scenario on weir and on wrangler dev)"
-cargo build --locked -p weir -p weir-mock-upstream
+step "end-to-end tests with the official openai Python SDK (incl. the edge scenario on weir, wrangler dev and the Spin app)"
+cargo build --locked -p weir -p weir-mock-upstream -p weir-spin-host
 bash tests/python/run.sh

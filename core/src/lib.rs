@@ -280,7 +280,10 @@ impl Response {
 
 /// The start of a streamed answer: send `status` and `headers`, then drive `session` with the
 /// bytes of `body` as they arrive.
-#[allow(missing_debug_implementations)]
+#[allow(
+    missing_debug_implementations,
+    reason = "holds the host's body and session, which need not be Debug"
+)]
 pub struct StreamStart<H: Host, C> {
     pub status: u16,
     pub headers: Headers,
@@ -289,6 +292,10 @@ pub struct StreamStart<H: Host, C> {
 }
 
 /// What the loop answers.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per request, moved once; boxing would add an allocation per answer"
+)]
 pub enum Answer<H: Host, C> {
     Full(Response),
     Stream(StreamStart<H, C>),
@@ -418,7 +425,6 @@ impl<H: Host> Call<H> {
 ///
 /// `make_chain` creates the request's policy chain from its initial state. `started_ms` is
 /// [`Host::monotonic_ms`] when the request arrived.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve<H: Host, C: Chain>(
     host: H,
     route: &RouteInfo,
@@ -495,7 +501,10 @@ pub async fn serve<H: Host, C: Chain>(
     }
 }
 
-#[allow(missing_debug_implementations)]
+#[allow(
+    missing_debug_implementations,
+    reason = "holds the host's body, which need not be Debug"
+)]
 enum Admitted<H: Host> {
     Full(Response),
     Stream {

@@ -25,7 +25,10 @@ pub enum StreamEnd {
 }
 
 /// One streamed answer in flight.
-#[allow(missing_debug_implementations)]
+#[allow(
+    missing_debug_implementations,
+    reason = "holds the host and the chain, which need not be Debug"
+)]
 pub struct StreamSession<H: Host, C> {
     call: Call<H>,
     chain: C,

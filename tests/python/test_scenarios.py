@@ -6,7 +6,7 @@ needing a capability the target lacks is skipped with the reason; after a failed
 rest of that scenario on that target is skipped. The Cloudflare target is skipped only when
 apps/cloudflare/node_modules is missing; a failing `weir build` fails it.
 
-    bash tests/python/run.sh -k scenario            # both targets
+    bash tests/python/run.sh -k scenario            # every target
     bash tests/python/run.sh -k 'scenario and weir' # the self-hosted binary only
 """
 

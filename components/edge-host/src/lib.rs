@@ -22,7 +22,9 @@ mod bindings {
 }
 
 use bindings::exports::weir::edge::control::{self, RequestInfo, Slot};
-use bindings::exports::weir::policy::http_client::{self, HttpError, IncomingResponse, OutgoingRequest};
+use bindings::exports::weir::policy::http_client::{
+    self, HttpError, IncomingResponse, OutgoingRequest,
+};
 use bindings::exports::weir::policy::kv::{self, KvError};
 use bindings::exports::weir::policy::log::{self, Level};
 use bindings::exports::weir::policy::types::{

@@ -164,7 +164,9 @@ impl EdgeChain {
 
     fn order(&self, reverse: bool) -> Vec<usize> {
         let n = self.policies.len();
-        (0..n).map(|k| if reverse { n - 1 - k } else { k }).collect()
+        (0..n)
+            .map(|k| if reverse { n - 1 - k } else { k })
+            .collect()
     }
 
     fn message_phase(&mut self, phase: Phase, mut message: MessageView) -> Decision {

@@ -5,12 +5,13 @@
 //!    as the self-hosted gateway), and reads the phases each component declares.
 //! 2. Writes the gateway plan (`weir_core::plan::Plan`): routes, chains, providers; secrets are
 //!    named, never included.
-//! 3. Composes one component (wac-graph, in process): the `gateway` component (weir-core's loop)
-//!    + the `edge-host` component + one instance per policy component in the slots, a no-op
-//!    policy in unused slots. The result imports only `weir:edge/platform` and WASI and exports
+//! 3. Composes one component (wac-graph, in process): the `gateway` component (weir-core's loop),
+//!    the `edge-host` component, and one instance per policy component in the slots (a no-op
+//!    policy in unused slots). The result imports only `weir:edge/platform` and WASI and exports
 //!    `weir:edge/handler`. The policy component bytes are used as they are (their sha256 is in
 //!    the plan, so a test can compare them with what the self-hosted host runs).
-//! 4. Writes the app for the target (see [`Target`]).
+//! 4. Writes the app for the target (see [`Target`]). For Spin, the composition is wrapped once
+//!    more between the two Spin adapters (apps/spin) and checked against the Spin world.
 //!
 //! The output is a function of the inputs only (no timestamps, sorted listings), so two builds
 //! of the same config give identical files.
@@ -240,7 +241,11 @@ proxies:
         super::build(&opts("a"), &mut progress).await.unwrap();
         super::build(&opts("b"), &mut progress).await.unwrap();
         let app = std::fs::read(dir.join("a/weir.wasm")).unwrap();
-        assert_eq!(app, std::fs::read(dir.join("b/weir.wasm")).unwrap(), "reproducible");
+        assert_eq!(
+            app,
+            std::fs::read(dir.join("b/weir.wasm")).unwrap(),
+            "reproducible"
+        );
         let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
         assert!(contains(&app, weir_policies::AUTH));
         assert!(contains(&app, weir_policies::TOKEN_LIMIT));

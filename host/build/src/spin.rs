@@ -98,7 +98,9 @@ fn toml_string(s: &str) -> String {
 fn toml_plan(json: &str) -> String {
     let literal_ok = !json.contains("'''")
         && !json.ends_with('\'')
-        && !json.chars().any(|c| c.is_control() && c != '\n' && c != '\t');
+        && !json
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t');
     if literal_ok {
         format!("'''\n{json}'''")
     } else {
@@ -180,7 +182,10 @@ mod tests {
 
     #[test]
     fn secrets_become_spin_variable_names() {
-        assert_eq!(variable_for("MOCK_UPSTREAM_KEY").unwrap(), "mock_upstream_key");
+        assert_eq!(
+            variable_for("MOCK_UPSTREAM_KEY").unwrap(),
+            "mock_upstream_key"
+        );
         for bad in ["1KEY", "A__B", "A-B", "KEY_", "WEIR_PLAN", ""] {
             assert!(variable_for(bad).is_err(), "{bad}");
         }

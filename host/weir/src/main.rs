@@ -153,19 +153,24 @@ async fn main() -> anyhow::Result<()> {
                 node,
                 jco,
             };
+            #[expect(
+                clippy::print_stderr,
+                reason = "build progress and the summary go to stderr"
+            )]
+            let report = |line: &str| eprintln!("{line}");
             let started = std::time::Instant::now();
             let mut progress = |m: &str| {
-                eprintln!("[{:>5.1}s] {m}", started.elapsed().as_secs_f64());
+                report(&format!("[{:>5.1}s] {m}", started.elapsed().as_secs_f64()));
             };
             let summary = weir_build::build(&opts, &mut progress).await?;
             for (file, size) in &summary.files {
-                eprintln!("  {size:>9}  {file}");
+                report(&format!("  {size:>9}  {file}"));
             }
-            eprintln!(
+            report(&format!(
                 "built {} in {:.1}s",
                 opts.out.display(),
                 started.elapsed().as_secs_f64()
-            );
+            ));
             Ok(())
         }
         Command::Check => {

@@ -31,7 +31,12 @@ use bindings::weir::edge::handler;
 const PLAN_VARIABLE: &str = "weir_plan";
 
 /// Headers the runtime derives from the body; a copy from the gateway could contradict it.
-const RUNTIME_HEADERS: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive"];
+const RUNTIME_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
 
 /// The part of the plan this adapter needs (the gateway parses and checks the whole plan).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -48,7 +53,10 @@ fn variable_name(secret: &str) -> String {
     secret.to_ascii_lowercase()
 }
 
-#[allow(unsafe_code, reason = "spin-sdk's `#[http_component]` expands to the generated export")]
+#[allow(
+    unsafe_code,
+    reason = "spin-sdk's `#[http_component]` expands to the generated export"
+)]
 mod entry {
     use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
@@ -105,13 +113,21 @@ async fn serve(request: IncomingRequest) -> handler::Response {
         .headers()
         .entries()
         .into_iter()
-        .map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.to_ascii_lowercase(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
         .collect();
     let body = match read_body(request, head.max_body_bytes.saturating_add(1)).await {
         Ok(body) => body,
         Err(message) => {
             eprintln!("weir: reading the request body failed: {message}");
-            return internal_error("edge_body_unreadable", "The request body could not be read.");
+            return internal_error(
+                "edge_body_unreadable",
+                "The request body could not be read.",
+            );
         }
     };
     handler::handle(
@@ -158,7 +174,10 @@ fn internal_error(code: &str, message: &str) -> handler::Response {
 mod tests {
     #[test]
     fn secrets_map_to_lower_case_spin_variables() {
-        assert_eq!(super::variable_name("MOCK_UPSTREAM_KEY"), "mock_upstream_key");
+        assert_eq!(
+            super::variable_name("MOCK_UPSTREAM_KEY"),
+            "mock_upstream_key"
+        );
     }
 
     #[test]

@@ -26,7 +26,9 @@ mod bindings {
     });
 }
 
-use bindings::exports::weir::edge::platform::{self, HttpError, HttpRequest, HttpResponse, KvError};
+use bindings::exports::weir::edge::platform::{
+    self, HttpError, HttpRequest, HttpResponse, KvError,
+};
 
 /// The Spin key-value store the gateway uses (`key_value_stores = ["default"]` in spin.toml).
 const STORE: &str = "default";
@@ -64,10 +66,12 @@ thread_local! {
 }
 
 fn with_bucket<T>(f: impl FnOnce(&store::Bucket) -> Result<T, KvError>) -> Result<T, KvError> {
-    BUCKET.with(|b| match b.get_or_init(|| store::open(STORE).map_err(kv_error)) {
-        Ok(bucket) => f(bucket),
-        Err(e) => Err(e.clone()),
-    })
+    BUCKET.with(
+        |b| match b.get_or_init(|| store::open(STORE).map_err(kv_error)) {
+            Ok(bucket) => f(bucket),
+            Err(e) => Err(e.clone()),
+        },
+    )
 }
 
 /// One compare-and-swap increment attempt sequence on `key`.
