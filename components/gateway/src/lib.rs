@@ -135,7 +135,6 @@ struct EdgeChain {
     ctx: wit::Context,
     /// (slot, phases) per chain position; `control.enter(position)` selects its config.
     policies: Vec<(u32, Vec<Phase>)>,
-    failed: Vec<bool>,
 }
 
 fn to_wit_phase_outcome(o: weir_core::Outcome) -> wit::Outcome {
@@ -159,7 +158,7 @@ fn denial(d: wit::Denial) -> weir_core::Denial {
 
 impl EdgeChain {
     fn wants(&self, i: usize, phase: Phase) -> bool {
-        !self.failed[i] && self.policies[i].1.contains(&phase)
+        self.policies[i].1.contains(&phase)
     }
 
     fn order(&self, reverse: bool) -> Vec<usize> {
@@ -332,11 +331,9 @@ fn make_chain(route: &PlanRoute, plan: &Plan, initial: RequestState) -> EdgeChai
         }),
         received_at_ms: initial.received_at_ms,
     };
-    let failed = vec![false; policies.len()];
     EdgeChain {
         ctx: control::begin(&info, &slots),
         policies,
-        failed,
     }
 }
 

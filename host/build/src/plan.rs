@@ -104,26 +104,7 @@ pub async fn make_plan(
                 continue;
             };
             let config_json = r.config.to_string();
-            match policy.validate_config(&config_json).await {
-                Ok(Ok(())) => {}
-                Ok(Err((field, message))) => {
-                    let p = if field.is_empty() {
-                        format!("{path}.config")
-                    } else {
-                        format!("{path}.config.{field}")
-                    };
-                    return Err((p, message));
-                }
-                Err(failure) => {
-                    return Err((
-                        format!("{path}.policy"),
-                        format!(
-                            "policy `{}` failed to validate its configuration: {failure}",
-                            r.policy
-                        ),
-                    ));
-                }
-            }
+            policy.validate_entry(&path, &config_json).await?;
             let slot = match slots.iter().position(|s| s.name == r.policy) {
                 Some(s) => s,
                 None => {

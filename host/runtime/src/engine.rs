@@ -284,6 +284,30 @@ impl Policy {
         Ok(result.map_err(|e| (e.path, e.message)))
     }
 
+    /// Validates the configuration of the policy entry at `entry` (a config field path such as
+    /// `proxies[0].policies[1]`); the error is the field path at fault (`….config.<field>`, or
+    /// `….policy` when the component itself failed) and the policy's message.
+    pub async fn validate_entry(
+        &self,
+        entry: &str,
+        config_json: &str,
+    ) -> Result<(), (String, String)> {
+        match self.validate_config(config_json).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((field, message))) if field.is_empty() => {
+                Err((format!("{entry}.config"), message))
+            }
+            Ok(Err((field, message))) => Err((format!("{entry}.config.{field}"), message)),
+            Err(failure) => Err((
+                format!("{entry}.policy"),
+                format!(
+                    "policy `{}` failed to validate its configuration: {failure}",
+                    self.name
+                ),
+            )),
+        }
+    }
+
     fn describe_blocking(&self) -> Result<PolicyInfo, PolicyFailure> {
         futures::executor::block_on(async {
             let (mut store, instance) = self.detached_instance().await?;

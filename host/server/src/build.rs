@@ -148,26 +148,10 @@ impl State {
                             message: format!("unknown policy `{}`", r.policy),
                         })?;
                 let config_json = r.config.to_string();
-                match policy.validate_config(&config_json).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err((field, message))) => {
-                        let path = if field.is_empty() {
-                            format!("{path}.config")
-                        } else {
-                            format!("{path}.config.{field}")
-                        };
-                        return Err(BuildError::Config { path, message });
-                    }
-                    Err(failure) => {
-                        return Err(BuildError::Config {
-                            path: format!("{path}.policy"),
-                            message: format!(
-                                "policy `{}` failed to validate its configuration: {failure}",
-                                r.policy
-                            ),
-                        });
-                    }
-                }
+                policy
+                    .validate_entry(&path, &config_json)
+                    .await
+                    .map_err(|(path, message)| BuildError::Config { path, message })?;
                 let instance = format!("{}#{k}", r.policy);
                 let qualified = format!("{}/{instance}", proxy.name);
                 slots.push(SlotSpec {
