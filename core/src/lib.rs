@@ -50,6 +50,18 @@ impl Endpoint {
         }
     }
 
+    /// The endpoint of a name as configuration uses them (`chat/completions`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::ChatCompletions,
+            Self::Completions,
+            Self::Embeddings,
+            Self::Models,
+        ]
+        .into_iter()
+        .find(|e| e.upstream_path() == name)
+    }
+
     /// Path below the provider's base URL.
     pub fn upstream_path(self) -> &'static str {
         match self {
@@ -116,6 +128,8 @@ pub struct RouteInfo {
     pub name: String,
     pub provider: Arc<Provider>,
     pub limits: Limits,
+    /// The endpoints the route exposes (its provider's access control); all when `None`.
+    pub exposed: Option<Vec<Endpoint>>,
 }
 
 /// Finds the route whose context path prefixes `path` (routes sorted longest prefix first);

@@ -52,6 +52,9 @@ pub struct PlanProvider {
     /// The secret holding the API key, if the provider needs one.
     pub api_key_secret: Option<String>,
     pub timeout_ms: u64,
+    /// The endpoints exposed (names as in the configuration); all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,22 @@ pub async fn serve<H: Host, C: Chain>(
     started_ms: u64,
     make_chain: impl FnOnce(RequestState) -> C,
 ) -> Answer<H, C> {
+    if route
+        .exposed
+        .as_ref()
+        .is_some_and(|e| !e.contains(&endpoint))
+    {
+        let err = GatewayError::client(
+            404,
+            "endpoint_not_exposed",
+            format!(
+                "Proxy `{}` does not expose `{}`.",
+                route.name,
+                endpoint.upstream_path()
+            ),
+        );
+        return Answer::Full(Response::error(&err, &request_id));
+    }
     if request.body.len() > route.limits.max_body_bytes {
         return Answer::Full(Response::error(
             &too_large(route.limits.max_body_bytes),

@@ -393,6 +393,12 @@ fn serve(plan: &Plan, secrets: &[(String, String)], request: Request) -> Respons
             max_body_bytes: plan.max_body_bytes,
             max_response_bytes: plan.max_response_bytes,
         },
+        exposed: p.expose.as_ref().map(|names| {
+            names
+                .iter()
+                .filter_map(|n| weir_core::Endpoint::from_name(n))
+                .collect()
+        }),
     };
     let client = ClientRequest {
         method: request.method,

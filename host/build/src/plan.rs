@@ -74,20 +74,16 @@ pub async fn make_plan(
         {
             secrets.push(var.clone());
         }
-        let chain = provider
-            .policies
-            .iter()
-            .enumerate()
-            .map(|(j, r)| (format!("providers[{pi}].policies[{j}]"), r))
-            .chain(
-                proxy
-                    .policies
-                    .iter()
-                    .enumerate()
-                    .map(|(j, r)| (format!("proxies[{i}].policies[{j}]"), r)),
-            );
+        if provider.api_key.is_some() {
+            return Err((
+                format!("providers[{pi}].api-key"),
+                "an edge app reads provider keys from the platform's secrets: use api-key-env"
+                    .into(),
+            ));
+        }
+        let chain = config.chain(i);
         let mut policies = Vec::new();
-        for (k, (path, r)) in chain.enumerate() {
+        for (k, (path, r)) in chain.iter().enumerate() {
             let Some(bytes) = available.get(&r.policy) else {
                 return Err((
                     format!("{path}.policy"),
@@ -104,7 +100,7 @@ pub async fn make_plan(
                 continue;
             };
             let config_json = r.config.to_string();
-            policy.validate_entry(&path, &config_json).await?;
+            policy.validate_entry(path, &config_json).await?;
             let slot = match slots.iter().position(|s| s.name == r.policy) {
                 Some(s) => s,
                 None => {
@@ -147,6 +143,7 @@ pub async fn make_plan(
                 base_url: provider.base_url.trim_end_matches('/').to_owned(),
                 api_key_secret: provider.api_key_env.clone(),
                 timeout_ms: provider.timeout_ms,
+                expose: provider.expose.clone(),
             },
             policies,
         });

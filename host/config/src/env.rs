@@ -10,3 +10,7 @@ pub const DATA_DIR: &str = "WEIR_DATA_DIR";
 pub const LOG: &str = "WEIR_LOG";
 /// Log format: `text` (default) or `json`.
 pub const LOG_FORMAT: &str = "WEIR_LOG_FORMAT";
+/// An admin bearer token for the controller API.
+pub const ADMIN_TOKEN: &str = "WEIR_ADMIN_TOKEN";
+/// `true`: production mode (same as `--production`): the controller needs real credentials.
+pub const PRODUCTION: &str = "WEIR_PRODUCTION";

@@ -12,10 +12,12 @@
 
 pub mod env;
 mod model;
+mod resources;
 mod validate;
 
 pub use model::*;
-pub use validate::BUILTIN_POLICIES;
+pub use resources::*;
+pub use validate::{BUILTIN_POLICIES, EXPOSABLE};
 
 /// The embedded default configuration (offline demo route to the bundled mock, plus an OpenAI
 /// route used when `OPENAI_API_KEY` is set).
@@ -62,6 +64,50 @@ impl GatewayConfig {
         })?;
         validate::validate(&config)?;
         Ok(config)
+    }
+
+    /// Checks a document built in memory (e.g. by the controller) as `from_yaml` checks a file.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::validate(self)
+    }
+
+    /// The policy chain of proxy `i` as it runs, each entry with its field path: the provider's
+    /// policies, then an `auth` policy holding the proxy's API keys (when it has any; path
+    /// `proxies[i].api-keys`), then the proxy's own policies.
+    pub fn chain(&self, i: usize) -> Vec<(String, PolicyRef)> {
+        let Some(proxy) = self.proxies.get(i) else {
+            return Vec::new();
+        };
+        let mut chain = Vec::new();
+        if let Some((pi, provider)) = self
+            .providers
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name == proxy.provider)
+        {
+            for (j, r) in provider.policies.iter().enumerate() {
+                chain.push((format!("providers[{pi}].policies[{j}]"), r.clone()));
+            }
+        }
+        if !proxy.api_keys.is_empty() {
+            let consumers: Vec<serde_json::Value> = proxy
+                .api_keys
+                .iter()
+                .map(|k| serde_json::json!({ "id": k.consumer, "key-sha256": k.key_sha256 }))
+                .collect();
+            chain.push((
+                format!("proxies[{i}].api-keys"),
+                PolicyRef {
+                    policy: "auth".into(),
+                    config: serde_json::json!({ "consumers": consumers }),
+                    allow_hosts: Vec::new(),
+                },
+            ));
+        }
+        for (j, r) in proxy.policies.iter().enumerate() {
+            chain.push((format!("proxies[{i}].policies[{j}]"), r.clone()));
+        }
+        chain
     }
 
     /// The provider a proxy uses (validated to exist).

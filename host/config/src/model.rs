@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The whole gateway configuration.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GatewayConfig {
     /// Data-plane listen address.
@@ -21,11 +21,23 @@ pub struct GatewayConfig {
     pub runtime: RuntimeSettings,
     #[serde(default)]
     pub kv: KvSettings,
+    /// The Gateway-Controller REST API (listen address, admin credentials).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub controller: crate::ControllerSettings,
     /// Custom policy components (in addition to the built-in ones).
     #[serde(default)]
     pub policies: Vec<PolicySource>,
+    /// Custom provider templates (in addition to the built-in ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub llm_provider_templates: Vec<crate::ProviderTemplate>,
     pub providers: Vec<Provider>,
     pub proxies: Vec<Proxy>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_proxies: Vec<crate::McpProxy>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn default_listen() -> String {
@@ -33,7 +45,7 @@ fn default_listen() -> String {
 }
 
 /// Protections of the data plane against oversized input.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Limits {
     /// Largest request body accepted (413 above).
@@ -58,7 +70,7 @@ impl Default for Limits {
 }
 
 /// Limits on every policy call.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RuntimeSettings {
     /// Time a single policy call may take before it is stopped (wall time, 1 ms resolution).
@@ -80,7 +92,7 @@ impl Default for RuntimeSettings {
 }
 
 /// The key-value backend for policy state.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KvSettings {
     /// Bound on the number of entries of the in-memory store.
@@ -96,7 +108,7 @@ impl Default for KvSettings {
 }
 
 /// A policy component loaded from a file.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicySource {
     /// The name proxies use to refer to it.
@@ -115,18 +127,29 @@ pub enum ProviderKind {
 }
 
 /// An upstream LLM provider.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Provider {
     pub name: String,
     #[serde(default)]
     pub kind: ProviderKind,
+    /// The provider template (`openai` when absent): where usage and models are found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     /// Base URL including the version path, e.g. `https://api.openai.com/v1`, or `builtin:mock`
     /// for the mock provider bundled with weir (offline demos).
     pub base_url: String,
     /// Environment variable holding the provider's API key (never put keys in the file).
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// The API key itself, as the controller API receives it: kept in the controller's store,
+    /// never written out (always `***`). Files should use `api-key-env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<crate::SecretValue>,
+    /// The endpoints proxies of this provider expose (`chat/completions`, `completions`,
+    /// `embeddings`, `models`); all when absent. Others answer 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Vec<String>>,
     /// Time allowed for the upstream to start answering.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -140,7 +163,7 @@ fn default_timeout_ms() -> u64 {
 }
 
 /// An application-facing endpoint.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Proxy {
     pub name: String,
@@ -151,10 +174,14 @@ pub struct Proxy {
     /// Policies of this proxy, run after the provider's.
     #[serde(default)]
     pub policies: Vec<PolicyRef>,
+    /// API keys issued for this proxy through the controller (hashes only). When there is one,
+    /// the proxy authenticates with them: an `auth` policy with these consumers runs first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<crate::ApiKey>,
 }
 
 /// One policy in a chain.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicyRef {
     /// A built-in policy (`auth`, `token-limit`) or a name from `policies`.

@@ -39,6 +39,26 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
             )
         })?;
     }
+    if let Some(listen) = &c.controller.listen {
+        listen.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::at(
+                "controller.listen",
+                format!("`{listen}` is not an address like 127.0.0.1:9090: {e}"),
+            )
+        })?;
+    }
+    for (i, u) in c.controller.users.iter().enumerate() {
+        check_sha256(
+            format!("controller.users[{i}].password-sha256"),
+            &u.password_sha256,
+        )?;
+    }
+    for (i, t) in c.controller.tokens.iter().enumerate() {
+        check_sha256(
+            format!("controller.tokens[{i}].token-sha256"),
+            &t.token_sha256,
+        )?;
+    }
     if c.limits.max_body_bytes == 0 {
         return Err(ConfigError::at(
             "limits.max-body-bytes",
@@ -73,6 +93,23 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
         }
     }
 
+    let mut templates: HashSet<String> = crate::builtin_templates()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    for (i, t) in c.llm_provider_templates.iter().enumerate() {
+        check_name(format!("llm-provider-templates[{i}].name"), &t.name)?;
+        if !templates.insert(t.name.clone()) {
+            return Err(ConfigError::at(
+                format!("llm-provider-templates[{i}].name"),
+                format!(
+                    "`{}` is already a template (built-in or earlier in the list)",
+                    t.name
+                ),
+            ));
+        }
+    }
+
     let mut providers = HashSet::new();
     for (i, p) in c.providers.iter().enumerate() {
         check_name(format!("providers[{i}].name"), &p.name)?;
@@ -82,9 +119,7 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
                 format!("duplicate provider `{}`", p.name),
             ));
         }
-        let url_ok = p.base_url == "builtin:mock"
-            || ((p.base_url.starts_with("http://") || p.base_url.starts_with("https://"))
-                && p.base_url.parse::<http_uri::Uri>().is_ok());
+        let url_ok = p.base_url == "builtin:mock" || is_http_url(&p.base_url);
         if !url_ok {
             return Err(ConfigError::at(
                 format!("providers[{i}].base-url"),
@@ -98,6 +133,39 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
                 format!("providers[{i}].api-key-env"),
                 "must be the NAME of an environment variable (letters, digits, `_`), not the key itself",
             ));
+        }
+        if let Some(t) = &p.template
+            && !templates.contains(t)
+        {
+            let mut known: Vec<&str> = templates.iter().map(String::as_str).collect();
+            known.sort_unstable();
+            return Err(ConfigError::at(
+                format!("providers[{i}].template"),
+                format!("unknown template `{t}` (known: {})", known.join(", ")),
+            ));
+        }
+        if let Some(key) = &p.api_key {
+            let path = format!("providers[{i}].api-key");
+            if p.api_key_env.is_some() {
+                return Err(ConfigError::at(
+                    path,
+                    "give `api-key` or `api-key-env`, not both",
+                ));
+            }
+            if key.expose().is_empty() || key.is_redacted() {
+                return Err(ConfigError::at(
+                    path,
+                    "must be the key itself (`***` stands for a key the controller already stores)",
+                ));
+            }
+        }
+        for (k, e) in p.expose.iter().flatten().enumerate() {
+            if !EXPOSABLE.contains(&e.as_str()) {
+                return Err(ConfigError::at(
+                    format!("providers[{i}].expose[{k}]"),
+                    format!("unknown endpoint `{e}` (one of: {})", EXPOSABLE.join(", ")),
+                ));
+            }
         }
         check_chain(
             &format!("providers[{i}].policies"),
@@ -117,20 +185,7 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
             ));
         }
         let cp = p.context_path.as_str();
-        let cp_ok = cp.starts_with('/')
-            && (cp == "/" || !cp.ends_with('/'))
-            && cp
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
-            && !cp.contains("//");
-        if !cp_ok {
-            return Err(ConfigError::at(
-                format!("proxies[{i}].context-path"),
-                format!(
-                    "`{cp}` must start with `/`, not end with `/`, and use only letters, digits and -_.~"
-                ),
-            ));
-        }
+        check_context_path(format!("proxies[{i}].context-path"), cp)?;
         if !paths.insert(cp) {
             return Err(ConfigError::at(
                 format!("proxies[{i}].context-path"),
@@ -154,8 +209,101 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
             &p.policies,
             &policy_names,
         )?;
+        let mut ids = HashSet::new();
+        for (k, key) in p.api_keys.iter().enumerate() {
+            check_name(format!("proxies[{i}].api-keys[{k}].id"), &key.id)?;
+            if !ids.insert(key.id.as_str()) {
+                return Err(ConfigError::at(
+                    format!("proxies[{i}].api-keys[{k}].id"),
+                    format!("duplicate key id `{}`", key.id),
+                ));
+            }
+            check_name(
+                format!("proxies[{i}].api-keys[{k}].consumer"),
+                &key.consumer,
+            )?;
+            check_sha256(
+                format!("proxies[{i}].api-keys[{k}].key-sha256"),
+                &key.key_sha256,
+            )?;
+        }
+    }
+
+    for (i, m) in c.mcp_proxies.iter().enumerate() {
+        check_name(format!("mcp-proxies[{i}].name"), &m.name)?;
+        if !names.insert(m.name.as_str()) {
+            return Err(ConfigError::at(
+                format!("mcp-proxies[{i}].name"),
+                format!("`{}` is already the name of a proxy", m.name),
+            ));
+        }
+        check_context_path(format!("mcp-proxies[{i}].context-path"), &m.context_path)?;
+        if !paths.insert(m.context_path.as_str()) {
+            return Err(ConfigError::at(
+                format!("mcp-proxies[{i}].context-path"),
+                format!("`{}` is already used by another proxy", m.context_path),
+            ));
+        }
+        let urls: Vec<(&str, &str)> = match &m.upstream {
+            crate::McpUpstream::Server { url } => vec![("upstream.server.url", url)],
+            crate::McpUpstream::Openapi { spec_url, base_url } => vec![
+                ("upstream.openapi.spec-url", spec_url),
+                ("upstream.openapi.base-url", base_url),
+            ],
+        };
+        for (field, url) in urls {
+            if !is_http_url(url) {
+                return Err(ConfigError::at(
+                    format!("mcp-proxies[{i}].{field}"),
+                    format!("`{url}` is not an http(s) URL"),
+                ));
+            }
+        }
+        check_chain(
+            &format!("mcp-proxies[{i}].policies"),
+            &m.policies,
+            &policy_names,
+        )?;
     }
     Ok(())
+}
+
+/// The endpoint names a provider can expose.
+pub const EXPOSABLE: &[&str] = &["chat/completions", "completions", "embeddings", "models"];
+
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && url.parse::<http_uri::Uri>().is_ok()
+}
+
+fn check_sha256(path: String, hex: &str) -> Result<(), ConfigError> {
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(ConfigError::at(
+            path,
+            "must be a SHA-256 in hex (64 characters; `weir hash-key`)",
+        ))
+    }
+}
+
+fn check_context_path(path: String, cp: &str) -> Result<(), ConfigError> {
+    let ok = cp.starts_with('/')
+        && (cp == "/" || !cp.ends_with('/'))
+        && cp
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+        && !cp.contains("//");
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::at(
+            path,
+            format!(
+                "`{cp}` must start with `/`, not end with `/`, and use only letters, digits and -_.~"
+            ),
+        ))
+    }
 }
 
 fn check_chain(

@@ -2,15 +2,14 @@
 //! configuration without secrets. Meant for a private network or loopback only.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::Gateway;
 use crate::body::{self, Body};
-use crate::build::State;
 
 fn respond(
     status: StatusCode,
@@ -26,7 +25,8 @@ fn respond(
     resp
 }
 
-fn handle(state: &State, req: &Request<Incoming>) -> Response<Body> {
+fn handle(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
+    let state = gateway.state();
     if req.method() != http::Method::GET {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -42,7 +42,7 @@ fn handle(state: &State, req: &Request<Incoming>) -> Response<Body> {
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.render(),
+            state.shared.metrics.render(),
         ),
         // The configuration holds no secrets: provider keys are only named (api-key-env) and
         // consumers' keys are hashes.
@@ -63,15 +63,15 @@ fn handle(state: &State, req: &Request<Incoming>) -> Response<Body> {
 }
 
 /// Serves the admin endpoints on `listener` until the process ends.
-pub(crate) async fn serve(state: Arc<State>, listener: TcpListener) {
+pub(crate) async fn serve(gateway: Gateway, listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let state = state.clone();
+        let gateway = gateway.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let resp = handle(&state, &req);
+                let resp = handle(&gateway, &req);
                 async move { Ok::<_, Infallible>(resp) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_config::{GatewayConfig, PolicyRef};
+use weir_config::GatewayConfig;
 use weir_runtime::{ChainSpec, Policy, Runtime, RuntimeOptions, SlotSpec};
 use weir_state::{KvStore, MemoryStore, Namespaced};
 
@@ -40,22 +40,82 @@ pub(crate) struct Route {
     pub chain: Arc<ChainSpec>,
 }
 
-/// Everything a request needs, immutable once built.
+/// A component by (name, sha256 of its bytes).
+type ComponentKey = (String, [u8; 32]);
+
+/// What outlives a configuration: the wasmtime runtime and the components it compiled, the
+/// policies' key-value store (counters survive a reload), the upstream client, usage records,
+/// metrics and the bundled mock providers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub client: HttpClient,
+    pub usage: UsageLog,
+    pub metrics: crate::metrics::Metrics,
+    runtime: Runtime,
+    kv: Arc<dyn KvStore>,
+    /// Components loaded so far, by (name, sha256 of the bytes).
+    components: tokio::sync::Mutex<HashMap<ComponentKey, Arc<Policy>>>,
+    /// The bundled mock provider, started on first use.
+    mock: tokio::sync::OnceCell<Arc<weir_mock_upstream::MockServer>>,
+}
+
+/// Everything a request needs under one configuration, immutable once built. A reload builds a
+/// new one; requests in flight keep the one they started with.
 #[derive(Debug)]
 pub(crate) struct State {
     pub config: GatewayConfig,
     /// Longest prefix first.
     pub routes: Vec<Route>,
-    pub client: HttpClient,
-    pub usage: UsageLog,
-    pub metrics: crate::metrics::Metrics,
-    _mocks: Vec<Arc<weir_mock_upstream::MockServer>>,
+    pub shared: Arc<Shared>,
+    /// The policy components this configuration can use, built-in first.
+    pub catalogue: Vec<PolicySummary>,
 }
 
-impl State {
-    pub(crate) async fn build(
-        config: GatewayConfig,
-        options: GatewayOptions,
+/// A policy component as the catalogue lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct PolicySummary {
+    /// The name configurations use.
+    pub name: String,
+    /// The name and version the component declares (`describe`).
+    pub declared_name: String,
+    pub version: String,
+    pub phases: Vec<String>,
+    pub sha256: String,
+    pub size_bytes: usize,
+    pub builtin: bool,
+}
+
+impl PolicySummary {
+    fn new(name: &str, policy: &Policy, bytes: &[u8], builtin: bool) -> Self {
+        use sha2::Digest as _;
+        let info = policy.info();
+        Self {
+            name: name.to_owned(),
+            declared_name: info.name.clone(),
+            version: info.version.clone(),
+            phases: info
+                .phases
+                .iter()
+                .map(|p| p.function().to_owned())
+                .collect(),
+            sha256: hex_digest(&sha2::Sha256::digest(bytes)),
+            size_bytes: bytes.len(),
+            builtin,
+        }
+    }
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Shared {
+    /// The process-wide parts, sized by the first configuration (`runtime`, `kv` and the data
+    /// directory do not change on a reload).
+    pub(crate) fn new(
+        config: &GatewayConfig,
+        options: &GatewayOptions,
     ) -> Result<Self, BuildError> {
         let client = upstream::client();
         let runtime = Runtime::with_outbound(
@@ -68,47 +128,102 @@ impl State {
             },
             Arc::new(PolicyHttp(client.clone())),
         )?;
+        let usage = UsageLog::new(options.data_dir.as_ref().map(|d| d.join("usage.jsonl")))
+            .map_err(|e| BuildError::Io(format!("opening the usage log: {e}")))?;
+        Ok(Self {
+            client,
+            usage,
+            metrics: crate::metrics::Metrics::default(),
+            runtime,
+            kv: Arc::new(MemoryStore::new(config.kv.max_entries)),
+            components: tokio::sync::Mutex::default(),
+            mock: tokio::sync::OnceCell::new(),
+        })
+    }
 
-        // Load every component once.
-        let mut policies: HashMap<String, Arc<Policy>> = HashMap::new();
-        for (name, bytes) in weir_policies::builtins() {
-            policies.insert(name.to_owned(), runtime.load(name, bytes)?);
+    /// The component `name` with these bytes, compiled once per process.
+    async fn component(&self, name: &str, bytes: &[u8]) -> Result<Arc<Policy>, BuildError> {
+        use sha2::Digest as _;
+        let key = (name.to_owned(), sha2::Sha256::digest(bytes).into());
+        let mut components = self.components.lock().await;
+        if let Some(p) = components.get(&key) {
+            return Ok(p.clone());
         }
-        for (i, source) in config.policies.iter().enumerate() {
-            let bytes = std::fs::read(&source.path).map_err(|e| BuildError::Config {
-                path: format!("policies[{i}].path"),
-                message: format!("cannot read `{}`: {e}", source.path.display()),
-            })?;
-            policies.insert(source.name.clone(), runtime.load(&source.name, &bytes)?);
-        }
+        let policy = self.runtime.load(name, bytes)?;
+        components.insert(key, policy.clone());
+        Ok(policy)
+    }
 
-        let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(config.kv.max_entries));
-        let mut mocks = Vec::new();
-        let mut providers: HashMap<String, Arc<Provider>> = HashMap::new();
-        for p in &config.providers {
-            let base_url = if p.base_url == "builtin:mock" {
+    /// Loads a component (as an upload would be) and describes it.
+    pub(crate) async fn describe(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<PolicySummary, BuildError> {
+        let policy = self.component(name, bytes).await?;
+        Ok(PolicySummary::new(name, &policy, bytes, false))
+    }
+
+    async fn mock_url(&self) -> Result<String, BuildError> {
+        let mock = self
+            .mock
+            .get_or_try_init(|| async {
                 let mock = weir_mock_upstream::MockServer::start(
                     ([127, 0, 0, 1], 0).into(),
                     weir_mock_upstream::MockOptions::default(),
                 )
                 .await
                 .map_err(|e| BuildError::Io(format!("starting the bundled mock provider: {e}")))?;
-                let url = format!("{}/v1", mock.base_url());
-                tracing::info!(provider = %p.name, url, "started the bundled mock provider");
-                mocks.push(Arc::new(mock));
-                url
+                tracing::info!(url = %mock.base_url(), "started the bundled mock provider");
+                Ok::<_, BuildError>(Arc::new(mock))
+            })
+            .await?;
+        Ok(format!("{}/v1", mock.base_url()))
+    }
+}
+
+impl State {
+    /// Builds the routes of `config`: loads its components (each compiled once per process),
+    /// validates every policy entry's configuration with the policy itself.
+    pub(crate) async fn build(
+        config: GatewayConfig,
+        shared: Arc<Shared>,
+    ) -> Result<Self, BuildError> {
+        let kv = shared.kv.clone();
+        let mut policies: HashMap<String, Arc<Policy>> = HashMap::new();
+        let mut catalogue = Vec::new();
+        for (name, bytes) in weir_policies::builtins() {
+            let policy = shared.component(name, bytes).await?;
+            catalogue.push(PolicySummary::new(name, &policy, bytes, true));
+            policies.insert(name.to_owned(), policy);
+        }
+        for (i, source) in config.policies.iter().enumerate() {
+            let bytes = std::fs::read(&source.path).map_err(|e| BuildError::Config {
+                path: format!("policies[{i}].path"),
+                message: format!("cannot read `{}`: {e}", source.path.display()),
+            })?;
+            let policy = shared.component(&source.name, &bytes).await?;
+            catalogue.push(PolicySummary::new(&source.name, &policy, &bytes, false));
+            policies.insert(source.name.clone(), policy);
+        }
+
+        let mut providers: HashMap<String, Arc<Provider>> = HashMap::new();
+        for p in &config.providers {
+            let base_url = if p.base_url == "builtin:mock" {
+                shared.mock_url().await?
             } else {
                 p.base_url.trim_end_matches('/').to_owned()
             };
-            let (api_key, missing_key_env) = match &p.api_key_env {
-                Some(var) => match std::env::var(var) {
+            let (api_key, missing_key_env) = match (&p.api_key, &p.api_key_env) {
+                (Some(key), _) => (Some(Secret::new(key.expose().to_owned())), None),
+                (None, Some(var)) => match std::env::var(var) {
                     Ok(v) if !v.is_empty() => (Some(Secret::new(v)), None),
                     _ => {
                         tracing::warn!(provider = %p.name, variable = %var, "provider key not set: its routes answer 503 until it is");
                         (None, Some(var.clone()))
                     }
                 },
-                None => (None, None),
+                (None, None) => (None, None),
             };
             providers.insert(
                 p.name.clone(),
@@ -124,21 +239,9 @@ impl State {
 
         let mut routes = Vec::new();
         for (i, proxy) in config.proxies.iter().enumerate() {
-            let provider_index = config
-                .providers
-                .iter()
-                .position(|p| p.name == proxy.provider)
-                .unwrap_or(0);
-            let provider_cfg = &config.providers[provider_index];
-            let mut chain: Vec<(String, &PolicyRef)> = Vec::new();
-            for (j, r) in provider_cfg.policies.iter().enumerate() {
-                chain.push((format!("providers[{provider_index}].policies[{j}]"), r));
-            }
-            for (j, r) in proxy.policies.iter().enumerate() {
-                chain.push((format!("proxies[{i}].policies[{j}]"), r));
-            }
+            let chain = config.chain(i);
             let mut slots = Vec::new();
-            for (k, (path, r)) in chain.into_iter().enumerate() {
+            for (k, (path, r)) in chain.iter().enumerate() {
                 let policy =
                     policies
                         .get(&r.policy)
@@ -149,7 +252,7 @@ impl State {
                         })?;
                 let config_json = r.config.to_string();
                 policy
-                    .validate_entry(&path, &config_json)
+                    .validate_entry(path, &config_json)
                     .await
                     .map_err(|(path, message)| BuildError::Config { path, message })?;
                 let instance = format!("{}#{k}", r.policy);
@@ -184,21 +287,24 @@ impl State {
                         max_body_bytes: config.limits.max_body_bytes,
                         max_response_bytes: config.limits.max_response_bytes,
                     },
+                    exposed: config.provider(&proxy.provider).and_then(|p| {
+                        p.expose.as_ref().map(|names| {
+                            names
+                                .iter()
+                                .filter_map(|n| weir_core::Endpoint::from_name(n))
+                                .collect()
+                        })
+                    }),
                 },
                 chain: Arc::new(ChainSpec::new(slots)),
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-
-        let usage = UsageLog::new(options.data_dir.as_ref().map(|d| d.join("usage.jsonl")))
-            .map_err(|e| BuildError::Io(format!("opening the usage log: {e}")))?;
         Ok(Self {
             config,
             routes,
-            client,
-            usage,
-            metrics: crate::metrics::Metrics::default(),
-            _mocks: mocks,
+            shared,
+            catalogue,
         })
     }
 }

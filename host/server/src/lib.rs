@@ -30,14 +30,27 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-pub use build::{BuildError, GatewayOptions};
+pub use build::{BuildError, GatewayOptions, PolicySummary};
 pub use usage::{Totals, UsageLog, UsageRecord};
 pub use weir_core::GatewayError;
 
-/// A configured gateway, ready to serve.
+/// A configuration built by [`Gateway::prepare`], ready to be served.
+#[derive(Debug)]
+pub struct Prepared(build::State);
+
+/// A configured gateway, ready to serve. Cloning shares it.
+///
+/// Its configuration can be replaced while it serves ([`Gateway::reload`]): the new one is
+/// built (components loaded, every policy config validated) before it replaces the old one in
+/// a single atomic swap, so a request sees the old configuration or the new one, never a mix;
+/// requests and streams in flight finish on the one they started with. The policies'
+/// key-value state, usage records and metrics carry over.
 #[derive(Clone, Debug)]
 pub struct Gateway {
-    inner: Arc<build::State>,
+    shared: Arc<build::Shared>,
+    current: Arc<arc_swap::ArcSwap<build::State>>,
+    /// Serialises reloads (each builds on the previous one's components).
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Gateway {
@@ -46,30 +59,89 @@ impl Gateway {
         config: weir_config::GatewayConfig,
         options: GatewayOptions,
     ) -> Result<Self, BuildError> {
+        let shared = Arc::new(build::Shared::new(&config, &options)?);
+        let state = build::State::build(config, shared.clone()).await?;
         Ok(Self {
-            inner: Arc::new(build::State::build(config, options).await?),
+            shared,
+            current: Arc::new(arc_swap::ArcSwap::from_pointee(state)),
+            reloading: Arc::default(),
         })
     }
 
+    /// Replaces the configuration, atomically, once the new one is built; on an error the old
+    /// one stays. Settings that size the process (`listen`, `admin-listen`, `controller`,
+    /// `runtime`, `kv`) keep the values the gateway started with.
+    pub async fn reload(&self, config: weir_config::GatewayConfig) -> Result<(), BuildError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let state = build::State::build(config, self.shared.clone()).await?;
+        self.current.store(Arc::new(state));
+        Ok(())
+    }
+
+    /// Checks a configuration as [`Gateway::reload`] would, without applying it.
+    pub async fn check(&self, config: weir_config::GatewayConfig) -> Result<(), BuildError> {
+        self.prepare(config).await.map(drop)
+    }
+
+    /// Builds a configuration without serving it yet: [`Gateway::commit`] swaps it in. The
+    /// controller uses the pair to store a change between the two (persist, then serve).
+    pub async fn prepare(
+        &self,
+        config: weir_config::GatewayConfig,
+    ) -> Result<Prepared, BuildError> {
+        Ok(Prepared(
+            build::State::build(config, self.shared.clone()).await?,
+        ))
+    }
+
+    /// Serves a prepared configuration from the next request on.
+    pub fn commit(&self, prepared: Prepared) {
+        self.current.store(Arc::new(prepared.0));
+    }
+
+    /// The policy components the current configuration can use.
+    pub fn catalogue(&self) -> Vec<PolicySummary> {
+        self.current.load().catalogue.clone()
+    }
+
+    /// Loads and describes a component, as an upload is checked: it must compile and fit the
+    /// policy world.
+    pub async fn describe_component(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<PolicySummary, BuildError> {
+        self.shared.describe(name, bytes).await
+    }
+
+    /// The configuration being served.
+    pub fn config(&self) -> weir_config::GatewayConfig {
+        self.current.load().config.clone()
+    }
+
+    fn state(&self) -> Arc<build::State> {
+        self.current.load_full()
+    }
+
     /// The configured listen address.
-    pub fn listen_addr(&self) -> &str {
-        &self.inner.config.listen
+    pub fn listen_addr(&self) -> String {
+        self.current.load().config.listen.clone()
     }
 
     /// The configured admin listen address, if any.
-    pub fn admin_addr(&self) -> Option<&str> {
-        self.inner.config.admin_listen.as_deref()
+    pub fn admin_addr(&self) -> Option<String> {
+        self.current.load().config.admin_listen.clone()
     }
 
     /// Serves the admin endpoints (`/health`, `/ready`, `/metrics`, `/config`) on `listener`, in
     /// a background task.
     pub fn serve_admin(&self, listener: TcpListener) {
-        tokio::spawn(admin::serve(self.inner.clone(), listener));
+        tokio::spawn(admin::serve(self.clone(), listener));
     }
 
     /// Usage records and totals.
     pub fn usage(&self) -> &UsageLog {
-        &self.inner.usage
+        &self.shared.usage
     }
 
     /// Serves connections from `listener` until `shutdown` resolves, then waits (up to 30 s) for
@@ -81,7 +153,7 @@ impl Gateway {
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let limits = self.inner.config.limits.clone();
+        let limits = self.current.load().config.limits.clone();
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -99,7 +171,9 @@ impl Gateway {
             let service = hyper::service::service_fn(move |req| {
                 let gateway = gateway.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(proxy::handle(gateway.inner, req, peer).await)
+                    Ok::<_, std::convert::Infallible>(
+                        proxy::handle(gateway.state(), req, peer).await,
+                    )
                 }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -137,16 +211,14 @@ impl Gateway {
         let addr = match addr {
             Some(a) => a,
             None => self
-                .inner
-                .config
-                .listen
+                .listen_addr()
                 .parse()
                 .map_err(|e| std::io::Error::other(format!("listen address: {e}")))?,
         };
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(address = %listener.local_addr()?, "weir data plane listening");
         if let Some(admin) = self.admin_addr() {
-            let admin_listener = TcpListener::bind(admin)
+            let admin_listener = TcpListener::bind(&admin)
                 .await
                 .map_err(|e| std::io::Error::new(e.kind(), format!("admin-listen {admin}: {e}")))?;
             tracing::info!(address = %admin_listener.local_addr()?, "weir admin listening");

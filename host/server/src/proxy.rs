@@ -81,7 +81,7 @@ impl weir_core::Host for ServerHost {
             .body(Full::new(request.body))
             .map_err(|e| UpstreamFailure::Unreachable(format!("invalid upstream request: {e}")))?;
         let timeout = std::time::Duration::from_millis(request.timeout_ms);
-        match tokio::time::timeout(timeout, self.0.client.request(req)).await {
+        match tokio::time::timeout(timeout, self.0.shared.client.request(req)).await {
             Ok(Ok(resp)) => {
                 let (parts, body) = resp.into_parts();
                 Ok(UpstreamResponse {
@@ -110,13 +110,13 @@ impl weir_core::Host for ServerHost {
     }
 
     fn record(&self, record: UsageRecord) {
-        self.0.metrics.record(&record);
-        self.0.usage.record(record);
+        self.0.shared.metrics.record(&record);
+        self.0.shared.usage.record(record);
     }
 
     fn denied(&self, route: &str, policy: &str, code: &str) {
         tracing::debug!(route, policy, code, "request denied");
-        self.0.metrics.denial(route, policy, code);
+        self.0.shared.metrics.denial(route, policy, code);
     }
 
     fn warn(&self, request_id: &str, message: &str) {

@@ -29,6 +29,9 @@ struct Cli {
     /// Directory for the compiled-component cache and usage records.
     #[arg(long, env = env::DATA_DIR, default_value = ".weir", global = true)]
     data_dir: PathBuf,
+    /// Production mode: the controller API refuses to run without configured credentials.
+    #[arg(long, env = env::PRODUCTION, global = true)]
+    production: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -189,15 +192,43 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve => {
             init_logging();
-            let config = load_config(cli.config.as_ref())?;
-            let gateway = weir_server::Gateway::build(
-                config,
-                weir_server::GatewayOptions {
-                    data_dir: Some(cli.data_dir),
-                },
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+            let file = load_config(cli.config.as_ref())?;
+            let options = weir_server::GatewayOptions {
+                data_dir: Some(cli.data_dir.clone()),
+            };
+            // With a controller, the stored resources are the truth (a new store is seeded
+            // from the file); without one, the file is.
+            let controller = match &file.controller.listen {
+                None => None,
+                Some(addr) => {
+                    let (seed, document) = weir_controller::Controller::open(
+                        &file,
+                        &weir_controller::Options {
+                            data_dir: cli.data_dir.clone(),
+                            production: cli.production,
+                            admin_token: std::env::var(env::ADMIN_TOKEN).ok(),
+                        },
+                    )
+                    .map_err(|e| anyhow::anyhow!("cannot start the controller: {e}"))?;
+                    Some((addr.clone(), seed, document))
+                }
+            };
+            let document = controller
+                .as_ref()
+                .map_or_else(|| file.clone(), |(_, _, d)| d.clone());
+            let gateway = weir_server::Gateway::build(document, options)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+            if let Some((addr, seed, _)) = controller {
+                let controller = seed
+                    .start(gateway.clone())
+                    .map_err(|e| anyhow::anyhow!("cannot start the controller: {e}"))?;
+                let listener = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("controller.listen {addr}"))?;
+                tracing::info!(address = %listener.local_addr()?, "weir controller listening");
+                tokio::spawn(controller.serve(listener));
+            }
             let shutdown = async {
                 let ctrl_c = tokio::signal::ctrl_c();
                 #[cfg(unix)]

@@ -1,0 +1,289 @@
+//! The parts of the configuration the Gateway-Controller API manages beyond providers and
+//! proxies: provider templates, MCP proxies, proxy API keys, secrets and the controller's own
+//! settings. The same types are the file's sections, so a file and the API speak one shape.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A secret (a provider's API key) in a document: write-only. It is read from a document as
+/// given, and always written out as `***`, so no API response, export, log or config dump can
+/// hold it. A document that sends `***` back means "keep the stored value".
+#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct SecretValue(String);
+
+/// What a secret looks like in anything weir writes.
+pub const REDACTED: &str = "***";
+
+impl SecretValue {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it (the upstream request).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is the redacted placeholder rather than a value.
+    pub fn is_redacted(&self) -> bool {
+        self.0 == REDACTED
+    }
+}
+
+impl Serialize for SecretValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// Where a provider family keeps token counts and model names, so usage can be read from any
+/// provider's answers. Paths are dotted JSON paths into the response body (`usage.prompt_tokens`);
+/// `remaining-tokens` is a response header.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProviderTemplate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub prompt_tokens: String,
+    pub completion_tokens: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<String>,
+    /// Response header with the tokens left in the provider's rate-limit window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_tokens_header: Option<String>,
+    /// Request body path of the requested model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_model: Option<String>,
+    /// Response body path of the model that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_model: Option<String>,
+}
+
+/// (name, description, prompt, completion, total, remaining header, request model, response model)
+type TemplateRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// (prompt, completion, total, remaining header, request model, response model)
+type UsagePaths = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+const OPENAI_USAGE: UsagePaths = (
+    "usage.prompt_tokens",
+    "usage.completion_tokens",
+    Some("usage.total_tokens"),
+    Some("x-ratelimit-remaining-tokens"),
+    Some("model"),
+    Some("model"),
+);
+
+const fn openai_like(name: &'static str, description: &'static str) -> TemplateRow {
+    let (p, c, t, r, rq, rs) = OPENAI_USAGE;
+    (name, description, p, c, t, r, rq, rs)
+}
+
+const BUILTIN_TEMPLATES: &[TemplateRow] = &[
+    openai_like("openai", "OpenAI chat completions, completions, embeddings"),
+    openai_like(
+        "azure-openai",
+        "Azure OpenAI (deployments, api-version query parameter)",
+    ),
+    openai_like(
+        "azure-ai-foundry",
+        "Azure AI Foundry model inference (OpenAI-compatible)",
+    ),
+    openai_like("mistral", "Mistral chat completions (OpenAI-compatible)"),
+    (
+        "anthropic",
+        "Anthropic Messages API",
+        "usage.input_tokens",
+        "usage.output_tokens",
+        None,
+        Some("anthropic-ratelimit-tokens-remaining"),
+        Some("model"),
+        Some("model"),
+    ),
+    (
+        "aws-bedrock",
+        "AWS Bedrock Converse",
+        "usage.inputTokens",
+        "usage.outputTokens",
+        Some("usage.totalTokens"),
+        None,
+        None,
+        None,
+    ),
+    (
+        "gemini",
+        "Google Gemini generateContent",
+        "usageMetadata.promptTokenCount",
+        "usageMetadata.candidatesTokenCount",
+        Some("usageMetadata.totalTokenCount"),
+        None,
+        None,
+        Some("modelVersion"),
+    ),
+];
+
+/// The provider templates built into weir (read-only through the API).
+pub fn builtin_templates() -> Vec<ProviderTemplate> {
+    BUILTIN_TEMPLATES
+        .iter()
+        .map(
+            |&(name, description, p, c, t, r, rq, rs)| ProviderTemplate {
+                name: name.into(),
+                description: Some(description.into()),
+                prompt_tokens: p.into(),
+                completion_tokens: c.into(),
+                total_tokens: t.map(Into::into),
+                remaining_tokens_header: r.map(Into::into),
+                request_model: rq.map(Into::into),
+                response_model: rs.map(Into::into),
+            },
+        )
+        .collect()
+}
+
+/// An API key of a proxy. The key itself is shown once, when it is created; only its SHA-256
+/// and a prefix (to recognise it) are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApiKey {
+    /// Stable id (used in the API's paths).
+    pub id: String,
+    /// The consumer the key authenticates as.
+    pub consumer: String,
+    /// The first characters of the key, e.g. `wk-3f9a…`.
+    pub prefix: String,
+    pub key_sha256: String,
+    pub created_at_ms: u64,
+}
+
+/// An MCP proxy: exposes an upstream MCP server, or a REST API as MCP tools. (The MCP data plane
+/// comes later; the resource is stored and validated now.)
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct McpProxy {
+    pub name: String,
+    pub context_path: String,
+    pub upstream: McpUpstream,
+    /// Tool-level access control: who may call which tool (all tools when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<McpTool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<crate::PolicyRef>,
+}
+
+/// What an MCP proxy fronts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum McpUpstream {
+    /// A Streamable HTTP MCP server.
+    Server { url: String },
+    /// A REST API described by an OpenAPI document, translated into tools.
+    Openapi { spec_url: String, base_url: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct McpTool {
+    pub name: String,
+    /// Consumers allowed to call it (everyone when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+}
+
+/// The Gateway-Controller REST API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ControllerSettings {
+    /// Listen address (e.g. 127.0.0.1:9090); none: no controller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Basic-auth users.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<AdminUser>,
+    /// Bearer tokens.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<AdminToken>,
+}
+
+/// What a controller credential may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminRole {
+    /// Read everything (secrets stay hidden).
+    ReadOnly,
+    /// Read and change everything.
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdminUser {
+    pub name: String,
+    /// SHA-256 (hex) of the password (`weir hash-key`).
+    pub password_sha256: String,
+    pub role: AdminRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdminToken {
+    pub name: String,
+    /// SHA-256 (hex) of the token.
+    pub token_sha256: String,
+    pub role: AdminRole,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_serialize() {
+        let s = SecretValue::new("sk-canary");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
+        assert_eq!(format!("{s:?}"), "***");
+        assert_eq!(s.expose(), "sk-canary");
+        let back: SecretValue = serde_json::from_str("\"***\"").unwrap();
+        assert!(back.is_redacted());
+    }
+
+    #[test]
+    fn every_builtin_template_is_there() {
+        let names: Vec<String> = builtin_templates().into_iter().map(|t| t.name).collect();
+        for n in [
+            "openai",
+            "azure-openai",
+            "anthropic",
+            "aws-bedrock",
+            "azure-ai-foundry",
+            "gemini",
+            "mistral",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n}");
+        }
+    }
+}
