@@ -4,6 +4,7 @@
 
 mod admin;
 mod basics;
+mod controller;
 mod faults;
 mod limits;
 mod policies;

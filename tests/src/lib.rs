@@ -28,11 +28,17 @@ pub const ALICE_KEY: &str = "sk-weir-test-alice-0123456789";
 pub const BOB_KEY: &str = "sk-weir-test-bob-9876543210";
 /// The key the gateway uses towards the mock provider. Must never reach a client.
 pub const UPSTREAM_KEY: &str = "sk-upstream-canary-5f1c9e";
+/// The controller's admin bearer token in tests.
+pub const ADMIN_TOKEN: &str = "weir-test-admin-token";
 /// The environment variable carrying [`UPSTREAM_KEY`].
 pub const UPSTREAM_KEY_ENV: &str = "WEIR_TEST_UPSTREAM_KEY";
 
 pub fn sha256_hex(s: &str) -> String {
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+    sha256_hex_bytes(s.as_bytes())
+}
+
+pub fn sha256_hex_bytes(b: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(b))
 }
 
 /// Builds the YAML configuration of a test gateway.
@@ -45,6 +51,10 @@ pub struct ConfigBuilder {
     /// Token-limit config of the default proxy `/` (JSON object).
     pub token_limit: String,
     pub upstream_timeout_ms: u64,
+    /// Also run the controller API (its store in the data dir; `TestEnv::api`).
+    pub controller: bool,
+    /// More of the `controller:` section (YAML lines indented by two spaces), e.g. `users:`.
+    pub controller_yaml: String,
 }
 
 impl Default for ConfigBuilder {
@@ -55,6 +65,8 @@ impl Default for ConfigBuilder {
             token_limit: r#"{"tokens-per-minute": 100000000, "requests-per-minute": 100000000}"#
                 .into(),
             upstream_timeout_ms: 5000,
+            controller: false,
+            controller_yaml: String::new(),
         }
     }
 }
@@ -83,6 +95,11 @@ impl ConfigBuilder {
             }
         }
         out.push_str(&self.extra);
+        if self.controller {
+            // The port is chosen by the test env; the address only switches the controller on.
+            out.push_str("\ncontroller:\n  listen: 127.0.0.1:0\n");
+            out.push_str(&self.controller_yaml);
+        }
         out
     }
 }
@@ -96,6 +113,9 @@ pub struct TestEnv {
     pub admin: SocketAddr,
     pub usage: UsageLog,
     pub data_dir: std::path::PathBuf,
+    /// The controller API, when the config asked for it.
+    pub controller: Option<SocketAddr>,
+    pub gateway: Gateway,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -151,6 +171,30 @@ impl TestEnv {
             .map_err(|e| anyhow::anyhow!("{e}\n{yaml}"))?;
         let data_dir =
             std::env::temp_dir().join(format!("weir-test-{}-{}", std::process::id(), next_id()));
+        Self::start_in(config, mock, data_dir).await
+    }
+
+    /// Starts on an existing data dir (e.g. the one of a stopped env, to test restarts).
+    pub async fn start_in(
+        config: weir_config::GatewayConfig,
+        mock: MockServer,
+        data_dir: std::path::PathBuf,
+    ) -> anyhow::Result<Self> {
+        let want_controller = config.controller.listen.is_some();
+        let (seed, config) = if want_controller {
+            let (seed, doc) = weir_controller::Controller::open(
+                &config,
+                &weir_controller::Options {
+                    data_dir: data_dir.clone(),
+                    production: false,
+                    admin_token: Some(ADMIN_TOKEN.into()),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            (Some(seed), doc)
+        } else {
+            (None, config)
+        };
         let gateway = Gateway::build(
             config,
             GatewayOptions {
@@ -159,6 +203,18 @@ impl TestEnv {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let controller = match seed {
+            None => None,
+            Some(seed) => {
+                let c = seed
+                    .start(gateway.clone())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+                let addr = listener.local_addr()?;
+                tokio::spawn(c.serve(listener));
+                Some(addr)
+            }
+        };
         let usage = gateway.usage().clone();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
@@ -166,7 +222,7 @@ impl TestEnv {
         let admin = admin_listener.local_addr()?;
         gateway.serve_admin(admin_listener);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(gateway.serve(listener, async {
+        tokio::spawn(gateway.clone().serve(listener, async {
             let _ = rx.await;
         }));
         let client = Client::builder(TokioExecutor::new())
@@ -178,9 +234,55 @@ impl TestEnv {
             admin,
             usage,
             data_dir,
+            controller,
+            gateway,
             shutdown: Some(tx),
             client,
         })
+    }
+
+    /// Calls the controller API with the admin token; `body` is JSON unless `content_type` says.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<Reply> {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let body = body
+            .map(|b| serde_json::to_vec(&b))
+            .transpose()?
+            .unwrap_or_default();
+        self.api_raw(
+            method,
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await
+    }
+
+    /// Calls the controller API with exactly these headers.
+    pub async fn api_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> anyhow::Result<Reply> {
+        let addr = self.controller.ok_or_else(|| {
+            anyhow::anyhow!("this env has no controller (ConfigBuilder::controller)")
+        })?;
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}/api/v1{path}"));
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        self.exchange(req.body(Full::new(body.into()))?).await
     }
 
     pub fn url(&self, path: &str) -> String {
