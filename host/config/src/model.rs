@@ -112,6 +112,7 @@ impl Default for KvSettings {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicySource {
     /// The name proxies use to refer to it.
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub name: String,
     /// Path to the `.wasm` component (relative to the working directory).
     pub path: PathBuf,
@@ -130,6 +131,7 @@ pub enum ProviderKind {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Provider {
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub name: String,
     #[serde(default)]
     pub kind: ProviderKind,
@@ -138,6 +140,7 @@ pub struct Provider {
     pub template: Option<String>,
     /// Base URL including the version path, e.g. `https://api.openai.com/v1`, or `builtin:mock`
     /// for the mock provider bundled with weir (offline demos).
+    #[schemars(pattern(r"^(https?://[^\s/?#@]+([/?][^\s]*)?|builtin:mock)$"))]
     pub base_url: String,
     /// Environment variable holding the provider's API key (never put keys in the file).
     #[serde(default)]
@@ -166,8 +169,10 @@ fn default_timeout_ms() -> u64 {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Proxy {
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub name: String,
     /// Path prefix, e.g. `/assistant` serves `/assistant/v1/chat/completions`; `/` serves `/v1/...`.
+    #[schemars(pattern(r"^/([A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*)?$"))]
     pub context_path: String,
     /// The provider's name.
     pub provider: String,

@@ -49,6 +49,7 @@ impl std::fmt::Debug for SecretValue {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ProviderTemplate {
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -185,7 +186,9 @@ pub struct ApiKey {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct McpProxy {
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub name: String,
+    #[schemars(pattern(r"^/([A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*)?$"))]
     pub context_path: String,
     pub upstream: McpUpstream,
     /// Tool-level access control: who may call which tool (all tools when empty).

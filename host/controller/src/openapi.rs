@@ -300,8 +300,9 @@ pub fn document() -> Value {
         "upload_policy",
         "Upload a policy component (it must target weir:policy/policy-component)",
         vec![name()],
-        Some(json!({ "required": true, "content": { "application/wasm": {
-            "schema": { "type": "string", "format": "binary" } } } })),
+        Some(json!({ "required": true, "content": {
+            "application/wasm": { "schema": { "type": "string", "format": "binary" } },
+            "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } })),
         &[
             ("201", "Uploaded.", Some(policy.clone())),
             ("200", "Replaced.", Some(policy)),
@@ -340,6 +341,11 @@ pub fn document() -> Value {
         &[("200", "The document now served.", Some(config))],
     );
 
+    // The document is also served as YAML.
+    for method in ["get", "put"] {
+        let content = &mut spec.paths[&format!("{BASE}/config")][method]["responses"]["200"]["content"];
+        content["application/yaml"] = content["application/json"].clone();
+    }
     let schemas = spec.generator.take_definitions(true);
     json!({
         "openapi": "3.1.0",

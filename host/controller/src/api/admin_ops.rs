@@ -68,7 +68,7 @@ pub(crate) async fn policy(c: &Controller, call: &Call, name: &str) -> Result<Re
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            if content_type != "application/wasm" {
+            if content_type != "application/wasm" && content_type != "application/octet-stream" {
                 return Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_media_type",
