@@ -374,6 +374,8 @@ pub struct Call<H> {
     /// [`Host::monotonic_ms`] when the request arrived.
     pub started_ms: u64,
     pub llm: weir_llm::LlmRequestInfo,
+    /// Milliseconds from sending the request upstream to its response headers.
+    pub upstream_ms: Option<u64>,
 }
 
 impl<H: Host> Call<H> {
@@ -384,8 +386,8 @@ impl<H: Host> Call<H> {
     /// Ends a request that failed before an answer: on-complete and the usage record with the
     /// error's status and outcome. Returns the error for rendering.
     pub async fn fail<C: Chain>(&self, chain: &mut C, err: GatewayError) -> GatewayError {
-        self.finish(chain, err.status(), err.outcome(), None, None, None)
-            .await;
+        let end = End::failed(err.status(), err.outcome(), err.code());
+        self.finish(chain, end, None, None, None).await;
         err
     }
 
@@ -393,13 +395,17 @@ impl<H: Host> Call<H> {
     pub async fn finish<C: Chain>(
         &self,
         chain: &mut C,
-        status: u16,
-        outcome: Outcome,
+        end: End,
         usage: Option<weir_llm::Usage>,
         model: Option<String>,
         ttft_ms: Option<u64>,
     ) {
         let latency_ms = self.latency_ms();
+        let End {
+            status,
+            outcome,
+            error,
+        } = end;
         let info = CompletionInfo {
             status,
             outcome,
@@ -433,6 +439,8 @@ impl<H: Host> Call<H> {
             cached_prompt_tokens: u.cached_prompt_tokens,
             latency_ms,
             time_to_first_token_ms: ttft_ms,
+            upstream_latency_ms: self.upstream_ms,
+            error,
         });
     }
 }

@@ -84,6 +84,7 @@ pub async fn serve<H: Host, C: Chain>(
         request_id,
         started_ms,
         llm: llm.unwrap_or_default(),
+        upstream_ms: None,
     };
     match admitted(call, &mut chain, route.limits, request).await {
         Ok(Admitted::Full(resp)) => Answer::Full(resp),
@@ -118,7 +119,7 @@ enum Admitted<H: Host> {
 
 /// The part of [`serve`] after the chain exists: every exit records usage exactly once.
 async fn admitted<H: Host, C: Chain>(
-    call: Call<H>,
+    mut call: Call<H>,
     chain: &mut C,
     limits: Limits,
     request: ClientRequest,
@@ -136,14 +137,26 @@ async fn admitted<H: Host, C: Chain>(
         Ok(Decision::Deny { policy, denial }) => {
             call.host.denied(&call.route, &policy, &denial.code);
             let resp = denial_response(&denial, &call.request_id);
-            call.finish(chain, denial.status, Outcome::Denied, None, None, None)
-                .await;
+            call.finish(
+                chain,
+                End::new(denial.status, Outcome::Denied),
+                None,
+                None,
+                None,
+            )
+            .await;
             return Ok(Admitted::Full(resp));
         }
         Ok(Decision::Respond { reply, .. }) => {
             let resp = reply_response(reply, &call.request_id);
-            call.finish(chain, resp.status, Outcome::Denied, None, None, None)
-                .await;
+            call.finish(
+                chain,
+                End::new(resp.status, Outcome::Denied),
+                None,
+                None,
+                None,
+            )
+            .await;
             return Ok(Admitted::Full(resp));
         }
         Err(e) => {
@@ -181,7 +194,10 @@ async fn admitted<H: Host, C: Chain>(
         message.body.clone()
     };
     let upstream = upstream_request(&call, &message, body);
-    let resp = match call.host.send(upstream).await {
+    let sent_ms = call.host.monotonic_ms();
+    let sent = call.host.send(upstream).await;
+    call.upstream_ms = Some(call.host.monotonic_ms().saturating_sub(sent_ms));
+    let resp = match sent {
         Ok(r) => r,
         Err(UpstreamFailure::Unreachable(detail)) => {
             call.host.warn(
@@ -316,27 +332,55 @@ async fn admitted<H: Host, C: Chain>(
             }
             Ok(Decision::Deny { policy, denial }) => {
                 call.host.denied(&call.route, &policy, &denial.code);
-                call.finish(chain, denial.status, Outcome::Denied, usage, model, None)
-                    .await;
+                call.finish(
+                    chain,
+                    End::new(denial.status, Outcome::Denied),
+                    usage,
+                    model,
+                    None,
+                )
+                .await;
                 return Ok(Admitted::Full(denial_response(&denial, &call.request_id)));
             }
             Ok(Decision::Respond { reply, .. }) => {
                 let resp = reply_response(reply, &call.request_id);
-                call.finish(chain, resp.status, Outcome::Success, usage, model, None)
-                    .await;
+                call.finish(
+                    chain,
+                    End::new(resp.status, Outcome::Success),
+                    usage,
+                    model,
+                    None,
+                )
+                .await;
                 return Ok(Admitted::Full(resp));
             }
             Err(e) => {
-                call.finish(chain, 500, Outcome::GatewayError, usage, model, None)
-                    .await;
+                call.finish(
+                    chain,
+                    End::failed(500, Outcome::GatewayError, "policy_failed"),
+                    usage,
+                    model,
+                    None,
+                )
+                .await;
                 return Err(fail(GatewayError::Policy(e), &call));
             }
         }
         headers.retain(|(n, _)| n != "x-request-id");
         headers.push(("x-request-id".into(), call.request_id.clone()));
     }
-    call.finish(chain, status, outcome, usage, model, None)
-        .await;
+    call.finish(
+        chain,
+        End {
+            status,
+            outcome,
+            error: (!ok).then_some("upstream_http_error"),
+        },
+        usage,
+        model,
+        None,
+    )
+    .await;
     Ok(Admitted::Full(Response {
         status,
         headers,

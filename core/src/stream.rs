@@ -11,7 +11,7 @@ use bytes::Bytes;
 use weir_llm::relay::{Ending, RelayEvent, StreamRelay};
 use weir_llm::sse::data_event;
 
-use crate::{Call, Chain, ChunkDecision, Host, Outcome, Phase};
+use crate::{Call, Chain, ChunkDecision, End, Host, Outcome, Phase};
 
 /// How the upstream body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +153,8 @@ impl<H: Host, C: Chain> StreamSession<H, C> {
 
     /// Runs on-complete and records the usage: exactly once per streamed request.
     pub async fn settle(mut self, end: StreamEnd, client_gone: bool) {
-        let failed = self.failure(end).is_some();
+        let error = self.failure(end).map(|(code, _)| code);
+        let failed = error.is_some();
         let outcome = if failed {
             Outcome::UpstreamError
         } else if self.aborted {
@@ -167,7 +168,17 @@ impl<H: Host, C: Chain> StreamSession<H, C> {
         let usage = self.relay.usage();
         let model = self.relay.model().map(str::to_owned);
         self.call
-            .finish(&mut self.chain, status, outcome, usage, model, self.ttft_ms)
+            .finish(
+                &mut self.chain,
+                End {
+                    status,
+                    outcome,
+                    error,
+                },
+                usage,
+                model,
+                self.ttft_ms,
+            )
             .await;
     }
 }

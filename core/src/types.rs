@@ -51,6 +51,36 @@ impl Outcome {
     }
 }
 
+/// How a request ended: its status, outcome and, for failures the gateway reports, the error
+/// code (`upstream_timeout`, `policy_trapped`...). Feeds on-complete, the usage record and the
+/// error metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct End {
+    pub status: u16,
+    pub outcome: Outcome,
+    pub error: Option<&'static str>,
+}
+
+impl End {
+    /// An end without an error code (success, denial, client gone).
+    pub const fn new(status: u16, outcome: Outcome) -> Self {
+        Self {
+            status,
+            outcome,
+            error: None,
+        }
+    }
+
+    /// A failure with its error code.
+    pub const fn failed(status: u16, outcome: Outcome, error: &'static str) -> Self {
+        Self {
+            status,
+            outcome,
+            error: Some(error),
+        }
+    }
+}
+
 /// The kind of route a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -235,6 +265,10 @@ pub struct UsageRecord {
     pub cached_prompt_tokens: u64,
     pub latency_ms: u64,
     pub time_to_first_token_ms: Option<u64>,
+    /// From sending the request upstream to its response headers; none when it was not sent.
+    pub upstream_latency_ms: Option<u64>,
+    /// The error code when the gateway reported a failure (`upstream_timeout`...).
+    pub error: Option<&'static str>,
 }
 
 #[cfg(test)]

@@ -343,7 +343,8 @@ pub fn document() -> Value {
 
     // The document is also served as YAML.
     for method in ["get", "put"] {
-        let content = &mut spec.paths[&format!("{BASE}/config")][method]["responses"]["200"]["content"];
+        let content =
+            &mut spec.paths[&format!("{BASE}/config")][method]["responses"]["200"]["content"];
         content["application/yaml"] = content["application/json"].clone();
     }
     let schemas = spec.generator.take_definitions(true);

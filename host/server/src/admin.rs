@@ -25,7 +25,30 @@ fn respond(
     resp
 }
 
-fn handle(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
+/// Readiness: a configuration is loaded (a gateway state exists only once every component is
+/// compiled and every policy configuration validated) and the key-value store answers.
+async fn ready(gateway: &Gateway) -> Response<Body> {
+    let state = gateway.state();
+    let components = state.catalogue.len();
+    let body = match state.shared.kv_reachable().await {
+        Ok(()) => serde_json::json!({
+            "status": "ready",
+            "checks": {"config": "ok", "components": components, "kv": "ok"},
+        }),
+        Err(e) => serde_json::json!({
+            "status": "not_ready",
+            "checks": {"config": "ok", "components": components, "kv": e},
+        }),
+    };
+    let status = if body["status"] == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    respond(status, "application/json", body.to_string())
+}
+
+async fn handle(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
     let state = gateway.state();
     if req.method() != http::Method::GET {
         return respond(
@@ -36,9 +59,7 @@ fn handle(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
     }
     match req.uri().path() {
         "/health" => respond(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
-        // The gateway only serves once every component is compiled and every policy config
-        // validated; the in-memory store cannot be unreachable.
-        "/ready" => respond(StatusCode::OK, "application/json", r#"{"status":"ready"}"#),
+        "/ready" => ready(gateway).await,
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -71,8 +92,8 @@ pub(crate) async fn serve(gateway: Gateway, listener: TcpListener) {
         let gateway = gateway.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let resp = handle(&gateway, &req);
-                async move { Ok::<_, Infallible>(resp) }
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(handle(&gateway, &req).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)

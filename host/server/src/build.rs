@@ -111,6 +111,20 @@ fn hex_digest(bytes: &[u8]) -> String {
 }
 
 impl Shared {
+    /// Whether the key-value store answers (a read of a probe key within a second).
+    pub(crate) async fn kv_reachable(&self) -> Result<(), String> {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.kv.get("weir:readiness-probe"),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("key-value store: {e}")),
+            Err(_) => Err("key-value store: no answer within 1 s".into()),
+        }
+    }
+
     /// The process-wide parts, sized by the first configuration (`runtime`, `kv` and the data
     /// directory do not change on a reload).
     pub(crate) fn new(

@@ -49,6 +49,10 @@ struct Inner {
     tokens: BTreeMap<(String, String, String, &'static str), u64>,
     /// (proxy, policy, code) → count
     denials: BTreeMap<(String, String, String), u64>,
+    /// provider → time from sending upstream to the response headers
+    upstream: BTreeMap<String, Histogram>,
+    /// (proxy, error code) → count
+    errors: BTreeMap<(String, &'static str), u64>,
 }
 
 /// The gateway's metrics.
@@ -79,6 +83,15 @@ impl Metrics {
                 .entry(r.proxy.clone())
                 .or_default()
                 .observe(t as f64 / 1000.0);
+        }
+        if let Some(ms) = r.upstream_latency_ms {
+            m.upstream
+                .entry(r.provider.clone())
+                .or_default()
+                .observe(ms as f64 / 1000.0);
+        }
+        if let Some(code) = r.error {
+            *m.errors.entry((r.proxy.clone(), code)).or_default() += 1;
         }
         let model = r.model.clone().unwrap_or_default();
         let consumer = r.consumer.clone().unwrap_or_default();
@@ -127,14 +140,31 @@ impl Metrics {
             &mut out,
             "weir_request_duration_seconds",
             "Time from request to the end of the answer.",
+            "proxy",
             &m.latency,
         );
         histogram(
             &mut out,
             "weir_time_to_first_token_seconds",
             "Time to the first streamed event.",
+            "proxy",
             &m.ttft,
         );
+        histogram(
+            &mut out,
+            "weir_upstream_duration_seconds",
+            "Time from sending a request to the provider to its response headers.",
+            "provider",
+            &m.upstream,
+        );
+        out.push_str("# HELP weir_errors_total Requests that failed, by error code.\n# TYPE weir_errors_total counter\n");
+        for ((proxy, code), n) in &m.errors {
+            let _ = writeln!(
+                out,
+                "weir_errors_total{{proxy=\"{}\",type=\"{code}\"}} {n}",
+                esc(proxy)
+            );
+        }
 
         out.push_str("# HELP weir_tokens_total Tokens reported by providers.\n# TYPE weir_tokens_total counter\n");
         for ((provider, model, consumer, kind), n) in &m.tokens {
@@ -160,23 +190,29 @@ impl Metrics {
     }
 }
 
-fn histogram(out: &mut String, name: &str, help: &str, series: &BTreeMap<String, Histogram>) {
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: &BTreeMap<String, Histogram>,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for (proxy, h) in series {
-        let proxy = esc(proxy);
+    for (value, h) in series {
+        let value = esc(value);
         for (bound, count) in BUCKETS.iter().zip(&h.counts) {
             let _ = writeln!(
                 out,
-                "{name}_bucket{{proxy=\"{proxy}\",le=\"{bound}\"}} {count}"
+                "{name}_bucket{{{label}=\"{value}\",le=\"{bound}\"}} {count}"
             );
         }
         let _ = writeln!(
             out,
-            "{name}_bucket{{proxy=\"{proxy}\",le=\"+Inf\"}} {}",
+            "{name}_bucket{{{label}=\"{value}\",le=\"+Inf\"}} {}",
             h.count
         );
-        let _ = writeln!(out, "{name}_sum{{proxy=\"{proxy}\"}} {}", h.sum);
-        let _ = writeln!(out, "{name}_count{{proxy=\"{proxy}\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {}", h.count);
     }
 }
 
@@ -209,6 +245,8 @@ mod tests {
             cached_prompt_tokens: 0,
             latency_ms,
             time_to_first_token_ms: None,
+            upstream_latency_ms: Some(latency_ms / 2),
+            error: (status >= 500).then_some("upstream_timeout"),
         }
     }
 
@@ -217,22 +255,35 @@ mod tests {
         let m = Metrics::default();
         m.record(&record(200, 3));
         m.record(&record(200, 700));
+        m.record(&record(504, 10));
         m.denial("p", "auth", "invalid_api_key");
         let text = m.render();
         assert!(text.contains(r#"weir_requests_total{proxy="p\"x",endpoint="chat/completions",status="200",outcome="success"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"weir_upstream_duration_seconds_bucket{provider="mock",le="0.001"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weir_upstream_duration_seconds_count{provider="mock"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weir_errors_total{proxy="p\"x",type="upstream_timeout"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"weir_request_duration_seconds_bucket{proxy="p\"x",le="0.005"} 1"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"weir_request_duration_seconds_bucket{proxy="p\"x",le="1"} 2"#),
+            text.contains(r#"weir_request_duration_seconds_bucket{proxy="p\"x",le="1"} 3"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"weir_request_duration_seconds_count{proxy="p\"x"} 2"#),
+            text.contains(r#"weir_request_duration_seconds_count{proxy="p\"x"} 3"#),
             "{text}"
         );
-        assert!(text.contains(r#"weir_tokens_total{provider="mock",model="m",consumer="alice",type="completion"} 8"#), "{text}");
+        assert!(text.contains(r#"weir_tokens_total{provider="mock",model="m",consumer="alice",type="completion"} 12"#), "{text}");
         assert!(
             text.contains(
                 r#"weir_policy_denials_total{proxy="p",policy="auth",code="invalid_api_key"} 1"#
