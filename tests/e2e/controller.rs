@@ -640,6 +640,17 @@ async fn policy_components_upload_attach_and_delete() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["auth", "probe", "token-limit"]);
+    // Built-ins embed the JSON Schema of their configuration; the test policy has none.
+    let auth = &catalogue["items"][0];
+    assert_eq!(
+        auth["config-schema"]["properties"]["consumers"]["type"], "array",
+        "{auth}"
+    );
+    assert_eq!(
+        catalogue["items"][2]["config-schema"]["properties"]["tokens-per-minute"]["minimum"],
+        1
+    );
+    assert_eq!(up.json()["config-schema"], Value::Null);
 
     // Attached: its config is validated by the component itself.
     let proxy = |config: Value| {

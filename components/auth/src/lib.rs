@@ -84,6 +84,7 @@ impl Policy for Auth {
 }
 
 weir_policy_sdk::export_policy!(Auth);
+weir_policy_sdk::config_schema!("../config.schema.json");
 
 /// The token of an `Authorization: Bearer <token>` header value.
 pub fn bearer(value: &str) -> Option<&str> {

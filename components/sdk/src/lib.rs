@@ -193,6 +193,28 @@ pub fn config_unreadable(name: &str, e: &ConfigError) -> Denial {
 ///
 /// The configuration is parsed once per instance (the host uses a fresh instance per request, so
 /// this is once per request, and only when a phase runs).
+/// Embeds the JSON Schema of the policy's configuration in the component, as the custom section
+/// `weir:config-schema`; the controller's policy catalogue shows it to operators and tools. The
+/// path is relative to the file that invokes the macro. `validate-config` stays the authority:
+/// the schema documents, the policy decides.
+///
+/// ```ignore
+/// weir_policy_sdk::config_schema!("../config.schema.json");
+/// ```
+#[macro_export]
+macro_rules! config_schema {
+    ($path:literal) => {
+        #[cfg(target_arch = "wasm32")]
+        #[allow(
+            unsafe_code,
+            reason = "link_section only names the custom section the bytes go to"
+        )]
+        #[unsafe(link_section = "weir:config-schema")]
+        #[used]
+        static __WEIR_CONFIG_SCHEMA: [u8; include_bytes!($path).len()] = *include_bytes!($path);
+    };
+}
+
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {

@@ -215,3 +215,4 @@ fn refusal(r: &limiter::Refusal) -> Denial {
 }
 
 weir_policy_sdk::export_policy!(TokenLimit);
+weir_policy_sdk::config_schema!("../config.schema.json");

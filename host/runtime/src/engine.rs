@@ -147,6 +147,12 @@ impl Runtime {
     /// reads its `describe`.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<Policy>, LoadError> {
         let started = std::time::Instant::now();
+        let config_schema = crate::schema::config_schema(bytes)
+            .map_err(|message| LoadError::ConfigSchema {
+                name: name.into(),
+                message,
+            })?
+            .map(Arc::new);
         let (component, cached) = crate::cache::compile(
             &self.shared.engine,
             self.shared.options.cache_dir.as_deref(),
@@ -170,6 +176,7 @@ impl Runtime {
             name: name.into(),
             runtime: self.clone(),
             pre,
+            config_schema,
             info: PolicyInfo {
                 name: name.into(),
                 version: String::new(),
@@ -224,6 +231,7 @@ pub struct Policy {
     runtime: Runtime,
     pub(crate) pre: PolicyComponentPre<StoreData>,
     info: PolicyInfo,
+    config_schema: Option<Arc<serde_json::Value>>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -239,6 +247,11 @@ impl Policy {
     /// What the component says about itself.
     pub fn info(&self) -> &PolicyInfo {
         &self.info
+    }
+
+    /// The JSON Schema of the policy's configuration, if the component embeds one.
+    pub fn config_schema(&self) -> Option<&serde_json::Value> {
+        self.config_schema.as_deref()
     }
 
     /// Whether the compiled artefact came from the on-disk cache (no compilation at this load).

@@ -18,6 +18,8 @@ pub enum LoadError {
         #[source]
         source: wasmtime::Error,
     },
+    #[error("policy `{name}`: {message}")]
+    ConfigSchema { name: String, message: String },
     #[error("policy `{name}`: {failure}")]
     Describe {
         name: String,

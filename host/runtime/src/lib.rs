@@ -30,6 +30,7 @@ mod chain;
 mod engine;
 mod error;
 mod host;
+pub mod schema;
 
 mod convert;
 

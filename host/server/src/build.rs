@@ -84,6 +84,9 @@ pub struct PolicySummary {
     pub sha256: String,
     pub size_bytes: usize,
     pub builtin: bool,
+    /// The JSON Schema of the policy's configuration, when the component embeds one (custom
+    /// section `weir:config-schema`).
+    pub config_schema: Option<serde_json::Value>,
 }
 
 impl PolicySummary {
@@ -102,6 +105,7 @@ impl PolicySummary {
             sha256: hex_digest(&sha2::Sha256::digest(bytes)),
             size_bytes: bytes.len(),
             builtin,
+            config_schema: policy.config_schema().cloned(),
         }
     }
 }
