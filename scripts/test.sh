@@ -10,6 +10,11 @@ step() { printf '\n==> %s\n' "$*"; }
 step "toolchain: wasm32-wasip2 target (listed in rust-toolchain.toml)"
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 
+step "system tools: curl and jq (the README's controller example runs in the tests)"
+if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
+  apt-get install -y --no-install-recommends jq curl >/dev/null || { apt-get update -qq && apt-get install -y --no-install-recommends jq curl; }
+fi
+
 step "host crates: build, unit and end-to-end tests (builds the policy components first)"
 cargo test --workspace --locked
 
