@@ -10,7 +10,11 @@
 //!   as a push-based state machine, whoever does the I/O;
 //! - [`sse`]: an incremental server-sent-events framer that is correct for any split of the
 //!   input, including inside a UTF-8 character;
-//! - [`error`]: the OpenAI error object.
+//! - [`error`]: the OpenAI error object;
+//! - [`translate`]: OpenAI format to and from each provider's native API (Anthropic, Gemini,
+//!   Bedrock Converse, Azure OpenAI, Azure AI Foundry, Mistral), streams included;
+//! - [`eventstream`] and [`sigv4`]: the AWS event-stream framing and request signing;
+//! - [`price`]: prices per model and the cost of a call.
 //!
 //! ```
 //! let info = weir_llm::inspect::chat_request(br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#).unwrap();
@@ -20,10 +24,15 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod eventstream;
 pub mod inspect;
+pub mod price;
 pub mod relay;
+pub mod sigv4;
 pub mod sse;
+pub mod translate;
 pub mod usage;
 
 pub use inspect::{LlmRequestInfo, RequestError};
+pub use translate::Dialect;
 pub use usage::Usage;
