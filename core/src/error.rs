@@ -73,11 +73,16 @@ impl GatewayError {
     /// The OpenAI-format error body. Messages never contain secrets: they are built from our own
     /// text, policy names and the client's own input.
     pub fn body(&self, request_id: &str) -> Vec<u8> {
+        self.body_in(crate::Wire::Openai, request_id)
+    }
+
+    /// The error body in the client's format.
+    pub fn body_in(&self, wire: crate::Wire, request_id: &str) -> Vec<u8> {
         let param = match self {
             Self::Client { param, .. } => *param,
             _ => None,
         };
-        weir_llm::error::openai_error(
+        wire.error_body(
             self.status(),
             self.code(),
             &self.to_string(),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use error::GatewayError;
-pub use serve::{denial_response, reply_response, serve};
+pub use serve::{denial_response, denial_response_in, reply_response, serve};
 pub use stream::{StreamEnd, StreamSession};
 pub use types::*;
 
@@ -36,6 +36,8 @@ pub enum Endpoint {
     Completions,
     Embeddings,
     Models,
+    /// Anthropic's Messages API, served in front of any provider (chat completions upstream).
+    Messages,
 }
 
 impl Endpoint {
@@ -46,6 +48,7 @@ impl Endpoint {
             "/v1/completions" => Some(Self::Completions),
             "/v1/embeddings" => Some(Self::Embeddings),
             "/v1/models" => Some(Self::Models),
+            "/v1/messages" => Some(Self::Messages),
             _ => None,
         }
     }
@@ -57,18 +60,41 @@ impl Endpoint {
             Self::Completions,
             Self::Embeddings,
             Self::Models,
+            Self::Messages,
         ]
         .into_iter()
-        .find(|e| e.upstream_path() == name)
+        .find(|e| e.name() == name)
     }
 
-    /// Path below the provider's base URL.
-    pub fn upstream_path(self) -> &'static str {
+    /// The name configuration and usage records use (`chat/completions`, `messages`).
+    pub fn name(self) -> &'static str {
         match self {
             Self::ChatCompletions => "chat/completions",
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
             Self::Models => "models",
+            Self::Messages => "messages",
+        }
+    }
+
+    /// The OpenAI endpoint that serves it upstream.
+    pub fn upstream(self) -> Self {
+        match self {
+            Self::Messages => Self::ChatCompletions,
+            e => e,
+        }
+    }
+
+    /// Path of the OpenAI endpoint below an OpenAI provider's base URL.
+    pub fn upstream_path(self) -> &'static str {
+        self.upstream().name()
+    }
+
+    /// The API format the client speaks on this endpoint.
+    pub fn wire(self) -> Wire {
+        match self {
+            Self::Messages => Wire::Anthropic,
+            _ => Wire::Openai,
         }
     }
 
@@ -82,7 +108,7 @@ impl Endpoint {
 }
 
 /// A secret string whose `Debug` and `Display` never show it.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Secret(String);
 
 impl Secret {
@@ -102,17 +128,63 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The API format a client speaks: errors, answers and streams are rendered in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Openai,
+    Anthropic,
+}
+
+impl Wire {
+    /// An error body in this format.
+    pub fn error_body(
+        self,
+        status: u16,
+        code: &str,
+        message: &str,
+        param: Option<&str>,
+        request_id: &str,
+    ) -> Vec<u8> {
+        match self {
+            Self::Openai => weir_llm::error::openai_error(status, code, message, param, request_id),
+            Self::Anthropic => {
+                weir_llm::translate::anthropic::inbound::error(status, message, request_id)
+            }
+        }
+    }
+}
+
 /// A provider as the data plane uses it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Provider {
     pub name: String,
-    /// Base URL including the version, without a trailing slash: `https://api.openai.com/v1`.
+    /// Base URL without a trailing slash: `https://api.openai.com/v1`,
+    /// `https://api.anthropic.com/v1`, `https://bedrock-runtime.us-east-1.amazonaws.com`.
     pub base_url: String,
-    /// The credential injected into upstream requests. Never logged, never returned.
+    /// The credential injected into upstream requests (for Bedrock, the secret access key).
+    /// Never logged, never returned.
     pub api_key: Option<Secret>,
     /// Set when the provider needs a key from a variable that is not set (named in the error).
     pub missing_key_env: Option<String>,
     pub timeout_ms: u64,
+    /// The provider's API family.
+    pub dialect: weir_llm::Dialect,
+    /// Azure: the `api-version` query parameter (the dialect's default when `None`).
+    pub api_version: Option<String>,
+    /// Azure OpenAI: the deployment of each model (the model's name when absent).
+    pub deployments: Vec<(String, String)>,
+    /// Bedrock: the signing region and access key id (the secret is `api_key`).
+    pub aws: Option<AwsAuth>,
+    /// Prices of the models, for the cost of each request.
+    pub prices: Arc<weir_llm::price::PriceTable>,
+}
+
+/// How requests to Bedrock are signed.
+#[derive(Debug, Clone)]
+pub struct AwsAuth {
+    pub region: String,
+    pub access_key_id: String,
+    pub session_token: Option<Secret>,
 }
 
 /// Body size limits.
@@ -290,7 +362,12 @@ impl Response {
 
     /// The OpenAI-format error response for `err`.
     pub fn error(err: &GatewayError, request_id: &str) -> Self {
-        Self::json(err.status(), err.body(request_id), request_id)
+        Self::error_in(Wire::Openai, err, request_id)
+    }
+
+    /// The error response for `err` in the client's format.
+    pub fn error_in(wire: Wire, err: &GatewayError, request_id: &str) -> Self {
+        Self::json(err.status(), err.body_in(wire, request_id), request_id)
     }
 }
 
@@ -422,14 +499,19 @@ impl<H: Host> Call<H> {
             }
         }
         let u = usage.unwrap_or_default();
+        let model = model.or_else(|| self.llm.model.clone());
+        let cost_usd = match (&usage, &model) {
+            (Some(usage), Some(m)) => self.provider.prices.cost(&self.provider.name, m, usage),
+            _ => None,
+        };
         self.host.record(UsageRecord {
             timestamp_ms: self.host.now_ms(),
             request_id: self.request_id.clone(),
             proxy: self.route.clone(),
             provider: self.provider.name.clone(),
-            endpoint: self.endpoint.upstream_path().to_owned(),
+            endpoint: self.endpoint.name().to_owned(),
             consumer: chain.consumer(),
-            model: model.or_else(|| self.llm.model.clone()),
+            model,
             stream: self.llm.stream,
             status,
             outcome: outcome.name(),
@@ -441,6 +523,7 @@ impl<H: Host> Call<H> {
             time_to_first_token_ms: ttft_ms,
             upstream_latency_ms: self.upstream_ms,
             error,
+            cost_usd,
         });
     }
 }

@@ -55,6 +55,12 @@ pub struct PlanProvider {
     /// The endpoints exposed (names as in the configuration); all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expose: Option<Vec<String>>,
+    /// The provider's API family (`openai`, `anthropic`, `gemini`, `azure-openai`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Azure: the `api-version` query parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,27 +19,57 @@ pub async fn serve<H: Host, C: Chain>(
     started_ms: u64,
     make_chain: impl FnOnce(RequestState) -> C,
 ) -> Answer<H, C> {
+    let wire = endpoint.wire();
+    let refuse = |err: GatewayError| Answer::Full(Response::error_in(wire, &err, &request_id));
     if route
         .exposed
         .as_ref()
         .is_some_and(|e| !e.contains(&endpoint))
     {
-        let err = GatewayError::client(
+        return refuse(GatewayError::client(
             404,
             "endpoint_not_exposed",
             format!(
                 "Proxy `{}` does not expose `{}`.",
                 route.name,
+                endpoint.name()
+            ),
+        ));
+    }
+    if !route.provider.dialect.supports(endpoint.upstream_path()) {
+        return refuse(GatewayError::client(
+            404,
+            "endpoint_not_supported",
+            format!(
+                "Provider `{}` ({}) does not serve `{}`.",
+                route.provider.name,
+                route.provider.dialect.name(),
                 endpoint.upstream_path()
             ),
-        );
-        return Answer::Full(Response::error(&err, &request_id));
+        ));
     }
     if request.body.len() > route.limits.max_body_bytes {
-        return Answer::Full(Response::error(
-            &too_large(route.limits.max_body_bytes),
-            &request_id,
-        ));
+        return refuse(too_large(route.limits.max_body_bytes));
+    }
+    let mut request = request;
+    if endpoint == Endpoint::Messages {
+        // Anthropic clients: the rest of the gateway (policies included) sees OpenAI format.
+        let translated = serde_json::from_slice::<serde_json::Value>(&request.body)
+            .map_err(|e| format!("We could not parse the JSON body of your request: {e}"))
+            .and_then(|v| {
+                weir_llm::translate::anthropic::inbound::request(&v).map_err(|e| e.to_string())
+            });
+        match translated {
+            Ok(v) => request.body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+            Err(message) => {
+                return refuse(GatewayError::Client {
+                    status: 400,
+                    code: "invalid_request_body",
+                    message,
+                    param: None,
+                });
+            }
+        }
     }
     let llm = if endpoint == Endpoint::Models {
         None
@@ -51,26 +81,28 @@ pub async fn serve<H: Host, C: Chain>(
                     weir_llm::RequestError::InvalidField { field, .. } => Some(*field),
                     weir_llm::RequestError::InvalidJson(_) => None,
                 };
-                let err = GatewayError::Client {
+                return refuse(GatewayError::Client {
                     status: 400,
                     code: "invalid_request_body",
                     message: e.to_string(),
                     param,
-                };
-                return Answer::Full(Response::error(&err, &request_id));
+                });
             }
         }
     };
     if endpoint == Endpoint::Embeddings && llm.as_ref().is_some_and(|l| l.stream) {
-        let err = GatewayError::client(400, "invalid_request_body", "Embeddings cannot stream.");
-        return Answer::Full(Response::error(&err, &request_id));
+        return refuse(GatewayError::client(
+            400,
+            "invalid_request_body",
+            "Embeddings cannot stream.",
+        ));
     }
 
     let mut chain = make_chain(RequestState {
         request_id: request_id.clone(),
         route: route.name.clone(),
         route_kind: RouteKind::Llm,
-        endpoint: endpoint.upstream_path().to_owned(),
+        endpoint: endpoint.name().to_owned(),
         consumer: None,
         attributes: Default::default(),
         llm: llm.clone(),
@@ -99,7 +131,7 @@ pub async fn serve<H: Host, C: Chain>(
             body,
             session: StreamSession::new(call, chain),
         }),
-        Err((err, request_id)) => Answer::Full(Response::error(&err, &request_id)),
+        Err((err, request_id)) => Answer::Full(Response::error_in(wire, &err, &request_id)),
     }
 }
 
@@ -136,7 +168,7 @@ async fn admitted<H: Host, C: Chain>(
         Ok(Decision::Continue(m)) => m,
         Ok(Decision::Deny { policy, denial }) => {
             call.host.denied(&call.route, &policy, &denial.code);
-            let resp = denial_response(&denial, &call.request_id);
+            let resp = denial_response_in(call.endpoint.wire(), &denial, &call.request_id);
             call.finish(
                 chain,
                 End::new(denial.status, Outcome::Denied),
@@ -193,7 +225,22 @@ async fn admitted<H: Host, C: Chain>(
     } else {
         message.body.clone()
     };
-    let upstream = upstream_request(&call, &message, body);
+    let upstream = match upstream_request(&call, &message, body) {
+        Ok(u) => u,
+        Err(e) => {
+            let err = GatewayError::Client {
+                status: 400,
+                code: "invalid_request_body",
+                message: format!(
+                    "{e} (the request cannot be sent to a {} provider)",
+                    provider.dialect.name()
+                ),
+                param: None,
+            };
+            let err = call.fail(chain, err).await;
+            return Err(fail(err, &call));
+        }
+    };
     let sent_ms = call.host.monotonic_ms();
     let sent = call.host.send(upstream).await;
     call.upstream_ms = Some(call.host.monotonic_ms().saturating_sub(sent_ms));
@@ -229,17 +276,25 @@ async fn admitted<H: Host, C: Chain>(
         }
     };
 
-    let is_sse = resp
-        .headers
-        .iter()
-        .any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream"));
+    let dialect = provider.dialect;
+    let is_stream = resp.headers.iter().any(|(n, v)| {
+        n == "content-type"
+            && (v.starts_with("text/event-stream")
+                || (dialect == weir_llm::Dialect::Bedrock
+                    && v.starts_with("application/vnd.amazon.eventstream")))
+    });
+    let translated = !dialect.is_openai_compatible() || call.endpoint.wire() != Wire::Openai;
     let mut headers: Headers = resp
         .headers
         .into_iter()
         .filter(|(n, _)| keep_response_header(n))
+        .filter(|(n, _)| !(translated && n == "content-type"))
         .collect();
     headers.push(("x-request-id".into(), call.request_id.clone()));
-    if (200..300).contains(&resp.status) && is_sse {
+    if (200..300).contains(&resp.status) && is_stream {
+        if translated {
+            headers.push(("content-type".into(), "text/event-stream".into()));
+        }
         return Ok(Admitted::Stream {
             call,
             status: resp.status,
@@ -305,6 +360,46 @@ async fn admitted<H: Host, C: Chain>(
         return Err(fail(err, &call));
     }
     let ok = (200..300).contains(&status);
+    let mut status = status;
+    let mut body = body;
+    if translated {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    if ok && !dialect.is_openai_compatible() {
+        let created = call.host.now_ms() / 1000;
+        let model = call.llm.model.clone().unwrap_or_default();
+        match weir_llm::translate::response(dialect, body, created, &model) {
+            Ok(b) => body = b,
+            Err(e) => {
+                call.host.warn(
+                    &call.request_id,
+                    &format!("upstream `{}` answer could not be read: {e}", provider.name),
+                );
+                let err = GatewayError::Upstream {
+                    status: 502,
+                    code: "upstream_invalid_response",
+                    message: format!(
+                        "The upstream provider `{}` sent an answer weir could not read.",
+                        provider.name
+                    ),
+                };
+                let err = call.fail(chain, err).await;
+                return Err(fail(err, &call));
+            }
+        }
+    } else if !ok && (translated || dialect != weir_llm::Dialect::Openai) {
+        // The provider's message, in the client's format, with the provider's status.
+        let e = weir_llm::translate::error(dialect, status, &headers, &body);
+        status = weir_llm::translate::client_status(status);
+        let code = e.kind.as_deref().unwrap_or("upstream_error");
+        body = Bytes::from(call.endpoint.wire().error_body(
+            status,
+            code,
+            &e.message,
+            None,
+            &call.request_id,
+        ));
+    }
     let (usage, model) = if ok {
         weir_llm::usage::from_json(&body)
     } else {
@@ -316,7 +411,6 @@ async fn admitted<H: Host, C: Chain>(
         Outcome::UpstreamError
     };
 
-    let mut body = body;
     if ok && chain.has_phase(Phase::Response) {
         let view = MessageView {
             method: String::new(),
@@ -340,7 +434,11 @@ async fn admitted<H: Host, C: Chain>(
                     None,
                 )
                 .await;
-                return Ok(Admitted::Full(denial_response(&denial, &call.request_id)));
+                return Ok(Admitted::Full(denial_response_in(
+                    call.endpoint.wire(),
+                    &denial,
+                    &call.request_id,
+                )));
             }
             Ok(Decision::Respond { reply, .. }) => {
                 let resp = reply_response(reply, &call.request_id);
@@ -369,6 +467,14 @@ async fn admitted<H: Host, C: Chain>(
         headers.retain(|(n, _)| n != "x-request-id");
         headers.push(("x-request-id".into(), call.request_id.clone()));
     }
+    if ok && call.endpoint.wire() == Wire::Anthropic {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| weir_llm::translate::anthropic::inbound::response(&v).ok());
+        if let Some(m) = message {
+            body = Bytes::from(serde_json::to_vec(&m).unwrap_or_default());
+        }
+    }
     call.finish(
         chain,
         End {
@@ -388,46 +494,134 @@ async fn admitted<H: Host, C: Chain>(
     }))
 }
 
-fn upstream_request<H>(call: &Call<H>, message: &MessageView, body: Bytes) -> UpstreamRequest {
+fn upstream_request<H: Host>(
+    call: &Call<H>,
+    message: &MessageView,
+    body: Bytes,
+) -> Result<UpstreamRequest, weir_llm::translate::TranslateError> {
+    let provider = &call.provider;
+    let dialect = provider.dialect;
     let mut headers: Headers = message
         .headers
         .iter()
         .filter(|(n, _)| {
             let n = n.as_str();
-            !(HOP_BY_HOP.contains(&n) || CLIENT_SECRETS.contains(&n) || n == "x-request-id")
+            !(HOP_BY_HOP.contains(&n)
+                || CLIENT_SECRETS.contains(&n)
+                || n == "x-request-id"
+                || n == "content-type"
+                || n == "anthropic-version"
+                || n.starts_with("x-amz-")
+                || n == "x-goog-api-key")
         })
         .cloned()
         .collect();
-    if let Some(key) = &call.provider.api_key {
-        headers.push(("authorization".into(), format!("Bearer {}", key.expose())));
-    }
-    if call.endpoint != Endpoint::Models {
-        headers.retain(|(n, _)| n != "content-type");
-        headers.push(("content-type".into(), "application/json".into()));
+    let endpoint = call.endpoint.upstream();
+    let (url, body) = if dialect == weir_llm::Dialect::Openai {
+        // The common case, byte for byte: no translation.
+        if endpoint != Endpoint::Models {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        (
+            format!("{}/{}", provider.base_url, endpoint.upstream_path()),
+            body,
+        )
+    } else {
+        let model = call.llm.model.as_deref().unwrap_or_default();
+        let deployment = provider
+            .deployments
+            .iter()
+            .find(|(m, _)| m == model)
+            .map(|(_, d)| d.as_str());
+        let target = weir_llm::translate::Target {
+            api_version: provider.api_version.as_deref(),
+            deployment,
+        };
+        let native = weir_llm::translate::request(
+            dialect,
+            endpoint.upstream_path(),
+            target,
+            &body,
+            call.llm.stream,
+        )?;
+        headers.extend(native.headers);
+        (
+            format!("{}{}", provider.base_url, native.path),
+            Bytes::from(native.body),
+        )
+    };
+    if let Some(key) = &provider.api_key {
+        use weir_llm::Dialect as D;
+        match dialect {
+            D::Openai | D::Mistral => {
+                headers.push(("authorization".into(), format!("Bearer {}", key.expose())));
+            }
+            D::AzureOpenai | D::AzureAiFoundry => {
+                headers.push(("api-key".into(), key.expose().to_owned()));
+            }
+            D::Anthropic => headers.push(("x-api-key".into(), key.expose().to_owned())),
+            D::Gemini => headers.push(("x-goog-api-key".into(), key.expose().to_owned())),
+            D::Bedrock => {
+                if let Some(aws) = &provider.aws {
+                    let credentials = weir_llm::sigv4::Credentials {
+                        access_key_id: aws.access_key_id.clone(),
+                        secret_access_key: key.expose().to_owned(),
+                        session_token: aws.session_token.as_ref().map(|t| t.expose().to_owned()),
+                    };
+                    let (host, path) = split_url(&url);
+                    let signed = weir_llm::sigv4::sign(
+                        &credentials,
+                        &aws.region,
+                        "bedrock",
+                        "POST",
+                        host,
+                        path,
+                        &[("content-type".to_owned(), "application/json".to_owned())],
+                        &body,
+                        call.host.now_ms() / 1000,
+                    );
+                    headers.extend(signed);
+                }
+            }
+        }
     }
     headers.push(("x-request-id".into(), call.request_id.clone()));
-    UpstreamRequest {
-        method: call.endpoint.method(),
-        url: format!(
-            "{}/{}",
-            call.provider.base_url,
-            call.endpoint.upstream_path()
-        ),
+    Ok(UpstreamRequest {
+        method: endpoint.method(),
+        url,
         headers,
         body,
-        timeout_ms: call.provider.timeout_ms,
-    }
+        timeout_ms: provider.timeout_ms,
+    })
+}
+
+/// The `Host` header value (authority without a default port) and the path of a URL.
+fn split_url(url: &str) -> (&str, &str) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let default_port = if scheme == "http" { ":80" } else { ":443" };
+    (
+        authority.strip_suffix(default_port).unwrap_or(authority),
+        path,
+    )
 }
 
 /// The OpenAI-format response for a policy's denial, with its extra headers.
 pub fn denial_response(denial: &Denial, request_id: &str) -> Response {
+    denial_response_in(Wire::Openai, denial, request_id)
+}
+
+/// The response for a policy's denial in the client's format, with its extra headers.
+pub fn denial_response_in(wire: Wire, denial: &Denial, request_id: &str) -> Response {
     let status = if (400..600).contains(&denial.status) {
         denial.status
     } else {
         403
     };
-    let body =
-        weir_llm::error::openai_error(status, &denial.code, &denial.message, None, request_id);
+    let body = wire.error_body(status, &denial.code, &denial.message, None, request_id);
     let mut resp = Response::json(status, body, request_id);
     for (n, v) in &denial.headers {
         let n = n.to_ascii_lowercase();

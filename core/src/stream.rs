@@ -10,8 +10,10 @@ use bytes::Bytes;
 
 use weir_llm::relay::{Ending, RelayEvent, StreamRelay};
 use weir_llm::sse::data_event;
+use weir_llm::translate::StreamDecoder;
+use weir_llm::translate::anthropic::inbound::StreamEncoder;
 
-use crate::{Call, Chain, ChunkDecision, End, Host, Outcome, Phase};
+use crate::{Call, Chain, ChunkDecision, End, Host, Outcome, Phase, Wire};
 
 /// How the upstream body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,16 +39,20 @@ pub struct StreamSession<H: Host, C> {
     aborted: bool,
     ttft_ms: Option<u64>,
     wants_chunks: bool,
-}
-
-fn error_event(status: u16, code: &str, message: &str, request_id: &str) -> Bytes {
-    let body = weir_llm::error::openai_error(status, code, message, None, request_id);
-    data_event(&String::from_utf8_lossy(&body))
+    /// Native stream to OpenAI chunks, for providers whose streams are not OpenAI's.
+    decoder: Option<StreamDecoder>,
+    /// OpenAI chunks to Anthropic events, for `/v1/messages` clients.
+    encoder: Option<StreamEncoder>,
 }
 
 impl<H: Host, C: Chain> StreamSession<H, C> {
     pub(crate) fn new(call: Call<H>, chain: C) -> Self {
         let wants_chunks = chain.has_phase(Phase::StreamChunk);
+        let model = call.llm.model.clone().unwrap_or_default();
+        let created = call.host.now_ms() / 1000;
+        let decoder = StreamDecoder::new(call.provider.dialect, created, &model);
+        let encoder = (call.endpoint.wire() == Wire::Anthropic)
+            .then(|| StreamEncoder::new(&model, &call.request_id));
         Self {
             relay: StreamRelay::new(call.llm.client_wants_stream_usage),
             call,
@@ -55,6 +61,30 @@ impl<H: Host, C: Chain> StreamSession<H, C> {
             aborted: false,
             ttft_ms: None,
             wants_chunks,
+            decoder,
+            encoder,
+        }
+    }
+
+    fn error_event(&mut self, status: u16, code: &str, message: &str) -> Bytes {
+        if let Some(enc) = &mut self.encoder {
+            return Bytes::from(enc.error_event(status, message));
+        }
+        let body =
+            weir_llm::error::openai_error(status, code, message, None, &self.call.request_id);
+        data_event(&String::from_utf8_lossy(&body))
+    }
+
+    /// A chunk to send: as it came, or in the client's format.
+    fn emit(&mut self, out: &mut Vec<Bytes>, data: &str, raw: Bytes) {
+        match &mut self.encoder {
+            Some(enc) => {
+                let b = enc.chunk(data);
+                if !b.is_empty() {
+                    out.push(Bytes::from(b));
+                }
+            }
+            None => out.push(raw),
         }
     }
 
@@ -71,7 +101,14 @@ impl<H: Host, C: Chain> StreamSession<H, C> {
     /// Feeds bytes received from the upstream; returns the bytes to send to the client, in order.
     pub async fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
         let mut out = Vec::new();
-        for event in self.relay.push(bytes) {
+        let events = match &mut self.decoder {
+            Some(d) => {
+                let decoded = d.push(bytes);
+                self.relay.push(&decoded)
+            }
+            None => self.relay.push(bytes),
+        };
+        for event in events {
             if self.ttft_ms.is_none() {
                 self.ttft_ms = Some(
                     self.call
@@ -86,26 +123,35 @@ impl<H: Host, C: Chain> StreamSession<H, C> {
             }
             let (data, raw) = match event {
                 RelayEvent::Done(raw) => {
-                    out.push(raw);
+                    match &mut self.encoder {
+                        Some(enc) => {
+                            let u = self.relay.usage().unwrap_or_default();
+                            out.push(Bytes::from(enc.done(
+                                u.prompt_tokens,
+                                u.completion_tokens,
+                                u.cached_prompt_tokens,
+                            )));
+                        }
+                        None => out.push(raw),
+                    }
                     continue;
                 }
                 RelayEvent::Chunk { data, raw } => (data, raw),
             };
             if !self.wants_chunks {
-                out.push(raw);
+                self.emit(&mut out, &data, raw);
                 continue;
             }
             match self.chain.on_stream_chunk(self.index, data.clone()).await {
-                Ok(ChunkDecision::Send(new)) if new == data => out.push(raw),
-                Ok(ChunkDecision::Send(new)) => out.push(data_event(&new)),
+                Ok(ChunkDecision::Send(new)) if new == data => self.emit(&mut out, &data, raw),
+                Ok(ChunkDecision::Send(new)) => {
+                    let raw = data_event(&new);
+                    self.emit(&mut out, &new, raw);
+                }
                 Ok(ChunkDecision::Drop) => {}
                 Ok(ChunkDecision::Abort { denial, .. }) => {
-                    out.push(error_event(
-                        denial.status,
-                        &denial.code,
-                        &denial.message,
-                        &self.call.request_id,
-                    ));
+                    let e = self.error_event(denial.status, &denial.code, &denial.message);
+                    out.push(e);
                     self.aborted = true;
                 }
                 Err(e) => {
@@ -113,7 +159,8 @@ impl<H: Host, C: Chain> StreamSession<H, C> {
                         &self.call.request_id,
                         &format!("policy failed on a stream chunk: {e}"),
                     );
-                    out.push(error_event(500, e.code, &e.message, &self.call.request_id));
+                    let ev = self.error_event(500, e.code, &e.message);
+                    out.push(ev);
                     self.aborted = true;
                 }
             }
@@ -125,9 +172,9 @@ impl<H: Host, C: Chain> StreamSession<H, C> {
     /// The last bytes to send (an error event if the stream did not complete), if any. Call
     /// [`StreamSession::settle`] after sending them (and after closing the client's stream, so the
     /// client does not wait on the policies).
-    pub fn closing(&self, end: StreamEnd) -> Option<Bytes> {
+    pub fn closing(&mut self, end: StreamEnd) -> Option<Bytes> {
         let (code, message) = self.failure(end)?;
-        Some(error_event(502, code, &message, &self.call.request_id))
+        Some(self.error_event(502, code, &message))
     }
 
     fn failure(&self, end: StreamEnd) -> Option<(&'static str, String)> {

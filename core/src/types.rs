@@ -269,6 +269,9 @@ pub struct UsageRecord {
     pub upstream_latency_ms: Option<u64>,
     /// The error code when the gateway reported a failure (`upstream_timeout`...).
     pub error: Option<&'static str>,
+    /// What the tokens cost in US dollars, from the price table; none when the model has no
+    /// price or no usage was reported.
+    pub cost_usd: Option<f64>,
 }
 
 #[cfg(test)]

@@ -388,6 +388,13 @@ fn serve(plan: &Plan, secrets: &[(String, String)], request: Request) -> Respons
             api_key,
             missing_key_env,
             timeout_ms: p.timeout_ms,
+            dialect: p
+                .kind
+                .as_deref()
+                .and_then(weir_llm::Dialect::from_name)
+                .unwrap_or_default(),
+            api_version: p.api_version.clone(),
+            ..Default::default()
         }),
         limits: Limits {
             max_body_bytes: plan.max_body_bytes,

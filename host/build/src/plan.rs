@@ -69,6 +69,13 @@ pub async fn make_plan(
                 ),
             ));
         }
+        if provider.kind == weir_config::ProviderKind::AwsBedrock || !provider.deployments.is_empty()
+        {
+            return Err((
+                format!("providers[{pi}].kind"),
+                "AWS Bedrock signing and Azure deployment maps are served by the self-hosted weir only for now; at the edge use an OpenAI-compatible, Azure (model name = deployment), Anthropic or Gemini provider".to_owned(),
+            ));
+        }
         if let Some(var) = &provider.api_key_env
             && !secrets.contains(var)
         {
@@ -144,6 +151,11 @@ pub async fn make_plan(
                 api_key_secret: provider.api_key_env.clone(),
                 timeout_ms: provider.timeout_ms,
                 expose: provider.expose.clone(),
+                kind: serde_json::to_value(provider.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .filter(|k| k != "openai"),
+                api_version: provider.api_version.clone(),
             },
             policies,
         });

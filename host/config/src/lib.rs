@@ -17,7 +17,7 @@ mod validate;
 
 pub use model::*;
 pub use resources::*;
-pub use validate::{BUILTIN_POLICIES, EXPOSABLE};
+pub use validate::{BUILTIN_POLICIES, EXPOSABLE, bedrock_region};
 
 /// The embedded default configuration (offline demo route to the bundled mock, plus an OpenAI
 /// route used when `OPENAI_API_KEY` is set).

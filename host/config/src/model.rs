@@ -34,6 +34,10 @@ pub struct GatewayConfig {
     pub proxies: Vec<Proxy>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_proxies: Vec<crate::McpProxy>,
+    /// Model prices for the cost of each request (in addition to, and winning over, the
+    /// built-in list prices).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<ModelPrice>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -118,13 +122,69 @@ pub struct PolicySource {
     pub path: PathBuf,
 }
 
-/// The API family of a provider.
+/// The API family of a provider: how weir talks to it (requests are translated from OpenAI
+/// format, answers and streams back to it).
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
-    /// OpenAI and OpenAI-compatible APIs.
+    /// OpenAI and OpenAI-compatible APIs (`Authorization: Bearer`), passed through as they are.
     #[default]
     Openai,
+    /// Azure OpenAI: `{base-url}/openai/deployments/{deployment}/...?api-version=`, `api-key`.
+    AzureOpenai,
+    /// Azure AI Foundry model inference: `{base-url}/models/...?api-version=`, `api-key`.
+    AzureAiFoundry,
+    /// Mistral La Plateforme (OpenAI-compatible).
+    Mistral,
+    /// Anthropic Messages API (`x-api-key`, `anthropic-version`); base URL `https://api.anthropic.com/v1`.
+    Anthropic,
+    /// Google Gemini (`x-goog-api-key`); base URL `https://generativelanguage.googleapis.com/v1beta`.
+    Gemini,
+    /// AWS Bedrock Converse, SigV4-signed; base URL `https://bedrock-runtime.{region}.amazonaws.com`.
+    AwsBedrock,
+}
+
+/// AWS credentials of a Bedrock provider, by environment variable name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AwsSettings {
+    /// Signing region; taken from the base URL (`bedrock-runtime.{region}.amazonaws.com`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Variable holding the access key id.
+    #[serde(default = "default_access_key_env")]
+    pub access_key_id_env: String,
+    /// Variable holding the secret access key.
+    #[serde(default = "default_secret_key_env")]
+    pub secret_access_key_env: String,
+    /// Variable holding a session token (temporary credentials), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token_env: Option<String>,
+}
+
+fn default_access_key_env() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+
+fn default_secret_key_env() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
+}
+
+/// The price of a model, in US dollars per million tokens. Configured prices win over the
+/// built-in table.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelPrice {
+    /// The model name as providers report it, or a prefix ending in `*` (`claude-sonnet-4*`).
+    pub model: String,
+    /// Only for this provider; all providers when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+    /// Cached prompt tokens; the input price when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_million: Option<f64>,
 }
 
 /// An upstream LLM provider.
@@ -153,6 +213,16 @@ pub struct Provider {
     /// `embeddings`, `models`); all when absent. Others answer 404.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expose: Option<Vec<String>>,
+    /// Azure OpenAI / AI Foundry: the `api-version` query parameter (a current GA version when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Azure OpenAI: the deployment serving each model (`gpt-4o: my-gpt4o-deployment`); a model
+    /// without one uses its own name as the deployment.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub deployments: std::collections::BTreeMap<String, String>,
+    /// AWS Bedrock: the signing credentials (the secret access key replaces `api-key-env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsSettings>,
     /// Time allowed for the upstream to start answering.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,

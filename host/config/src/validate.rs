@@ -167,12 +167,15 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
                 ));
             }
         }
+        check_kind_settings(i, p)?;
         check_chain(
             &format!("providers[{i}].policies"),
             &p.policies,
             &policy_names,
         )?;
     }
+
+    check_prices(c)?;
 
     let mut names = HashSet::new();
     let mut paths = HashSet::new();
@@ -269,7 +272,13 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
 }
 
 /// The endpoint names a provider can expose.
-pub const EXPOSABLE: &[&str] = &["chat/completions", "completions", "embeddings", "models"];
+pub const EXPOSABLE: &[&str] = &[
+    "chat/completions",
+    "completions",
+    "embeddings",
+    "models",
+    "messages",
+];
 
 fn is_http_url(url: &str) -> bool {
     (url.starts_with("http://") || url.starts_with("https://"))
@@ -361,4 +370,111 @@ mod http_uri {
             if ok { Ok(Uri) } else { Err(()) }
         }
     }
+}
+
+fn check_var(path: String, var: &str) -> Result<(), ConfigError> {
+    if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(ConfigError::at(
+            path,
+            "must be the NAME of an environment variable (letters, digits, `_`), not the value itself",
+        ));
+    }
+    Ok(())
+}
+
+/// Settings that only some provider kinds take.
+fn check_kind_settings(i: usize, p: &crate::Provider) -> Result<(), ConfigError> {
+    use crate::ProviderKind as K;
+    let kind = serde_json::to_value(p.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    if p.api_version.is_some() && !matches!(p.kind, K::AzureOpenai | K::AzureAiFoundry) {
+        return Err(ConfigError::at(
+            format!("providers[{i}].api-version"),
+            format!("only Azure providers take an api-version (this one is `{kind}`)"),
+        ));
+    }
+    if !p.deployments.is_empty() && p.kind != K::AzureOpenai {
+        return Err(ConfigError::at(
+            format!("providers[{i}].deployments"),
+            format!("only `azure-openai` providers have deployments (this one is `{kind}`)"),
+        ));
+    }
+    match (&p.aws, p.kind) {
+        (Some(_), k) if k != K::AwsBedrock => {
+            return Err(ConfigError::at(
+                format!("providers[{i}].aws"),
+                format!("only `aws-bedrock` providers take AWS credentials (this one is `{kind}`)"),
+            ));
+        }
+        (aws, K::AwsBedrock) => {
+            if p.api_key_env.is_some() || p.api_key.is_some() {
+                return Err(ConfigError::at(
+                    format!("providers[{i}].api-key-env"),
+                    "Bedrock requests are signed with AWS credentials: give them under `aws` (access-key-id-env, secret-access-key-env)",
+                ));
+            }
+            if let Some(a) = aws {
+                check_var(format!("providers[{i}].aws.access-key-id-env"), &a.access_key_id_env)?;
+                check_var(
+                    format!("providers[{i}].aws.secret-access-key-env"),
+                    &a.secret_access_key_env,
+                )?;
+                if let Some(t) = &a.session_token_env {
+                    check_var(format!("providers[{i}].aws.session-token-env"), t)?;
+                }
+            }
+            if aws.as_ref().and_then(|a| a.region.as_ref()).is_none()
+                && bedrock_region(&p.base_url).is_none()
+                && p.base_url != "builtin:mock"
+            {
+                return Err(ConfigError::at(
+                    format!("providers[{i}].aws.region"),
+                    "set the signing region (the base URL is not `https://bedrock-runtime.<region>.amazonaws.com`)",
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The region in a Bedrock runtime URL (`https://bedrock-runtime.eu-west-1.amazonaws.com`).
+pub fn bedrock_region(base_url: &str) -> Option<&str> {
+    let host = base_url.split_once("://")?.1.split(['/', ':']).next()?;
+    let rest = host.strip_prefix("bedrock-runtime.")?;
+    let region = rest.split('.').next()?;
+    (!region.is_empty() && rest.ends_with(".amazonaws.com")).then_some(region)
+}
+
+fn check_prices(c: &GatewayConfig) -> Result<(), ConfigError> {
+    for (i, p) in c.prices.iter().enumerate() {
+        if p.model.is_empty() {
+            return Err(ConfigError::at(format!("prices[{i}].model"), "must not be empty"));
+        }
+        for (field, v) in [
+            ("input-per-million", Some(p.input_per_million)),
+            ("output-per-million", Some(p.output_per_million)),
+            ("cached-input-per-million", p.cached_input_per_million),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(ConfigError::at(
+                    format!("prices[{i}].{field}"),
+                    "must be a non-negative number of US dollars per million tokens",
+                ));
+            }
+        }
+        if let Some(provider) = &p.provider
+            && !c.providers.iter().any(|q| &q.name == provider)
+        {
+            return Err(ConfigError::at(
+                format!("prices[{i}].provider"),
+                format!("unknown provider `{provider}`"),
+            ));
+        }
+    }
+    Ok(())
 }

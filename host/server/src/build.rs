@@ -225,23 +225,94 @@ impl State {
             policies.insert(source.name.clone(), policy);
         }
 
+        let prices = Arc::new(weir_llm::price::PriceTable::new(
+            config
+                .prices
+                .iter()
+                .map(|p| weir_llm::price::Price {
+                    model: p.model.clone(),
+                    provider: p.provider.clone(),
+                    input: p.input_per_million,
+                    output: p.output_per_million,
+                    cached_input: p.cached_input_per_million,
+                })
+                .collect(),
+        ));
         let mut providers: HashMap<String, Arc<Provider>> = HashMap::new();
         for p in &config.providers {
+            let dialect = dialect(p.kind);
             let base_url = if p.base_url == "builtin:mock" {
-                shared.mock_url().await?
+                let v1 = shared.mock_url().await?;
+                match dialect {
+                    weir_llm::Dialect::Openai
+                    | weir_llm::Dialect::Mistral
+                    | weir_llm::Dialect::Anthropic => v1,
+                    weir_llm::Dialect::Gemini => format!("{}beta", v1),
+                    _ => v1.trim_end_matches("/v1").to_owned(),
+                }
             } else {
                 p.base_url.trim_end_matches('/').to_owned()
             };
-            let (api_key, missing_key_env) = match (&p.api_key, &p.api_key_env) {
-                (Some(key), _) => (Some(Secret::new(key.expose().to_owned())), None),
-                (None, Some(var)) => match std::env::var(var) {
-                    Ok(v) if !v.is_empty() => (Some(Secret::new(v)), None),
-                    _ => {
-                        tracing::warn!(provider = %p.name, variable = %var, "provider key not set: its routes answer 503 until it is");
-                        (None, Some(var.clone()))
+            let env = |var: &String| match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Some(v),
+                _ => {
+                    tracing::warn!(provider = %p.name, variable = %var, "provider credential not set: its routes answer 503 until it is");
+                    None
+                }
+            };
+            let mut aws = None;
+            let mut bedrock_missing = None;
+            if dialect == weir_llm::Dialect::Bedrock {
+                let settings = p.aws.clone().unwrap_or(weir_config::AwsSettings {
+                    region: None,
+                    access_key_id_env: "AWS_ACCESS_KEY_ID".into(),
+                    secret_access_key_env: "AWS_SECRET_ACCESS_KEY".into(),
+                    session_token_env: None,
+                });
+                let region = settings
+                    .region
+                    .clone()
+                    .or_else(|| weir_config::bedrock_region(&p.base_url).map(str::to_owned))
+                    .unwrap_or_else(|| "us-east-1".into());
+                let id = env(&settings.access_key_id_env);
+                let secret = env(&settings.secret_access_key_env);
+                match (id, secret) {
+                    (Some(id), Some(secret)) => {
+                        aws = Some(weir_core::AwsAuth {
+                            region,
+                            access_key_id: id,
+                            session_token: settings
+                                .session_token_env
+                                .as_ref()
+                                .and_then(env)
+                                .map(Secret::new),
+                        });
+                        bedrock_missing = Some((Some(Secret::new(secret)), None));
                     }
-                },
-                (None, None) => (None, None),
+                    (id, _) => {
+                        let var = if id.is_none() {
+                            settings.access_key_id_env
+                        } else {
+                            settings.secret_access_key_env
+                        };
+                        bedrock_missing = Some((None, Some(var)));
+                    }
+                }
+            }
+            let (api_key, missing_key_env) = if let Some(b) = bedrock_missing {
+                b
+            } else {
+                match (&p.api_key, &p.api_key_env) {
+                    (Some(key), _) => (Some(Secret::new(key.expose().to_owned())), None),
+                    (None, Some(var)) => match std::env::var(var) {
+                        Ok(v) if !v.is_empty() => (Some(Secret::new(v)), None),
+                        _ => {
+                            tracing::warn!(provider = %p.name, variable = %var, "provider key not set: its routes answer 503 until it is");
+                            (None, Some(var.clone()))
+                        }
+                    },
+                    (None, None) => (None, None),
+                }
             };
             providers.insert(
                 p.name.clone(),
@@ -251,6 +322,15 @@ impl State {
                     api_key,
                     missing_key_env,
                     timeout_ms: p.timeout_ms,
+                    dialect,
+                    api_version: p.api_version.clone(),
+                    deployments: p
+                        .deployments
+                        .iter()
+                        .map(|(m, d)| (m.clone(), d.clone()))
+                        .collect(),
+                    aws,
+                    prices: prices.clone(),
                 }),
             );
         }
@@ -324,5 +404,20 @@ impl State {
             shared,
             catalogue,
         })
+    }
+}
+
+/// The data plane's dialect for a configured provider kind.
+fn dialect(kind: weir_config::ProviderKind) -> weir_llm::Dialect {
+    use weir_config::ProviderKind as K;
+    use weir_llm::Dialect as D;
+    match kind {
+        K::Openai => D::Openai,
+        K::AzureOpenai => D::AzureOpenai,
+        K::AzureAiFoundry => D::AzureAiFoundry,
+        K::Mistral => D::Mistral,
+        K::Anthropic => D::Anthropic,
+        K::Gemini => D::Gemini,
+        K::AwsBedrock => D::Bedrock,
     }
 }
