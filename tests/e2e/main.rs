@@ -8,4 +8,5 @@ mod controller;
 mod faults;
 mod limits;
 mod policies;
+mod providers;
 mod streaming;

@@ -44,6 +44,9 @@ pub fn sha256_hex_bytes(b: &[u8]) -> String {
 /// Builds the YAML configuration of a test gateway.
 #[derive(Debug, Clone)]
 pub struct ConfigBuilder {
+    /// Extra providers (YAML list items, indented by two spaces; `{mock}` stands for the mock's
+    /// base URL without a path), added after the default one.
+    pub extra_providers: Vec<String>,
     /// Extra proxies (YAML list items, indented by two spaces), added after the default one.
     pub extra_proxies: Vec<String>,
     /// Extra top-level YAML (e.g. `policies:` or `limits:`).
@@ -60,6 +63,7 @@ pub struct ConfigBuilder {
 impl Default for ConfigBuilder {
     fn default() -> Self {
         Self {
+            extra_providers: Vec::new(),
             extra_proxies: Vec::new(),
             extra: String::new(),
             token_limit: r#"{"tokens-per-minute": 100000000, "requests-per-minute": 100000000}"#
@@ -88,6 +92,15 @@ impl ConfigBuilder {
             auth_policy(),
             self.token_limit
         );
+        let proxies_at = out.find("proxies:\n").unwrap_or(out.len());
+        let mut providers = String::new();
+        for p in &self.extra_providers {
+            providers.push_str(&p.replace("{mock}", upstream));
+            if !p.ends_with('\n') {
+                providers.push('\n');
+            }
+        }
+        out.insert_str(proxies_at, &providers);
         for p in &self.extra_proxies {
             out.push_str(p);
             if !p.ends_with('\n') {

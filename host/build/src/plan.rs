@@ -69,7 +69,8 @@ pub async fn make_plan(
                 ),
             ));
         }
-        if provider.kind == weir_config::ProviderKind::AwsBedrock || !provider.deployments.is_empty()
+        if provider.kind == weir_config::ProviderKind::AwsBedrock
+            || !provider.deployments.is_empty()
         {
             return Err((
                 format!("providers[{pi}].kind"),

@@ -416,7 +416,10 @@ fn check_kind_settings(i: usize, p: &crate::Provider) -> Result<(), ConfigError>
                 ));
             }
             if let Some(a) = aws {
-                check_var(format!("providers[{i}].aws.access-key-id-env"), &a.access_key_id_env)?;
+                check_var(
+                    format!("providers[{i}].aws.access-key-id-env"),
+                    &a.access_key_id_env,
+                )?;
                 check_var(
                     format!("providers[{i}].aws.secret-access-key-env"),
                     &a.secret_access_key_env,
@@ -451,7 +454,10 @@ pub fn bedrock_region(base_url: &str) -> Option<&str> {
 fn check_prices(c: &GatewayConfig) -> Result<(), ConfigError> {
     for (i, p) in c.prices.iter().enumerate() {
         if p.model.is_empty() {
-            return Err(ConfigError::at(format!("prices[{i}].model"), "must not be empty"));
+            return Err(ConfigError::at(
+                format!("prices[{i}].model"),
+                "must not be empty",
+            ));
         }
         for (field, v) in [
             ("input-per-million", Some(p.input_per_million)),

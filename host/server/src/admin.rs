@@ -75,10 +75,36 @@ async fn handle(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
                 r#"{"error":"config"}"#,
             ),
         },
+        "/usage" => {
+            // Spend per consumer since the start: `/usage?consumer=alice` for one.
+            let wanted = req.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("consumer="))
+                    .map(str::to_owned)
+            });
+            let consumers: Vec<serde_json::Value> = gateway
+                .usage()
+                .all_totals()
+                .into_iter()
+                .filter(|(c, _)| wanted.as_ref().is_none_or(|w| w == c))
+                .map(|(c, t)| {
+                    serde_json::json!({
+                        "consumer": c,
+                        "requests": t.requests,
+                        "prompt_tokens": t.prompt_tokens,
+                        "completion_tokens": t.completion_tokens,
+                        "total_tokens": t.total_tokens,
+                        "cost_usd": t.cost_usd,
+                    })
+                })
+                .collect();
+            let body = serde_json::json!({ "consumers": consumers });
+            respond(StatusCode::OK, "application/json", body.to_string())
+        }
         _ => respond(
             StatusCode::NOT_FOUND,
             "application/json",
-            r#"{"error":"not found: try /health, /ready, /metrics, /config"}"#,
+            r#"{"error":"not found: try /health, /ready, /metrics, /config, /usage"}"#,
         ),
     }
 }

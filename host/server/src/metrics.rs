@@ -47,6 +47,8 @@ struct Inner {
     ttft: BTreeMap<String, Histogram>,
     /// (provider, model, consumer, kind) → tokens
     tokens: BTreeMap<(String, String, String, &'static str), u64>,
+    /// (provider, model, consumer) → US dollars
+    cost: BTreeMap<(String, String, String), f64>,
     /// (proxy, policy, code) → count
     denials: BTreeMap<(String, String, String), u64>,
     /// provider → time from sending upstream to the response headers
@@ -104,6 +106,11 @@ impl Metrics {
                     .entry((r.provider.clone(), model.clone(), consumer.clone(), kind))
                     .or_default() += n;
             }
+        }
+        if let Some(c) = r.cost_usd {
+            *m.cost
+                .entry((r.provider.clone(), model, consumer))
+                .or_default() += c;
         }
     }
 
@@ -171,6 +178,16 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "weir_tokens_total{{provider=\"{}\",model=\"{}\",consumer=\"{}\",type=\"{kind}\"}} {n}",
+                esc(provider),
+                esc(model),
+                esc(consumer)
+            );
+        }
+        out.push_str("# HELP weir_cost_usd_total What the tokens cost, from the price table (US dollars).\n# TYPE weir_cost_usd_total counter\n");
+        for ((provider, model, consumer), c) in &m.cost {
+            let _ = writeln!(
+                out,
+                "weir_cost_usd_total{{provider=\"{}\",model=\"{}\",consumer=\"{}\"}} {c}",
                 esc(provider),
                 esc(model),
                 esc(consumer)

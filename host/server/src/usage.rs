@@ -13,12 +13,14 @@ use serde::Serialize;
 pub use weir_core::UsageRecord;
 
 /// Totals of one consumer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Totals {
     pub requests: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// US dollars, for the requests whose model has a price.
+    pub cost_usd: f64,
 }
 
 /// Where usage records go.
@@ -106,6 +108,7 @@ impl UsageLog {
             t.prompt_tokens += record.prompt_tokens;
             t.completion_tokens += record.completion_tokens;
             t.total_tokens += record.total_tokens;
+            t.cost_usd += record.cost_usd.unwrap_or(0.0);
             if inner.recent.len() == RECENT {
                 inner.recent.pop_front();
             }
@@ -126,6 +129,18 @@ impl UsageLog {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.totals.get(consumer).copied().unwrap_or_default()
+    }
+
+    /// Totals of every consumer (`-` for unauthenticated requests), by name.
+    pub fn all_totals(&self) -> Vec<(String, Totals)> {
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<(String, Totals)> =
+            inner.totals.iter().map(|(c, t)| (c.clone(), *t)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// The most recent records (up to 10 000), oldest first.

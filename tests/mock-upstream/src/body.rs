@@ -28,6 +28,8 @@ pub(crate) enum MockBody {
     Chat(Box<ChatStream>),
     /// A body that announces its full length, sends a prefix and then fails.
     Truncated(Truncated),
+    /// Prepared frames of a native stream.
+    Frames(Box<crate::native::Frames>),
 }
 
 impl MockBody {
@@ -45,6 +47,7 @@ impl Body for MockBody {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Chat(stream) => stream.poll_frame(cx),
             Self::Truncated(t) => t.poll_frame(cx),
+            Self::Frames(f) => f.poll_frame(cx),
         }
     }
 
@@ -57,7 +60,7 @@ impl Body for MockBody {
             Self::Full(None) => SizeHint::with_exact(0),
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Truncated(t) => SizeHint::with_exact(t.full_len),
-            Self::Chat(_) => SizeHint::default(),
+            Self::Chat(_) | Self::Frames(_) => SizeHint::default(),
         }
     }
 }

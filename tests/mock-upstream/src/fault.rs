@@ -12,6 +12,7 @@
 //! | `cut-after-N`  | streams: send N content chunks, then abort the body (no usage, no DONE); |
 //! |                | non-streams: send half of the body, then abort                           |
 //! | `latency-MS`   | sleep MS milliseconds before answering                                   |
+//! | `stream-error-after-N` | native streams: the provider's error event after N frames        |
 
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub(crate) struct Faults {
     pub cut_after: Option<u64>,
     /// Extra latency before answering.
     pub latency: Duration,
+    /// Native streams: the provider's in-stream error event after this many frames.
+    pub stream_error_after: Option<u64>,
 }
 
 impl Faults {
@@ -55,6 +58,11 @@ impl Faults {
                     .parse::<u64>()
                     .map_err(|_| format!("invalid mock fault `{item}`"))?;
                 self.cut_after = Some(n);
+            } else if let Some(n) = item.strip_prefix("stream-error-after-") {
+                let n = n
+                    .parse::<u64>()
+                    .map_err(|_| format!("invalid mock fault `{item}`"))?;
+                self.stream_error_after = Some(n);
             } else if let Some(ms) = item.strip_prefix("latency-") {
                 let ms = ms
                     .parse::<u64>()
@@ -85,7 +93,8 @@ mod tests {
                 status: Some(503),
                 reset: true,
                 cut_after: Some(2),
-                latency: Duration::from_millis(50)
+                latency: Duration::from_millis(50),
+                stream_error_after: None,
             }
         );
         assert!(f.add_spec("status-200").is_err());

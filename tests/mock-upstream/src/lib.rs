@@ -7,6 +7,10 @@
 //! `x-mock-fault` header or a `mock-fault:<spec>` model name (see [`fault`] for the specs:
 //! `status-429`, `status-500`, `status-503`, `reset`, `cut-after-N`, `latency-MS`).
 //!
+//! It also speaks the native protocols of Anthropic, Gemini, Bedrock Converse (SigV4 checked,
+//! event-stream framing), Azure OpenAI and Azure AI Foundry: see [`native`](crate::native) for
+//! paths, credentials and their faults.
+//!
 //! Everything is deterministic so tests can compute expected results: the reply to a chat
 //! request is `"mock0 mock1 …"` ([`reply_text`]) with one word per completion token
 //! (`max_completion_tokens`, else `max_tokens`, else 16, capped at 4096), prompt tokens are
@@ -23,6 +27,7 @@ pub mod fault;
 
 mod body;
 mod embeddings;
+mod native;
 mod protocol;
 mod service;
 
@@ -56,6 +61,8 @@ pub struct MockOptions {
     pub latency: Duration,
     /// Sleep between the events of a stream.
     pub chunk_delay: Duration,
+    /// When set, Bedrock requests must be SigV4-signed with this (access key id, secret).
+    pub aws_credentials: Option<(String, String)>,
 }
 
 /// A snapshot of what a [`MockServer`] served and billed.

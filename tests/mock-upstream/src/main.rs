@@ -24,6 +24,15 @@ struct Args {
     /// Delay between the events of a stream, in milliseconds.
     #[arg(long, default_value_t = 0)]
     chunk_delay_ms: u64,
+    /// Bedrock: require SigV4 signatures made with this access key id (and the secret below).
+    #[arg(
+        long,
+        env = "MOCK_AWS_ACCESS_KEY_ID",
+        requires = "aws_secret_access_key"
+    )]
+    aws_access_key_id: Option<String>,
+    #[arg(long, env = "MOCK_AWS_SECRET_ACCESS_KEY")]
+    aws_secret_access_key: Option<String>,
     /// Tokio worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -54,6 +63,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         api_key: args.api_key,
         latency: Duration::from_millis(args.latency_ms),
         chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+        aws_credentials: args.aws_access_key_id.zip(args.aws_secret_access_key),
     };
     let server = MockServer::start(args.listen, opts).await?;
     announce(server.addr());

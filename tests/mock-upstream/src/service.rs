@@ -4,6 +4,7 @@ use crate::Shared;
 use crate::body::{ChatStream, MockBody, Truncated};
 use crate::embeddings;
 use crate::fault::{FAULT_HEADER, FAULT_MODEL_PREFIX, Faults, LATENCY_HEADER};
+use crate::native;
 use crate::protocol::{self, ApiError, ChatParams};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -49,7 +50,8 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Reply, io::Error> {
     let path = req.uri().path();
-    if !path.starts_with("/v1/") {
+    let is_native = req.method() == Method::POST && native::route(path).is_some();
+    if !path.starts_with("/v1/") && !is_native {
         return Ok(match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/health") => {
                 json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
@@ -90,6 +92,46 @@ pub(crate) async fn handle(
     }
 
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    let native = (parts.method == Method::POST)
+        .then(|| native::route(parts.uri.path()))
+        .flatten();
+    if let Some(native) = native {
+        // The model names a fault in the body (Anthropic, Azure) or in the path.
+        let model = match &native {
+            native::Native::Gemini { model, .. } | native::Native::Bedrock { model, .. } => {
+                Some(model.clone())
+            }
+            _ => serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("model")?.as_str().map(str::to_owned)),
+        };
+        if let Some(spec) = model
+            .as_deref()
+            .and_then(|m| m.strip_prefix(FAULT_MODEL_PREFIX))
+            && let Err(e) = faults.add_spec(spec)
+        {
+            fault_error = Some(e);
+        }
+        let latency = shared.opts.latency + faults.latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if let Some(message) = fault_error {
+            return Ok(error(&ApiError::invalid(
+                message,
+                None,
+                Some("invalid_mock_fault"),
+            )));
+        }
+        if faults.reset {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "weir-mock-upstream: injected reset fault",
+            ));
+        }
+        let after = faults.stream_error_after;
+        return native::handle(&shared, &native, &parts, &body, &faults, after);
+    }
     let json_body = matches!(endpoint, Endpoint::Chat | Endpoint::Embeddings)
         .then(|| serde_json::from_slice::<Value>(&body));
     if let Some(Ok(req_json)) = &json_body
@@ -151,6 +193,14 @@ pub(crate) async fn handle(
         _ => Err(ApiError::not_found(parts.method.as_str(), parts.uri.path())),
     };
     Ok(result.unwrap_or_else(|e| error(&e)))
+}
+
+/// The OpenAI chat handler for a raw body (Azure paths reuse it).
+pub(crate) fn openai_chat(shared: &Arc<Shared>, body: &[u8], faults: &Faults) -> Reply {
+    let result = serde_json::from_slice::<Value>(body)
+        .map_err(|_| ApiError::invalid_json())
+        .and_then(|req| chat(shared, &req, faults));
+    result.unwrap_or_else(|e| error(&e))
 }
 
 fn chat(shared: &Arc<Shared>, req: &Value, faults: &Faults) -> Result<Reply, ApiError> {

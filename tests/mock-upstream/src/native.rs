@@ -1,0 +1,721 @@
+//! The native protocols of other providers, with the same deterministic replies, token counts,
+//! faults and billing as the OpenAI protocol:
+//!
+//! | provider | paths | credential |
+//! | --- | --- | --- |
+//! | Anthropic Messages | `POST /v1/messages` (`anthropic-version` required) | `x-api-key` |
+//! | Gemini | `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent?alt=sse` | `x-goog-api-key` (a `key=` query is refused) |
+//! | Bedrock Converse | `POST /model/{model}/converse`, `/converse-stream` (event-stream) | SigV4, service `bedrock` |
+//! | Azure OpenAI | `POST /openai/deployments/{deployment}/chat/completions?api-version=` | `api-key` |
+//! | Azure AI Foundry | `POST /models/chat/completions?api-version=` | `api-key` or `Authorization: Bearer` |
+//!
+//! Errors use each provider's envelope; `status-NNN` faults too. `cut-after-N` cuts a stream
+//! after N frames (not billed); `stream-error-after-N` sends the provider's in-stream error
+//! event after N frames and ends the body cleanly (not billed).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::Frame;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::time::Sleep;
+
+use crate::Shared;
+use crate::body::MockBody;
+use crate::fault::Faults;
+use crate::protocol::{
+    self, DEFAULT_COMPLETION_TOKENS, MAX_COMPLETION_TOKENS, reply_piece, reply_text,
+};
+
+type Reply = Response<MockBody>;
+
+/// The native protocol a request speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Native {
+    Anthropic,
+    Gemini { model: String, stream: bool },
+    Bedrock { model: String, stream: bool },
+    Azure,
+    Foundry,
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The native protocol of a `POST` path, if it is one.
+pub(crate) fn route(path: &str) -> Option<Native> {
+    if path == "/v1/messages" {
+        return Some(Native::Anthropic);
+    }
+    if let Some(rest) = path.strip_prefix("/v1beta/models/") {
+        let (model, op) = rest.rsplit_once(':')?;
+        let stream = match op {
+            "generateContent" => false,
+            "streamGenerateContent" => true,
+            _ => return None,
+        };
+        return Some(Native::Gemini {
+            model: decode(model),
+            stream,
+        });
+    }
+    if let Some(rest) = path.strip_prefix("/model/") {
+        let (model, op) = rest.rsplit_once('/')?;
+        let stream = match op {
+            "converse" => false,
+            "converse-stream" => true,
+            _ => return None,
+        };
+        return Some(Native::Bedrock {
+            model: decode(model),
+            stream,
+        });
+    }
+    if path.starts_with("/openai/deployments/") && path.ends_with("/chat/completions") {
+        return Some(Native::Azure);
+    }
+    if path == "/models/chat/completions" {
+        return Some(Native::Foundry);
+    }
+    None
+}
+
+/// An error in the protocol's own envelope.
+fn native_error(native: &Native, status: StatusCode, message: &str) -> Reply {
+    let code = status.as_u16();
+    let (body, extra): (Value, Option<(&str, &str)>) = match native {
+        Native::Anthropic => {
+            let kind = match code {
+                400 => "invalid_request_error",
+                401 => "authentication_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                _ => "api_error",
+            };
+            (
+                json!({"type": "error", "error": {"type": kind, "message": message}}),
+                Some(("request-id", "req_mock")),
+            )
+        }
+        Native::Gemini { .. } => {
+            let s = match code {
+                400 => "INVALID_ARGUMENT",
+                401 => "UNAUTHENTICATED",
+                403 => "PERMISSION_DENIED",
+                404 => "NOT_FOUND",
+                429 => "RESOURCE_EXHAUSTED",
+                503 => "UNAVAILABLE",
+                _ => "INTERNAL",
+            };
+            (
+                json!({"error": {"code": code, "message": message, "status": s}}),
+                None,
+            )
+        }
+        Native::Bedrock { .. } => {
+            let t = match code {
+                400 => "ValidationException",
+                403 => "InvalidSignatureException",
+                404 => "ResourceNotFoundException",
+                429 => "ThrottlingException",
+                503 => "ServiceUnavailableException",
+                _ => "InternalServerException",
+            };
+            (json!({"message": message}), Some(("x-amzn-errortype", t)))
+        }
+        Native::Azure | Native::Foundry => (
+            json!({"error": {"code": code.to_string(), "message": message}}),
+            None,
+        ),
+    };
+    let mut resp = Response::new(MockBody::full(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some((n, v)) = extra {
+        resp.headers_mut().insert(n, HeaderValue::from_static(v));
+    }
+    resp
+}
+
+fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks the credential of a request; the error reply when it is wrong.
+fn authenticate(shared: &Shared, native: &Native, parts: &Parts, body: &[u8]) -> Option<Reply> {
+    let query = parts.uri.query().unwrap_or("");
+    if matches!(native, Native::Gemini { .. }) && query.split('&').any(|kv| kv.starts_with("key="))
+    {
+        return Some(native_error(
+            native,
+            StatusCode::BAD_REQUEST,
+            "weir-mock-upstream: the API key must be sent in x-goog-api-key, never in the URL",
+        ));
+    }
+    if let Native::Bedrock { .. } = native {
+        let (id, secret) = shared.opts.aws_credentials.as_ref()?;
+        return verify_sigv4(parts, body, id, secret)
+            .err()
+            .map(|m| native_error(native, StatusCode::FORBIDDEN, &m));
+    }
+    let key = shared.opts.api_key.as_deref()?;
+    let ok = match native {
+        Native::Anthropic => header(parts, "x-api-key") == Some(key),
+        Native::Gemini { .. } => header(parts, "x-goog-api-key") == Some(key),
+        Native::Azure => header(parts, "api-key") == Some(key),
+        Native::Foundry => {
+            header(parts, "api-key") == Some(key)
+                || header(parts, "authorization") == Some(&format!("Bearer {key}"))
+        }
+        Native::Bedrock { .. } => true,
+    };
+    (!ok).then(|| {
+        let (status, message) = match native {
+            Native::Anthropic => (StatusCode::UNAUTHORIZED, "invalid x-api-key"),
+            Native::Gemini { .. } => (
+                StatusCode::FORBIDDEN,
+                "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+            ),
+            _ => (
+                StatusCode::UNAUTHORIZED,
+                "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
+            ),
+        };
+        native_error(native, status, message)
+    })
+}
+
+fn verify_sigv4(parts: &Parts, body: &[u8], id: &str, secret: &str) -> Result<(), String> {
+    let bad = || {
+        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.".to_owned()
+    };
+    let auth =
+        header(parts, "authorization").ok_or_else(|| "Missing Authentication Token".to_owned())?;
+    let rest = auth
+        .strip_prefix("AWS4-HMAC-SHA256 Credential=")
+        .ok_or_else(bad)?;
+    let mut fields = rest.split(", ");
+    let credential = fields.next().ok_or_else(bad)?;
+    let signed = fields
+        .next()
+        .and_then(|f| f.strip_prefix("SignedHeaders="))
+        .ok_or_else(bad)?;
+    let signature = fields
+        .next()
+        .and_then(|f| f.strip_prefix("Signature="))
+        .ok_or_else(bad)?;
+    let scope: Vec<&str> = credential.split('/').collect();
+    if scope.len() != 5 || scope[0] != id || scope[3] != "bedrock" || scope[4] != "aws4_request" {
+        return Err(format!(
+            "The security token included in the request is invalid ({credential})."
+        ));
+    }
+    let date = header(parts, "x-amz-date").ok_or_else(bad)?;
+    let mut headers = Vec::new();
+    for name in signed.split(';') {
+        let value = header(parts, name).ok_or_else(bad)?;
+        headers.push((name.to_owned(), value.to_owned()));
+    }
+    let payload = weir_llm::sigv4::sha256_hex(body);
+    let (_, _, expected) = weir_llm::sigv4::signature(
+        &weir_llm::sigv4::Signing {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers: &headers,
+            payload_sha256: &payload,
+            region: scope[2],
+            service: "bedrock",
+            amz_date: date,
+            double_encode_path: true,
+        },
+        secret,
+    );
+    if expected == signature && signed.split(';').any(|h| h == "host") {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// What the mock needs from a native chat request.
+struct Chat {
+    model: String,
+    stream: bool,
+    prompt_tokens: u64,
+    words: u64,
+}
+
+fn text_chars(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.chars().count() as u64,
+        Value::Array(items) => items.iter().map(text_chars).sum(),
+        Value::Object(o) => {
+            o.get("text").map(text_chars).unwrap_or(0)
+                + o.get("content").map(text_chars).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+fn message_tokens(chars: u64) -> u64 {
+    3 + chars.div_ceil(4)
+}
+
+fn invalid(m: impl Into<String>) -> String {
+    m.into()
+}
+
+/// Validates a native body and reads what the answer depends on.
+fn parse(native: &Native, req: &Value) -> Result<Chat, String> {
+    let words = |n: Option<u64>| {
+        n.unwrap_or(DEFAULT_COMPLETION_TOKENS)
+            .min(MAX_COMPLETION_TOKENS)
+    };
+    match native {
+        Native::Anthropic => {
+            let model = req
+                .get("model")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("model: Field required"))?;
+            let max = req
+                .get("max_tokens")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| invalid("max_tokens: Field required"))?;
+            let messages = req
+                .get("messages")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid("messages: Field required"))?;
+            let mut prompt = 0;
+            if let Some(system) = req.get("system") {
+                prompt += message_tokens(text_chars(system));
+            }
+            for (i, m) in messages.iter().enumerate() {
+                match m.get("role").and_then(Value::as_str) {
+                    Some("user" | "assistant") => {}
+                    _ => {
+                        return Err(format!(
+                            "messages.{i}.role: Input should be 'user' or 'assistant'"
+                        ));
+                    }
+                }
+                let content = m
+                    .get("content")
+                    .ok_or_else(|| format!("messages.{i}.content: Field required"))?;
+                if let Some(blocks) = content.as_array() {
+                    for (k, b) in blocks.iter().enumerate() {
+                        match b.get("type").and_then(Value::as_str) {
+                            Some("text" | "image" | "tool_use" | "tool_result") => {}
+                            _ => {
+                                return Err(format!(
+                                    "messages.{i}.content.{k}.type: Input tag is invalid"
+                                ));
+                            }
+                        }
+                    }
+                } else if !content.is_string() {
+                    return Err(format!(
+                        "messages.{i}.content: Input should be a valid list"
+                    ));
+                }
+                prompt += message_tokens(text_chars(content));
+            }
+            Ok(Chat {
+                model: model.to_owned(),
+                stream: req.get("stream") == Some(&json!(true)),
+                prompt_tokens: prompt,
+                words: words(Some(max)),
+            })
+        }
+        Native::Gemini { model, stream } => {
+            let contents = req
+                .get("contents")
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    invalid("* GenerateContentRequest.contents: contents is not specified")
+                })?;
+            let mut prompt = 0;
+            if let Some(s) = req.pointer("/systemInstruction/parts") {
+                prompt += message_tokens(text_chars(s));
+            }
+            for (i, c) in contents.iter().enumerate() {
+                match c.get("role").and_then(Value::as_str) {
+                    Some("user" | "model") | None => {}
+                    Some(r) => {
+                        return Err(format!(
+                            "Please use a valid role: user, model. (contents[{i}].role = {r})"
+                        ));
+                    }
+                }
+                let parts = c
+                    .get("parts")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."))?;
+                prompt += message_tokens(text_chars(&Value::Array(parts.clone())));
+            }
+            Ok(Chat {
+                model: model.clone(),
+                stream: *stream,
+                prompt_tokens: prompt,
+                words: words(
+                    req.pointer("/generationConfig/maxOutputTokens")
+                        .and_then(Value::as_u64),
+                ),
+            })
+        }
+        Native::Bedrock { model, stream } => {
+            let messages = req
+                .get("messages")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid("1 validation error detected: Value null at 'messages' failed to satisfy constraint: Member must not be null"))?;
+            let mut prompt = 0;
+            if let Some(s) = req.get("system") {
+                prompt += message_tokens(text_chars(s));
+            }
+            for (i, m) in messages.iter().enumerate() {
+                match m.get("role").and_then(Value::as_str) {
+                    Some("user" | "assistant") => {}
+                    _ => {
+                        return Err(format!(
+                            "Value at 'messages.{}.member.role' failed to satisfy constraint: Member must satisfy enum value set: [user, assistant]",
+                            i + 1
+                        ));
+                    }
+                }
+                let content = m.get("content").and_then(Value::as_array).ok_or_else(|| {
+                    format!(
+                        "Value null at 'messages.{}.member.content' failed to satisfy constraint",
+                        i + 1
+                    )
+                })?;
+                prompt += message_tokens(text_chars(&Value::Array(content.clone())));
+            }
+            Ok(Chat {
+                model: model.clone(),
+                stream: *stream,
+                prompt_tokens: prompt,
+                words: words(
+                    req.pointer("/inferenceConfig/maxTokens")
+                        .and_then(Value::as_u64),
+                ),
+            })
+        }
+        Native::Azure | Native::Foundry => Err(invalid("not a native chat")),
+    }
+}
+
+/// Serves one native request (faults already read; latency already applied).
+pub(crate) fn handle(
+    shared: &Arc<Shared>,
+    native: &Native,
+    parts: &Parts,
+    body: &Bytes,
+    faults: &Faults,
+    stream_error_after: Option<u64>,
+) -> Result<Reply, io::Error> {
+    if let Some(reply) = authenticate(shared, native, parts, body) {
+        return Ok(reply);
+    }
+    if let Some(status) = faults.status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = match status.as_u16() {
+            429 => "Rate limit exceeded (weir-mock-upstream fault)",
+            529 => "Overloaded",
+            _ => "Injected failure (weir-mock-upstream fault)",
+        };
+        return Ok(native_error(native, status, message));
+    }
+    if matches!(native, Native::Azure | Native::Foundry) {
+        let has_version = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .any(|kv| kv.starts_with("api-version=") && kv.len() > "api-version=".len());
+        if !has_version {
+            return Ok(native_error(
+                native,
+                StatusCode::NOT_FOUND,
+                "Resource not found",
+            ));
+        }
+        // Otherwise the OpenAI protocol.
+        return Ok(crate::service::openai_chat(shared, body, faults));
+    }
+    let req: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(native_error(
+                native,
+                StatusCode::BAD_REQUEST,
+                &format!("The request body is not valid JSON: {e}"),
+            ));
+        }
+    };
+    let chat = match parse(native, &req) {
+        Ok(c) => c,
+        Err(m) => return Ok(native_error(native, StatusCode::BAD_REQUEST, &m)),
+    };
+    let usage = (chat.prompt_tokens, chat.words);
+    if !chat.stream {
+        let text = reply_text(chat.words);
+        let id = protocol::next_id("");
+        let body = match native {
+            Native::Anthropic => json!({
+                "id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": chat.model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": usage.0, "output_tokens": usage.1}}),
+            Native::Gemini { .. } => json!({
+                "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
+                "usageMetadata": {"promptTokenCount": usage.0, "candidatesTokenCount": usage.1, "totalTokenCount": usage.0 + usage.1},
+                "modelVersion": chat.model, "responseId": id}),
+            _ => json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": usage.0, "outputTokens": usage.1, "totalTokens": usage.0 + usage.1},
+                "metrics": {"latencyMs": 1}}),
+        };
+        let body = Bytes::from(body.to_string());
+        if faults.cut_after.is_some() {
+            let mut resp = Response::new(MockBody::Truncated(crate::body::Truncated::new(
+                &body,
+                Arc::clone(shared),
+            )));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return Ok(resp);
+        }
+        shared.prompt_tokens.fetch_add(usage.0, Ordering::Relaxed);
+        shared
+            .completion_tokens
+            .fetch_add(usage.1, Ordering::Relaxed);
+        let mut resp = Response::new(MockBody::full(body));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(resp);
+    }
+    let (frames, content_type) = stream_frames(native, &chat);
+    let error_frame = stream_error_after.map(|n| (n as usize, error_frame(native)));
+    let stream = Frames {
+        frames,
+        next: 0,
+        usage,
+        billed: false,
+        cut_after: faults.cut_after.map(|n| n as usize),
+        error_frame,
+        delay: shared.opts.chunk_delay,
+        sleep: None,
+        flushed: false,
+        shared: Arc::clone(shared),
+    };
+    let mut resp = Response::new(MockBody::Frames(Box::new(stream)));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(resp)
+}
+
+fn sse(event: Option<&str>, data: &Value) -> Bytes {
+    Bytes::from(match event {
+        Some(e) => format!("event: {e}\ndata: {data}\n\n"),
+        None => format!("data: {data}\r\n\r\n"),
+    })
+}
+
+fn event_stream(kind: &str, data: &Value) -> Bytes {
+    Bytes::from(weir_llm::eventstream::encode(
+        &[
+            (":event-type", kind),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        data.to_string().as_bytes(),
+    ))
+}
+
+fn error_frame(native: &Native) -> Bytes {
+    match native {
+        Native::Anthropic => sse(
+            Some("error"),
+            &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ),
+        Native::Gemini { .. } => sse(
+            None,
+            &json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}),
+        ),
+        _ => Bytes::from(weir_llm::eventstream::encode(
+            &[
+                (":message-type", "exception"),
+                (":exception-type", "throttlingException"),
+                (":content-type", "application/json"),
+            ],
+            br#"{"message":"Too many requests, please wait before trying again."}"#,
+        )),
+    }
+}
+
+/// The frames of a streamed answer; the last one carries the usage.
+fn stream_frames(native: &Native, chat: &Chat) -> (Vec<Bytes>, &'static str) {
+    let (p, c) = (chat.prompt_tokens, chat.words);
+    let mut f = Vec::new();
+    match native {
+        Native::Anthropic => {
+            let id = protocol::next_id("msg_");
+            f.push(sse(Some("message_start"), &json!({"type": "message_start", "message": {
+                "id": id, "type": "message", "role": "assistant", "model": chat.model, "content": [],
+                "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": p, "output_tokens": 1}}})));
+            f.push(sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+            f.push(sse(Some("ping"), &json!({"type": "ping"})));
+            for i in 0..c {
+                f.push(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": reply_piece(i)}})));
+            }
+            f.push(sse(
+                Some("content_block_stop"),
+                &json!({"type": "content_block_stop", "index": 0}),
+            ));
+            f.push(sse(Some("message_delta"), &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": c}})));
+            f.push(sse(Some("message_stop"), &json!({"type": "message_stop"})));
+            (f, "text/event-stream; charset=utf-8")
+        }
+        Native::Gemini { .. } => {
+            let id = protocol::next_id("");
+            for i in 0..c {
+                let mut chunk = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": reply_piece(i)}]}, "index": 0}],
+                    "modelVersion": chat.model, "responseId": id});
+                if i + 1 == c {
+                    chunk["candidates"][0]["finishReason"] = json!("STOP");
+                    chunk["usageMetadata"] = json!({"promptTokenCount": p, "candidatesTokenCount": c, "totalTokenCount": p + c});
+                }
+                f.push(sse(None, &chunk));
+            }
+            if c == 0 {
+                f.push(sse(None, &json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": "STOP", "index": 0}],
+                    "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": 0, "totalTokenCount": p}, "modelVersion": chat.model})));
+            }
+            (f, "text/event-stream")
+        }
+        _ => {
+            f.push(event_stream("messageStart", &json!({"role": "assistant"})));
+            for i in 0..c {
+                f.push(event_stream(
+                    "contentBlockDelta",
+                    &json!({"contentBlockIndex": 0, "delta": {"text": reply_piece(i)}}),
+                ));
+            }
+            f.push(event_stream(
+                "contentBlockStop",
+                &json!({"contentBlockIndex": 0}),
+            ));
+            f.push(event_stream(
+                "messageStop",
+                &json!({"stopReason": "end_turn"}),
+            ));
+            f.push(event_stream("metadata", &json!({"usage": {"inputTokens": p, "outputTokens": c, "totalTokens": p + c}, "metrics": {"latencyMs": 1}})));
+            (f, "application/vnd.amazon.eventstream")
+        }
+    }
+}
+
+/// A stream of prepared frames. The usage (carried by the last frame) is billed once hyper has
+/// taken that frame, i.e. when it polls for the next one.
+#[derive(Debug)]
+pub(crate) struct Frames {
+    frames: Vec<Bytes>,
+    next: usize,
+    usage: (u64, u64),
+    billed: bool,
+    cut_after: Option<usize>,
+    error_frame: Option<(usize, Bytes)>,
+    delay: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    flushed: bool,
+    shared: Arc<Shared>,
+}
+
+impl Frames {
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.next == self.frames.len() {
+            if !self.billed {
+                self.billed = true;
+                self.shared
+                    .prompt_tokens
+                    .fetch_add(self.usage.0, Ordering::Relaxed);
+                self.shared
+                    .completion_tokens
+                    .fetch_add(self.usage.1, Ordering::Relaxed);
+                self.shared
+                    .completed_streams
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            return Poll::Ready(None);
+        }
+        if self.next > self.frames.len() {
+            return Poll::Ready(None);
+        }
+        if self.cut_after == Some(self.next) {
+            if !self.flushed {
+                // Pending once so hyper flushes the frames already taken before the abort.
+                self.flushed = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.next = usize::MAX;
+            self.shared.cut_streams.fetch_add(1, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "weir-mock-upstream: injected cut",
+            ))));
+        }
+        if let Some((n, frame)) = &self.error_frame
+            && *n == self.next
+        {
+            let frame = frame.clone();
+            self.next = usize::MAX;
+            self.shared.cut_streams.fetch_add(1, Ordering::Relaxed);
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
+        }
+        if self.next > 0 && !self.delay.is_zero() {
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.delay)));
+            ready!(sleep.as_mut().poll(cx));
+            self.sleep = None;
+        }
+        let frame = self.frames[self.next].clone();
+        self.next += 1;
+        Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+}
+
+use std::future::Future as _;
