@@ -264,6 +264,7 @@ mod tests {
             time_to_first_token_ms: None,
             upstream_latency_ms: Some(latency_ms / 2),
             error: (status >= 500).then_some("upstream_timeout"),
+            cost_usd: None,
         }
     }
 
