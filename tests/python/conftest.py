@@ -25,6 +25,17 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The Bedrock provider's credentials (the secret is a canary: it must never reach a client).
+AWS_ACCESS_KEY_ID = "AKIDWEIRPYTEST"
+AWS_SECRET_ACCESS_KEY = "weir-py-aws-secret-canary-77e1"
+# Translated providers the mock plays natively: (proxy context path, provider kind).
+TRANSLATED = [
+    ("/anthropic", "anthropic"),
+    ("/gemini", "gemini"),
+    ("/bedrock", "aws-bedrock"),
+    ("/azure", "azure-openai"),
+    ("/foundry", "azure-ai-foundry"),
+]
 STARTUP_TIMEOUT_S = 180.0  # the first start compiles the policy components (debug build)
 
 
@@ -105,7 +116,17 @@ def mock_upstream(tmp_path_factory, keys: Keys):
     log_path = tmp_path_factory.mktemp("mock") / "mock-stderr.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [str(binary), "--listen", f"127.0.0.1:{port}", "--api-key", keys.upstream],
+        [
+            str(binary),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--api-key",
+            keys.upstream,
+            "--aws-access-key-id",
+            AWS_ACCESS_KEY_ID,
+            "--aws-secret-access-key",
+            AWS_SECRET_ACCESS_KEY,
+        ],
         stdout=subprocess.PIPE,
         stderr=log,
         stdin=subprocess.DEVNULL,
@@ -299,6 +320,33 @@ providers:
     base-url: {capture_url}/v1
     api-key-env: MOCK_UPSTREAM_KEY
     timeout-ms: 10000
+  - name: anthropic
+    kind: anthropic
+    base-url: {mock_url}/v1
+    api-key-env: MOCK_UPSTREAM_KEY
+  - name: gemini
+    kind: gemini
+    base-url: {mock_url}/v1beta
+    api-key-env: MOCK_UPSTREAM_KEY
+  - name: bedrock
+    kind: aws-bedrock
+    base-url: {mock_url}
+    aws:
+      region: us-west-2
+      access-key-id-env: MOCK_AWS_ID
+      secret-access-key-env: MOCK_AWS_SECRET
+  - name: azure
+    kind: azure-openai
+    base-url: {mock_url}
+    api-key-env: MOCK_UPSTREAM_KEY
+  - name: foundry
+    kind: azure-ai-foundry
+    base-url: {mock_url}
+    api-key-env: MOCK_UPSTREAM_KEY
+prices:
+  - model: mock-gpt
+    input-per-million: 1
+    output-per-million: 4
 proxies:
   - name: main
     context-path: /
@@ -322,7 +370,10 @@ proxies:
     provider: capture
     policies:
 {auth}
-"""
+""" + "".join(
+        f"  - name: {path[1:]}\n    context-path: {path}\n    provider: {path[1:]}\n    policies:\n{auth}\n"
+        for path, _ in TRANSLATED
+    )
 
 
 def _wait_ready(proc: subprocess.Popen, port: int, log_path: Path) -> None:
@@ -362,6 +413,8 @@ def weir(tmp_path_factory, keys: Keys, mock_upstream: MockUpstream, capture_upst
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
     env["MOCK_UPSTREAM_KEY"] = keys.upstream
+    env["MOCK_AWS_ID"] = AWS_ACCESS_KEY_ID
+    env["MOCK_AWS_SECRET"] = AWS_SECRET_ACCESS_KEY
     env["NO_COLOR"] = "1"
     # Verbose for the gateway's own crates (so the secrets test covers debug logging too),
     # quiet for the WebAssembly compiler.

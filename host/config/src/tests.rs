@@ -121,3 +121,59 @@ fn committed_schema_is_up_to_date() {
         "docs/config.schema.json is stale: run `cargo run -p weir -- config-schema > docs/config.schema.json`"
     );
 }
+
+#[test]
+fn provider_kind_settings_are_checked() {
+    let with = |extra: &str| {
+        MINIMAL.replace(
+            "    base-url: http://127.0.0.1:9/v1\n",
+            &format!("    base-url: http://127.0.0.1:9/v1\n{extra}"),
+        )
+    };
+    let e = err(&with("    kind: anthropic\n    api-version: 2024-10-21\n"));
+    assert_eq!(e.path, "providers[0].api-version");
+    let e = err(&with("    deployments: {gpt-4o: prod}\n"));
+    assert_eq!(e.path, "providers[0].deployments");
+    let e = err(&with("    kind: gemini\n    aws: {region: us-east-1}\n"));
+    assert_eq!(e.path, "providers[0].aws");
+    let e = err(&with("    kind: aws-bedrock\n    api-key-env: KEY\n"));
+    assert_eq!(e.path, "providers[0].api-key-env");
+    let e = err(&with("    kind: aws-bedrock\n"));
+    assert_eq!(
+        e.path, "providers[0].aws.region",
+        "no region in a local URL: {e}"
+    );
+    let e = err(&with(
+        "    kind: aws-bedrock\n    aws: {region: eu-west-1, access-key-id-env: not a var}\n",
+    ));
+    assert_eq!(e.path, "providers[0].aws.access-key-id-env");
+    let e = err(&with("    kind: klingon\n"));
+    assert_eq!(e.path, "providers[0].kind");
+    assert!(
+        GatewayConfig::from_yaml(&with(
+            "    kind: azure-openai\n    api-version: 2024-10-21\n    deployments: {gpt-4o: prod}\n"
+        ))
+        .is_ok()
+    );
+    assert_eq!(
+        bedrock_region("https://bedrock-runtime.eu-west-1.amazonaws.com"),
+        Some("eu-west-1")
+    );
+    assert_eq!(bedrock_region("http://127.0.0.1:9"), None);
+}
+
+#[test]
+fn prices_are_checked() {
+    let e = err(&format!(
+        "{MINIMAL}prices:\n  - {{model: m, input-per-million: -1, output-per-million: 1}}\n"
+    ));
+    assert_eq!(e.path, "prices[0].input-per-million");
+    let e = err(&format!(
+        "{MINIMAL}prices:\n  - {{model: m, provider: nope, input-per-million: 1, output-per-million: 1}}\n"
+    ));
+    assert_eq!(e.path, "prices[0].provider");
+    let ok = format!(
+        "{MINIMAL}prices:\n  - {{model: 'gpt-4o*', provider: p, input-per-million: 2.5, output-per-million: 10}}\n"
+    );
+    assert!(GatewayConfig::from_yaml(&ok).is_ok());
+}

@@ -143,10 +143,15 @@ pub fn request(
 ) -> Result<NativeRequest, TranslateError> {
     let json_type = || vec![("content-type".to_owned(), "application/json".to_owned())];
     match dialect {
-        Dialect::Openai | Dialect::Mistral => Ok(NativeRequest {
+        Dialect::Openai => Ok(NativeRequest {
             path: format!("/{endpoint}"),
             headers: json_type(),
             body: body.to_vec(),
+        }),
+        Dialect::Mistral => Ok(NativeRequest {
+            path: format!("/{endpoint}"),
+            headers: json_type(),
+            body: without_stream_options(body),
         }),
         Dialect::AzureOpenai => {
             let model = || {
@@ -233,6 +238,22 @@ pub fn request(
                 }
             }
         }
+    }
+}
+
+/// Mistral refuses `stream_options` (422 "Extra inputs are not permitted") and always ends a
+/// stream with usage: the field is removed.
+fn without_stream_options(body: &[u8]) -> Vec<u8> {
+    let needle: &[u8] = b"\"stream_options\"";
+    if !body.windows(needle.len()).any(|w| w == needle) {
+        return body.to_vec();
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut m)) => {
+            m.remove("stream_options");
+            to_vec(&Value::Object(m))
+        }
+        _ => body.to_vec(),
     }
 }
 

@@ -112,6 +112,25 @@ fn openai_compatible_requests_keep_the_body() {
 }
 
 #[test]
+fn mistral_requests_lose_stream_options() {
+    let body = br#"{"model":"mistral-small","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let r = request(
+        Dialect::Mistral,
+        "chat/completions",
+        Target::default(),
+        body,
+        true,
+    );
+    let v: Value = r
+        .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        v,
+        json!({"model": "mistral-small", "messages": [], "stream": true})
+    );
+}
+
+#[test]
 fn bad_requests_name_the_field() {
     let cases = [
         (json!({"messages": []}), "model"),
