@@ -22,6 +22,7 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("/bedrock", "aws-bedrock"),
     ("/azure", "azure-openai"),
     ("/foundry", "azure-ai-foundry"),
+    ("/mistral", "mistral"),
 ];
 
 fn config() -> ConfigBuilder {
@@ -40,6 +41,9 @@ fn config() -> ConfigBuilder {
                 "  - name: azure\n    kind: azure-openai\n    base-url: {{mock}}\n    api-version: 2024-10-21\n    deployments:\n      mock-gpt: prod-gpt\n{key}"
             ),
             format!("  - name: foundry\n    kind: azure-ai-foundry\n    base-url: {{mock}}\n{key}"),
+            format!(
+                "  - name: mistral\n    kind: mistral\n    base-url: {{mock}}/mistral/v1\n{key}"
+            ),
         ],
         extra:
             "prices:\n  - model: mock-gpt\n    input-per-million: 2\n    output-per-million: 8\n"
@@ -52,6 +56,7 @@ fn config() -> ConfigBuilder {
         ("/bedrock", "bedrock"),
         ("/azure", "azure"),
         ("/foundry", "foundry"),
+        ("/mistral", "mistral"),
     ] {
         c.extra_proxies.push(format!(
             "  - name: {}\n    context-path: {prefix}\n    provider: {provider}\n    policies: [{}]\n",
@@ -109,7 +114,7 @@ async fn every_provider_answers_in_openai_format() {
             "{kind}"
         );
         // The OpenAI protocol of the mock stops at max_tokens (`length`), the native ones end.
-        let openai = kind.starts_with("azure");
+        let openai = kind.starts_with("azure") || *kind == "mistral";
         let finish = if openai { "length" } else { "stop" };
         assert_eq!(v["choices"][0]["finish_reason"], finish, "{kind}");
         // One message of 11 characters: 3 + ceil(11/4).
@@ -126,7 +131,7 @@ async fn every_provider_answers_in_openai_format() {
     let providers: Vec<&str> = records.iter().map(|r| r.provider.as_str()).collect();
     assert_eq!(
         providers,
-        ["claude", "gemini", "bedrock", "azure", "foundry"]
+        ["claude", "gemini", "bedrock", "azure", "foundry", "mistral"]
     );
     for r in &records {
         assert_eq!((r.prompt_tokens, r.completion_tokens), (6, 3), "{r:?}");
@@ -135,7 +140,7 @@ async fn every_provider_answers_in_openai_format() {
         let cost = r.cost_usd.unwrap_or(-1.0);
         assert!((cost - 36e-6).abs() < 1e-12, "{r:?}");
     }
-    assert_eq!(env.mock.stats().completion_tokens, 15);
+    assert_eq!(env.mock.stats().completion_tokens, 18);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,7 +227,7 @@ async fn every_provider_streams_event_by_event() {
                     .map(str::to_owned)
             })
             .collect();
-        let expected = if kind.starts_with("azure") {
+        let expected = if kind.starts_with("azure") || *kind == "mistral" {
             "length"
         } else {
             "stop"
@@ -461,7 +466,7 @@ async fn usage_adds_up_to_what_the_providers_billed_under_faults() {
         "/azure",
         "/foundry",
     ];
-    for (i, prefix) in prefixes.iter().cycle().take(36).enumerate() {
+    for (i, prefix) in prefixes.iter().cycle().take(42).enumerate() {
         let fault = match i % 6 {
             0 => None,
             1 => Some("cut-after-2"),

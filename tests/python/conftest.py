@@ -35,6 +35,7 @@ TRANSLATED = [
     ("/bedrock", "aws-bedrock"),
     ("/azure", "azure-openai"),
     ("/foundry", "azure-ai-foundry"),
+    ("/mistral", "mistral"),
 ]
 STARTUP_TIMEOUT_S = 180.0  # the first start compiles the policy components (debug build)
 
@@ -342,6 +343,10 @@ providers:
   - name: foundry
     kind: azure-ai-foundry
     base-url: {mock_url}
+    api-key-env: MOCK_UPSTREAM_KEY
+  - name: mistral
+    kind: mistral
+    base-url: {mock_url}/mistral/v1
     api-key-env: MOCK_UPSTREAM_KEY
 prices:
   - model: mock-gpt

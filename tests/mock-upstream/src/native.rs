@@ -8,6 +8,7 @@
 //! | Bedrock Converse | `POST /model/{model}/converse`, `/converse-stream` (event-stream) | SigV4, service `bedrock` |
 //! | Azure OpenAI | `POST /openai/deployments/{deployment}/chat/completions?api-version=` | `api-key` |
 //! | Azure AI Foundry | `POST /models/chat/completions?api-version=` | `api-key` or `Authorization: Bearer` |
+//! | Mistral | `POST /mistral/v1/chat/completions` (`stream_options` refused with 422) | `Authorization: Bearer` |
 //!
 //! Errors use each provider's envelope; `status-NNN` faults too. `cut-after-N` cuts a stream
 //! after N frames (not billed); `stream-error-after-N` sends the provider's in-stream error
@@ -41,10 +42,19 @@ type Reply = Response<MockBody>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Native {
     Anthropic,
-    Gemini { model: String, stream: bool },
-    Bedrock { model: String, stream: bool },
+    Gemini {
+        model: String,
+        stream: bool,
+    },
+    Bedrock {
+        model: String,
+        stream: bool,
+    },
     Azure,
     Foundry,
+    /// Mistral under `/mistral/v1/chat/completions`: OpenAI's protocol, but `stream_options`
+    /// is refused (422) and streams always end with usage.
+    Mistral,
 }
 
 fn decode(s: &str) -> String {
@@ -102,6 +112,9 @@ pub(crate) fn route(path: &str) -> Option<Native> {
     if path == "/models/chat/completions" {
         return Some(Native::Foundry);
     }
+    if path == "/mistral/v1/chat/completions" {
+        return Some(Native::Mistral);
+    }
     None
 }
 
@@ -154,6 +167,10 @@ fn native_error(native: &Native, status: StatusCode, message: &str) -> Reply {
             json!({"error": {"code": code.to_string(), "message": message}}),
             None,
         ),
+        Native::Mistral => (
+            json!({"object": "error", "message": message, "type": "invalid_request_error", "param": null, "code": null}),
+            None,
+        ),
     };
     let mut resp = Response::new(MockBody::full(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
@@ -195,6 +212,7 @@ fn authenticate(shared: &Shared, native: &Native, parts: &Parts, body: &[u8]) ->
             header(parts, "api-key") == Some(key)
                 || header(parts, "authorization") == Some(&format!("Bearer {key}"))
         }
+        Native::Mistral => header(parts, "authorization") == Some(&format!("Bearer {key}")),
         Native::Bedrock { .. } => true,
     };
     (!ok).then(|| {
@@ -428,7 +446,7 @@ fn parse(native: &Native, req: &Value) -> Result<Chat, String> {
                 ),
             })
         }
-        Native::Azure | Native::Foundry => Err(invalid("not a native chat")),
+        Native::Azure | Native::Foundry | Native::Mistral => Err(invalid("not a native chat")),
     }
 }
 
@@ -452,6 +470,28 @@ pub(crate) fn handle(
             _ => "Injected failure (weir-mock-upstream fault)",
         };
         return Ok(native_error(native, status, message));
+    }
+    if *native == Native::Mistral {
+        let Ok(Value::Object(mut req)) = serde_json::from_slice::<Value>(body) else {
+            return Ok(native_error(
+                native,
+                StatusCode::BAD_REQUEST,
+                "Invalid JSON body",
+            ));
+        };
+        if req.contains_key("stream_options") {
+            return Ok(native_error(
+                native,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "body.stream_options: Extra inputs are not permitted",
+            ));
+        }
+        if req.get("stream") == Some(&json!(true)) {
+            // Mistral's streams always end with usage.
+            req.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+        let body = serde_json::to_vec(&Value::Object(req)).unwrap_or_default();
+        return Ok(crate::service::openai_chat(shared, &body, faults));
     }
     if matches!(native, Native::Azure | Native::Foundry) {
         let has_version = parts

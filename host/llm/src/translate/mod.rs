@@ -310,9 +310,11 @@ pub fn error(
                 .find(|(n, _)| n == "x-amzn-errortype")
                 .map(|(_, t)| t.split(':').next().unwrap_or(t).to_owned()),
         ),
+        // OpenAI's envelope; Mistral's `{"object":"error","message":..,"type":..}` too.
         _ => (
-            s(v.pointer("/error/message")),
+            s(v.pointer("/error/message")).or_else(|| s(v.get("message"))),
             s(v.pointer("/error/code"))
+                .or_else(|| s(v.get("type")))
                 .or_else(|| s(v.pointer("/error/type")))
                 .or_else(|| v.pointer("/error/code").map(|c| c.to_string())),
         ),
