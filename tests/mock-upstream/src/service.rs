@@ -112,22 +112,9 @@ pub(crate) async fn handle(
         {
             fault_error = Some(e);
         }
-        let latency = shared.opts.latency + faults.latency;
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
-        if let Some(message) = fault_error {
-            return Ok(error(&ApiError::invalid(
-                message,
-                None,
-                Some("invalid_mock_fault"),
-            )));
-        }
-        if faults.reset {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "weir-mock-upstream: injected reset fault",
-            ));
+        delay(&shared, &faults).await;
+        if let Some(early) = refuse(fault_error, &faults) {
+            return early;
         }
         let after = faults.stream_error_after;
         return native::handle(&shared, &native, &parts, &body, &faults, after);
@@ -144,27 +131,14 @@ pub(crate) async fn handle(
         fault_error = Some(e);
     }
 
-    let latency = shared.opts.latency + faults.latency;
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    delay(&shared, &faults).await;
     if let Some(expected) = &shared.expected_auth
         && parts.headers.get(AUTHORIZATION) != Some(expected)
     {
         return Ok(error(&ApiError::bad_api_key()));
     }
-    if let Some(message) = fault_error {
-        return Ok(error(&ApiError::invalid(
-            message,
-            None,
-            Some("invalid_mock_fault"),
-        )));
-    }
-    if faults.reset {
-        return Err(io::Error::new(
-            io::ErrorKind::ConnectionReset,
-            "weir-mock-upstream: injected reset fault",
-        ));
+    if let Some(early) = refuse(fault_error, &faults) {
+        return early;
     }
     if let Some(status) = faults.status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -193,6 +167,31 @@ pub(crate) async fn handle(
         _ => Err(ApiError::not_found(parts.method.as_str(), parts.uri.path())),
     };
     Ok(result.unwrap_or_else(|e| error(&e)))
+}
+
+/// Sleeps the configured and the requested latency.
+async fn delay(shared: &Shared, faults: &Faults) {
+    let latency = shared.opts.latency + faults.latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+}
+
+/// The answer for an invalid fault spec, or the dropped connection of a `reset` fault.
+fn refuse(fault_error: Option<String>, faults: &Faults) -> Option<Result<Reply, io::Error>> {
+    if let Some(message) = fault_error {
+        return Some(Ok(error(&ApiError::invalid(
+            message,
+            None,
+            Some("invalid_mock_fault"),
+        ))));
+    }
+    faults.reset.then(|| {
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "weir-mock-upstream: injected reset fault",
+        ))
+    })
 }
 
 /// The OpenAI chat handler for a raw body (Azure paths reuse it).

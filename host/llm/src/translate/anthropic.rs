@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
+use super::push_turn;
+
 use super::openai::{ChatMessage, ChatRequest, Part, ToolChoice};
 use super::{
     ChunkWriter, TranslateError, assistant_message, completion, data_url, tool_call, usage_json,
@@ -31,25 +33,12 @@ fn blocks(parts: &[Part<'_>]) -> Vec<Value> {
         .collect()
 }
 
-/// Appends a message, merging it into the previous one when the role is the same (Anthropic
-/// wants tool results of parallel calls in one user turn).
-fn push(messages: &mut Vec<Value>, role: &str, mut content: Vec<Value>) {
-    if let Some(last) = messages.last_mut()
-        && last["role"] == role
-        && let Some(existing) = last["content"].as_array_mut()
-    {
-        existing.append(&mut content);
-        return;
-    }
-    messages.push(json!({"role": role, "content": content}));
-}
-
 /// The Messages API body for an OpenAI chat request.
 pub(crate) fn request(chat: &ChatRequest<'_>, stream: bool) -> Result<Value, TranslateError> {
     let mut messages: Vec<Value> = Vec::new();
     for m in &chat.messages {
         match m {
-            ChatMessage::User(parts) => push(&mut messages, "user", blocks(parts)),
+            ChatMessage::User(parts) => push_turn(&mut messages, "user", "content", blocks(parts)),
             ChatMessage::Assistant {
                 content,
                 tool_calls,
@@ -61,14 +50,15 @@ pub(crate) fn request(chat: &ChatRequest<'_>, stream: bool) -> Result<Value, Tra
                 for c in tool_calls {
                     b.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}));
                 }
-                push(&mut messages, "assistant", b);
+                push_turn(&mut messages, "assistant", "content", b);
             }
             ChatMessage::Tool {
                 tool_call_id,
                 content,
-            } => push(
+            } => push_turn(
                 &mut messages,
                 "user",
+                "content",
                 vec![
                     json!({"type": "tool_result", "tool_use_id": tool_call_id, "content": content}),
                 ],
@@ -211,12 +201,10 @@ impl StreamDecoder {
     }
 
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
-        self.framer.push(bytes);
-        while let Some(event) = self.framer.next_event() {
-            let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
-                continue;
-            };
-            self.event(&data);
+        let mut events = Vec::new();
+        super::each_json_event(&mut self.framer, bytes, |v| events.push(v.clone()));
+        for data in &events {
+            self.event(data);
         }
         self.out.take()
     }

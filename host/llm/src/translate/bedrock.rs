@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value, json};
 
+use super::push_turn;
+
 use super::openai::{ChatMessage, ChatRequest, Part, ToolChoice};
 use super::{
     ChunkWriter, TranslateError, assistant_message, completion, data_url, tool_call, usage_json,
@@ -39,24 +41,15 @@ fn blocks(parts: &[Part<'_>], field: &str) -> Result<Vec<Value>, TranslateError>
         .collect()
 }
 
-fn push(messages: &mut Vec<Value>, role: &str, mut content: Vec<Value>) {
-    if let Some(last) = messages.last_mut()
-        && last["role"] == role
-        && let Some(existing) = last["content"].as_array_mut()
-    {
-        existing.append(&mut content);
-        return;
-    }
-    messages.push(json!({"role": role, "content": content}));
-}
-
 /// The Converse body for an OpenAI chat request.
 pub(crate) fn request(chat: &ChatRequest<'_>) -> Result<Value, TranslateError> {
     let mut messages = Vec::new();
     for (i, m) in chat.messages.iter().enumerate() {
         let field = format!("messages[{i}].content");
         match m {
-            ChatMessage::User(parts) => push(&mut messages, "user", blocks(parts, &field)?),
+            ChatMessage::User(parts) => {
+                push_turn(&mut messages, "user", "content", blocks(parts, &field)?);
+            }
             ChatMessage::Assistant {
                 content,
                 tool_calls,
@@ -65,7 +58,7 @@ pub(crate) fn request(chat: &ChatRequest<'_>) -> Result<Value, TranslateError> {
                 for c in tool_calls {
                     b.push(json!({"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}}));
                 }
-                push(&mut messages, "assistant", b);
+                push_turn(&mut messages, "assistant", "content", b);
             }
             ChatMessage::Tool {
                 tool_call_id,
@@ -75,9 +68,10 @@ pub(crate) fn request(chat: &ChatRequest<'_>) -> Result<Value, TranslateError> {
                     Ok(v @ Value::Object(_)) => json!({"json": v}),
                     _ => json!({"text": content}),
                 };
-                push(
+                push_turn(
                     &mut messages,
                     "user",
+                    "content",
                     vec![json!({"toolResult": {"toolUseId": tool_call_id, "content": [result]}})],
                 );
             }

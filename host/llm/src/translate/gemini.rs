@@ -2,6 +2,8 @@
 
 use serde_json::{Map, Value, json};
 
+use super::push_turn;
+
 use super::openai::{ChatMessage, ChatRequest, Part, ResponseFormat, ToolChoice};
 use super::{
     ChunkWriter, TranslateError, assistant_message, completion, data_url, tool_call, usage_json,
@@ -31,24 +33,18 @@ fn guess_mime(url: &str) -> &'static str {
     }
 }
 
-fn push(contents: &mut Vec<Value>, role: &str, mut parts: Vec<Value>) {
-    if let Some(last) = contents.last_mut()
-        && last["role"] == role
-        && let Some(existing) = last["parts"].as_array_mut()
-    {
-        existing.append(&mut parts);
-        return;
-    }
-    contents.push(json!({"role": role, "parts": parts}));
-}
-
 /// The `generateContent` body for an OpenAI chat request.
 pub(crate) fn request(chat: &ChatRequest<'_>) -> Result<Value, TranslateError> {
     let mut contents = Vec::new();
     for (i, m) in chat.messages.iter().enumerate() {
         match m {
             ChatMessage::User(parts) => {
-                push(&mut contents, "user", parts.iter().map(part).collect());
+                push_turn(
+                    &mut contents,
+                    "user",
+                    "parts",
+                    parts.iter().map(part).collect(),
+                );
             }
             ChatMessage::Assistant {
                 content,
@@ -62,7 +58,7 @@ pub(crate) fn request(chat: &ChatRequest<'_>) -> Result<Value, TranslateError> {
                 for c in tool_calls {
                     parts.push(json!({"functionCall": {"name": c.name, "args": c.arguments}}));
                 }
-                push(&mut contents, "model", parts);
+                push_turn(&mut contents, "model", "parts", parts);
             }
             ChatMessage::Tool {
                 tool_call_id,
@@ -79,9 +75,10 @@ pub(crate) fn request(chat: &ChatRequest<'_>) -> Result<Value, TranslateError> {
                     Ok(v @ Value::Object(_)) => v,
                     _ => json!({"content": content}),
                 };
-                push(
+                push_turn(
                     &mut contents,
                     "user",
+                    "parts",
                     vec![json!({"functionResponse": {"name": name, "response": response}})],
                 );
             }
@@ -246,12 +243,10 @@ impl StreamDecoder {
     }
 
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
-        self.framer.push(bytes);
-        while let Some(event) = self.framer.next_event() {
-            let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
-                continue;
-            };
-            self.event(&data);
+        let mut events = Vec::new();
+        super::each_json_event(&mut self.framer, bytes, |v| events.push(v.clone()));
+        for data in &events {
+            self.event(data);
         }
         self.out.take()
     }

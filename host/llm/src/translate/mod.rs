@@ -481,6 +481,36 @@ impl ChunkWriter {
     }
 }
 
+/// Appends a turn `{"role": role, key: items}`, merging it into the previous one when the role
+/// is the same (providers want the tool results of parallel calls in one turn).
+pub(crate) fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, mut items: Vec<Value>) {
+    if let Some(last) = turns.last_mut()
+        && last["role"] == role
+        && let Some(existing) = last[key].as_array_mut()
+    {
+        existing.append(&mut items);
+        return;
+    }
+    let mut turn = Map::new();
+    turn.insert("role".into(), json!(role));
+    turn.insert(key.into(), Value::Array(items));
+    turns.push(Value::Object(turn));
+}
+
+/// Feeds bytes to an SSE framer and hands each complete JSON `data:` event to `event`.
+pub(crate) fn each_json_event(
+    framer: &mut crate::sse::SseFramer,
+    bytes: &[u8],
+    mut event: impl FnMut(&Value),
+) {
+    framer.push(bytes);
+    while let Some(e) = framer.next_event() {
+        if let Ok(data) = serde_json::from_str::<Value>(&e.data) {
+            event(&data);
+        }
+    }
+}
+
 /// OpenAI usage JSON.
 pub(crate) fn usage_json(prompt: u64, completion: u64, cached: u64) -> Value {
     let mut u = json!({
