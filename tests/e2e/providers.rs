@@ -523,3 +523,91 @@ async fn usage_adds_up_to_what_the_providers_billed_under_faults() {
             .any(|r| r.outcome == "client_cancelled" && r.completion_tokens == 5)
     );
 }
+
+fn tools_body(stream: bool) -> Value {
+    json!({
+        "model": "mock-gpt",
+        "messages": [{"role": "user", "content": "weather in Paris"}],
+        "tools": [{"type": "function", "function": {"name": "weather", "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"input": {"type": "string"}}}}}],
+        "max_tokens": 3,
+        "stream": stream,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_go_round_trip_through_each_native_provider() {
+    let env = env().await;
+    for (prefix, kind) in &PROVIDERS[..3] {
+        // The provider calls the tool...
+        let r = env
+            .chat(prefix, ALICE_KEY, tools_body(false))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{kind}: {}", r.text());
+        let v = r.json();
+        assert_eq!(
+            v["choices"][0]["finish_reason"], "tool_calls",
+            "{kind}: {v}"
+        );
+        let call = &v["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call["type"], "function");
+        assert_eq!(call["function"]["name"], "weather", "{kind}: {v}");
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args, json!({"input": "weather in Paris"}), "{kind}");
+        let id = call["id"].as_str().unwrap().to_owned();
+        assert!(!id.is_empty(), "{kind}");
+
+        // ...in a stream too, as tool_calls deltas...
+        let r = env.chat(prefix, ALICE_KEY, tools_body(true)).await.unwrap();
+        let events = r.sse_data();
+        let mut name = String::new();
+        let mut arguments = String::new();
+        for e in &events {
+            let Ok(c) = serde_json::from_str::<Value>(e) else {
+                continue;
+            };
+            if let Some(tc) = c.pointer("/choices/0/delta/tool_calls/0") {
+                name.push_str(
+                    tc.pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                );
+                arguments.push_str(
+                    tc.pointer("/function/arguments")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                );
+            }
+        }
+        assert_eq!(name, "weather", "{kind}: {events:?}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&arguments).ok(),
+            Some(json!({"input": "weather in Paris"})),
+            "{kind}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| e.contains("\"finish_reason\":\"tool_calls\"")),
+            "{kind}: {events:?}"
+        );
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+
+        // ...and the tool's result goes back as the provider's own tool-result block.
+        let mut body = tools_body(false);
+        body["messages"] = json!([
+            {"role": "user", "content": "weather in Paris"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": id, "content": "{\"celsius\": 21}"}
+        ]);
+        let r = env.chat(prefix, ALICE_KEY, body).await.unwrap();
+        assert_eq!(r.status, 200, "{kind}: {}", r.text());
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            "mock0 mock1 mock2",
+            "{kind}"
+        );
+    }
+}

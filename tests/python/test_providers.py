@@ -133,3 +133,44 @@ def test_anthropic_sdk_errors(weir, keys):
         client.messages.create(
             model="mock-fault:status-429", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
         )
+
+
+@pytest.mark.parametrize("path", ["/gemini", "/bedrock"])
+def test_anthropic_sdk_tool_use_round_trip(weir, keys, path):
+    """Anthropic tools in, the provider's native tool call, Anthropic tool_use out — and back."""
+    client = anthropic_client(weir, keys, path)
+    tools = [{"name": "weather", "description": "Weather of a city", "input_schema": {"type": "object"}}]
+    question = {"role": "user", "content": "weather in Paris"}
+    msg = client.messages.create(model="mock-gpt", max_tokens=3, tools=tools, messages=[question])
+    assert msg.stop_reason == "tool_use"
+    [call] = [b for b in msg.content if b.type == "tool_use"]
+    assert call.name == "weather"
+    assert call.input == {"input": "weather in Paris"}
+    with client.messages.stream(model="mock-gpt", max_tokens=3, tools=tools, messages=[question]) as stream:
+        final = stream.get_final_message()
+    [streamed] = [b for b in final.content if b.type == "tool_use"]
+    assert streamed.input == {"input": "weather in Paris"}
+    answer = client.messages.create(
+        model="mock-gpt",
+        max_tokens=3,
+        tools=tools,
+        messages=[
+            question,
+            {"role": "assistant", "content": [{"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "21 °C"}]},
+        ],
+    )
+    assert answer.content[0].text == reply_text(3)
+
+
+@pytest.mark.parametrize("path", ["/anthropic", "/gemini", "/bedrock"])
+def test_openai_sdk_tool_calls(weir, keys, path):
+    client = openai_client(weir, keys, path)
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    resp = client.chat.completions.create(
+        model="mock-gpt", max_tokens=3, tools=tools, messages=[{"role": "user", "content": "weather in Paris"}]
+    )
+    assert resp.choices[0].finish_reason == "tool_calls"
+    [call] = resp.choices[0].message.tool_calls
+    assert call.function.name == "weather"
+    assert call.function.arguments and '"input"' in call.function.arguments

@@ -10,6 +10,10 @@
 //! | Azure AI Foundry | `POST /models/chat/completions?api-version=` | `api-key` or `Authorization: Bearer` |
 //! | Mistral | `POST /mistral/v1/chat/completions` (`stream_options` refused with 422) | `Authorization: Bearer` |
 //!
+//! Tool calls: when a request offers tools and its last message is the user's own text, the
+//! answer calls the first tool with `{"input": <that text>}` (completion tokens: 3 + a quarter of
+//! the arguments' characters); after a tool result the answer is text again.
+//!
 //! Errors use each provider's envelope; `status-NNN` faults too. `cut-after-N` cuts a stream
 //! after N frames (not billed); `stream-error-after-N` sends the provider's in-stream error
 //! event after N frames and ends the body cleanly (not billed).
@@ -524,6 +528,9 @@ pub(crate) fn handle(
         Ok(c) => c,
         Err(m) => return Ok(native_error(native, StatusCode::BAD_REQUEST, &m)),
     };
+    if let Some((name, input)) = tool_call(native, &req) {
+        return Ok(tool_reply(shared, native, &chat, &name, &input, faults));
+    }
     let usage = (chat.prompt_tokens, chat.words);
     if !chat.stream {
         let text = reply_text(chat.words);
@@ -581,6 +588,160 @@ pub(crate) fn handle(
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(resp)
+}
+
+/// The tool-call rule: when the request offers tools and its last message is the user's own
+/// text (not a tool result), the answer calls the first tool with `{"input": <that text>}`.
+fn tool_call(native: &Native, req: &Value) -> Option<(String, Value)> {
+    let (first_tool, last, result_key) = match native {
+        Native::Anthropic => (
+            req.pointer("/tools/0/name"),
+            req.get("messages")?.as_array()?.last()?,
+            "tool_result",
+        ),
+        Native::Gemini { .. } => (
+            req.pointer("/tools/0/functionDeclarations/0/name"),
+            req.get("contents")?.as_array()?.last()?,
+            "functionResponse",
+        ),
+        _ => (
+            req.pointer("/toolConfig/tools/0/toolSpec/name"),
+            req.get("messages")?.as_array()?.last()?,
+            "toolResult",
+        ),
+    };
+    let name = first_tool?.as_str()?.to_owned();
+    if last.get("role").and_then(Value::as_str) != Some("user") {
+        return None;
+    }
+    let items = last.get("content").or_else(|| last.get("parts"))?;
+    let mut text = String::new();
+    match items {
+        Value::String(s) => text.push_str(s),
+        Value::Array(items) => {
+            for item in items {
+                if item.get(result_key).is_some()
+                    || item.get("type").and_then(Value::as_str) == Some(result_key)
+                {
+                    return None;
+                }
+                if let Some(t) = item.get("text").and_then(Value::as_str) {
+                    text.push_str(t);
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some((name, json!({"input": text})))
+}
+
+fn tool_reply(
+    shared: &Arc<Shared>,
+    native: &Native,
+    chat: &Chat,
+    name: &str,
+    input: &Value,
+    faults: &Faults,
+) -> Reply {
+    let args = input.to_string();
+    let usage = (
+        chat.prompt_tokens,
+        3 + (args.chars().count() as u64).div_ceil(4),
+    );
+    let (p, c) = usage;
+    let (half_a, half_b) = args.split_at(args.len() / 2);
+    let mut frames = Vec::new();
+    let content_type = if chat.stream {
+        match native {
+            Native::Anthropic => {
+                frames.push(sse(Some("message_start"), &json!({"type": "message_start", "message": {
+                    "id": protocol::next_id("msg_"), "type": "message", "role": "assistant", "model": chat.model,
+                    "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": p, "output_tokens": 1}}})));
+                frames.push(sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "tool_use", "id": "toolu_mock_0", "name": name, "input": {}}})));
+                for part in [half_a, half_b] {
+                    frames.push(sse(
+                        Some("content_block_delta"),
+                        &json!({"type": "content_block_delta", "index": 0,
+                        "delta": {"type": "input_json_delta", "partial_json": part}}),
+                    ));
+                }
+                frames.push(sse(
+                    Some("content_block_stop"),
+                    &json!({"type": "content_block_stop", "index": 0}),
+                ));
+                frames.push(sse(Some("message_delta"), &json!({"type": "message_delta",
+                    "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": c}})));
+                frames.push(sse(Some("message_stop"), &json!({"type": "message_stop"})));
+                "text/event-stream; charset=utf-8"
+            }
+            Native::Gemini { .. } => {
+                frames.push(sse(None, &json!({"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": name, "args": input}}]},
+                    "finishReason": "STOP", "index": 0}], "modelVersion": chat.model,
+                    "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": c, "totalTokenCount": p + c}})));
+                "text/event-stream"
+            }
+            _ => {
+                frames.push(event_stream("messageStart", &json!({"role": "assistant"})));
+                frames.push(event_stream(
+                    "contentBlockStart",
+                    &json!({"contentBlockIndex": 0,
+                    "start": {"toolUse": {"toolUseId": "tooluse_mock_0", "name": name}}}),
+                ));
+                for part in [half_a, half_b] {
+                    frames.push(event_stream(
+                        "contentBlockDelta",
+                        &json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": part}}}),
+                    ));
+                }
+                frames.push(event_stream(
+                    "contentBlockStop",
+                    &json!({"contentBlockIndex": 0}),
+                ));
+                frames.push(event_stream(
+                    "messageStop",
+                    &json!({"stopReason": "tool_use"}),
+                ));
+                frames.push(event_stream("metadata", &json!({"usage": {"inputTokens": p, "outputTokens": c, "totalTokens": p + c}, "metrics": {"latencyMs": 1}})));
+                "application/vnd.amazon.eventstream"
+            }
+        }
+    } else {
+        let body = match native {
+            Native::Anthropic => {
+                json!({"id": protocol::next_id("msg_"), "type": "message", "role": "assistant", "model": chat.model,
+                "content": [{"type": "tool_use", "id": "toolu_mock_0", "name": name, "input": input}],
+                "stop_reason": "tool_use", "stop_sequence": null, "usage": {"input_tokens": p, "output_tokens": c}})
+            }
+            Native::Gemini { .. } => {
+                json!({"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": name, "args": input}}]},
+                "finishReason": "STOP", "index": 0}], "modelVersion": chat.model,
+                "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": c, "totalTokenCount": p + c}})
+            }
+            _ => {
+                json!({"output": {"message": {"role": "assistant", "content": [{"toolUse": {"toolUseId": "tooluse_mock_0", "name": name, "input": input}}]}},
+                "stopReason": "tool_use", "usage": {"inputTokens": p, "outputTokens": c, "totalTokens": p + c}, "metrics": {"latencyMs": 1}})
+            }
+        };
+        frames.push(Bytes::from(body.to_string()));
+        "application/json"
+    };
+    let stream = Frames {
+        frames,
+        next: 0,
+        usage,
+        billed: false,
+        cut_after: faults.cut_after.map(|n| n as usize),
+        error_frame: None,
+        delay: shared.opts.chunk_delay,
+        sleep: None,
+        flushed: false,
+        shared: Arc::clone(shared),
+    };
+    let mut resp = Response::new(MockBody::Frames(Box::new(stream)));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
 }
 
 fn sse(event: Option<&str>, data: &Value) -> Bytes {
