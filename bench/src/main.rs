@@ -4,6 +4,7 @@
 //! cargo build --release -p weir -p weir-mock-upstream -p weir-bench
 //! cargo run --release -p weir-bench -- all          # both parts (about 1 minute)
 //! cargo run --release -p weir-bench -- policies     # part A only
+//! cargo run --release -p weir-bench -- translate    # part C only
 //! cargo run --release -p weir-bench -- http --concurrency 32 --seconds 10
 //! ```
 //!
@@ -30,6 +31,9 @@
 //! lower bound of what weir does on a machine of its own; the tables say how many cores there
 //! were and how much CPU each process used.
 //!
+//! **C. Provider translation, in-process** ([`translate`]): request, answer and a 32-event
+//! stream of the Anthropic, Gemini and Bedrock dialects.
+//!
 //! `--threads` sets the worker threads of the benchmark's single Tokio runtime (default: one per
 //! core, like the servers).
 
@@ -37,6 +41,7 @@ mod http;
 mod load;
 mod policies;
 mod table;
+mod translate;
 
 use clap::{Parser, Subcommand};
 
@@ -61,12 +66,16 @@ enum Command {
     Policies(policies::Options),
     /// Part B: throughput and latency over HTTP, straight to the mock and through weir.
     Http(http::Options),
-    /// Both parts.
+    /// Part C: the cost of provider translation per request, in-process.
+    Translate(translate::Options),
+    /// All parts.
     All {
         #[command(flatten)]
         policies: policies::Options,
         #[command(flatten)]
         http: http::Options,
+        #[command(flatten)]
+        translate: translate::Options,
     },
 }
 
@@ -115,13 +124,21 @@ fn machine_line() -> String {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     emit(&format!("# Weir benchmark\n\n{}\n", machine_line()));
-    let (policies, http) = match command {
-        Command::Policies(p) => (Some(p), None),
-        Command::Http(h) => (None, Some(h)),
-        Command::All { policies, http } => (Some(policies), Some(http)),
+    let (policies, http, translate) = match command {
+        Command::Policies(p) => (Some(p), None, None),
+        Command::Http(h) => (None, Some(h), None),
+        Command::Translate(t) => (None, None, Some(t)),
+        Command::All {
+            policies,
+            http,
+            translate,
+        } => (Some(policies), Some(http), Some(translate)),
     };
     if let Some(options) = policies {
         emit(&policies::run(&options).await?.render());
+    }
+    if let Some(options) = translate {
+        emit(&translate::run(&options)?.render());
     }
     if let Some(options) = http {
         let (table, errors) = http::run(&options).await?;
