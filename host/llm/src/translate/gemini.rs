@@ -243,10 +243,8 @@ impl StreamDecoder {
     }
 
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
-        let mut events = Vec::new();
-        super::each_json_event(&mut self.framer, bytes, |v| events.push(v.clone()));
-        for data in &events {
-            self.event(data);
+        for data in super::json_events(&mut self.framer, bytes) {
+            self.event(&data);
         }
         self.out.take()
     }

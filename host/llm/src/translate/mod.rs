@@ -497,18 +497,12 @@ pub(crate) fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, mut items
     turns.push(Value::Object(turn));
 }
 
-/// Feeds bytes to an SSE framer and hands each complete JSON `data:` event to `event`.
-pub(crate) fn each_json_event(
-    framer: &mut crate::sse::SseFramer,
-    bytes: &[u8],
-    mut event: impl FnMut(&Value),
-) {
+/// Feeds bytes to an SSE framer; returns the complete JSON `data:` events, parsed.
+pub(crate) fn json_events(framer: &mut crate::sse::SseFramer, bytes: &[u8]) -> Vec<Value> {
     framer.push(bytes);
-    while let Some(e) = framer.next_event() {
-        if let Ok(data) = serde_json::from_str::<Value>(&e.data) {
-            event(&data);
-        }
-    }
+    std::iter::from_fn(|| framer.next_event())
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .collect()
 }
 
 /// OpenAI usage JSON.
