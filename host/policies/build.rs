@@ -148,7 +148,19 @@ fn spin_world(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let out = Command::new(cargo)
         .current_dir(components)
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        // Only the packages a wasm32-wasip2 build uses (and their host build dependencies),
+        // which the build above has just downloaded: without the filter, `cargo metadata`
+        // resolves every platform's dependencies (Android, Windows...) and, offline, fails on
+        // a machine whose cargo cache never held them.
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--offline",
+            "--filter-platform",
+            "wasm32-wasip2",
+        ])
         .env_remove("CARGO_TARGET_DIR")
         .output()
         .map_err(|e| format!("could not run `{cargo} metadata` in components/: {e}"))?;
