@@ -31,5 +31,5 @@ if ! (cd apps/cloudflare && npm ci --no-audit --no-fund --loglevel=error); then
 fi
 
 step "end-to-end tests with the official openai Python SDK (incl. the edge scenario on weir, wrangler dev and the Spin app)"
-cargo build --locked -p weir -p weir-mock-upstream -p weir-spin-host
+cargo build --locked -p weir -p weir-mock-upstream -p weir-spin-runner
 bash tests/python/run.sh

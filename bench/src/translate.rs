@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::json;
-use weir_llm::Dialect;
+use weir_llm::ProviderKind;
 use weir_llm::translate::{self, StreamDecoder, Target};
 
 use crate::table::{Table, percentile, us_int};
@@ -18,15 +18,15 @@ pub struct Options {
     pub translate_iterations: usize,
 }
 
-fn native_answer(dialect: Dialect) -> Bytes {
+fn native_answer(dialect: ProviderKind) -> Bytes {
     let text = "mock word ".repeat(32);
     let v = match dialect {
-        Dialect::Anthropic => {
+        ProviderKind::Anthropic => {
             json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
             "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
             "usage": {"input_tokens": 500, "output_tokens": 32}})
         }
-        Dialect::Gemini => {
+        ProviderKind::Gemini => {
             json!({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
             "usageMetadata": {"promptTokenCount": 500, "candidatesTokenCount": 32, "totalTokenCount": 532}, "modelVersion": "m"})
         }
@@ -38,17 +38,17 @@ fn native_answer(dialect: Dialect) -> Bytes {
     Bytes::from(v.to_string())
 }
 
-fn native_stream(dialect: Dialect) -> Vec<u8> {
+fn native_stream(dialect: ProviderKind) -> Vec<u8> {
     let mut out = Vec::new();
     for i in 0..32 {
         let piece = format!(" mock{i}");
         match dialect {
-            Dialect::Anthropic => out.extend_from_slice(
+            ProviderKind::Anthropic => out.extend_from_slice(
                 format!("event: content_block_delta\ndata: {}\n\n", json!({"type": "content_block_delta", "index": 0,
                     "delta": {"type": "text_delta", "text": piece}}))
                 .as_bytes(),
             ),
-            Dialect::Gemini => out.extend_from_slice(
+            ProviderKind::Gemini => out.extend_from_slice(
                 format!("data: {}\r\n\r\n", json!({"candidates": [{"content": {"role": "model", "parts": [{"text": piece}]}}]}))
                     .as_bytes(),
             ),
@@ -89,7 +89,7 @@ pub fn run(options: &Options) -> anyhow::Result<Table> {
         ],
         1,
     );
-    for dialect in [Dialect::Anthropic, Dialect::Gemini, Dialect::Bedrock] {
+    for dialect in [ProviderKind::Anthropic, ProviderKind::Gemini, ProviderKind::AwsBedrock] {
         let check =
             translate::request(dialect, "chat/completions", Target::default(), &body, false);
         anyhow::ensure!(check.is_ok(), "{dialect:?}: {check:?}");

@@ -1,4 +1,5 @@
-//! Data-plane errors and how they are rendered (OpenAI error objects).
+//! Data-plane errors: where each comes from, its status and code, and its body in the client's
+//! format ([`crate::Response::error`] is the one place they become responses).
 
 use crate::types::{Outcome, PolicyFault};
 
@@ -23,6 +24,8 @@ pub enum GatewayError {
         status: u16,
         code: &'static str,
         message: String,
+        /// The cause with its chain (connection refused, TLS...), for the log only.
+        detail: Option<String>,
     },
     /// The provider is not usable as configured.
     #[error("{message}")]
@@ -70,13 +73,8 @@ impl GatewayError {
         matches!(self, Self::Upstream { .. } | Self::Unavailable { .. })
     }
 
-    /// The OpenAI-format error body. Messages never contain secrets: they are built from our own
-    /// text, policy names and the client's own input.
-    pub fn body(&self, request_id: &str) -> Vec<u8> {
-        self.body_in(crate::Wire::Openai, request_id)
-    }
-
-    /// The error body in the client's format.
+    /// The error body in the client's format. Messages never contain secrets: they are built
+    /// from our own text, policy names and the client's own input.
     pub fn body_in(&self, wire: crate::Wire, request_id: &str) -> Vec<u8> {
         let param = match self {
             Self::Client { param, .. } => *param,

@@ -4,10 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Phase;
+use crate::{Phase, RouteKind};
 
 /// The version of the plan format; the gateway component refuses others.
-pub const PLAN_VERSION: u32 = 1;
+pub const PLAN_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -15,11 +15,13 @@ pub struct Plan {
     pub version: u32,
     pub max_body_bytes: usize,
     pub max_response_bytes: usize,
+    /// Every provider: the routes' own and the targets policies may choose.
+    pub providers: Vec<PlanProvider>,
     /// Longest prefix first.
     pub routes: Vec<PlanRoute>,
     /// Names of the platform secrets the app must pass in (provider API keys).
     pub secrets: Vec<String>,
-    /// The policy component in each slot of the composition, by slot number.
+    /// The policy component of each link of the composed chain, by position.
     pub slots: Vec<PlanSlot>,
 }
 
@@ -39,9 +41,22 @@ pub struct PlanRoute {
     pub name: String,
     /// `""` for `/`, else `/openai`.
     pub prefix: String,
-    pub provider: PlanProvider,
+    pub kind: RouteKind,
+    /// LLM routes: the provider (a name from `providers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// MCP routes: the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<PlanMcpServer>,
     /// Provider policies first, then the proxy's, in chain order.
     pub policies: Vec<PlanPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PlanMcpServer {
+    pub url: String,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,8 +71,7 @@ pub struct PlanProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expose: Option<Vec<String>>,
     /// The provider's API family (`openai`, `anthropic`, `gemini`, `azure-openai`...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
+    pub kind: weir_llm::ProviderKind,
     /// Azure: the `api-version` query parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
@@ -68,8 +82,10 @@ pub struct PlanProvider {
 pub struct PlanPolicy {
     /// The composition slot whose component runs this policy.
     pub slot: u32,
-    /// Unique in the gateway, e.g. `demo/token-limit#1` (kv namespace, attribute prefix).
+    /// The instance name (`proxy:demo/token-limit`, see [`crate::isolation::instance`]).
     pub instance: String,
+    /// Its key-value namespace (see [`crate::isolation::namespace`]).
+    pub namespace: String,
     /// The configuration (JSON), validated by `weir build` against the component.
     pub config: String,
     pub allow_hosts: Vec<String>,

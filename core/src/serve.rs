@@ -1,32 +1,93 @@
-//! The loop itself: [`serve`] takes a request on a matched route through admission (body
-//! checks, on-request), the upstream call, on-response or the start of a stream, and the
-//! error exits; every exit settles on-complete and the usage record through [`Call`].
+//! The loop of an LLM route: [`serve`] takes a request through its checks, the request phase,
+//! the upstream attempts, the response phase or the start of a stream. Every way out of an
+//! admitted request ends in [`Call::finish`] (on-complete + usage record, once), and every
+//! error becomes a response in the client's format in one place ([`Response::error`]).
 
 use bytes::Bytes;
+use serde_json::Value;
 
+use crate::call::{Call, Settlement};
+use crate::chain::{self, Admission, Chain, Stop};
+use crate::render;
+use crate::stream::{SessionKind, StreamBody, StreamSession};
+use crate::upstream::{self, Targets};
 use crate::*;
 
-/// Serves one request on a matched route and endpoint: everything after the body was read.
+/// How an admitted request leaves the loop.
+enum Exit<B> {
+    /// A complete answer (or refusal), to be settled now.
+    Full {
+        response: Response,
+        end: End,
+        settlement: Settlement,
+    },
+    /// A stream: settled by its session when it ends.
+    Stream {
+        status: u16,
+        headers: Headers,
+        body: StreamBody<B>,
+        /// The policies before this position take part in the stream phases.
+        limit: usize,
+        answered: bool,
+    },
+}
+
+/// Serves one request on a matched LLM route and endpoint: everything after the body was read.
 ///
 /// `make_chain` creates the request's policy chain from its initial state. `started_ms` is
-/// [`Host::monotonic_ms`] when the request arrived.
-pub async fn serve<H: Host, C: Chain>(
-    host: H,
+/// [`Platform::monotonic_ms`] when the request arrived.
+pub async fn serve<P: Platform, C: Chain>(
+    platform: P,
     route: &RouteInfo,
     endpoint: Endpoint,
     request: ClientRequest,
     request_id: String,
     started_ms: u64,
     make_chain: impl FnOnce(RequestState) -> C,
-) -> Answer<H, C> {
+) -> Answer<P, C> {
     let wire = endpoint.wire();
-    let refuse = |err: GatewayError| Answer::Full(Response::error_in(wire, &err, &request_id));
+    let (request, llm) = match check(route, endpoint, request) {
+        Ok(checked) => checked,
+        Err(err) => return Answer::Full(Response::error(wire, &err, &request_id)),
+    };
+    let chain = make_chain(RequestState {
+        request_id: request_id.clone(),
+        route: route.name.clone(),
+        route_kind: RouteKind::Llm,
+        endpoint: endpoint.name().to_owned(),
+        consumer: None,
+        attributes: Default::default(),
+        llm: llm.clone(),
+        received_at_ms: platform.now_ms(),
+    });
+    let call = Call {
+        platform,
+        route: route.clone(),
+        endpoint_name: endpoint.name().to_owned(),
+        endpoint: Some(endpoint),
+        wire,
+        request_id,
+        started_ms,
+        llm: llm.unwrap_or_default(),
+        upstream: None,
+        attempts: Vec::new(),
+        upstream_ms: None,
+    };
+    run(call, chain, endpoint, request).await
+}
+
+/// The checks before any policy runs (not admitted: no usage record).
+fn check(
+    route: &RouteInfo,
+    endpoint: Endpoint,
+    mut request: ClientRequest,
+) -> Result<(ClientRequest, Option<weir_llm::LlmRequestInfo>), GatewayError> {
     if route
         .exposed
         .as_ref()
         .is_some_and(|e| !e.contains(&endpoint))
     {
-        return refuse(GatewayError::client(
+        return Err(GatewayError::client(
             404,
             "endpoint_not_exposed",
             format!(
@@ -36,254 +97,252 @@ pub async fn serve<H: Host, C: Chain>(
             ),
         ));
     }
-    if !route.provider.dialect.supports(endpoint.upstream_path()) {
-        return refuse(GatewayError::client(
-            404,
-            "endpoint_not_supported",
-            format!(
-                "Provider `{}` ({}) does not serve `{}`.",
-                route.provider.name,
-                route.provider.dialect.name(),
-                endpoint.upstream_path()
-            ),
-        ));
-    }
     if request.body.len() > route.limits.max_body_bytes {
-        return refuse(too_large(route.limits.max_body_bytes));
+        return Err(too_large(route.limits.max_body_bytes));
     }
-    let mut request = request;
+    let invalid = |message: String, param: Option<&'static str>| GatewayError::Client {
+        status: 400,
+        code: "invalid_request_body",
+        message,
+        param,
+    };
     if endpoint == Endpoint::Messages {
         // Anthropic clients: the rest of the gateway (policies included) sees OpenAI format.
-        let translated = serde_json::from_slice::<serde_json::Value>(&request.body)
+        let translated = serde_json::from_slice::<Value>(&request.body)
             .map_err(|e| format!("We could not parse the JSON body of your request: {e}"))
             .and_then(|v| {
                 weir_llm::translate::anthropic::inbound::request(&v).map_err(|e| e.to_string())
-            });
-        match translated {
-            Ok(v) => request.body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
-            Err(message) => {
-                return refuse(GatewayError::Client {
-                    status: 400,
-                    code: "invalid_request_body",
-                    message,
-                    param: None,
-                });
-            }
-        }
+            })
+            .and_then(|v| serde_json::to_vec(&v).map_err(|e| e.to_string()));
+        request.body = Bytes::from(translated.map_err(|m| invalid(m, None))?);
     }
-    let llm = if endpoint == Endpoint::Models {
-        None
-    } else {
-        match weir_llm::inspect::chat_request(&request.body) {
-            Ok(info) => Some(info),
-            Err(e) => {
-                let param = match &e {
-                    weir_llm::RequestError::InvalidField { field, .. } => Some(*field),
-                    weir_llm::RequestError::InvalidJson(_) => None,
-                };
-                return refuse(GatewayError::Client {
-                    status: 400,
-                    code: "invalid_request_body",
-                    message: e.to_string(),
-                    param,
-                });
-            }
-        }
-    };
-    if endpoint == Endpoint::Embeddings && llm.as_ref().is_some_and(|l| l.stream) {
-        return refuse(GatewayError::client(
+    if endpoint == Endpoint::Models {
+        return Ok((request, None));
+    }
+    let info = weir_llm::inspect::chat_request(&request.body).map_err(|e| {
+        let param = match &e {
+            weir_llm::RequestError::InvalidField { field, .. } => Some(*field),
+            weir_llm::RequestError::InvalidJson(_) => None,
+        };
+        invalid(e.to_string(), param)
+    })?;
+    if endpoint == Endpoint::Embeddings && info.stream {
+        return Err(GatewayError::client(
             400,
             "invalid_request_body",
             "Embeddings cannot stream.",
         ));
     }
+    Ok((request, Some(info)))
+}
 
-    let mut chain = make_chain(RequestState {
-        request_id: request_id.clone(),
-        route: route.name.clone(),
-        route_kind: RouteKind::Llm,
-        endpoint: endpoint.name().to_owned(),
-        consumer: None,
-        attributes: Default::default(),
-        llm: llm.clone(),
-        received_at_ms: host.now_ms(),
-    });
-    let call = Call {
-        host,
-        route: route.name.clone(),
-        provider: route.provider.clone(),
-        endpoint,
-        request_id,
-        started_ms,
-        llm: llm.unwrap_or_default(),
-        upstream_ms: None,
-    };
-    match admitted(call, &mut chain, route.limits, request).await {
-        Ok(Admitted::Full(resp)) => Answer::Full(resp),
-        Ok(Admitted::Stream {
-            call,
+/// The one exit of an admitted request.
+async fn run<P: Platform, C: Chain>(
+    mut call: Call<P>,
+    mut chain: C,
+    endpoint: Endpoint,
+    request: ClientRequest,
+) -> Answer<P, C> {
+    let exit = admitted(&mut call, &mut chain, endpoint, request).await;
+    match exit {
+        Ok(Exit::Full {
+            response,
+            end,
+            settlement,
+        }) => {
+            call.finish(&mut chain, end, settlement).await;
+            Answer::Full(response)
+        }
+        Ok(Exit::Stream {
             status,
             headers,
             body,
-        }) => Answer::Stream(StreamStart {
-            status,
-            headers,
-            body,
-            session: StreamSession::new(call, chain),
-        }),
-        Err((err, request_id)) => Answer::Full(Response::error_in(wire, &err, &request_id)),
+            limit,
+            answered,
+        }) => {
+            let kind = SessionKind::llm(&call, &body, answered);
+            Answer::Stream(StreamStart {
+                status,
+                headers,
+                body,
+                session: StreamSession::new(call, chain, limit, kind),
+            })
+        }
+        Err(err) => {
+            call.log_error(&err);
+            let response = Response::error(call.wire, &err, &call.request_id);
+            call.finish(&mut chain, Call::<P>::end_of(&err), Settlement::default())
+                .await;
+            Answer::Full(response)
+        }
     }
 }
 
-#[allow(
-    missing_debug_implementations,
-    reason = "holds the host's body, which need not be Debug"
-)]
-enum Admitted<H: Host> {
-    Full(Response),
-    Stream {
-        call: Call<H>,
-        status: u16,
-        headers: Headers,
-        body: H::Body,
-    },
-}
-
-/// The part of [`serve`] after the chain exists: every exit records usage exactly once.
-async fn admitted<H: Host, C: Chain>(
-    mut call: Call<H>,
+async fn admitted<P: Platform, C: Chain>(
+    call: &mut Call<P>,
     chain: &mut C,
-    limits: Limits,
+    endpoint: Endpoint,
     request: ClientRequest,
-) -> Result<Admitted<H>, (GatewayError, String)> {
-    let fail = |err: GatewayError, call: &Call<H>| (err, call.request_id.clone());
-    let message = MessageView {
+) -> Result<Exit<P::Body>, GatewayError> {
+    let mut message = MessageView {
         method: request.method,
         path: request.path,
         status: 0,
         headers: request.headers,
         body: request.body,
     };
-    let message = match chain.on_request(message).await {
-        Ok(Decision::Continue(m)) => m,
-        Ok(Decision::Deny { policy, denial }) => {
-            call.host.denied(&call.route, &policy, &denial.code);
-            let resp = denial_response_in(call.endpoint.wire(), &denial, &call.request_id);
-            call.finish(
-                chain,
-                End::new(denial.status, Outcome::Denied),
-                None,
-                None,
-                None,
-            )
-            .await;
-            return Ok(Admitted::Full(resp));
-        }
-        Ok(Decision::Respond { reply, .. }) => {
-            let resp = reply_response(reply, &call.request_id);
-            call.finish(
-                chain,
-                End::new(resp.status, Outcome::Denied),
-                None,
-                None,
-                None,
-            )
-            .await;
-            return Ok(Admitted::Full(resp));
-        }
-        Err(e) => {
-            call.host
-                .warn(&call.request_id, &format!("policy failed: {e}"));
-            let err = call.fail(chain, GatewayError::Policy(e)).await;
-            return Err(fail(err, &call));
-        }
+    let mut admission = Admission {
+        llm: (endpoint != Endpoint::Models).then(|| call.llm.clone()),
+        targets: None,
     };
-
-    let provider = call.provider.clone();
-    if let Some(var) = &provider.missing_key_env {
-        let err = GatewayError::Unavailable {
-            code: "provider_not_configured",
-            message: format!(
-                "Provider `{}` has no API key: set the variable {var} and restart.",
-                provider.name
-            ),
-        };
-        let err = call.fail(chain, err).await;
-        return Err(fail(err, &call));
+    let stop = chain::request_phase(chain, &mut message, &mut admission).await?;
+    if let Some(llm) = admission.llm {
+        call.llm = llm;
     }
+    if let Some(stop) = stop {
+        return stopped(call, chain, stop, None).await;
+    }
+    let targets = match admission.targets {
+        Some((i, list)) => Targets {
+            chooser: Some(chain.name(i).to_owned()),
+            list,
+        },
+        None => Targets {
+            chooser: None,
+            list: vec![Target {
+                provider: call.route.upstream.name.clone(),
+                model: None,
+            }],
+        },
+    };
+    let resp = upstream::attempt(call, endpoint, &message, targets).await?;
+    answered_upstream(call, chain, resp).await
+}
 
-    let body = if call.llm.stream {
-        match weir_llm::inspect::with_stream_usage(&message.body) {
-            Ok(Some(b)) => Bytes::from(b),
-            Ok(None) => message.body.clone(),
-            Err(e) => {
-                let err = GatewayError::client(400, "invalid_request_body", e.to_string());
-                let err = call.fail(chain, err).await;
-                return Err(fail(err, &call));
+/// A request phase (or response phase) that a policy stopped.
+async fn stopped<P: Platform, C: Chain>(
+    call: &mut Call<P>,
+    chain: &mut C,
+    stop: Stop,
+    upstream: Option<Settlement>,
+) -> Result<Exit<P::Body>, GatewayError> {
+    let settlement = upstream.clone().unwrap_or_default();
+    match stop {
+        Stop::Deny { policy, denial } => {
+            call.platform
+                .denied(&call.route.name, chain.name(policy), &denial.code);
+            let response = render::denial_response(call.wire, &denial, &call.request_id);
+            Ok(Exit::Full {
+                end: End::new(response.status, Outcome::Denied),
+                response,
+                settlement,
+            })
+        }
+        Stop::Respond { reply, .. } => {
+            let response = render::reply_response(reply, &call.request_id);
+            let outcome = if upstream.is_some() {
+                Outcome::Success
+            } else {
+                Outcome::Answered
+            };
+            Ok(Exit::Full {
+                end: End::new(response.status, outcome),
+                response,
+                settlement,
+            })
+        }
+        Stop::Answer { policy, answer } => {
+            let completion: Value = serde_json::from_str(&answer.completion)
+                .ok()
+                .filter(|v: &Value| v.get("choices").is_some_and(Value::is_array))
+                .ok_or_else(|| {
+                    GatewayError::Policy(PolicyFault {
+                        code: "policy_invalid_answer",
+                        message: format!(
+                            "policy `{}` answered with something that is not an OpenAI chat completion",
+                            chain.name(policy)
+                        ),
+                    })
+                })?;
+            let mut headers: Headers = Vec::new();
+            render::add_headers(&mut headers, &answer.headers);
+            headers.push(("x-request-id".into(), call.request_id.clone()));
+            if upstream.is_none() && call.llm.stream {
+                headers.push(("content-type".into(), "text/event-stream".into()));
+                return Ok(Exit::Stream {
+                    status: 200,
+                    headers,
+                    body: StreamBody::Ready(render::completion_stream(&completion)),
+                    limit: policy,
+                    answered: true,
+                });
             }
-        }
-    } else {
-        message.body.clone()
-    };
-    let upstream = match upstream_request(&call, &message, body) {
-        Ok(u) => u,
-        Err(e) => {
-            let err = GatewayError::Client {
-                status: 400,
-                code: "invalid_request_body",
-                message: format!(
-                    "{e} (the request cannot be sent to a {} provider)",
-                    provider.dialect.name()
-                ),
-                param: None,
+            headers.push(("content-type".into(), "application/json".into()));
+            let mut message = MessageView {
+                status: 200,
+                headers,
+                body: Bytes::from(answer.completion),
+                ..Default::default()
             };
-            let err = call.fail(chain, err).await;
-            return Err(fail(err, &call));
-        }
-    };
-    let sent_ms = call.host.monotonic_ms();
-    let sent = call.host.send(upstream).await;
-    call.upstream_ms = Some(call.host.monotonic_ms().saturating_sub(sent_ms));
-    let resp = match sent {
-        Ok(r) => r,
-        Err(UpstreamFailure::Unreachable(detail)) => {
-            call.host.warn(
-                &call.request_id,
-                &format!("upstream `{}` request failed: {detail}", provider.name),
-            );
-            let err = GatewayError::Upstream {
-                status: 502,
-                code: "upstream_unavailable",
-                message: format!(
-                    "The upstream provider `{}` could not be reached or closed the connection.",
-                    provider.name
-                ),
+            let (end, settlement) = match upstream {
+                Some(s) => (End::new(200, Outcome::Success), s),
+                None => {
+                    if let Some(stop) =
+                        chain::response_phase(chain, &mut message, policy).await?
+                    {
+                        return Box::pin(stopped(call, chain, stop, None)).await;
+                    }
+                    (End::new(200, Outcome::Answered), Settlement::default())
+                }
             };
-            let err = call.fail(chain, err).await;
-            return Err(fail(err, &call));
+            Ok(Exit::Full {
+                response: finish_message(call, message),
+                end,
+                settlement,
+            })
         }
-        Err(UpstreamFailure::Timeout) => {
-            let err = GatewayError::Upstream {
-                status: 504,
-                code: "upstream_timeout",
-                message: format!(
-                    "The upstream provider `{}` did not answer within {} ms.",
-                    provider.name, provider.timeout_ms
-                ),
-            };
-            let err = call.fail(chain, err).await;
-            return Err(fail(err, &call));
-        }
-    };
+    }
+}
 
-    let dialect = provider.dialect;
+/// The final response from a message after the response phase: the request id, and the
+/// answer in the client's format.
+fn finish_message<P: Platform>(call: &Call<P>, message: MessageView) -> Response {
+    let mut headers = message.headers;
+    headers.retain(|(n, _)| n != "x-request-id");
+    headers.push(("x-request-id".into(), call.request_id.clone()));
+    let body = if (200..300).contains(&message.status) {
+        render::completion_body(call.wire, message.body)
+    } else {
+        message.body
+    };
+    Response {
+        status: message.status,
+        headers,
+        body,
+    }
+}
+
+/// The upstream answered: a stream starts, or the whole answer is read, translated and put
+/// through the response phase.
+async fn answered_upstream<P: Platform, C: Chain>(
+    call: &mut Call<P>,
+    chain: &mut C,
+    resp: UpstreamResponse<P::Body>,
+) -> Result<Exit<P::Body>, GatewayError> {
+    let Some(upstream) = call.upstream.clone() else {
+        return Err(GatewayError::Unavailable {
+            code: "internal_error",
+            message: "No upstream answered.".into(),
+        });
+    };
+    let kind = upstream.kind;
     let is_stream = resp.headers.iter().any(|(n, v)| {
         n == "content-type"
             && (v.starts_with("text/event-stream")
-                || (dialect == weir_llm::Dialect::Bedrock
+                || (kind == weir_llm::ProviderKind::AwsBedrock
                     && v.starts_with("application/vnd.amazon.eventstream")))
     });
-    let translated = !dialect.is_openai_compatible() || call.endpoint.wire() != Wire::Openai;
+    let translated = !kind.is_openai_compatible() || call.wire != Wire::Openai;
     let mut headers: Headers = resp
         .headers
         .into_iter()
@@ -295,359 +354,118 @@ async fn admitted<H: Host, C: Chain>(
         if translated {
             headers.push(("content-type".into(), "text/event-stream".into()));
         }
-        return Ok(Admitted::Stream {
-            call,
+        return Ok(Exit::Stream {
             status: resp.status,
             headers,
-            body: resp.body,
+            body: StreamBody::Upstream(resp.body),
+            limit: chain.len(),
+            answered: false,
         });
     }
 
-    let body = match call
-        .host
-        .read_body(resp.body, limits.max_response_bytes, provider.timeout_ms)
+    let body = call
+        .platform
+        .read_body(
+            resp.body,
+            call.route.limits.max_response_bytes,
+            upstream.timeout_ms,
+        )
         .await
-    {
-        Ok(b) => b,
-        Err(failure) => {
-            let err = match failure {
-                UpstreamFailure::Unreachable(detail) => {
-                    call.host.warn(
-                        &call.request_id,
-                        &format!("reading the upstream response failed: {detail}"),
-                    );
-                    GatewayError::Upstream {
-                        status: 502,
-                        code: "upstream_response_failed",
-                        message: format!(
-                            "The upstream provider `{}` broke off its response.",
-                            provider.name
-                        ),
-                    }
-                }
-                UpstreamFailure::Timeout => GatewayError::Upstream {
-                    status: 504,
-                    code: "upstream_timeout",
-                    message: format!(
-                        "The upstream provider `{}` did not finish its response in time.",
-                        provider.name
-                    ),
-                },
-            };
-            let err = call.fail(chain, err).await;
-            return Err(fail(err, &call));
-        }
-    };
-    let status = resp.status;
+        .map_err(|failure| match failure {
+            UpstreamFailure::Unreachable(detail) => GatewayError::Upstream {
+                status: 502,
+                code: "upstream_response_failed",
+                message: format!(
+                    "The upstream provider `{}` broke off its response.",
+                    upstream.name
+                ),
+                detail: Some(detail),
+            },
+            UpstreamFailure::Timeout => GatewayError::Upstream {
+                status: 504,
+                code: "upstream_timeout",
+                message: format!(
+                    "The upstream provider `{}` did not finish its response in time.",
+                    upstream.name
+                ),
+                detail: None,
+            },
+        })?;
+    let mut status = resp.status;
     if status == 401 || status == 403 {
         // The upstream refused *our* credential: the client cannot fix that.
-        call.host.warn(
-            &call.request_id,
-            &format!(
-                "upstream `{}` rejected the provider credential ({status})",
-                provider.name
-            ),
-        );
-        let err = GatewayError::Upstream {
+        return Err(GatewayError::Upstream {
             status: 502,
             code: "upstream_auth_failed",
             message: format!(
                 "The upstream provider `{}` rejected the gateway's credentials.",
-                provider.name
+                upstream.name
             ),
-        };
-        let err = call.fail(chain, err).await;
-        return Err(fail(err, &call));
+            detail: Some(format!("the provider answered {status}")),
+        });
     }
     let ok = (200..300).contains(&status);
-    let mut status = status;
     let mut body = body;
     if translated {
         headers.push(("content-type".into(), "application/json".into()));
     }
-    if ok && !dialect.is_openai_compatible() {
-        let created = call.host.now_ms() / 1000;
+    if ok && !kind.is_openai_compatible() {
+        let created = call.platform.now_ms() / 1000;
         let model = call.llm.model.clone().unwrap_or_default();
-        match weir_llm::translate::response(dialect, body, created, &model) {
-            Ok(b) => body = b,
-            Err(e) => {
-                call.host.warn(
-                    &call.request_id,
-                    &format!("upstream `{}` answer could not be read: {e}", provider.name),
-                );
-                let err = GatewayError::Upstream {
-                    status: 502,
-                    code: "upstream_invalid_response",
-                    message: format!(
-                        "The upstream provider `{}` sent an answer weir could not read.",
-                        provider.name
-                    ),
-                };
-                let err = call.fail(chain, err).await;
-                return Err(fail(err, &call));
+        body = weir_llm::translate::response(kind, body, created, &model).map_err(|e| {
+            GatewayError::Upstream {
+                status: 502,
+                code: "upstream_invalid_response",
+                message: format!(
+                    "The upstream provider `{}` sent an answer weir could not read.",
+                    upstream.name
+                ),
+                detail: Some(e.to_string()),
             }
-        }
-    } else if !ok && (translated || dialect != weir_llm::Dialect::Openai) {
+        })?;
+    } else if !ok && (translated || kind != weir_llm::ProviderKind::Openai) {
         // The provider's message, in the client's format, with the provider's status.
-        let e = weir_llm::translate::error(dialect, status, &headers, &body);
+        let e = weir_llm::translate::error(kind, status, &headers, &body);
         status = weir_llm::translate::client_status(status);
         let code = e.kind.as_deref().unwrap_or("upstream_error");
-        body = Bytes::from(call.endpoint.wire().error_body(
-            status,
-            code,
-            &e.message,
-            None,
-            &call.request_id,
-        ));
+        body = Bytes::from(
+            call.wire
+                .error_body(status, code, &e.message, None, &call.request_id),
+        );
     }
     let (usage, model) = if ok {
         weir_llm::usage::from_json(&body)
     } else {
         (None, None)
     };
-    let outcome = if ok {
-        Outcome::Success
-    } else {
-        Outcome::UpstreamError
-    };
-
-    if ok && chain.has_phase(Phase::Response) {
-        let view = MessageView {
-            method: String::new(),
-            path: String::new(),
-            status,
-            headers: std::mem::take(&mut headers),
-            body,
-        };
-        match chain.on_response(view).await {
-            Ok(Decision::Continue(m)) => {
-                headers = m.headers;
-                body = m.body;
-            }
-            Ok(Decision::Deny { policy, denial }) => {
-                call.host.denied(&call.route, &policy, &denial.code);
-                call.finish(
-                    chain,
-                    End::new(denial.status, Outcome::Denied),
-                    usage,
-                    model,
-                    None,
-                )
-                .await;
-                return Ok(Admitted::Full(denial_response_in(
-                    call.endpoint.wire(),
-                    &denial,
-                    &call.request_id,
-                )));
-            }
-            Ok(Decision::Respond { reply, .. }) => {
-                let resp = reply_response(reply, &call.request_id);
-                call.finish(
-                    chain,
-                    End::new(resp.status, Outcome::Success),
-                    usage,
-                    model,
-                    None,
-                )
-                .await;
-                return Ok(Admitted::Full(resp));
-            }
-            Err(e) => {
-                call.finish(
-                    chain,
-                    End::failed(500, Outcome::GatewayError, "policy_failed"),
-                    usage,
-                    model,
-                    None,
-                )
-                .await;
-                return Err(fail(GatewayError::Policy(e), &call));
-            }
-        }
-        headers.retain(|(n, _)| n != "x-request-id");
-        headers.push(("x-request-id".into(), call.request_id.clone()));
-    }
-    if ok && call.endpoint.wire() == Wire::Anthropic {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| weir_llm::translate::anthropic::inbound::response(&v).ok());
-        if let Some(m) = message {
-            body = Bytes::from(serde_json::to_vec(&m).unwrap_or_default());
-        }
-    }
-    call.finish(
-        chain,
-        End {
-            status,
-            outcome,
-            error: (!ok).then_some("upstream_http_error"),
-        },
+    let settlement = Settlement {
         usage,
         model,
-        None,
-    )
-    .await;
-    Ok(Admitted::Full(Response {
+        ttft_ms: None,
+    };
+    if !ok {
+        return Ok(Exit::Full {
+            response: Response {
+                status,
+                headers,
+                body,
+            },
+            end: End::failed(status, Outcome::UpstreamError, "upstream_http_error"),
+            settlement,
+        });
+    }
+    let mut message = MessageView {
         status,
         headers,
         body,
-    }))
-}
-
-fn upstream_request<H: Host>(
-    call: &Call<H>,
-    message: &MessageView,
-    body: Bytes,
-) -> Result<UpstreamRequest, weir_llm::translate::TranslateError> {
-    let provider = &call.provider;
-    let dialect = provider.dialect;
-    let mut headers: Headers = message
-        .headers
-        .iter()
-        .filter(|(n, _)| {
-            let n = n.as_str();
-            !(HOP_BY_HOP.contains(&n)
-                || CLIENT_SECRETS.contains(&n)
-                || n == "x-request-id"
-                || n == "content-type"
-                || n == "anthropic-version"
-                || n.starts_with("x-amz-")
-                || n == "x-goog-api-key")
-        })
-        .cloned()
-        .collect();
-    let endpoint = call.endpoint.upstream();
-    let (url, body) = if dialect == weir_llm::Dialect::Openai {
-        // The common case, byte for byte: no translation.
-        if endpoint != Endpoint::Models {
-            headers.push(("content-type".into(), "application/json".into()));
-        }
-        (
-            format!("{}/{}", provider.base_url, endpoint.upstream_path()),
-            body,
-        )
-    } else {
-        let model = call.llm.model.as_deref().unwrap_or_default();
-        let deployment = provider
-            .deployments
-            .iter()
-            .find(|(m, _)| m == model)
-            .map(|(_, d)| d.as_str());
-        let target = weir_llm::translate::Target {
-            api_version: provider.api_version.as_deref(),
-            deployment,
-        };
-        let native = weir_llm::translate::request(
-            dialect,
-            endpoint.upstream_path(),
-            target,
-            &body,
-            call.llm.stream,
-        )?;
-        headers.extend(native.headers);
-        (
-            format!("{}{}", provider.base_url, native.path),
-            Bytes::from(native.body),
-        )
+        ..Default::default()
     };
-    if let Some(key) = &provider.api_key {
-        use weir_llm::Dialect as D;
-        match dialect {
-            D::Openai | D::Mistral => {
-                headers.push(("authorization".into(), format!("Bearer {}", key.expose())));
-            }
-            D::AzureOpenai | D::AzureAiFoundry => {
-                headers.push(("api-key".into(), key.expose().to_owned()));
-            }
-            D::Anthropic => headers.push(("x-api-key".into(), key.expose().to_owned())),
-            D::Gemini => headers.push(("x-goog-api-key".into(), key.expose().to_owned())),
-            D::Bedrock => {
-                if let Some(aws) = &provider.aws {
-                    let credentials = weir_llm::sigv4::Credentials {
-                        access_key_id: aws.access_key_id.clone(),
-                        secret_access_key: key.expose().to_owned(),
-                        session_token: aws.session_token.as_ref().map(|t| t.expose().to_owned()),
-                    };
-                    let (host, path) = split_url(&url);
-                    let signed = weir_llm::sigv4::sign(
-                        &credentials,
-                        &aws.region,
-                        "bedrock",
-                        "POST",
-                        host,
-                        path,
-                        &[("content-type".to_owned(), "application/json".to_owned())],
-                        &body,
-                        call.host.now_ms() / 1000,
-                    );
-                    headers.extend(signed);
-                }
-            }
-        }
+    if let Some(stop) = chain::response_phase(chain, &mut message, chain.len()).await? {
+        return stopped(call, chain, stop, Some(settlement)).await;
     }
-    headers.push(("x-request-id".into(), call.request_id.clone()));
-    Ok(UpstreamRequest {
-        method: endpoint.method(),
-        url,
-        headers,
-        body,
-        timeout_ms: provider.timeout_ms,
+    Ok(Exit::Full {
+        response: finish_message(call, message),
+        end: End::new(status, Outcome::Success),
+        settlement,
     })
-}
-
-/// The `Host` header value (authority without a default port) and the path of a URL.
-fn split_url(url: &str) -> (&str, &str) {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let default_port = if scheme == "http" { ":80" } else { ":443" };
-    (
-        authority.strip_suffix(default_port).unwrap_or(authority),
-        path,
-    )
-}
-
-/// The OpenAI-format response for a policy's denial, with its extra headers.
-pub fn denial_response(denial: &Denial, request_id: &str) -> Response {
-    denial_response_in(Wire::Openai, denial, request_id)
-}
-
-/// The response for a policy's denial in the client's format, with its extra headers.
-pub fn denial_response_in(wire: Wire, denial: &Denial, request_id: &str) -> Response {
-    let status = if (400..600).contains(&denial.status) {
-        denial.status
-    } else {
-        403
-    };
-    let body = wire.error_body(status, &denial.code, &denial.message, None, request_id);
-    let mut resp = Response::json(status, body, request_id);
-    for (n, v) in &denial.headers {
-        let n = n.to_ascii_lowercase();
-        resp.headers.retain(|(h, _)| *h != n);
-        resp.headers.push((n, v.clone()));
-    }
-    resp
-}
-
-/// A policy's own reply, with the request id.
-pub fn reply_response(reply: Reply, request_id: &str) -> Response {
-    let status = if (100..600).contains(&reply.status) {
-        reply.status
-    } else {
-        200
-    };
-    let mut headers: Headers = reply
-        .headers
-        .into_iter()
-        .map(|(n, v)| (n.to_ascii_lowercase(), v))
-        .filter(|(n, _)| n != "x-request-id")
-        .collect();
-    headers.push(("x-request-id".into(), request_id.to_owned()));
-    Response {
-        status,
-        headers,
-        body: Bytes::from(reply.body),
-    }
 }

@@ -1,10 +1,16 @@
-//! Relaying a streamed (SSE) answer event by event, whoever does the I/O.
+//! Relaying a streamed answer event by event, whoever does the I/O.
 //!
-//! The driver feeds the upstream bytes as they arrive to [`StreamSession::push`] and sends what
-//! it returns to the client; when the upstream ends (or breaks off, or stalls) it calls
-//! [`StreamSession::finish`], which returns a final error event if the stream did not complete
-//! and then runs on-complete and records the usage. The driver keeps pushing after the client
-//! went away (`client_gone`), so the usage of the final chunk is never lost.
+//! The driver feeds the body's bytes as they arrive to [`StreamSession::push`] and sends what it
+//! returns to the client; when the body ends (or breaks off, or stalls) it calls
+//! [`StreamSession::closing`] for the last bytes, closes the client's stream, then
+//! [`StreamSession::settle`], which runs on-complete and records the usage. The driver keeps
+//! pushing after the client went away, so the usage of the final chunk is never lost.
+//!
+//! With stream policies the events go through a pipeline, one policy after the other in reverse
+//! chain order: each may pass an event, hold it back, emit several events for it, rewrite its
+//! text or abort the stream; what it sends goes on to the policy before it. When the answer's
+//! content is complete (before the chunk carrying a `finish_reason`, or at the end) each policy's
+//! on-stream-end may emit what it held back, before anything finishes the client's stream.
 
 use bytes::Bytes;
 
@@ -13,7 +19,19 @@ use weir_llm::sse::data_event;
 use weir_llm::translate::StreamDecoder;
 use weir_llm::translate::anthropic::inbound::StreamEncoder;
 
-use crate::{Call, Chain, ChunkDecision, End, Host, Outcome, Phase, Wire};
+use crate::call::{Call, Settlement};
+use crate::chain::Chain;
+use crate::types::{ChunkVerdict, Denial, Emission, End, Outcome, Phase, StreamEvent};
+use crate::{Platform, Wire};
+
+/// The body of a streamed answer.
+#[derive(Debug)]
+pub enum StreamBody<B> {
+    /// The upstream's body, read as it arrives.
+    Upstream(B),
+    /// An answer the gateway already has (a policy's answer): push it at once.
+    Ready(Bytes),
+}
 
 /// How the upstream body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,69 +40,103 @@ pub enum StreamEnd {
     Ended,
     /// The connection broke off.
     Cut,
-    /// No bytes for longer than the provider's timeout.
+    /// No bytes for longer than the upstream's timeout.
     Stalled,
+}
+
+/// What the session makes of the bytes.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per stream, never moved after the session starts"
+)]
+pub enum SessionKind {
+    /// An LLM answer: OpenAI chunks (decoded from the provider's format if needed), policies,
+    /// then the client's format.
+    Llm {
+        relay: StreamRelay,
+        decoder: Option<StreamDecoder>,
+        encoder: Option<StreamEncoder>,
+        /// A policy's answer: recorded as `answered`, with no upstream usage.
+        answered: bool,
+    },
+    /// Bytes relayed as they are (MCP server streams).
+    Raw,
+}
+
+impl SessionKind {
+    pub(crate) fn llm<P: Platform, B>(
+        call: &Call<P>,
+        body: &StreamBody<B>,
+        answered: bool,
+    ) -> Self {
+        let model = call.llm.model.clone().unwrap_or_default();
+        let created = call.platform.now_ms() / 1000;
+        let decoder = match (body, &call.upstream) {
+            (StreamBody::Upstream(_), Some(up)) => StreamDecoder::new(up.kind, created, &model),
+            _ => None,
+        };
+        let encoder = (call.wire == Wire::Anthropic)
+            .then(|| StreamEncoder::new(&model, &call.request_id));
+        Self::Llm {
+            relay: StreamRelay::new(call.llm.client_wants_stream_usage),
+            decoder,
+            encoder,
+            answered,
+        }
+    }
 }
 
 /// One streamed answer in flight.
 #[allow(
     missing_debug_implementations,
-    reason = "holds the host and the chain, which need not be Debug"
+    reason = "holds the platform and the chain, which need not be Debug"
 )]
-pub struct StreamSession<H: Host, C> {
-    call: Call<H>,
+pub struct StreamSession<P: Platform, C> {
+    call: Call<P>,
     chain: C,
-    relay: StreamRelay,
-    index: u32,
+    kind: SessionKind,
+    /// Positions of the policies with stream phases, in the order events reach them.
+    layers: Vec<usize>,
+    /// Events each layer has seen (their `index`).
+    seen: Vec<u32>,
+    wants_end: bool,
+    ended: bool,
     aborted: bool,
+    /// The last upstream chunk: id, model and time for events policies add.
+    envelope: Option<String>,
     ttft_ms: Option<u64>,
-    wants_chunks: bool,
-    /// Native stream to OpenAI chunks, for providers whose streams are not OpenAI's.
-    decoder: Option<StreamDecoder>,
-    /// OpenAI chunks to Anthropic events, for `/v1/messages` clients.
-    encoder: Option<StreamEncoder>,
 }
 
-impl<H: Host, C: Chain> StreamSession<H, C> {
-    pub(crate) fn new(call: Call<H>, chain: C) -> Self {
-        let wants_chunks = chain.has_phase(Phase::StreamChunk);
-        let model = call.llm.model.clone().unwrap_or_default();
-        let created = call.host.now_ms() / 1000;
-        let decoder = StreamDecoder::new(call.provider.dialect, created, &model);
-        let encoder = (call.endpoint.wire() == Wire::Anthropic)
-            .then(|| StreamEncoder::new(&model, &call.request_id));
+/// An event between two layers of the pipeline: its data, and its bytes as the upstream sent
+/// them while no policy changed it.
+struct Ev {
+    data: String,
+    raw: Option<Bytes>,
+}
+
+impl<P: Platform, C: Chain> StreamSession<P, C> {
+    /// A session over the policies before position `limit`.
+    pub fn new(call: Call<P>, chain: C, limit: usize, kind: SessionKind) -> Self {
+        let llm = matches!(kind, SessionKind::Llm { .. });
+        let layers: Vec<usize> = (0..limit.min(chain.len()))
+            .rev()
+            .filter(|&i| {
+                llm && (chain.wants(i, Phase::StreamChunk) || chain.wants(i, Phase::StreamEnd))
+            })
+            .collect();
+        let wants_end = layers.iter().any(|&i| chain.wants(i, Phase::StreamEnd));
         Self {
-            relay: StreamRelay::new(call.llm.client_wants_stream_usage),
+            seen: vec![0; layers.len()],
+            layers,
+            wants_end,
             call,
             chain,
-            index: 0,
+            kind,
+            ended: false,
             aborted: false,
+            envelope: None,
             ttft_ms: None,
-            wants_chunks,
-            decoder,
-            encoder,
-        }
-    }
-
-    fn error_event(&mut self, status: u16, code: &str, message: &str) -> Bytes {
-        if let Some(enc) = &mut self.encoder {
-            return Bytes::from(enc.error_event(status, message));
-        }
-        let body =
-            weir_llm::error::openai_error(status, code, message, None, &self.call.request_id);
-        data_event(&String::from_utf8_lossy(&body))
-    }
-
-    /// A chunk to send: as it came, or in the client's format.
-    fn emit(&mut self, out: &mut Vec<Bytes>, data: &str, raw: Bytes) {
-        match &mut self.encoder {
-            Some(enc) => {
-                let b = enc.chunk(data);
-                if !b.is_empty() {
-                    out.push(Bytes::from(b));
-                }
-            }
-            None => out.push(raw),
         }
     }
 
@@ -93,88 +145,274 @@ impl<H: Host, C: Chain> StreamSession<H, C> {
         &self.call.request_id
     }
 
-    /// The provider's timeout: how long the driver waits for the next bytes.
+    /// The upstream's timeout: how long the driver waits for the next bytes.
     pub fn timeout_ms(&self) -> u64 {
-        self.call.provider.timeout_ms
+        self.call.upstream.as_ref().map_or(60_000, |u| u.timeout_ms)
     }
 
-    /// Feeds bytes received from the upstream; returns the bytes to send to the client, in order.
+    fn error_event(&mut self, status: u16, code: &str, message: &str) -> Bytes {
+        if let SessionKind::Llm {
+            encoder: Some(enc), ..
+        } = &mut self.kind
+        {
+            return Bytes::from(enc.error_event(status, message));
+        }
+        let body = self
+            .call
+            .wire
+            .error_body(status, code, message, None, &self.call.request_id);
+        data_event(&String::from_utf8_lossy(&body))
+    }
+
+    /// An event to the client: as it came, or in the client's format.
+    fn emit(&mut self, out: &mut Vec<Bytes>, ev: Ev) {
+        if let SessionKind::Llm {
+            encoder: Some(enc), ..
+        } = &mut self.kind
+        {
+            let b = enc.chunk(&ev.data);
+            if !b.is_empty() {
+                out.push(Bytes::from(b));
+            }
+            return;
+        }
+        out.push(ev.raw.unwrap_or_else(|| data_event(&ev.data)));
+    }
+
+    /// Feeds bytes of the body; returns the bytes to send to the client, in order.
     pub async fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
         let mut out = Vec::new();
-        let events = match &mut self.decoder {
-            Some(d) => {
-                let decoded = d.push(bytes);
-                self.relay.push(&decoded)
+        let events = match &mut self.kind {
+            SessionKind::Raw => {
+                if self.ttft_ms.is_none() {
+                    self.ttft_ms = Some(self.call.latency_ms());
+                }
+                return vec![Bytes::copy_from_slice(bytes)];
             }
-            None => self.relay.push(bytes),
+            SessionKind::Llm {
+                relay, decoder, ..
+            } => match decoder {
+                Some(d) => {
+                    let decoded = d.push(bytes);
+                    relay.push(&decoded)
+                }
+                None => relay.push(bytes),
+            },
         };
         for event in events {
             if self.ttft_ms.is_none() {
-                self.ttft_ms = Some(
-                    self.call
-                        .host
-                        .monotonic_ms()
-                        .saturating_sub(self.call.started_ms),
-                );
+                self.ttft_ms = Some(self.call.latency_ms());
             }
             if self.aborted {
                 // Keep reading for the usage, but send nothing more.
                 continue;
             }
-            let (data, raw) = match event {
+            match event {
                 RelayEvent::Done(raw) => {
-                    match &mut self.encoder {
-                        Some(enc) => {
-                            let u = self.relay.usage().unwrap_or_default();
-                            out.push(Bytes::from(enc.done(
-                                u.prompt_tokens,
-                                u.completion_tokens,
-                                u.cached_prompt_tokens,
-                            )));
-                        }
-                        None => out.push(raw),
+                    self.end(&mut out).await;
+                    if self.aborted {
+                        continue;
                     }
-                    continue;
+                    self.done(&mut out, raw);
                 }
-                RelayEvent::Chunk { data, raw } => (data, raw),
-            };
-            if !self.wants_chunks {
-                self.emit(&mut out, &data, raw);
-                continue;
-            }
-            match self.chain.on_stream_chunk(self.index, data.clone()).await {
-                Ok(ChunkDecision::Send(new)) if new == data => self.emit(&mut out, &data, raw),
-                Ok(ChunkDecision::Send(new)) => {
-                    let raw = data_event(&new);
-                    self.emit(&mut out, &new, raw);
-                }
-                Ok(ChunkDecision::Drop) => {}
-                Ok(ChunkDecision::Abort { denial, .. }) => {
-                    let e = self.error_event(denial.status, &denial.code, &denial.message);
-                    out.push(e);
-                    self.aborted = true;
-                }
-                Err(e) => {
-                    self.call.host.warn(
-                        &self.call.request_id,
-                        &format!("policy failed on a stream chunk: {e}"),
-                    );
-                    let ev = self.error_event(500, e.code, &e.message);
-                    out.push(ev);
-                    self.aborted = true;
+                RelayEvent::Chunk { data, raw } => {
+                    self.chunk(&mut out, data, raw).await;
                 }
             }
-            self.index = self.index.saturating_add(1);
         }
         out
     }
 
-    /// The last bytes to send (an error event if the stream did not complete), if any. Call
-    /// [`StreamSession::settle`] after sending them (and after closing the client's stream, so the
-    /// client does not wait on the policies).
-    pub fn closing(&mut self, end: StreamEnd) -> Option<Bytes> {
-        let (code, message) = self.failure(end)?;
-        Some(self.error_event(502, code, &message))
+    fn done(&mut self, out: &mut Vec<Bytes>, raw: Bytes) {
+        if let SessionKind::Llm {
+            relay,
+            encoder: Some(enc),
+            ..
+        } = &mut self.kind
+        {
+            let u = relay.usage().unwrap_or_default();
+            out.push(Bytes::from(enc.done(
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.cached_prompt_tokens,
+            )));
+        } else {
+            out.push(raw);
+        }
+    }
+
+    async fn chunk(&mut self, out: &mut Vec<Bytes>, data: String, raw: Bytes) {
+        if self.layers.is_empty() {
+            self.emit(out, Ev {
+                data,
+                raw: Some(raw),
+            });
+            return;
+        }
+        let finishing = self.wants_end
+            && !self.ended
+            && weir_llm::view::chunk_facts(&data).finish_reason.is_some();
+        self.envelope = Some(data.clone());
+        if !finishing {
+            self.pipeline(out, 0, vec![Ev {
+                data,
+                raw: Some(raw),
+            }])
+            .await;
+            return;
+        }
+        // Text and finish in one chunk: the text goes first, then the end, then the finish.
+        match weir_llm::view::split_finish(&data) {
+            Some((text, finish)) => {
+                self.pipeline(out, 0, vec![Ev {
+                    data: text,
+                    raw: None,
+                }])
+                .await;
+                self.end(out).await;
+                self.pipeline(out, 0, vec![Ev {
+                    data: finish,
+                    raw: None,
+                }])
+                .await;
+            }
+            None => {
+                self.end(out).await;
+                self.pipeline(out, 0, vec![Ev {
+                    data,
+                    raw: Some(raw),
+                }])
+                .await;
+            }
+        }
+    }
+
+    /// The events a policy emitted, as data: text replaces the delta of `current` (or makes a
+    /// new content event).
+    fn materialize(&self, current: Option<&str>, emitted: Vec<Emission>) -> Vec<Ev> {
+        emitted
+            .into_iter()
+            .map(|e| {
+                let data = match e {
+                    Emission::Data(d) => d,
+                    Emission::Text(t) => current
+                        .and_then(|c| weir_llm::view::with_text(c, &t))
+                        .unwrap_or_else(|| self.content_event(&t)),
+                };
+                Ev { data, raw: None }
+            })
+            .collect()
+    }
+
+    fn content_event(&self, text: &str) -> String {
+        let model = self.call.llm.model.clone().unwrap_or_default();
+        weir_llm::view::content_chunk(
+            self.envelope.as_deref(),
+            &format!("chatcmpl-{}", self.call.request_id),
+            &model,
+            self.call.platform.now_ms() / 1000,
+            text,
+        )
+    }
+
+    /// Sends `events` through the layers from `from` on, then to the client.
+    async fn pipeline(&mut self, out: &mut Vec<Bytes>, from: usize, mut events: Vec<Ev>) {
+        for k in from..self.layers.len() {
+            let i = self.layers[k];
+            if !self.chain.wants(i, Phase::StreamChunk) {
+                continue;
+            }
+            let mut next = Vec::with_capacity(events.len());
+            for ev in events {
+                let facts = weir_llm::view::chunk_facts(&ev.data);
+                let event = StreamEvent {
+                    index: self.seen[k],
+                    data: ev.data,
+                    text: facts.text,
+                    finish_reason: facts.finish_reason,
+                };
+                self.seen[k] = self.seen[k].saturating_add(1);
+                match self.chain.on_stream_chunk(i, &event).await {
+                    Ok(ChunkVerdict::Pass) => next.push(Ev {
+                        data: event.data,
+                        raw: ev.raw,
+                    }),
+                    Ok(ChunkVerdict::Emit(emitted)) => {
+                        next.extend(self.materialize(Some(&event.data), emitted));
+                    }
+                    Ok(ChunkVerdict::Abort(denial)) => return self.abort(out, i, &denial),
+                    Err(e) => return self.fail(out, &e),
+                }
+            }
+            events = next;
+        }
+        for ev in events {
+            self.emit(out, ev);
+        }
+    }
+
+    fn abort(&mut self, out: &mut Vec<Bytes>, i: usize, denial: &Denial) {
+        self.call
+            .platform
+            .denied(&self.call.route.name, self.chain.name(i), &denial.code);
+        let e = self.error_event(denial.status, &denial.code, &denial.message);
+        out.push(e);
+        self.aborted = true;
+    }
+
+    fn fail(&mut self, out: &mut Vec<Bytes>, e: &crate::PolicyFault) {
+        self.call.platform.warn(
+            &self.call.request_id,
+            &format!("policy failed on a stream: {e}"),
+        );
+        let ev = self.error_event(500, e.code, &e.message);
+        out.push(ev);
+        self.aborted = true;
+    }
+
+    /// on-stream-end of every stream policy, once: what each emits goes through the policies
+    /// after it (in stream order), then to the client.
+    async fn end(&mut self, out: &mut Vec<Bytes>) {
+        if self.ended || !self.wants_end {
+            self.ended = true;
+            return;
+        }
+        self.ended = true;
+        for k in 0..self.layers.len() {
+            if self.aborted {
+                return;
+            }
+            let i = self.layers[k];
+            if !self.chain.wants(i, Phase::StreamEnd) {
+                continue;
+            }
+            match self.chain.on_stream_end(i).await {
+                Ok(ChunkVerdict::Pass) => {}
+                Ok(ChunkVerdict::Emit(emitted)) => {
+                    let events = self.materialize(None, emitted);
+                    self.pipeline(out, k + 1, events).await;
+                }
+                Ok(ChunkVerdict::Abort(denial)) => return self.abort(out, i, &denial),
+                Err(e) => return self.fail(out, &e),
+            }
+        }
+    }
+
+    /// The last bytes to send: what policies still hold, and an error event if the stream did
+    /// not complete. Call [`StreamSession::settle`] after sending them (and after closing the
+    /// client's stream, so the client does not wait on the policies).
+    pub async fn closing(&mut self, end: StreamEnd) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if !self.aborted {
+            self.end(&mut out).await;
+        }
+        if !self.aborted
+            && let Some((code, message)) = self.failure(end)
+        {
+            let e = self.error_event(502, code, &message);
+            out.push(e);
+        }
+        out
     }
 
     fn failure(&self, end: StreamEnd) -> Option<(&'static str, String)> {
@@ -185,35 +423,48 @@ impl<H: Host, C: Chain> StreamSession<H, C> {
             )),
             StreamEnd::Stalled => Some((
                 "upstream_timeout",
-                format!(
-                    "The upstream stream stalled for {} ms.",
-                    self.call.provider.timeout_ms
-                ),
+                format!("The upstream stream stalled for {} ms.", self.timeout_ms()),
             )),
-            StreamEnd::Ended if self.relay.ending() == Ending::Incomplete => Some((
-                "upstream_stream_incomplete",
-                "The upstream stream ended without completing the answer.".into(),
-            )),
-            StreamEnd::Ended => None,
+            StreamEnd::Ended => match &self.kind {
+                SessionKind::Llm { relay, .. } if relay.ending() == Ending::Incomplete => Some((
+                    "upstream_stream_incomplete",
+                    "The upstream stream ended without completing the answer.".into(),
+                )),
+                _ => None,
+            },
         }
     }
 
     /// Runs on-complete and records the usage: exactly once per streamed request.
     pub async fn settle(mut self, end: StreamEnd, client_gone: bool) {
         let error = self.failure(end).map(|(code, _)| code);
-        let failed = error.is_some();
-        let outcome = if failed {
+        let (usage, model, answered) = match &self.kind {
+            SessionKind::Llm {
+                relay, answered, ..
+            } => (
+                relay.usage(),
+                relay.model().map(str::to_owned),
+                *answered,
+            ),
+            SessionKind::Raw => (None, None, false),
+        };
+        let outcome = if error.is_some() {
             Outcome::UpstreamError
         } else if self.aborted {
             Outcome::Denied
         } else if client_gone {
             Outcome::ClientCancelled
+        } else if answered {
+            Outcome::Answered
         } else {
             Outcome::Success
         };
-        let status = if failed { 502 } else { 200 };
-        let usage = self.relay.usage();
-        let model = self.relay.model().map(str::to_owned);
+        let status = if error.is_some() { 502 } else { 200 };
+        let settlement = Settlement {
+            usage: if answered { None } else { usage },
+            model,
+            ttft_ms: self.ttft_ms,
+        };
         self.call
             .finish(
                 &mut self.chain,
@@ -222,9 +473,7 @@ impl<H: Host, C: Chain> StreamSession<H, C> {
                     outcome,
                     error,
                 },
-                usage,
-                model,
-                self.ttft_ms,
+                settlement,
             )
             .await;
     }

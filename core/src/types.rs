@@ -1,17 +1,22 @@
 //! The data the loop and the policy chains exchange, independent of any WebAssembly runtime.
+//! These mirror `weir:policy/types@0.2.0` (`wit/policy-0.2/types.wit`); each runner converts
+//! its bindings to and from them.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// The phases a policy can take part in (mirrors `weir:policy/types.phase`).
+pub use weir_llm::view::{ChatMessage, ContentPart, LlmEdit};
+
+/// The phases a policy can take part in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     Request,
     Response,
     StreamChunk,
+    StreamEnd,
     Complete,
 }
 
@@ -22,18 +27,37 @@ impl Phase {
             Self::Request => "on-request",
             Self::Response => "on-response",
             Self::StreamChunk => "on-stream-chunk",
+            Self::StreamEnd => "on-stream-end",
             Self::Complete => "on-complete",
+        }
+    }
+
+    /// The phases that can come after this one in a request.
+    pub const fn later(self) -> &'static [Phase] {
+        match self {
+            Self::Request => &[
+                Self::Response,
+                Self::StreamChunk,
+                Self::StreamEnd,
+                Self::Complete,
+            ],
+            Self::Response | Self::StreamChunk | Self::StreamEnd => {
+                &[Self::StreamChunk, Self::StreamEnd, Self::Complete]
+            }
+            Self::Complete => &[],
         }
     }
 }
 
-/// How a request ended (mirrors `weir:policy/types.outcome`).
+/// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Success,
     UpstreamError,
     Denied,
+    /// A policy answered (`answer` or `respond`): the upstream was not called.
+    Answered,
     ClientCancelled,
     GatewayError,
 }
@@ -45,6 +69,7 @@ impl Outcome {
             Self::Success => "success",
             Self::UpstreamError => "upstream_error",
             Self::Denied => "denied",
+            Self::Answered => "answered",
             Self::ClientCancelled => "client_cancelled",
             Self::GatewayError => "gateway_error",
         }
@@ -101,12 +126,27 @@ pub struct Denial {
     pub headers: Headers,
 }
 
-/// A complete response from a policy.
+/// A complete HTTP response from a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
     pub headers: Headers,
     pub body: Vec<u8>,
+}
+
+/// An LLM answer from a policy (e.g. a cache hit): an OpenAI `chat.completion` JSON object,
+/// rendered by the loop in the client's format, as a stream if the client asked for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyAnswer {
+    pub completion: String,
+    pub headers: Headers,
+}
+
+/// An upstream a policy chose: a configured provider and, optionally, the model to ask it for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub provider: String,
+    pub model: Option<String>,
 }
 
 /// Changes a policy asks for.
@@ -115,6 +155,10 @@ pub struct Edits {
     pub set_headers: Headers,
     pub remove_headers: Vec<String>,
     pub body: Option<Vec<u8>>,
+    /// Structured changes to the LLM request or answer, applied after `body`.
+    pub llm: Vec<LlmEdit>,
+    /// The upstream targets to try, in order (on-request; empty: no change).
+    pub targets: Vec<Target>,
 }
 
 /// A policy's verdict on a message.
@@ -123,15 +167,64 @@ pub enum Verdict {
     Continue(Edits),
     Deny(Denial),
     Respond(Reply),
+    Answer(PolicyAnswer),
 }
 
-/// A policy's verdict on one streamed event.
+/// One event of a streaming answer as a policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEvent {
+    /// 0 for the first event the policy sees.
+    pub index: u32,
+    /// One JSON `chat.completion.chunk`.
+    pub data: String,
+    /// `choices[0].delta.content`, if any.
+    pub text: Option<String>,
+    /// `choices[0].finish_reason`, if any.
+    pub finish_reason: Option<String>,
+}
+
+/// An event a policy sends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Emission {
+    /// The current event with its delta text replaced (or a new content event with it).
+    Text(String),
+    /// An event of the policy's own (a JSON chunk).
+    Data(String),
+}
+
+/// A policy's verdict on one streamed event (or at the end of the stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkVerdict {
     Pass,
-    Replace(String),
-    Drop,
+    /// Send these instead (empty: hold back or drop).
+    Emit(Vec<Emission>),
     Abort(Denial),
+}
+
+/// One try of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    pub provider: String,
+    pub model: Option<String>,
+    /// The HTTP status it answered with; none when no answer came.
+    pub status: Option<u16>,
+    /// The error code when the attempt failed.
+    pub error: Option<&'static str>,
+    pub latency_ms: u64,
+    /// Whether the upstream may have billed it.
+    pub billed: bool,
+}
+
+/// The final summary given to on-complete.
+#[derive(Debug, Clone)]
+pub struct CompletionInfo {
+    pub status: u16,
+    pub outcome: Outcome,
+    pub error: Option<&'static str>,
+    pub model: Option<String>,
+    pub usage: Option<weir_llm::Usage>,
+    pub latency_ms: u64,
+    pub attempts: Vec<Attempt>,
 }
 
 /// What a request's policies share: the context resource's state.
@@ -161,6 +254,9 @@ impl RequestState {
             received_at_ms: 0,
         }
     }
+
+    /// Most attributes one request may carry (a policy that sets more fails).
+    pub const MAX_ATTRIBUTES: usize = 256;
 }
 
 /// An HTTP message as policies see it (header names lower-case).
@@ -182,8 +278,8 @@ impl MessageView {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Applies a policy's edits.
-    pub fn apply(&mut self, edits: Edits) {
+    /// Applies the header and body edits (the LLM edits need the loop: see `chain`).
+    pub fn apply(&mut self, edits: &mut Edits) {
         if !edits.remove_headers.is_empty() {
             self.headers.retain(|(n, _)| {
                 !edits
@@ -192,57 +288,25 @@ impl MessageView {
                     .any(|r| r.eq_ignore_ascii_case(n))
             });
         }
-        for (name, value) in edits.set_headers {
+        for (name, value) in std::mem::take(&mut edits.set_headers) {
             let name = name.to_ascii_lowercase();
             self.headers.retain(|(n, _)| *n != name);
             self.headers.push((name, value));
         }
-        if let Some(body) = edits.body {
+        if let Some(body) = edits.body.take() {
             self.body = Bytes::from(body);
         }
     }
 }
 
-/// The outcome of a request or response phase over the whole chain.
-#[derive(Debug)]
-pub enum Decision {
-    /// Go on with this (possibly edited) message.
-    Continue(MessageView),
-    /// A policy refused.
-    Deny { policy: String, denial: Denial },
-    /// A policy answered.
-    Respond { policy: String, reply: Reply },
-}
-
-/// The outcome of the stream-chunk phase for one event over the whole chain.
-#[derive(Debug)]
-pub enum ChunkDecision {
-    /// Send this payload (possibly replaced).
-    Send(String),
-    /// Send nothing for this event.
-    Drop,
-    /// End the stream with this error.
-    Abort { policy: String, denial: Denial },
-}
-
-/// The final summary given to on-complete.
-#[derive(Debug, Clone)]
-pub struct CompletionInfo {
-    pub status: u16,
-    pub outcome: Outcome,
-    pub model: Option<String>,
-    pub usage: Option<weir_llm::Usage>,
-    pub latency_ms: u64,
-}
-
-/// A policy that failed while handling a request (trap, timeout, memory limit...). Rendered as
-/// a 500 naming the policy instance; never contains secrets.
+/// A policy that failed while handling a request (trap, timeout, memory limit, an edit that
+/// cannot be applied...). Rendered as a 500 naming the policy instance; never contains secrets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct PolicyFault {
     /// A stable code for the client, e.g. `policy_trapped`.
     pub code: &'static str,
-    /// e.g. "policy `auth` (demo/auth#0) failed in on-request: trapped: unreachable".
+    /// e.g. "policy `auth` (demo/auth) failed in on-request: trapped: unreachable".
     pub message: String,
 }
 
@@ -252,6 +316,7 @@ pub struct UsageRecord {
     pub timestamp_ms: u64,
     pub request_id: String,
     pub proxy: String,
+    /// The provider that answered (the last one tried); empty when none was called.
     pub provider: String,
     pub endpoint: String,
     pub consumer: Option<String>,
@@ -265,13 +330,17 @@ pub struct UsageRecord {
     pub cached_prompt_tokens: u64,
     pub latency_ms: u64,
     pub time_to_first_token_ms: Option<u64>,
-    /// From sending the request upstream to its response headers; none when it was not sent.
+    /// From sending the request upstream to its response headers (the last attempt); none when
+    /// it was not sent.
     pub upstream_latency_ms: Option<u64>,
     /// The error code when the gateway reported a failure (`upstream_timeout`...).
     pub error: Option<&'static str>,
     /// What the tokens cost in US dollars, from the price table; none when the model has no
     /// price or no usage was reported.
     pub cost_usd: Option<f64>,
+    /// Every upstream attempt, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
 }
 
 #[cfg(test)]
@@ -287,10 +356,11 @@ mod tests {
             ],
             ..Default::default()
         };
-        m.apply(Edits {
+        m.apply(&mut Edits {
             set_headers: vec![("X-A".into(), "2".into())],
             remove_headers: vec!["Authorization".into()],
             body: Some(b"new".to_vec()),
+            ..Default::default()
         });
         assert_eq!(m.headers, vec![("x-a".to_owned(), "2".to_owned())]);
         assert_eq!(m.header("X-A"), Some("2"));

@@ -13,7 +13,7 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("weir-policy-token-limit", "TOKEN_LIMIT"),
     ("weir-policy-test-policy", "TEST_POLICY"),
     ("weir-policy-noop", "NOOP"),
-    ("weir-edge-host", "EDGE_HOST"),
+    ("weir-edge-runtime", "EDGE_RUNTIME"),
     ("weir-edge-gateway", "EDGE_GATEWAY"),
     ("weir-spin-http", "SPIN_HTTP"),
     ("weir-spin-platform", "SPIN_PLATFORM"),
@@ -50,10 +50,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "token-limit",
         "test-policy",
         "noop",
-        "edge-host",
+        "edge-runtime",
         "gateway",
         "../core",
-        "../host/llm",
+        "../core/llm",
         "../apps/spin",
     ] {
         println!("cargo:rerun-if-changed={}", components.join(p).display());

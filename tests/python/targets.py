@@ -5,8 +5,8 @@
 - `cloudflare`: `weir build --target cloudflare` output under `wrangler dev --local` (Node 22
   from apps/cloudflare/node_modules), state in local KV / Durable Objects persisted with
   `--persist-to`, so counters survive a restart;
-- `spin`: `weir build --target spin` output (spin.toml + weir.wasm) served by `weir-spin-host`
-  (SPIN_HOST_BIN), our wasmtime host for Spin apps (no Spin runtime installs here), the provider
+- `spin`: `weir build --target spin` output (spin.toml + weir.wasm) served by `weir-spin-runner`
+  (SPIN_RUNNER_BIN), our wasmtime host for Spin apps (no Spin runtime installs here), the provider
   key as the Spin variable SPIN_VARIABLE_MOCK_UPSTREAM_KEY, key-value persisted to a file, so
   counters survive a restart.
 
@@ -63,7 +63,7 @@ class Target:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def weir_build(self, target: str, out: Path) -> None:
+    def weir_edge_apps(self, target: str, out: Path) -> None:
         """`weir build --target TARGET` of this target's config into `out`."""
         cmd = [str(self.binary), "build", "--target", target, "--config", str(self.config_path), "-o", str(out)]
         result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL)
@@ -159,7 +159,7 @@ class Cloudflare(Target):
         self.built = False
 
     def build(self) -> None:
-        self.weir_build("cloudflare", self.app_dir)
+        self.weir_edge_apps("cloudflare", self.app_dir)
         # The provider key as a Worker secret (`wrangler dev` reads .dev.vars).
         (self.app_dir / ".dev.vars").write_text(f'MOCK_UPSTREAM_KEY="{self.upstream_key}"\n')
         self.built = True
@@ -221,7 +221,7 @@ class Cloudflare(Target):
 
 
 class Spin(Target):
-    """`weir build --target spin`, then `weir-spin-host` on the built spin.toml (as `spin up`)."""
+    """`weir build --target spin`, then `weir-spin-runner` on the built spin.toml (as `spin up`)."""
 
     name = "spin"
     capabilities = frozenset({"durable-state"})
@@ -229,14 +229,14 @@ class Spin(Target):
 
     def __init__(self, workdir: Path, config_yaml: str, upstream_key: str):
         super().__init__(workdir, config_yaml, upstream_key)
-        self.host = _binary("SPIN_HOST_BIN", "target/debug/weir-spin-host")
+        self.host = _binary("SPIN_RUNNER_BIN", "target/debug/weir-spin-runner")
         self.app_dir = workdir / "app"
         self.state_file = workdir / "kv.json"
         self.built = False
 
     def start(self) -> None:
         if not self.built:
-            self.weir_build("spin", self.app_dir)
+            self.weir_edge_apps("spin", self.app_dir)
             self.built = True
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPIN_VARIABLE_")}
         env["SPIN_VARIABLE_MOCK_UPSTREAM_KEY"] = self.upstream_key
@@ -256,7 +256,7 @@ class Spin(Target):
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
-        self.wait_answering("weir-spin-host", SPIN_START_TIMEOUT_S)
+        self.wait_answering("weir-spin-runner", SPIN_START_TIMEOUT_S)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -4,7 +4,7 @@
 //! crate only adapts: weir-core's [`Host`](weir_core::Host) is the app's `platform` interface
 //! (whole-body `fetch`, clock, log), and its [`Chain`](weir_core::Chain) calls the policy
 //! components plugged into the `slot0`..`slot5` imports, with the request context kept by the
-//! edge-host component. Nothing here decides anything about a request: that is all weir-core,
+//! edge-runtime component. Nothing here decides anything about a request: that is all weir-core,
 //! the same code the self-hosted server runs.
 
 use std::cell::RefCell;
@@ -391,7 +391,7 @@ fn serve(plan: &Plan, secrets: &[(String, String)], request: Request) -> Respons
             dialect: p
                 .kind
                 .as_deref()
-                .and_then(weir_llm::Dialect::from_name)
+                .and_then(weir_llm::ProviderKind::from_name)
                 .unwrap_or_default(),
             api_version: p.api_version.clone(),
             ..Default::default()

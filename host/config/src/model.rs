@@ -122,26 +122,17 @@ pub struct PolicySource {
     pub path: PathBuf,
 }
 
-/// The API family of a provider: how weir talks to it (requests are translated from OpenAI
-/// format, answers and streams back to it).
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProviderKind {
-    /// OpenAI and OpenAI-compatible APIs (`Authorization: Bearer`), passed through as they are.
-    #[default]
-    Openai,
-    /// Azure OpenAI: `{base-url}/openai/deployments/{deployment}/...?api-version=`, `api-key`.
-    AzureOpenai,
-    /// Azure AI Foundry model inference: `{base-url}/models/...?api-version=`, `api-key`.
-    AzureAiFoundry,
-    /// Mistral La Plateforme (OpenAI-compatible).
-    Mistral,
-    /// Anthropic Messages API (`x-api-key`, `anthropic-version`); base URL `https://api.anthropic.com/v1`.
-    Anthropic,
-    /// Google Gemini (`x-goog-api-key`); base URL `https://generativelanguage.googleapis.com/v1beta`.
-    Gemini,
-    /// AWS Bedrock Converse, SigV4-signed; base URL `https://bedrock-runtime.{region}.amazonaws.com`.
-    AwsBedrock,
+pub use weir_llm::ProviderKind;
+
+/// The JSON Schema of a provider `kind`: the names of [`ProviderKind::ALL`].
+fn provider_kind_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.name()).collect();
+    schemars::json_schema!({
+        "description": "The API family of a provider: how weir talks to it (requests are translated from OpenAI format, answers and streams back to it). `openai` (and OpenAI-compatible servers), `azure-openai`, `azure-ai-foundry`, `mistral`, `anthropic`, `gemini`, `aws-bedrock` (SigV4-signed Converse).",
+        "type": "string",
+        "enum": names,
+        "default": "openai",
+    })
 }
 
 /// AWS credentials of a Bedrock provider, by environment variable name.
@@ -194,6 +185,7 @@ pub struct Provider {
     #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub name: String,
     #[serde(default)]
+    #[schemars(schema_with = "provider_kind_schema")]
     pub kind: ProviderKind,
     /// The provider template (`openai` when absent): where usage and models are found.
     #[serde(default, skip_serializing_if = "Option::is_none")]

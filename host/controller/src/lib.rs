@@ -248,15 +248,15 @@ pub(crate) fn write_component(path: &Path, bytes: &[u8]) -> Result<(), String> {
 fn build_error(
     focus: &kinds::Focus,
     document: &GatewayConfig,
-    e: weir_server::BuildError,
+    e: weir_server::ConfigureError,
 ) -> ApiError {
     match e {
-        weir_server::BuildError::Config { path, message } => focus.error(document, &path, message),
-        weir_server::BuildError::Load(e) => ApiError::new(
+        weir_server::ConfigureError::Config { path, message } => focus.error(document, &path, message),
+        weir_server::ConfigureError::Load(e) => ApiError::new(
             http::StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_component",
             e.to_string(),
         ),
-        weir_server::BuildError::Io(m) => ApiError::internal(m),
+        weir_server::ConfigureError::Io(m) => ApiError::internal(m),
     }
 }

@@ -11,8 +11,8 @@ mod generated {
         },
         exports: { default: async },
         with: {
-            "weir:policy/types.context": crate::host::ContextRep,
-            "weir:policy/types.message": crate::host::MessageRep,
+            "weir:policy/types.context": crate::imports::ContextRep,
+            "weir:policy/types.message": crate::imports::MessageRep,
         },
     });
 }

@@ -10,7 +10,7 @@ use crate::bindings::{ChunkVerdict, Completion, PolicyComponent, StreamChunk, Us
 use crate::convert;
 use crate::engine::Policy;
 use crate::error::{PolicyError, PolicyFailure};
-use crate::host::{SlotState, StoreData};
+use crate::imports::{SlotState, StoreData};
 
 /// One configured policy instance of a chain.
 #[derive(Debug, Clone)]
@@ -145,7 +145,7 @@ impl ChainRun {
                 Ok(bindings) => self.live[i] = Some(Live { store, bindings }),
                 Err(e) => {
                     self.failed[i] = true;
-                    let failure = crate::host::classify(&store, &e);
+                    let failure = crate::imports::classify(&store, &e);
                     let failure = match failure {
                         PolicyFailure::Trap(m) => PolicyFailure::Instantiate(m),
                         other => other,
@@ -190,7 +190,7 @@ impl ChainRun {
 
     fn fail(&mut self, i: usize, phase: Phase, e: &wasmtime::Error) -> PolicyError {
         let failure = match &self.live[i] {
-            Some(live) => crate::host::classify(&live.store, e),
+            Some(live) => crate::imports::classify(&live.store, e),
             None => PolicyFailure::Trap(e.to_string()),
         };
         // A trapped instance cannot be called again; drop it now (its slot returns to the pool).

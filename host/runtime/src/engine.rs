@@ -12,7 +12,7 @@ use wasmtime::{
 use crate::PolicyInfo;
 use crate::bindings::{self, PolicyComponentPre};
 use crate::error::{LoadError, PolicyFailure};
-use crate::host::{NoOutbound, OutboundHttp, SlotState, StoreData};
+use crate::imports::{NoOutbound, OutboundHttp, SlotState, StoreData};
 use weir_core::RequestState;
 
 /// Milliseconds per epoch tick: the resolution of the CPU-time deadline.
@@ -293,7 +293,7 @@ impl Policy {
             .weir_policy_policy()
             .call_validate_config(&mut store, config_json)
             .await
-            .map_err(|e| crate::host::classify(&store, &e))?;
+            .map_err(|e| crate::imports::classify(&store, &e))?;
         Ok(result.map_err(|e| (e.path, e.message)))
     }
 
@@ -329,7 +329,7 @@ impl Policy {
                 .call_describe(&mut store)
                 .await
                 .map(crate::convert::info)
-                .map_err(|e| crate::host::classify(&store, &e))
+                .map_err(|e| crate::imports::classify(&store, &e))
         })
     }
 }

@@ -29,7 +29,7 @@ mod cache;
 mod chain;
 mod engine;
 mod error;
-mod host;
+mod imports;
 pub mod schema;
 
 mod convert;

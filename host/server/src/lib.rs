@@ -16,7 +16,7 @@
 
 mod admin;
 mod body;
-mod build;
+mod configure;
 mod metrics;
 mod proxy;
 mod stream;
@@ -30,13 +30,13 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-pub use build::{BuildError, GatewayOptions, PolicySummary};
+pub use configure::{ConfigureError, GatewayOptions, PolicySummary};
 pub use usage::{Totals, UsageLog, UsageRecord};
 pub use weir_core::GatewayError;
 
 /// A configuration built by [`Gateway::prepare`], ready to be served.
 #[derive(Debug)]
-pub struct Prepared(build::State);
+pub struct Prepared(configure::State);
 
 /// A configured gateway, ready to serve. Cloning shares it.
 ///
@@ -47,8 +47,8 @@ pub struct Prepared(build::State);
 /// key-value state, usage records and metrics carry over.
 #[derive(Clone, Debug)]
 pub struct Gateway {
-    shared: Arc<build::Shared>,
-    current: Arc<arc_swap::ArcSwap<build::State>>,
+    shared: Arc<configure::Shared>,
+    current: Arc<arc_swap::ArcSwap<configure::State>>,
     /// Serialises reloads (each builds on the previous one's components).
     reloading: Arc<tokio::sync::Mutex<()>>,
 }
@@ -58,9 +58,9 @@ impl Gateway {
     pub async fn build(
         config: weir_config::GatewayConfig,
         options: GatewayOptions,
-    ) -> Result<Self, BuildError> {
-        let shared = Arc::new(build::Shared::new(&config, &options)?);
-        let state = build::State::build(config, shared.clone()).await?;
+    ) -> Result<Self, ConfigureError> {
+        let shared = Arc::new(configure::Shared::new(&config, &options)?);
+        let state = configure::State::build(config, shared.clone()).await?;
         Ok(Self {
             shared,
             current: Arc::new(arc_swap::ArcSwap::from_pointee(state)),
@@ -71,15 +71,15 @@ impl Gateway {
     /// Replaces the configuration, atomically, once the new one is built; on an error the old
     /// one stays. Settings that size the process (`listen`, `admin-listen`, `controller`,
     /// `runtime`, `kv`) keep the values the gateway started with.
-    pub async fn reload(&self, config: weir_config::GatewayConfig) -> Result<(), BuildError> {
+    pub async fn reload(&self, config: weir_config::GatewayConfig) -> Result<(), ConfigureError> {
         let _one_at_a_time = self.reloading.lock().await;
-        let state = build::State::build(config, self.shared.clone()).await?;
+        let state = configure::State::build(config, self.shared.clone()).await?;
         self.current.store(Arc::new(state));
         Ok(())
     }
 
     /// Checks a configuration as [`Gateway::reload`] would, without applying it.
-    pub async fn check(&self, config: weir_config::GatewayConfig) -> Result<(), BuildError> {
+    pub async fn check(&self, config: weir_config::GatewayConfig) -> Result<(), ConfigureError> {
         self.prepare(config).await.map(drop)
     }
 
@@ -88,9 +88,9 @@ impl Gateway {
     pub async fn prepare(
         &self,
         config: weir_config::GatewayConfig,
-    ) -> Result<Prepared, BuildError> {
+    ) -> Result<Prepared, ConfigureError> {
         Ok(Prepared(
-            build::State::build(config, self.shared.clone()).await?,
+            configure::State::build(config, self.shared.clone()).await?,
         ))
     }
 
@@ -110,7 +110,7 @@ impl Gateway {
         &self,
         name: &str,
         bytes: &[u8],
-    ) -> Result<PolicySummary, BuildError> {
+    ) -> Result<PolicySummary, ConfigureError> {
         self.shared.describe(name, bytes).await
     }
 
@@ -119,7 +119,7 @@ impl Gateway {
         self.current.load().config.clone()
     }
 
-    fn state(&self) -> Arc<build::State> {
+    fn state(&self) -> Arc<configure::State> {
         self.current.load_full()
     }
 

@@ -21,7 +21,7 @@ use weir_core::{
 use weir_runtime::ChainRun;
 
 use crate::body::{self, Body};
-use crate::build::State;
+use crate::configure::State;
 use crate::usage::UsageRecord;
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);

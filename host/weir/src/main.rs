@@ -56,7 +56,7 @@ enum Command {
         /// `cloudflare` (a Worker for wrangler), `spin` (a Spin app) or `component` (composed
         /// component + plan).
         #[arg(long)]
-        target: weir_build::Target,
+        target: weir_edge_apps::Target,
         /// Output directory (created; files in it are overwritten).
         #[arg(short, long)]
         out: PathBuf,
@@ -148,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
                     "`weir build` needs a configuration file: weir --config gateway.yaml build ..."
                 );
             };
-            let opts = weir_build::Options {
+            let opts = weir_edge_apps::Options {
                 target,
                 config,
                 out,
@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
             let mut progress = |m: &str| {
                 report(&format!("[{:>5.1}s] {m}", started.elapsed().as_secs_f64()));
             };
-            let summary = weir_build::build(&opts, &mut progress).await?;
+            let summary = weir_edge_apps::build(&opts, &mut progress).await?;
             for (file, size) in &summary.files {
                 report(&format!("  {size:>9}  {file}"));
             }

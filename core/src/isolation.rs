@@ -1,0 +1,143 @@
+//! What keeps policies apart, decided once for every target: the name of a policy instance,
+//! the key-value namespace it writes in, the key layout in the store, and the hosts it may
+//! reach. The `weir` runtime, the edge runtime component and `weir build` all call these, so a
+//! policy sees the same `instance()` and the same keys in `weir`, on Spin and on Cloudflare.
+//!
+//! ```
+//! use weir_core::isolation::{self, Scope};
+//! let instance = isolation::instance(Scope::Proxy("demo"), "token-limit", None);
+//! assert_eq!(instance, "proxy:demo/token-limit");
+//! assert_eq!(isolation::kv_key(&instance, "rpm"), "proxy:demo/token-limit|rpm");
+//! assert!(isolation::check_host("https://[::1]:8443/x", &["::1".into()]).is_ok());
+//! ```
+
+/// Where a chain entry is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// In a provider's `policies` (runs for every proxy of the provider).
+    Provider(&'a str),
+    /// In a proxy's `policies` (or its `api-keys`).
+    Proxy(&'a str),
+}
+
+/// The instance name of a chain entry: `proxy:demo/token-limit`, `provider:openai/auth`, or
+/// with the entry's `id`, `proxy:demo/token-limit@tier2`. It does not depend on the entry's
+/// position, so reordering a chain keeps every policy's state; the configuration requires an
+/// `id` where a policy appears twice in one list.
+pub fn instance(scope: Scope<'_>, policy: &str, id: Option<&str>) -> String {
+    let (kind, owner) = match scope {
+        Scope::Provider(p) => ("provider", p),
+        Scope::Proxy(p) => ("proxy", p),
+    };
+    match id {
+        Some(id) => format!("{kind}:{owner}/{policy}@{id}"),
+        None => format!("{kind}:{owner}/{policy}"),
+    }
+}
+
+/// The key-value namespace of an instance: its own (its instance name) unless the
+/// configuration gives it a shared one (`kv-namespace: name` → `shared:name`).
+pub fn namespace(instance: &str, shared: Option<&str>) -> String {
+    match shared {
+        Some(name) => format!("shared:{name}"),
+        None => instance.to_owned(),
+    }
+}
+
+/// The store key of a policy's `key` in `namespace`. Namespaces never contain `|` (names are
+/// `[A-Za-z0-9._-]`), so no two namespaces share a key.
+pub fn kv_key(namespace: &str, key: &str) -> String {
+    let mut k = String::with_capacity(namespace.len() + 1 + key.len());
+    k.push_str(namespace);
+    k.push('|');
+    k.push_str(key);
+    k
+}
+
+/// The namespace of the vector indexes of `namespace` (`#` never occurs in a namespace).
+pub fn vectors_namespace(namespace: &str) -> String {
+    format!("{namespace}#vectors")
+}
+
+/// The host of an absolute `http(s)` URL: lower-case, without port, user information or the
+/// brackets of an IPv6 address.
+pub fn url_host(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split_once(']')?.0
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether a policy whose `allow-hosts` are `allow` may reach `url`; the error says why not and
+/// how to allow it.
+pub fn check_host(url: &str, allow: &[String]) -> Result<(), String> {
+    let Some(host) = url_host(url) else {
+        return Err(format!(
+            "`{url}` is not an absolute http:// or https:// URL"
+        ));
+    };
+    let allowed = allow.iter().any(|h| {
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        h.eq_ignore_ascii_case(&host)
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "host `{host}` is not in this policy's allow-hosts: add it to the policy entry's \
+             `allow-hosts` in the gateway configuration"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_do_not_depend_on_positions() {
+        assert_eq!(
+            instance(Scope::Provider("openai"), "auth", None),
+            "provider:openai/auth"
+        );
+        assert_eq!(
+            instance(Scope::Proxy("p"), "cache", Some("a")),
+            "proxy:p/cache@a"
+        );
+        assert_eq!(namespace("proxy:p/cache", Some("faq")), "shared:faq");
+        assert_eq!(namespace("proxy:p/cache", None), "proxy:p/cache");
+    }
+
+    #[test]
+    fn hosts_of_urls() {
+        assert_eq!(
+            url_host("https://API.example.com:443/x?y").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(url_host("http://u:p@h/x").as_deref(), Some("h"));
+        assert_eq!(url_host("http://[2001:db8::1]:80/").as_deref(), Some("2001:db8::1"));
+        assert_eq!(url_host("http://[::1]/").as_deref(), Some("::1"));
+        assert_eq!(url_host("file:///etc/passwd"), None);
+        assert_eq!(url_host("https://"), None);
+        assert_eq!(url_host("https://h@"), None);
+    }
+
+    #[test]
+    fn allow_hosts() {
+        let allow = vec!["api.example.com".to_owned(), "[::1]".to_owned()];
+        assert!(check_host("https://api.example.com/v1", &allow).is_ok());
+        assert!(check_host("http://[::1]:9000/", &allow).is_ok());
+        let e = check_host("https://evil.example.com/", &allow).unwrap_err();
+        assert!(e.contains("evil.example.com") && e.contains("allow-hosts"), "{e}");
+        assert!(check_host("https://api.example.com.evil.com/", &allow).is_err());
+        assert!(check_host("ftp://api.example.com/", &allow).is_err());
+    }
+}

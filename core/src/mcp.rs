@@ -1,0 +1,420 @@
+//! MCP routes: JSON-RPC messages over Streamable HTTP, through the same chain and the same
+//! single exit as LLM requests. Refusals are JSON-RPC error objects (with the request's `id`).
+//!
+//! The loop forwards the client's POST to the MCP server (both protocol eras: the session and
+//! protocol-version headers pass through, client credentials never do) and relays its answer:
+//! a JSON answer goes through the response phase, an event stream is relayed as it comes.
+
+use serde_json::{Value, json};
+
+use crate::call::{Call, Settlement};
+use crate::chain::{self, Admission, Chain, Stop};
+use crate::render;
+use crate::stream::{SessionKind, StreamBody, StreamSession};
+use crate::*;
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<String>,
+}
+
+/// One JSON-RPC message, as policies see it (`weir:policy/types.rpc-message`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RpcMessage {
+    pub id: Option<String>,
+    pub method: Option<String>,
+    pub params: Option<String>,
+    pub tool_name: Option<String>,
+    pub tool_arguments: Option<String>,
+    pub result: Option<String>,
+    pub error: Option<RpcError>,
+}
+
+fn one(v: &Value) -> Option<RpcMessage> {
+    let obj = v.as_object()?;
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return None;
+    }
+    let method = obj.get("method").and_then(Value::as_str).map(str::to_owned);
+    let params = obj.get("params");
+    let is_call = method.as_deref() == Some("tools/call");
+    Some(RpcMessage {
+        id: obj.get("id").filter(|i| !i.is_null()).map(Value::to_string),
+        tool_name: params
+            .filter(|_| is_call)
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        tool_arguments: params
+            .filter(|_| is_call)
+            .and_then(|p| p.get("arguments"))
+            .map(Value::to_string),
+        params: params.map(Value::to_string),
+        method,
+        result: obj.get("result").map(Value::to_string),
+        error: obj.get("error").and_then(|e| {
+            Some(RpcError {
+                code: e.get("code")?.as_i64()?,
+                message: e
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                data: e.get("data").map(Value::to_string),
+            })
+        }),
+    })
+}
+
+/// The JSON-RPC messages of a body: one, or a batch; empty when it is not JSON-RPC.
+pub fn rpc_messages(body: &[u8]) -> Vec<RpcMessage> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(batch)) => batch.iter().filter_map(one).collect(),
+        Ok(v) => one(&v).into_iter().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A JSON-RPC error response body. The gateway's refusals use code -32000 with the stable code,
+/// the HTTP status and the request id in `data`.
+pub fn error_body(
+    id: Option<&Value>,
+    status: u16,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Vec<u8> {
+    let rpc_code = match code {
+        "parse_error" => -32700,
+        "invalid_request" => -32600,
+        _ => -32000,
+    };
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id.cloned().unwrap_or(Value::Null),
+        "error": {
+            "code": rpc_code,
+            "message": message,
+            "data": {"code": code, "status": status, "request_id": request_id},
+        },
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// Headers of the client's request that the MCP server gets.
+const FORWARDED: &[&str] = &[
+    "accept",
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+];
+
+/// Serves one request on an MCP route (`rest` is the path below the route's context path).
+pub async fn serve<P: Platform, C: Chain>(
+    platform: P,
+    route: &RouteInfo,
+    request: ClientRequest,
+    request_id: String,
+    started_ms: u64,
+    make_chain: impl FnOnce(RequestState) -> C,
+) -> Answer<P, C> {
+    let wire = Wire::JsonRpc;
+    if request.method != "POST" {
+        let err = GatewayError::client(
+            405,
+            "method_not_allowed",
+            "This MCP endpoint accepts POST only (no server-initiated stream).",
+        );
+        return Answer::Full(Response::error(wire, &err, &request_id));
+    }
+    if request.body.len() > route.limits.max_body_bytes {
+        return Answer::Full(Response::error(
+            wire,
+            &too_large(route.limits.max_body_bytes),
+            &request_id,
+        ));
+    }
+    let parsed: Value = match serde_json::from_slice(&request.body) {
+        Ok(v) => v,
+        Err(e) => {
+            let body = error_body(
+                None,
+                400,
+                "parse_error",
+                &format!("The body is not JSON: {e}"),
+                &request_id,
+            );
+            return Answer::Full(Response::json(400, body, &request_id));
+        }
+    };
+    let messages = rpc_messages(&request.body);
+    let Some(first) = messages.first() else {
+        let body = error_body(
+            None,
+            400,
+            "invalid_request",
+            "The body is not a JSON-RPC 2.0 message.",
+            &request_id,
+        );
+        return Answer::Full(Response::json(400, body, &request_id));
+    };
+    let endpoint = first
+        .method
+        .clone()
+        .unwrap_or_else(|| "response".to_owned());
+    let id = match &parsed {
+        Value::Object(o) => o.get("id").cloned(),
+        _ => None,
+    };
+    let chain = make_chain(RequestState {
+        request_id: request_id.clone(),
+        route: route.name.clone(),
+        route_kind: RouteKind::Mcp,
+        endpoint: endpoint.clone(),
+        consumer: None,
+        attributes: Default::default(),
+        llm: None,
+        received_at_ms: platform.now_ms(),
+    });
+    let call = Call {
+        platform,
+        route: route.clone(),
+        endpoint_name: endpoint,
+        endpoint: None,
+        wire,
+        request_id,
+        started_ms,
+        llm: Default::default(),
+        upstream: None,
+        attempts: Vec::new(),
+        upstream_ms: None,
+    };
+    run(call, chain, request, id).await
+}
+
+async fn run<P: Platform, C: Chain>(
+    mut call: Call<P>,
+    mut chain: C,
+    request: ClientRequest,
+    id: Option<Value>,
+) -> Answer<P, C> {
+    match admitted(&mut call, &mut chain, request, id.as_ref()).await {
+        Ok(Exit::Full(response, end)) => {
+            call.finish(&mut chain, end, Settlement::default()).await;
+            Answer::Full(response)
+        }
+        Ok(Exit::Stream(status, headers, body)) => Answer::Stream(StreamStart {
+            status,
+            headers,
+            body: StreamBody::Upstream(body),
+            session: StreamSession::new(call, chain, 0, SessionKind::Raw),
+        }),
+        Err(err) => {
+            call.log_error(&err);
+            let body = error_body(
+                id.as_ref(),
+                err.status(),
+                err.code(),
+                &err.to_string(),
+                &call.request_id,
+            );
+            let response = Response::json(err.status(), body, &call.request_id);
+            call.finish(&mut chain, Call::<P>::end_of(&err), Settlement::default())
+                .await;
+            Answer::Full(response)
+        }
+    }
+}
+
+enum Exit<B> {
+    Full(Response, End),
+    Stream(u16, Headers, B),
+}
+
+fn refusal(id: Option<&Value>, denial: &Denial, request_id: &str) -> Response {
+    let status = if (400..600).contains(&denial.status) {
+        denial.status
+    } else {
+        403
+    };
+    let body = error_body(id, status, &denial.code, &denial.message, request_id);
+    let mut resp = Response::json(status, body, request_id);
+    render::add_headers(&mut resp.headers, &denial.headers);
+    resp
+}
+
+async fn stopped<P: Platform, C: Chain>(
+    call: &Call<P>,
+    chain: &C,
+    stop: Stop,
+    id: Option<&Value>,
+    upstream_called: bool,
+) -> Exit<P::Body> {
+    match stop {
+        Stop::Deny { policy, denial } => {
+            call.platform
+                .denied(&call.route.name, chain.name(policy), &denial.code);
+            let resp = refusal(id, &denial, &call.request_id);
+            let end = End::new(resp.status, Outcome::Denied);
+            Exit::Full(resp, end)
+        }
+        Stop::Respond { reply, .. } => {
+            let resp = render::reply_response(reply, &call.request_id);
+            let outcome = if upstream_called {
+                Outcome::Success
+            } else {
+                Outcome::Answered
+            };
+            let end = End::new(resp.status, outcome);
+            Exit::Full(resp, end)
+        }
+        Stop::Answer { answer, .. } => {
+            // An MCP answer is a JSON-RPC message: sent as it is.
+            let mut resp = Response::json(200, answer.completion.into_bytes(), &call.request_id);
+            render::add_headers(&mut resp.headers, &answer.headers);
+            let outcome = if upstream_called {
+                Outcome::Success
+            } else {
+                Outcome::Answered
+            };
+            Exit::Full(resp, End::new(200, outcome))
+        }
+    }
+}
+
+async fn admitted<P: Platform, C: Chain>(
+    call: &mut Call<P>,
+    chain: &mut C,
+    request: ClientRequest,
+    id: Option<&Value>,
+) -> Result<Exit<P::Body>, GatewayError> {
+    let mut message = MessageView {
+        method: request.method,
+        path: request.path,
+        status: 0,
+        headers: request.headers,
+        body: request.body,
+    };
+    let mut admission = Admission::default();
+    if let Some(stop) = chain::request_phase(chain, &mut message, &mut admission).await? {
+        return Ok(stopped(call, chain, stop, id, false).await);
+    }
+    let Some(server) = call.route.mcp.clone() else {
+        return Err(GatewayError::Unavailable {
+            code: "mcp_server_not_configured",
+            message: format!("MCP proxy `{}` has no server.", call.route.name),
+        });
+    };
+    let mut headers: Headers = message
+        .headers
+        .iter()
+        .filter(|(n, _)| FORWARDED.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    if !headers.iter().any(|(n, _)| n == "content-type") {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    if !headers.iter().any(|(n, _)| n == "accept") {
+        headers.push((
+            "accept".into(),
+            "application/json, text/event-stream".into(),
+        ));
+    }
+    headers.push(("x-request-id".into(), call.request_id.clone()));
+    let sent_ms = call.platform.monotonic_ms();
+    let sent = call
+        .platform
+        .send(UpstreamRequest {
+            method: "POST",
+            url: server.url.clone(),
+            headers,
+            body: message.body.clone(),
+            timeout_ms: server.timeout_ms,
+        })
+        .await;
+    let latency = call.platform.monotonic_ms().saturating_sub(sent_ms);
+    call.upstream_ms = Some(latency);
+    let resp = sent.map_err(|failure| match failure {
+        UpstreamFailure::Unreachable(detail) => GatewayError::Upstream {
+            status: 502,
+            code: "upstream_unavailable",
+            message: format!(
+                "The MCP server of `{}` could not be reached.",
+                call.route.name
+            ),
+            detail: Some(detail),
+        },
+        UpstreamFailure::Timeout => GatewayError::Upstream {
+            status: 504,
+            code: "upstream_timeout",
+            message: format!(
+                "The MCP server of `{}` did not answer within {} ms.",
+                call.route.name, server.timeout_ms
+            ),
+            detail: None,
+        },
+    })?;
+    let mut headers: Headers = resp
+        .headers
+        .into_iter()
+        .filter(|(n, _)| keep_response_header(n))
+        .collect();
+    headers.push(("x-request-id".into(), call.request_id.clone()));
+    let is_stream = headers
+        .iter()
+        .any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream"));
+    if is_stream && (200..300).contains(&resp.status) {
+        return Ok(Exit::Stream(resp.status, headers, resp.body));
+    }
+    let body = call
+        .platform
+        .read_body(
+            resp.body,
+            call.route.limits.max_response_bytes,
+            server.timeout_ms,
+        )
+        .await
+        .map_err(|_| GatewayError::Upstream {
+            status: 502,
+            code: "upstream_response_failed",
+            message: format!(
+                "The MCP server of `{}` broke off its response.",
+                call.route.name
+            ),
+            detail: None,
+        })?;
+    let status = resp.status;
+    let mut message = MessageView {
+        status,
+        headers,
+        body,
+        ..Default::default()
+    };
+    if (200..300).contains(&status)
+        && let Some(stop) = chain::response_phase(chain, &mut message, chain.len()).await?
+    {
+        return Ok(stopped(call, chain, stop, id, true).await);
+    }
+    let outcome = if (200..300).contains(&status) || status == 202 {
+        Outcome::Success
+    } else {
+        Outcome::UpstreamError
+    };
+    let mut headers = message.headers;
+    headers.retain(|(n, _)| n != "x-request-id");
+    headers.push(("x-request-id".into(), call.request_id.clone()));
+    Ok(Exit::Full(
+        Response {
+            status,
+            headers,
+            body: message.body,
+        },
+        End::new(status, outcome),
+    ))
+}

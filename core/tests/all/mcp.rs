@@ -1,0 +1,151 @@
+//! MCP routes: JSON-RPC through the chain, refusals as JSON-RPC errors, no client credentials
+//! upstream.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use serde_json::json;
+use weir_core::*;
+
+use crate::fakes::*;
+
+fn mcp_route() -> RouteInfo {
+    let mut r = route();
+    r.name = "tools".into();
+    r.kind = RouteKind::Mcp;
+    r.mcp = Some(McpServer {
+        url: "http://mcp.test/mcp".into(),
+        timeout_ms: 1000,
+    });
+    r
+}
+
+fn rpc(body: serde_json::Value) -> ClientRequest {
+    ClientRequest {
+        method: "POST".into(),
+        path: "/mcp".into(),
+        headers: vec![
+            ("authorization".into(), "Bearer client-token".into()),
+            ("mcp-session-id".into(), "s1".into()),
+            ("mcp-protocol-version".into(), "2025-06-18".into()),
+            ("accept".into(), "application/json, text/event-stream".into()),
+        ],
+        body: Bytes::from(serde_json::to_vec(&body).unwrap()),
+    }
+}
+
+fn serve_mcp(request: ClientRequest, replies: Vec<Up>, policies: Vec<FakePolicy>) -> Served {
+    let platform = FakePlatform::with(replies);
+    let log = Rc::new(RefCell::new(ChainLog::default()));
+    let chain_log = log.clone();
+    let answer = run(weir_core::mcp::serve(
+        platform.clone(),
+        &mcp_route(),
+        request,
+        "req_test".into(),
+        0,
+        move |state| {
+            chain_log.borrow_mut().initial = Some(state);
+            FakeChain {
+                policies,
+                log: chain_log,
+            }
+        },
+    ));
+    finish(answer, Drive::default(), platform, log)
+}
+
+fn call_tool(name: &str) -> ClientRequest {
+    rpc(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": {"a": 1}}}))
+}
+
+#[test]
+fn the_rpc_view_reads_calls_batches_and_responses() {
+    let m = mcp::rpc_messages(br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"add","arguments":{"a":1}}}"#);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].id.as_deref(), Some("\"x\""));
+    assert_eq!(m[0].tool_name.as_deref(), Some("add"));
+    assert_eq!(m[0].tool_arguments.as_deref(), Some("{\"a\":1}"));
+    let b = mcp::rpc_messages(br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}]"#);
+    assert_eq!(b.len(), 2);
+    assert_eq!(b[0].id, None);
+    assert_eq!(b[1].error.as_ref().map(|e| e.code), Some(-32601));
+    assert!(mcp::rpc_messages(b"{\"id\":1}").is_empty());
+    assert!(mcp::rpc_messages(b"nope").is_empty());
+}
+
+#[test]
+fn a_method_filter_denial_is_a_json_rpc_error_with_the_id() {
+    let out = serve_mcp(
+        call_tool("delete_everything"),
+        vec![],
+        vec![FakePolicy::new("filter").request(|m| {
+            let calls = mcp::rpc_messages(&m.body);
+            Ok(match calls[0].tool_name.as_deref() {
+                Some("delete_everything") => deny(403, "tool_not_allowed"),
+                _ => proceed(),
+            })
+        })],
+    );
+    assert_eq!(out.status, 403);
+    let body = out.json();
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["id"], 7);
+    assert_eq!(body["error"]["code"], -32000);
+    assert_eq!(body["error"]["data"]["code"], "tool_not_allowed");
+    assert_eq!(body["error"]["data"]["request_id"], "req_test");
+    let r = out.record();
+    assert_eq!((r.outcome, r.endpoint.as_str()), ("denied", "tools/call"));
+    assert_eq!(out.log.borrow().initial.as_ref().unwrap().route_kind, RouteKind::Mcp);
+    assert!(out.platform.sent().is_empty());
+}
+
+#[test]
+fn an_allowed_call_is_forwarded_without_client_credentials() {
+    let out = serve_mcp(
+        call_tool("add"),
+        vec![Up::json(200, json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "2"}]}}))],
+        vec![FakePolicy::new("filter").request(|_| Ok(proceed())).response(|m| {
+            assert_eq!(mcp::rpc_messages(&m.body)[0].result.as_deref().map(|r| r.contains("\"2\"")), Some(true));
+            Ok(proceed())
+        })],
+    );
+    assert_eq!(out.status, 200);
+    assert_eq!(out.json()["result"]["content"][0]["text"], "2");
+    let sent = &out.platform.sent()[0];
+    assert_eq!(sent.url, "http://mcp.test/mcp");
+    assert!(!sent.headers.iter().any(|(n, _)| n == "authorization"));
+    assert!(sent.headers.iter().any(|(n, v)| n == "mcp-session-id" && v == "s1"));
+    assert_eq!(out.record().outcome, "success");
+}
+
+#[test]
+fn server_streams_are_relayed_and_failures_are_json_rpc_errors() {
+    let out = serve_mcp(
+        call_tool("add"),
+        vec![Up::sse(&[r#"{"jsonrpc":"2.0","id":7,"result":{}}"#])],
+        vec![],
+    );
+    assert!(out.text().contains("\"result\":{}"));
+    assert_eq!(out.record().outcome, "success");
+
+    let out = serve_mcp(call_tool("add"), vec![Up::Unreachable], vec![]);
+    assert_eq!(out.status, 502);
+    assert_eq!(out.json()["id"], 7);
+    assert_eq!(out.json()["error"]["data"]["code"], "upstream_unavailable");
+    assert_eq!(out.record().error, Some("upstream_unavailable"));
+
+    let mut bad = call_tool("add");
+    bad.body = Bytes::from_static(b"{oops");
+    let out = serve_mcp(bad, vec![], vec![]);
+    assert_eq!(out.status, 400);
+    assert_eq!(out.json()["error"]["code"], -32700);
+    assert!(out.platform.usage().is_empty());
+
+    let mut get = call_tool("add");
+    get.method = "GET".into();
+    let out = serve_mcp(get, vec![], vec![]);
+    assert_eq!(out.status, 405);
+    assert_eq!(out.json()["jsonrpc"], "2.0");
+}
