@@ -18,6 +18,8 @@ pub enum Scope<'a> {
     Provider(&'a str),
     /// In a proxy's `policies` (or its `api-keys`).
     Proxy(&'a str),
+    /// In an MCP proxy's `policies`.
+    Mcp(&'a str),
 }
 
 /// The instance name of a chain entry: `proxy:demo/token-limit`, `provider:openai/auth`, or
@@ -28,6 +30,7 @@ pub fn instance(scope: Scope<'_>, policy: &str, id: Option<&str>) -> String {
     let (kind, owner) = match scope {
         Scope::Provider(p) => ("provider", p),
         Scope::Proxy(p) => ("proxy", p),
+        Scope::Mcp(p) => ("mcp", p),
     };
     match id {
         Some(id) => format!("{kind}:{owner}/{policy}@{id}"),
@@ -98,6 +101,37 @@ pub fn check_host(url: &str, allow: &[String]) -> Result<(), String> {
     }
 }
 
+/// Whether a policy's metric is acceptable (`weir:policy/metrics`): a name of
+/// `[a-z][a-z0-9_]{0,63}`, at most 4 labels named `[a-z][a-z0-9_]{0,31}` with values of at most
+/// 128 bytes, none of them `policy` or `proxy` (the host sets those).
+pub fn check_metric(name: &str, labels: &[(String, String)]) -> Result<(), String> {
+    fn ident(s: &str, max: usize) -> bool {
+        let mut chars = s.chars();
+        matches!(chars.next(), Some('a'..='z'))
+            && s.len() <= max
+            && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+    }
+    if !ident(name, 64) {
+        return Err(format!(
+            "metric name `{name}` must match [a-z][a-z0-9_]{{0,63}}"
+        ));
+    }
+    if labels.len() > 4 {
+        return Err(format!("metric `{name}` has more than 4 labels"));
+    }
+    for (k, v) in labels {
+        if !ident(k, 32) || k == "policy" || k == "proxy" || k == "le" {
+            return Err(format!(
+                "metric `{name}`: label `{k}` must match [a-z][a-z0-9_]{{0,31}} and not be policy, proxy or le"
+            ));
+        }
+        if v.len() > 128 {
+            return Err(format!("metric `{name}`: the value of label `{k}` is over 128 bytes"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +162,14 @@ mod tests {
         assert_eq!(url_host("file:///etc/passwd"), None);
         assert_eq!(url_host("https://"), None);
         assert_eq!(url_host("https://h@"), None);
+    }
+
+    #[test]
+    fn metric_names() {
+        assert!(check_metric("cache_hits", &[("layer".into(), "exact".into())]).is_ok());
+        assert!(check_metric("Cache", &[]).is_err());
+        assert!(check_metric("x", &[("policy".into(), "y".into())]).is_err());
+        assert!(check_metric(&"a".repeat(65), &[]).is_err());
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod serve;
 mod stream;
 mod types;
 mod upstream;
+pub mod vectors;
 
 pub use call::{Call, Settlement};
 pub use chain::Chain;

@@ -72,11 +72,11 @@ impl Policy for Auth {
         match find_consumer(config, &key) {
             Some(consumer) => {
                 cx.set_consumer(&consumer.id);
-                Verdict::Continue(Edits {
-                    set_headers: Vec::new(),
-                    remove_headers: vec!["authorization".into(), "x-api-key".into()],
-                    body: None,
-                })
+                Verdict::edit(
+                    Edits::none()
+                        .remove_header("authorization")
+                        .remove_header("x-api-key"),
+                )
             }
             None => Verdict::deny(401, "invalid_api_key", "Incorrect API key provided."),
         }

@@ -1,9 +1,11 @@
 //! The Weir policy SDK: write a policy component in a few lines.
 //!
 //! A policy is a type implementing [`Policy`]; [`export_policy!`] turns it into the exports of the
-//! `weir:policy/policy-component` world (see `wit/policy.wit`). The SDK parses and caches the
-//! policy's JSON configuration, reports configuration errors with the JSON path of the offending
-//! field, and skips the phases the policy does not declare.
+//! `weir:policy/policy-component@0.2.0` world (see `wit/policy-0.2/`). The SDK parses and caches
+//! the policy's JSON configuration (per policy instance), reports configuration errors with the
+//! JSON path of the offending field, and skips the phases the policy does not declare. A policy
+//! that only looks at headers stays a dozen lines; the stream, LLM-view, target, embedding,
+//! vector and metrics interfaces are there when a policy needs them.
 //!
 //! ```ignore
 //! use weir_policy_sdk::{Context, Message, Phase, Policy, Verdict};
@@ -34,12 +36,12 @@
 //! Build with `cargo build --release --target wasm32-wasip2`: the `.wasm` in
 //! `target/wasm32-wasip2/release/` is the component.
 
-/// Raw bindings generated from `wit/policy.wit`. Prefer the re-exports at the crate root.
+/// Raw bindings generated from `wit/policy-0.2`. Prefer the re-exports at the crate root.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "weir:policy/policy-component",
-        path: "../../wit",
+        world: "weir:policy/policy-component@0.2.0",
+        path: "../../wit/policy-0.2",
         pub_export_macro: true,
         export_macro_name: "export_bindings",
         default_bindings_module: "weir_policy_sdk::bindings",
@@ -47,13 +49,13 @@ pub mod bindings {
     });
 }
 
-pub use bindings::weir::policy::http_client;
-pub use bindings::weir::policy::kv;
-pub use bindings::weir::policy::log;
 pub use bindings::weir::policy::types::{
-    ChunkVerdict, Completion, ConfigError, Context, Denial, Edits, LlmRequest, Message, Outcome,
-    Phase, PolicyInfo, Reply, RouteKind, StreamChunk, Usage, Verdict,
+    AnswerChoice, AnswerText, Attempt, ChatMessage, ChunkVerdict, Completion, ConfigError,
+    ContentPart, Context, Denial, Edits, Emission, IndexedMessage, LlmAnswer, LlmEdit,
+    LlmRequest, Message, Outcome, Parameter, Phase, PolicyAnswer, PolicyInfo, Reply, RouteKind,
+    RpcError, RpcMessage, StreamEvent, Target, Usage, Verdict,
 };
+pub use bindings::weir::policy::{embeddings, http_client, kv, log, metrics, vectors};
 pub use serde;
 pub use serde_json;
 
@@ -80,17 +82,26 @@ pub trait Policy {
         Verdict::proceed()
     }
 
-    /// The upstream's non-streaming response.
+    /// The upstream's non-streaming response (or an earlier policy's answer).
     fn on_response(_config: &Self::Config, _cx: &Context, _response: &Message) -> Verdict {
         Verdict::proceed()
     }
 
     /// One event of a streaming answer.
-    fn on_stream_chunk(_config: &Self::Config, _cx: &Context, _chunk: StreamChunk) -> ChunkVerdict {
+    fn on_stream_chunk(
+        _config: &Self::Config,
+        _cx: &Context,
+        _event: StreamEvent,
+    ) -> ChunkVerdict {
         ChunkVerdict::Pass
     }
 
-    /// The end of the request, with final usage.
+    /// The answer's content is complete: emit what was held back.
+    fn on_stream_end(_config: &Self::Config, _cx: &Context) -> ChunkVerdict {
+        ChunkVerdict::Pass
+    }
+
+    /// The end of the request, with final usage and the upstream attempts.
     fn on_complete(_config: &Self::Config, _cx: &Context, _done: Completion) {}
 }
 
@@ -135,12 +146,79 @@ impl Edits {
             set_headers: Vec::new(),
             remove_headers: Vec::new(),
             body: None,
+            llm: Vec::new(),
+            targets: Vec::new(),
         }
     }
 
     /// True when these edits change nothing.
     pub fn is_empty(&self) -> bool {
-        self.set_headers.is_empty() && self.remove_headers.is_empty() && self.body.is_none()
+        self.set_headers.is_empty()
+            && self.remove_headers.is_empty()
+            && self.body.is_none()
+            && self.llm.is_empty()
+            && self.targets.is_empty()
+    }
+
+    /// Also set a header.
+    pub fn set_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.set_headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// Also remove a header.
+    pub fn remove_header(mut self, name: &str) -> Self {
+        self.remove_headers.push(name.to_owned());
+        self
+    }
+
+    /// Also make a structured change to the LLM request or answer.
+    pub fn llm(mut self, edit: LlmEdit) -> Self {
+        self.llm.push(edit);
+        self
+    }
+
+    /// Also add an upstream target (tried in the order added).
+    pub fn target(mut self, provider: &str, model: Option<&str>) -> Self {
+        self.targets.push(Target {
+            provider: provider.to_owned(),
+            model: model.map(str::to_owned),
+        });
+        self
+    }
+}
+
+impl ChatMessage {
+    /// A message with one text part.
+    pub fn text(role: &str, text: &str) -> Self {
+        Self {
+            role: role.to_owned(),
+            content: vec![ContentPart::Text(text.to_owned())],
+            extra: None,
+        }
+    }
+
+    /// The text parts, joined.
+    pub fn joined_text(&self) -> String {
+        self.content
+            .iter()
+            .filter_map(|p| match p {
+                ContentPart::Text(t) => Some(t.as_str()),
+                ContentPart::Other(_) => None,
+            })
+            .collect()
+    }
+}
+
+impl ChunkVerdict {
+    /// Hold the event back (or drop it): send nothing for it now.
+    pub const fn hold() -> Self {
+        ChunkVerdict::Emit(Vec::new())
+    }
+
+    /// Send this text instead of the event's.
+    pub fn text(text: impl Into<String>) -> Self {
+        ChunkVerdict::Emit(vec![Emission::Text(text.into())])
     }
 }
 
@@ -148,6 +226,20 @@ impl Verdict {
     /// Go on unchanged.
     pub const fn proceed() -> Self {
         Verdict::Continue(Edits::none())
+    }
+
+    /// Go on with these edits.
+    pub const fn edit(edits: Edits) -> Self {
+        Verdict::Continue(edits)
+    }
+
+    /// Answer from the gateway with an OpenAI `chat.completion` (JSON): the host renders it
+    /// for the client (as a stream if it asked for one).
+    pub fn answer(completion: impl Into<String>, headers: Vec<(String, String)>) -> Self {
+        Verdict::Answer(PolicyAnswer {
+            completion: completion.into(),
+            headers,
+        })
     }
 
     /// Refuse with a status, a stable code and a message for the client.
@@ -215,6 +307,53 @@ macro_rules! config_schema {
     };
 }
 
+/// The configuration of each policy instance served by this component instance, parsed once.
+///
+/// One component instance can serve several entries of a chain with different configurations
+/// (at the edge, every entry of the same policy component shares one instance), so parsed
+/// configurations are kept per policy instance (`context.instance()`), never in one global.
+#[doc(hidden)]
+pub struct ConfigCache<T> {
+    entries: std::cell::RefCell<Vec<(String, std::rc::Rc<T>)>>,
+}
+
+impl<T> ConfigCache<T> {
+    #[doc(hidden)]
+    pub const fn new() -> Self {
+        Self {
+            entries: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl<T> Default for ConfigCache<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> ConfigCache<T> {
+    /// The configuration of the instance `cx` calls for, parsed on first use.
+    #[doc(hidden)]
+    pub fn get<P: Policy<Config = T>>(&self, cx: &Context) -> Result<std::rc::Rc<T>, ConfigError>
+    where
+        T: serde::de::DeserializeOwned,
+    {
+        let instance = cx.instance();
+        if let Some((_, c)) = self.entries.borrow().iter().find(|(i, _)| *i == instance) {
+            return Ok(c.clone());
+        }
+        let parsed = std::rc::Rc::new(parse_config::<P>(&cx.config())?);
+        self.entries.borrow_mut().push((instance, parsed.clone()));
+        Ok(parsed)
+    }
+}
+
+/// Exports a [`Policy`] implementation as the component's `weir:policy/policy@0.2.0` interface.
+///
+/// The configuration is parsed once per policy instance and component instance (the host uses
+/// a fresh component instance per request, so this is once per request, and only when a phase
+/// runs).
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
@@ -224,20 +363,21 @@ macro_rules! export_policy {
             #[doc(hidden)]
             pub struct __WeirExport;
 
+            type __Config = <$policy as $crate::Policy>::Config;
+
+            ::std::thread_local! {
+                static __CONFIGS: $crate::ConfigCache<__Config> = const { $crate::ConfigCache::new() };
+            }
+
             #[doc(hidden)]
             fn __weir_config(
                 cx: &$crate::Context,
-            ) -> ::core::result::Result<
-                &'static <$policy as $crate::Policy>::Config,
-                $crate::ConfigError,
-            > {
-                static CONFIG: ::std::sync::OnceLock<<$policy as $crate::Policy>::Config> =
-                    ::std::sync::OnceLock::new();
-                if let Some(c) = CONFIG.get() {
-                    return Ok(c);
-                }
-                let parsed = $crate::parse_config::<$policy>(&cx.config())?;
-                Ok(CONFIG.get_or_init(|| parsed))
+            ) -> ::core::result::Result<::std::rc::Rc<__Config>, $crate::ConfigError> {
+                __CONFIGS.with(|c| c.get::<$policy>(cx))
+            }
+
+            fn __unreadable(e: &$crate::ConfigError) -> $crate::Denial {
+                $crate::config_unreadable(<$policy as $crate::Policy>::NAME, e)
             }
 
             impl $crate::bindings::exports::weir::policy::policy::Guest for __WeirExport {
@@ -257,11 +397,8 @@ macro_rules! export_policy {
 
                 fn on_request(cx: &$crate::Context, request: &$crate::Message) -> $crate::Verdict {
                     match __weir_config(cx) {
-                        Ok(c) => <$policy as $crate::Policy>::on_request(c, cx, request),
-                        Err(e) => $crate::Verdict::Deny($crate::config_unreadable(
-                            <$policy as $crate::Policy>::NAME,
-                            &e,
-                        )),
+                        Ok(c) => <$policy as $crate::Policy>::on_request(&c, cx, request),
+                        Err(e) => $crate::Verdict::Deny(__unreadable(&e)),
                     }
                 }
 
@@ -270,30 +407,31 @@ macro_rules! export_policy {
                     response: &$crate::Message,
                 ) -> $crate::Verdict {
                     match __weir_config(cx) {
-                        Ok(c) => <$policy as $crate::Policy>::on_response(c, cx, response),
-                        Err(e) => $crate::Verdict::Deny($crate::config_unreadable(
-                            <$policy as $crate::Policy>::NAME,
-                            &e,
-                        )),
+                        Ok(c) => <$policy as $crate::Policy>::on_response(&c, cx, response),
+                        Err(e) => $crate::Verdict::Deny(__unreadable(&e)),
                     }
                 }
 
                 fn on_stream_chunk(
                     cx: &$crate::Context,
-                    chunk: $crate::StreamChunk,
+                    event: $crate::StreamEvent,
                 ) -> $crate::ChunkVerdict {
                     match __weir_config(cx) {
-                        Ok(c) => <$policy as $crate::Policy>::on_stream_chunk(c, cx, chunk),
-                        Err(e) => $crate::ChunkVerdict::Abort($crate::config_unreadable(
-                            <$policy as $crate::Policy>::NAME,
-                            &e,
-                        )),
+                        Ok(c) => <$policy as $crate::Policy>::on_stream_chunk(&c, cx, event),
+                        Err(e) => $crate::ChunkVerdict::Abort(__unreadable(&e)),
+                    }
+                }
+
+                fn on_stream_end(cx: &$crate::Context) -> $crate::ChunkVerdict {
+                    match __weir_config(cx) {
+                        Ok(c) => <$policy as $crate::Policy>::on_stream_end(&c, cx),
+                        Err(e) => $crate::ChunkVerdict::Abort(__unreadable(&e)),
                     }
                 }
 
                 fn on_complete(cx: &$crate::Context, done: $crate::Completion) {
                     if let Ok(c) = __weir_config(cx) {
-                        <$policy as $crate::Policy>::on_complete(c, cx, done);
+                        <$policy as $crate::Policy>::on_complete(&c, cx, done);
                     }
                 }
             }

@@ -159,7 +159,10 @@ impl Policy for TokenLimit {
             // Cancelled or successful without reported usage: keep the reservation.
             (None, Outcome::Success | Outcome::ClientCancelled) => reservation.tokens,
             // Nothing was generated.
-            (None, Outcome::UpstreamError | Outcome::Denied | Outcome::GatewayError) => 0,
+            (
+                None,
+                Outcome::UpstreamError | Outcome::Denied | Outcome::Answered | Outcome::GatewayError,
+            ) => 0,
         };
         if let Err(e) = limiter::settle(&HostKv, &reservation, actual) {
             weir_policy_sdk::emit(

@@ -16,6 +16,34 @@ mod resources;
 mod validate;
 
 pub use model::*;
+pub use weir_core::isolation::Scope;
+
+/// One policy of a chain as it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainEntry {
+    /// The entry's field path (`providers[0].policies[1]`, `proxies[2].api-keys`).
+    pub path: String,
+    pub policy: PolicyRef,
+    /// Its instance name (`proxy:demo/token-limit`).
+    pub instance: String,
+    /// Its key-value namespace (its instance name, or `shared:<name>`).
+    pub namespace: String,
+}
+
+impl ChainEntry {
+    fn new(path: String, scope: Scope<'_>, policy: PolicyRef) -> Self {
+        let instance =
+            weir_core::isolation::instance(scope, &policy.policy, policy.id.as_deref());
+        let namespace =
+            weir_core::isolation::namespace(&instance, policy.kv_namespace.as_deref());
+        Self {
+            path,
+            policy,
+            instance,
+            namespace,
+        }
+    }
+}
 pub use resources::*;
 pub use validate::{BUILTIN_POLICIES, EXPOSABLE, bedrock_region};
 
@@ -71,10 +99,11 @@ impl GatewayConfig {
         validate::validate(self)
     }
 
-    /// The policy chain of proxy `i` as it runs, each entry with its field path: the provider's
-    /// policies, then an `auth` policy holding the proxy's API keys (when it has any; path
-    /// `proxies[i].api-keys`), then the proxy's own policies.
-    pub fn chain(&self, i: usize) -> Vec<(String, PolicyRef)> {
+    /// The policy chain of proxy `i` as it runs: the provider's policies, then an `auth`
+    /// policy holding the proxy's API keys (when it has any; path `proxies[i].api-keys`), then
+    /// the proxy's own policies. Each entry carries its instance name and key-value namespace
+    /// (weir-core's rules, the same for `weir` and the edge apps).
+    pub fn chain(&self, i: usize) -> Vec<ChainEntry> {
         let Some(proxy) = self.proxies.get(i) else {
             return Vec::new();
         };
@@ -86,7 +115,11 @@ impl GatewayConfig {
             .find(|(_, p)| p.name == proxy.provider)
         {
             for (j, r) in provider.policies.iter().enumerate() {
-                chain.push((format!("providers[{pi}].policies[{j}]"), r.clone()));
+                chain.push(ChainEntry::new(
+                    format!("providers[{pi}].policies[{j}]"),
+                    Scope::Provider(&provider.name),
+                    r.clone(),
+                ));
             }
         }
         if !proxy.api_keys.is_empty() {
@@ -95,19 +128,39 @@ impl GatewayConfig {
                 .iter()
                 .map(|k| serde_json::json!({ "id": k.consumer, "key-sha256": k.key_sha256 }))
                 .collect();
-            chain.push((
+            chain.push(ChainEntry::new(
                 format!("proxies[{i}].api-keys"),
-                PolicyRef {
-                    policy: "auth".into(),
-                    config: serde_json::json!({ "consumers": consumers }),
-                    allow_hosts: Vec::new(),
-                },
+                Scope::Proxy(&proxy.name),
+                PolicyRef::new("auth", serde_json::json!({ "consumers": consumers })),
             ));
         }
         for (j, r) in proxy.policies.iter().enumerate() {
-            chain.push((format!("proxies[{i}].policies[{j}]"), r.clone()));
+            chain.push(ChainEntry::new(
+                format!("proxies[{i}].policies[{j}]"),
+                Scope::Proxy(&proxy.name),
+                r.clone(),
+            ));
         }
         chain
+    }
+
+    /// The policy chain of MCP proxy `i`.
+    pub fn mcp_chain(&self, i: usize) -> Vec<ChainEntry> {
+        let Some(proxy) = self.mcp_proxies.get(i) else {
+            return Vec::new();
+        };
+        proxy
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(j, r)| {
+                ChainEntry::new(
+                    format!("mcp-proxies[{i}].policies[{j}]"),
+                    Scope::Mcp(&proxy.name),
+                    r.clone(),
+                )
+            })
+            .collect()
     }
 
     /// The provider a proxy uses (validated to exist).

@@ -256,9 +256,34 @@ pub struct PolicyRef {
     /// The policy's own configuration, validated by the policy.
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
-    /// Hosts this policy instance may reach through `weir:policy/http-client` (none by default).
+    /// Hosts this policy instance may reach through `weir:policy/http-client` (none by
+    /// default): host names, IPv4 or IPv6 addresses (`[::1]`), without scheme or port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_hosts: Vec<String>,
+    /// Names this entry when its policy appears more than once in one list (required then):
+    /// its instance becomes `<policy>@<id>`, and its state keeps that name when the chain is
+    /// reordered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
+    pub id: Option<String>,
+    /// Shares key-value and vector state with every entry that names the same namespace (e.g.
+    /// a cache shared by two proxies on purpose). By default each entry has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
+    pub kv_namespace: Option<String>,
+}
+
+impl PolicyRef {
+    /// An entry with this policy and configuration, and every other setting at its default.
+    pub fn new(policy: &str, config: serde_json::Value) -> Self {
+        Self {
+            policy: policy.to_owned(),
+            config,
+            allow_hosts: Vec::new(),
+            id: None,
+            kv_namespace: None,
+        }
+    }
 }
 
 fn empty_object() -> serde_json::Value {

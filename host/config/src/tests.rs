@@ -177,3 +177,107 @@ fn prices_are_checked() {
     );
     assert!(GatewayConfig::from_yaml(&ok).is_ok());
 }
+
+const TWO_LISTS: &str = "
+providers:
+  - name: p
+    base-url: http://127.0.0.1:9/v1
+    policies:
+      - policy: token-limit
+        config: { tokens-per-month: 1000 }
+proxies:
+  - name: a
+    context-path: /a
+    provider: p
+    policies:
+      - policy: auth
+        config: { consumers: [] }
+      - policy: token-limit
+        config: { tokens-per-minute: 10 }
+";
+
+#[test]
+fn instances_are_named_by_scope_not_position() {
+    let c = GatewayConfig::from_yaml(TWO_LISTS).unwrap();
+    let names: Vec<(String, String)> = c
+        .chain(0)
+        .into_iter()
+        .map(|e| (e.instance, e.namespace))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("provider:p/token-limit".into(), "provider:p/token-limit".into()),
+            ("proxy:a/auth".into(), "proxy:a/auth".into()),
+            ("proxy:a/token-limit".into(), "proxy:a/token-limit".into()),
+        ]
+    );
+    // Reordering the proxy's list keeps every name.
+    let swapped = TWO_LISTS.replace(
+        "      - policy: auth\n        config: { consumers: [] }\n      - policy: token-limit\n        config: { tokens-per-minute: 10 }\n",
+        "      - policy: token-limit\n        config: { tokens-per-minute: 10 }\n      - policy: auth\n        config: { consumers: [] }\n",
+    );
+    assert_ne!(swapped, TWO_LISTS);
+    let c2 = GatewayConfig::from_yaml(&swapped).unwrap();
+    let mut a: Vec<String> = c.chain(0).into_iter().map(|e| e.namespace).collect();
+    let mut b: Vec<String> = c2.chain(0).into_iter().map(|e| e.namespace).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_policy_twice_in_a_list_needs_ids() {
+    let twice = TWO_LISTS.replace(
+        "      - policy: token-limit\n        config: { tokens-per-minute: 10 }\n",
+        "      - policy: token-limit\n        config: { tokens-per-minute: 10 }\n      - policy: token-limit\n        config: { tokens-per-day: 10 }\n",
+    );
+    let e = err(&twice);
+    assert_eq!(e.path, "proxies[0].policies[2].policy");
+    assert!(e.message.contains("`id`"), "{e}");
+    let named = twice.replace(
+        "config: { tokens-per-day: 10 }",
+        "config: { tokens-per-day: 10 }\n        id: daily",
+    );
+    let c = GatewayConfig::from_yaml(&named).unwrap();
+    assert_eq!(c.chain(0)[3].instance, "proxy:a/token-limit@daily");
+    let bad = named.replace("id: daily", "id: 'no spaces'");
+    assert_eq!(err(&bad).path, "proxies[0].policies[2].id");
+}
+
+#[test]
+fn shared_namespaces_are_declared() {
+    let shared = TWO_LISTS.replace(
+        "config: { tokens-per-minute: 10 }",
+        "config: { tokens-per-minute: 10 }\n        kv-namespace: team-budget",
+    );
+    let c = GatewayConfig::from_yaml(&shared).unwrap();
+    let entry = &c.chain(0)[2];
+    assert_eq!(entry.instance, "proxy:a/token-limit");
+    assert_eq!(entry.namespace, "shared:team-budget");
+}
+
+#[test]
+fn api_keys_and_an_auth_entry_are_refused_with_a_reason() {
+    let yaml = format!(
+        "{TWO_LISTS}    api-keys:\n      - id: k1\n        consumer: c1\n        prefix: wk-1\n        created-at-ms: 1\n        key-sha256: {}\n",
+        "a".repeat(64)
+    );
+    let e = err(&yaml);
+    assert_eq!(e.path, "proxies[0].policies[0]");
+    assert!(e.message.contains("api-keys") && e.message.contains("remove"), "{e}");
+}
+
+#[test]
+fn allow_hosts_take_ipv6_addresses() {
+    let ok = TWO_LISTS.replace(
+        "config: { consumers: [] }",
+        "config: { consumers: [] }\n        allow-hosts: ['[::1]', '2001:db8::1', api.example.com]",
+    );
+    GatewayConfig::from_yaml(&ok).unwrap();
+    let bad = TWO_LISTS.replace(
+        "config: { consumers: [] }",
+        "config: { consumers: [] }\n        allow-hosts: ['https://x']",
+    );
+    assert_eq!(err(&bad).path, "proxies[0].policies[0].allow-hosts[0]");
+}

@@ -212,6 +212,18 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
             &p.policies,
             &policy_names,
         )?;
+        if !p.api_keys.is_empty()
+            && let Some(j) = p.policies.iter().position(|r| r.policy == "auth")
+        {
+            return Err(ConfigError::at(
+                format!("proxies[{i}].policies[{j}]"),
+                "this proxy authenticates with its api-keys (weir runs an auth policy holding \
+                 them first, and it removes the key from the request, so a second auth would \
+                 refuse every request): remove this auth entry, or remove the proxy's api-keys \
+                 and list their consumers in this entry",
+            ));
+        }
+        check_instances(&c.chain(i))?;
         let mut ids = HashSet::new();
         for (k, key) in p.api_keys.iter().enumerate() {
             check_name(format!("proxies[{i}].api-keys[{k}].id"), &key.id)?;
@@ -267,6 +279,7 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
             &m.policies,
             &policy_names,
         )?;
+        check_instances(&c.mcp_chain(i))?;
     }
     Ok(())
 }
@@ -334,11 +347,16 @@ fn check_chain(
             ));
         }
         for (k, host) in r.allow_hosts.iter().enumerate() {
-            let ok = !host.is_empty()
+            let name = !host.is_empty()
                 && host
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-            if !ok {
+            let v6 = host.trim_start_matches('[').trim_end_matches(']');
+            let ipv6 = v6.contains(':')
+                && v6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            if !(name || ipv6) {
                 return Err(ConfigError::at(
                     format!("{path}[{j}].allow-hosts[{k}]"),
                     format!(
@@ -351,6 +369,30 @@ fn check_chain(
             return Err(ConfigError::at(
                 format!("{path}[{j}].config"),
                 "must be a mapping (JSON object)",
+            ));
+        }
+        for (field, value) in [("id", &r.id), ("kv-namespace", &r.kv_namespace)] {
+            if let Some(v) = value {
+                check_name(format!("{path}[{j}].{field}"), v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Instance names must be unique in a chain as it runs (they name the state of each entry).
+fn check_instances(chain: &[crate::ChainEntry]) -> Result<(), ConfigError> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    for entry in chain {
+        if !seen.insert(entry.instance.as_str()) {
+            let field = if entry.policy.id.is_some() { "id" } else { "policy" };
+            return Err(ConfigError::at(
+                format!("{}.{field}", entry.path),
+                format!(
+                    "the policy `{}` appears more than once in this list with the same name; give \
+                     each entry its own `id` (e.g. `id: per-day`), which names its state",
+                    entry.policy.policy
+                ),
             ));
         }
     }

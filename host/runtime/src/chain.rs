@@ -1,14 +1,17 @@
-//! Running one request through a chain of policy instances.
+//! One request's policy instances: [`ChainRun`] makes the single policy calls weir-core's loop
+//! asks for ([`weir_core::Chain`]), on components of either contract version.
 
 use std::sync::{Arc, Mutex};
 
 use wasmtime::Store;
 
-use weir_core::{ChunkDecision, CompletionInfo, Decision, MessageView, Phase, RequestState};
+use weir_core::{
+    ChunkVerdict, CompletionInfo, MessageView, Phase, PolicyFault, RequestState, StreamEvent,
+    Verdict,
+};
 
-use crate::bindings::{ChunkVerdict, Completion, PolicyComponent, StreamChunk, Usage, Verdict};
 use crate::convert;
-use crate::engine::Policy;
+use crate::engine::{Bindings, Policy};
 use crate::error::{PolicyError, PolicyFailure};
 use crate::imports::{SlotState, StoreData};
 
@@ -16,12 +19,14 @@ use crate::imports::{SlotState, StoreData};
 #[derive(Debug, Clone)]
 pub struct SlotSpec {
     pub policy: Arc<Policy>,
-    /// Unique in the chain: `token-limit#1`.
+    /// The instance name (`proxy:demo/token-limit`, see `weir_core::isolation::instance`).
     pub instance: String,
-    /// Unique in the gateway: `demo/token-limit#1`.
-    pub qualified: String,
+    /// The proxy (metric labels).
+    pub route: String,
     pub config_json: String,
     pub kv: weir_state::Namespaced,
+    /// The vector store, and this instance's namespace in it.
+    pub vectors: Option<(Arc<dyn weir_state::VectorStore>, String)>,
     pub allow_hosts: Vec<String>,
 }
 
@@ -38,10 +43,12 @@ impl ChainSpec {
                 .into_iter()
                 .map(|s| {
                     let state = SlotState {
+                        policy: s.policy.name().to_owned(),
                         instance: s.instance,
-                        qualified: s.qualified,
+                        route: s.route,
                         config: s.config_json,
                         kv: Some(s.kv),
+                        vectors: s.vectors,
                         allow_hosts: s.allow_hosts,
                     };
                     (s.policy, Arc::new(state))
@@ -66,23 +73,14 @@ impl ChainSpec {
     }
 }
 
-fn error_for(spec: &ChainSpec, i: usize, phase: Phase, failure: PolicyFailure) -> PolicyError {
-    let (policy, slot) = &spec.slots[i];
-    PolicyError {
-        policy: policy.name().to_owned(),
-        instance: slot.qualified.clone(),
-        phase: phase.function(),
-        failure,
-    }
-}
-
 struct Live {
     store: Store<StoreData>,
-    bindings: PolicyComponent,
+    bindings: Bindings,
 }
 
 /// One request's run through a chain. Instances are created on first use and live until the
-/// run is dropped, so the phases of a request share guest state but requests never do.
+/// policy's last declared phase (or the run's end), so the phases of a request share guest
+/// state but requests never do.
 pub struct ChainRun {
     spec: Arc<ChainSpec>,
     request: Arc<Mutex<RequestState>>,
@@ -110,43 +108,46 @@ impl ChainRun {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, RequestState> {
+        self.request
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A snapshot of the shared request state (consumer, attributes...).
     pub fn state(&self) -> RequestState {
-        self.request
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.lock().clone()
     }
 
-    /// The consumer set by an authentication policy.
-    pub fn consumer(&self) -> Option<String> {
-        self.request
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .consumer
-            .clone()
+    fn error(&self, i: usize, phase: Phase, failure: PolicyFailure) -> PolicyFault {
+        let (policy, slot) = &self.spec.slots[i];
+        PolicyError {
+            policy: policy.name().to_owned(),
+            instance: slot.instance.clone(),
+            phase: phase.function(),
+            failure,
+        }
+        .into()
     }
 
-    pub fn has_phase(&self, phase: Phase) -> bool {
-        self.spec.has_phase(phase)
-    }
-
-    fn error(&self, i: usize, phase: Phase, failure: PolicyFailure) -> PolicyError {
-        error_for(&self.spec, i, phase, failure)
-    }
-
-    async fn live(&mut self, i: usize, phase: Phase) -> Result<&mut Live, PolicyError> {
+    async fn live(&mut self, i: usize, phase: Phase) -> Result<&mut Live, PolicyFault> {
+        if self.failed[i] {
+            return Err(self.error(
+                i,
+                phase,
+                PolicyFailure::Instantiate("it failed earlier in this request".into()),
+            ));
+        }
         if self.live[i].is_none() {
             let (policy, slot) = &self.spec.slots[i];
             let mut store = policy
                 .runtime()
                 .new_store(slot.clone(), self.request.clone());
-            match policy.pre.instantiate_async(&mut store).await {
+            match policy.pre.instantiate(&mut store).await {
                 Ok(bindings) => self.live[i] = Some(Live { store, bindings }),
                 Err(e) => {
                     self.failed[i] = true;
-                    let failure = crate::imports::classify(&store, &e);
-                    let failure = match failure {
+                    let failure = match crate::imports::classify(&store, &e) {
                         PolicyFailure::Trap(m) => PolicyFailure::Instantiate(m),
                         other => other,
                     };
@@ -154,19 +155,19 @@ impl ChainRun {
                 }
             }
         }
-        match self.live[i].as_mut() {
-            Some(live) => {
-                let ticks = live.store.data().runtime_deadline();
-                live.store.set_epoch_deadline(ticks);
-                Ok(live)
-            }
-            None => Err(error_for(
-                &self.spec,
+        if self.live[i].is_none() {
+            return Err(self.error(
                 i,
                 phase,
                 PolicyFailure::Instantiate("instance missing".into()),
-            )),
+            ));
         }
+        let Some(live) = self.live[i].as_mut() else {
+            unreachable!("checked above")
+        };
+        let ticks = live.store.data().runtime_deadline();
+        live.store.set_epoch_deadline(ticks);
+        Ok(live)
     }
 
     /// Returns an instance to the pool once its last declared phase has run, so that the pool's
@@ -174,21 +175,12 @@ impl ChainRun {
     /// before the upstream call starts).
     fn release_after(&mut self, i: usize, phase: Phase) {
         let phases = &self.spec.slots[i].0.info().phases;
-        let later = match phase {
-            Phase::Request => &[Phase::Response, Phase::StreamChunk, Phase::Complete][..],
-            Phase::Response | Phase::StreamChunk => &[Phase::StreamChunk, Phase::Complete][..],
-            Phase::Complete => &[][..],
-        };
-        if !later.iter().any(|p| phases.contains(p)) {
+        if !phase.later().iter().any(|p| phases.contains(p)) {
             self.live[i] = None;
         }
     }
 
-    fn wants(&self, i: usize, phase: Phase) -> bool {
-        !self.failed[i] && self.spec.slots[i].0.info().phases.contains(&phase)
-    }
-
-    fn fail(&mut self, i: usize, phase: Phase, e: &wasmtime::Error) -> PolicyError {
+    fn fail(&mut self, i: usize, phase: Phase, e: &wasmtime::Error) -> PolicyFault {
         let failure = match &self.live[i] {
             Some(live) => crate::imports::classify(&live.store, e),
             None => PolicyFailure::Trap(e.to_string()),
@@ -199,157 +191,59 @@ impl ChainRun {
         self.error(i, phase, failure)
     }
 
-    /// Runs on-request in chain order. Each policy sees the edits of the ones before it.
-    pub async fn on_request(&mut self, message: MessageView) -> Result<Decision, PolicyError> {
-        self.message_phase(Phase::Request, message, false).await
-    }
-
-    /// Runs on-response in reverse chain order.
-    pub async fn on_response(&mut self, message: MessageView) -> Result<Decision, PolicyError> {
-        self.message_phase(Phase::Response, message, true).await
-    }
-
-    async fn message_phase(
+    async fn message_call(
         &mut self,
+        i: usize,
         phase: Phase,
-        mut message: MessageView,
-        reverse: bool,
-    ) -> Result<Decision, PolicyError> {
-        let n = self.spec.slots.len();
-        for k in 0..n {
-            let i = if reverse { n - 1 - k } else { k };
-            if !self.wants(i, phase) {
-                continue;
+        message: &mut MessageView,
+    ) -> Result<Verdict, PolicyFault> {
+        let shared = Arc::new(std::mem::take(message));
+        let live = match self.live(i, phase).await {
+            Ok(l) => l,
+            Err(e) => {
+                *message = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
+                return Err(e);
             }
-            let shared = Arc::new(message);
-            let live = self.live(i, phase).await?;
-            live.store.data_mut().message = Some(shared.clone());
-            let result = async {
-                let (cx, msg) = live.store.data_mut().push_handles()?;
-                let api = live.bindings.weir_policy_policy();
-                let verdict = match phase {
-                    Phase::Request => api.call_on_request(&mut live.store, cx, msg).await?,
-                    _ => api.call_on_response(&mut live.store, cx, msg).await?,
-                };
-                Ok::<_, wasmtime::Error>(verdict)
-            }
-            .await;
-            if let Some(live) = self.live[i].as_mut() {
-                live.store.data_mut().message = None;
-            }
-            message = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
-            if result.is_ok() && phase == Phase::Request {
-                self.release_after(i, phase);
-            }
-            match result {
-                Ok(Verdict::Continue(edits)) => message.apply(convert::edits(edits)),
-                Ok(Verdict::Deny(denial)) => {
-                    return Ok(Decision::Deny {
-                        policy: self.spec.slots[i].1.qualified.clone(),
-                        denial: convert::denial(denial),
-                    });
-                }
-                Ok(Verdict::Respond(reply)) => {
-                    return Ok(Decision::Respond {
-                        policy: self.spec.slots[i].1.qualified.clone(),
-                        reply: convert::reply(reply),
-                    });
-                }
-                Err(e) => return Err(self.fail(i, phase, &e)),
-            }
-        }
-        Ok(Decision::Continue(message))
-    }
-
-    /// Runs on-stream-chunk in reverse chain order for one event.
-    pub async fn on_stream_chunk(
-        &mut self,
-        index: u32,
-        data: String,
-    ) -> Result<ChunkDecision, PolicyError> {
-        let mut data = data;
-        let n = self.spec.slots.len();
-        for k in 0..n {
-            let i = n - 1 - k;
-            if !self.wants(i, Phase::StreamChunk) {
-                continue;
-            }
-            let live = self.live(i, Phase::StreamChunk).await?;
-            let result = async {
-                let cx = live.store.data_mut().push_context()?;
-                let chunk = StreamChunk {
-                    index,
-                    data: data.clone(),
-                };
-                live.bindings
-                    .weir_policy_policy()
-                    .call_on_stream_chunk(&mut live.store, cx, &chunk)
-                    .await
-            }
-            .await;
-            match result {
-                Ok(ChunkVerdict::Pass) => {}
-                Ok(ChunkVerdict::Replace(new)) => data = new,
-                Ok(ChunkVerdict::Drop) => return Ok(ChunkDecision::Drop),
-                Ok(ChunkVerdict::Abort(denial)) => {
-                    return Ok(ChunkDecision::Abort {
-                        policy: self.spec.slots[i].1.qualified.clone(),
-                        denial: convert::denial(denial),
-                    });
-                }
-                Err(e) => return Err(self.fail(i, Phase::StreamChunk, &e)),
-            }
-        }
-        Ok(ChunkDecision::Send(data))
-    }
-
-    /// Runs on-complete in reverse chain order. Failures are logged, not returned: the answer
-    /// has been sent already, and every other policy must still settle.
-    pub async fn on_complete(&mut self, info: &CompletionInfo) -> Vec<PolicyError> {
-        let done = Completion {
-            status: info.status,
-            outcome: convert::outcome(info.outcome),
-            model: info.model.clone(),
-            usage: info.usage.map(|u| Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-                total_tokens: u.total_tokens,
-                cached_prompt_tokens: u.cached_prompt_tokens,
-            }),
-            latency_ms: info.latency_ms,
         };
-        let mut errors = Vec::new();
-        let n = self.spec.slots.len();
-        for k in 0..n {
-            let i = n - 1 - k;
-            if !self.wants(i, Phase::Complete) {
-                continue;
-            }
-            let live = match self.live(i, Phase::Complete).await {
-                Ok(l) => l,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
+        live.store.data_mut().message = Some(shared.clone());
+        let result = async {
+            let data = live.store.data_mut();
+            let (cx, msg) = (data.context()?, data.message_handle()?);
+            Ok::<_, wasmtime::Error>(match &live.bindings {
+                Bindings::V0_2(b) => {
+                    let api = b.weir_policy_policy();
+                    convert::verdict(match phase {
+                        Phase::Request => api.call_on_request(&mut live.store, cx, msg).await?,
+                        _ => api.call_on_response(&mut live.store, cx, msg).await?,
+                    })
                 }
-            };
-            let result = async {
-                let cx = live.store.data_mut().push_context()?;
-                live.bindings
-                    .weir_policy_policy()
-                    .call_on_complete(&mut live.store, cx, &done)
-                    .await
-            }
-            .await;
-            match result {
-                Ok(()) => self.release_after(i, Phase::Complete),
-                Err(e) => errors.push(self.fail(i, Phase::Complete, &e)),
-            }
+                Bindings::V0_1(b) => {
+                    let api = b.weir_policy_policy();
+                    convert::v0_1::verdict(match phase {
+                        Phase::Request => api.call_on_request(&mut live.store, cx, msg).await?,
+                        _ => api.call_on_response(&mut live.store, cx, msg).await?,
+                    })
+                }
+            })
         }
-        errors
+        .await;
+        if let Some(live) = self.live[i].as_mut() {
+            live.store.data_mut().message = None;
+        }
+        *message = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
+        match result {
+            Ok(v) => {
+                if phase == Phase::Request {
+                    self.release_after(i, phase);
+                }
+                Ok(v)
+            }
+            Err(e) => Err(self.fail(i, phase, &e)),
+        }
     }
 }
 
-impl From<PolicyError> for weir_core::PolicyFault {
+impl From<PolicyError> for PolicyFault {
     fn from(e: PolicyError) -> Self {
         Self {
             code: e.code(),
@@ -358,43 +252,120 @@ impl From<PolicyError> for weir_core::PolicyFault {
     }
 }
 
-/// The wasmtime chain drives weir-core's portable request loop.
+/// The wasmtime chain under weir-core's portable request loop.
 impl weir_core::Chain for ChainRun {
+    fn len(&self) -> usize {
+        self.spec.slots.len()
+    }
+
+    fn wants(&self, i: usize, phase: Phase) -> bool {
+        !self.failed[i] && self.spec.slots[i].0.info().phases.contains(&phase)
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.spec.slots[i].1.instance
+    }
+
     async fn on_request(
         &mut self,
-        message: MessageView,
-    ) -> Result<Decision, weir_core::PolicyFault> {
-        Ok(ChainRun::on_request(self, message).await?)
+        i: usize,
+        message: &mut MessageView,
+    ) -> Result<Verdict, PolicyFault> {
+        self.message_call(i, Phase::Request, message).await
     }
 
     async fn on_response(
         &mut self,
-        message: MessageView,
-    ) -> Result<Decision, weir_core::PolicyFault> {
-        Ok(ChainRun::on_response(self, message).await?)
+        i: usize,
+        message: &mut MessageView,
+    ) -> Result<Verdict, PolicyFault> {
+        self.message_call(i, Phase::Response, message).await
     }
 
     async fn on_stream_chunk(
         &mut self,
-        index: u32,
-        data: String,
-    ) -> Result<ChunkDecision, weir_core::PolicyFault> {
-        Ok(ChainRun::on_stream_chunk(self, index, data).await?)
+        i: usize,
+        event: &StreamEvent,
+    ) -> Result<ChunkVerdict, PolicyFault> {
+        let phase = Phase::StreamChunk;
+        let live = self.live(i, phase).await?;
+        let result = async {
+            let cx = live.store.data_mut().context()?;
+            Ok::<_, wasmtime::Error>(match &live.bindings {
+                Bindings::V0_2(b) => convert::chunk_verdict(
+                    b.weir_policy_policy()
+                        .call_on_stream_chunk(&mut live.store, cx, &convert::stream_event(event))
+                        .await?,
+                ),
+                Bindings::V0_1(b) => {
+                    let chunk = crate::bindings::v0_1::types::StreamChunk {
+                        index: event.index,
+                        data: event.data.clone(),
+                    };
+                    convert::v0_1::chunk_verdict(
+                        b.weir_policy_policy()
+                            .call_on_stream_chunk(&mut live.store, cx, &chunk)
+                            .await?,
+                    )
+                }
+            })
+        }
+        .await;
+        result.map_err(|e| self.fail(i, phase, &e))
     }
 
-    async fn on_complete(&mut self, info: &CompletionInfo) -> Vec<weir_core::PolicyFault> {
-        ChainRun::on_complete(self, info)
-            .await
-            .into_iter()
-            .map(Into::into)
-            .collect()
+    async fn on_stream_end(&mut self, i: usize) -> Result<ChunkVerdict, PolicyFault> {
+        let phase = Phase::StreamEnd;
+        let live = self.live(i, phase).await?;
+        let result = async {
+            let cx = live.store.data_mut().context()?;
+            Ok::<_, wasmtime::Error>(match &live.bindings {
+                Bindings::V0_2(b) => convert::chunk_verdict(
+                    b.weir_policy_policy()
+                        .call_on_stream_end(&mut live.store, cx)
+                        .await?,
+                ),
+                // 0.1 has no such phase (and never declares it).
+                Bindings::V0_1(_) => ChunkVerdict::Pass,
+            })
+        }
+        .await;
+        result.map_err(|e| self.fail(i, phase, &e))
     }
 
-    fn has_phase(&self, phase: Phase) -> bool {
-        ChainRun::has_phase(self, phase)
+    async fn on_complete(&mut self, i: usize, info: &CompletionInfo) -> Result<(), PolicyFault> {
+        let phase = Phase::Complete;
+        let live = self.live(i, phase).await?;
+        let result = async {
+            let cx = live.store.data_mut().context()?;
+            match &live.bindings {
+                Bindings::V0_2(b) => {
+                    b.weir_policy_policy()
+                        .call_on_complete(&mut live.store, cx, &convert::completion(info))
+                        .await
+                }
+                Bindings::V0_1(b) => {
+                    b.weir_policy_policy()
+                        .call_on_complete(&mut live.store, cx, &convert::v0_1::completion(info))
+                        .await
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.release_after(i, phase);
+                Ok(())
+            }
+            Err(e) => Err(self.fail(i, phase, &e)),
+        }
+    }
+
+    fn set_llm(&mut self, llm: Option<&weir_llm::LlmRequestInfo>) {
+        self.lock().llm = llm.cloned();
     }
 
     fn consumer(&self) -> Option<String> {
-        ChainRun::consumer(self)
+        self.lock().consumer.clone()
     }
 }

@@ -1,13 +1,20 @@
-//! Conversions between the generated WIT types and weir-core's runtime-independent ones.
+//! Conversions between the generated WIT types (both versions) and weir-core's
+//! runtime-independent ones.
 
-use crate::bindings as g;
+use weir_core as core;
+use weir_llm::view;
 
-pub(crate) fn phase(p: g::Phase) -> weir_core::Phase {
+use crate::bindings::v0_2::types as g;
+
+// === 0.2 ===
+
+pub(crate) fn phase(p: g::Phase) -> core::Phase {
     match p {
-        g::Phase::Request => weir_core::Phase::Request,
-        g::Phase::Response => weir_core::Phase::Response,
-        g::Phase::StreamChunk => weir_core::Phase::StreamChunk,
-        g::Phase::Complete => weir_core::Phase::Complete,
+        g::Phase::Request => core::Phase::Request,
+        g::Phase::Response => core::Phase::Response,
+        g::Phase::StreamChunk => core::Phase::StreamChunk,
+        g::Phase::StreamEnd => core::Phase::StreamEnd,
+        g::Phase::Complete => core::Phase::Complete,
     }
 }
 
@@ -19,25 +26,127 @@ pub(crate) fn info(i: g::PolicyInfo) -> crate::PolicyInfo {
     }
 }
 
-pub(crate) fn outcome(o: weir_core::Outcome) -> g::Outcome {
-    match o {
-        weir_core::Outcome::Success => g::Outcome::Success,
-        weir_core::Outcome::UpstreamError => g::Outcome::UpstreamError,
-        weir_core::Outcome::Denied => g::Outcome::Denied,
-        weir_core::Outcome::ClientCancelled => g::Outcome::ClientCancelled,
-        weir_core::Outcome::GatewayError => g::Outcome::GatewayError,
-    }
-}
-
-pub(crate) fn route_kind(k: weir_core::RouteKind) -> g::RouteKind {
+pub(crate) fn route_kind(k: core::RouteKind) -> g::RouteKind {
     match k {
-        weir_core::RouteKind::Llm => g::RouteKind::Llm,
-        weir_core::RouteKind::Mcp => g::RouteKind::Mcp,
+        core::RouteKind::Llm => g::RouteKind::Llm,
+        core::RouteKind::Mcp => g::RouteKind::Mcp,
     }
 }
 
-pub(crate) fn denial(d: g::Denial) -> weir_core::Denial {
-    weir_core::Denial {
+pub(crate) fn llm_request(l: &weir_llm::LlmRequestInfo) -> g::LlmRequest {
+    g::LlmRequest {
+        model: l.model.clone(),
+        max_tokens: l.max_tokens,
+        stream: l.stream,
+        estimated_prompt_tokens: l.estimated_prompt_tokens,
+        tools: l.tools.clone(),
+        message_count: l.message_count,
+    }
+}
+
+pub(crate) fn chat_message_out(m: view::ChatMessage) -> g::ChatMessage {
+    g::ChatMessage {
+        role: m.role,
+        content: m
+            .content
+            .into_iter()
+            .map(|p| match p {
+                view::ContentPart::Text(t) => g::ContentPart::Text(t),
+                view::ContentPart::Other(o) => g::ContentPart::Other(o),
+            })
+            .collect(),
+        extra: m.extra,
+    }
+}
+
+fn chat_message_in(m: g::ChatMessage) -> view::ChatMessage {
+    view::ChatMessage {
+        role: m.role,
+        content: m
+            .content
+            .into_iter()
+            .map(|p| match p {
+                g::ContentPart::Text(t) => view::ContentPart::Text(t),
+                g::ContentPart::Other(o) => view::ContentPart::Other(o),
+            })
+            .collect(),
+        extra: m.extra,
+    }
+}
+
+fn usage(u: weir_llm::Usage) -> g::Usage {
+    g::Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+        cached_prompt_tokens: u.cached_prompt_tokens,
+    }
+}
+
+pub(crate) fn answer(a: view::LlmAnswer) -> g::LlmAnswer {
+    g::LlmAnswer {
+        model: a.model,
+        choices: a
+            .choices
+            .into_iter()
+            .map(|c| g::AnswerChoice {
+                index: c.index,
+                text: c.text,
+                finish_reason: c.finish_reason,
+                tool_calls: c.tool_calls,
+            })
+            .collect(),
+        usage: a.usage.map(usage),
+    }
+}
+
+pub(crate) fn rpc_message(m: core::mcp::RpcMessage) -> g::RpcMessage {
+    g::RpcMessage {
+        id: m.id,
+        method: m.method,
+        params: m.params,
+        tool_name: m.tool_name,
+        tool_arguments: m.tool_arguments,
+        result: m.result,
+        error: m.error.map(|e| g::RpcError {
+            code: e.code,
+            message: e.message,
+            data: e.data,
+        }),
+    }
+}
+
+fn llm_edit(e: g::LlmEdit) -> view::LlmEdit {
+    match e {
+        g::LlmEdit::SetModel(m) => view::LlmEdit::SetModel(m),
+        g::LlmEdit::SetMaxTokens(n) => view::LlmEdit::SetMaxTokens(n),
+        g::LlmEdit::SetMessages(ms) => {
+            view::LlmEdit::SetMessages(ms.into_iter().map(chat_message_in).collect())
+        }
+        g::LlmEdit::PrependMessages(ms) => {
+            view::LlmEdit::PrependMessages(ms.into_iter().map(chat_message_in).collect())
+        }
+        g::LlmEdit::AppendMessages(ms) => {
+            view::LlmEdit::AppendMessages(ms.into_iter().map(chat_message_in).collect())
+        }
+        g::LlmEdit::ReplaceMessage(m) => view::LlmEdit::ReplaceMessage {
+            index: m.index,
+            message: chat_message_in(m.message),
+        },
+        g::LlmEdit::RemoveMessage(i) => view::LlmEdit::RemoveMessage(i),
+        g::LlmEdit::SetParameter(p) => view::LlmEdit::SetParameter {
+            name: p.name,
+            value: p.value,
+        },
+        g::LlmEdit::SetAnswerText(a) => view::LlmEdit::SetAnswerText {
+            choice: a.choice,
+            text: a.text,
+        },
+    }
+}
+
+fn denial(d: g::Denial) -> core::Denial {
+    core::Denial {
         status: d.status,
         code: d.code,
         message: d.message,
@@ -45,18 +154,171 @@ pub(crate) fn denial(d: g::Denial) -> weir_core::Denial {
     }
 }
 
-pub(crate) fn reply(r: g::Reply) -> weir_core::Reply {
-    weir_core::Reply {
-        status: r.status,
-        headers: r.headers,
-        body: r.body,
+pub(crate) fn verdict(v: g::Verdict) -> core::Verdict {
+    match v {
+        g::Verdict::Continue(e) => core::Verdict::Continue(core::Edits {
+            set_headers: e.set_headers,
+            remove_headers: e.remove_headers,
+            body: e.body,
+            llm: e.llm.into_iter().map(llm_edit).collect(),
+            targets: e
+                .targets
+                .into_iter()
+                .map(|t| core::Target {
+                    provider: t.provider,
+                    model: t.model,
+                })
+                .collect(),
+        }),
+        g::Verdict::Deny(d) => core::Verdict::Deny(denial(d)),
+        g::Verdict::Respond(r) => core::Verdict::Respond(core::Reply {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }),
+        g::Verdict::Answer(a) => core::Verdict::Answer(core::PolicyAnswer {
+            completion: a.completion,
+            headers: a.headers,
+        }),
     }
 }
 
-pub(crate) fn edits(e: g::Edits) -> weir_core::Edits {
-    weir_core::Edits {
-        set_headers: e.set_headers,
-        remove_headers: e.remove_headers,
-        body: e.body,
+pub(crate) fn chunk_verdict(v: g::ChunkVerdict) -> core::ChunkVerdict {
+    match v {
+        g::ChunkVerdict::Pass => core::ChunkVerdict::Pass,
+        g::ChunkVerdict::Emit(es) => core::ChunkVerdict::Emit(
+            es.into_iter()
+                .map(|e| match e {
+                    g::Emission::Text(t) => core::Emission::Text(t),
+                    g::Emission::Data(d) => core::Emission::Data(d),
+                })
+                .collect(),
+        ),
+        g::ChunkVerdict::Abort(d) => core::ChunkVerdict::Abort(denial(d)),
+    }
+}
+
+pub(crate) fn stream_event(e: &core::StreamEvent) -> g::StreamEvent {
+    g::StreamEvent {
+        index: e.index,
+        data: e.data.clone(),
+        text: e.text.clone(),
+        finish_reason: e.finish_reason.clone(),
+    }
+}
+
+pub(crate) fn completion(c: &core::CompletionInfo) -> g::Completion {
+    g::Completion {
+        status: c.status,
+        outcome: match c.outcome {
+            core::Outcome::Success => g::Outcome::Success,
+            core::Outcome::UpstreamError => g::Outcome::UpstreamError,
+            core::Outcome::Denied => g::Outcome::Denied,
+            core::Outcome::Answered => g::Outcome::Answered,
+            core::Outcome::ClientCancelled => g::Outcome::ClientCancelled,
+            core::Outcome::GatewayError => g::Outcome::GatewayError,
+        },
+        error: c.error.map(str::to_owned),
+        model: c.model.clone(),
+        usage: c.usage.map(usage),
+        latency_ms: c.latency_ms,
+        attempts: c
+            .attempts
+            .iter()
+            .map(|a| g::Attempt {
+                provider: a.provider.clone(),
+                model: a.model.clone(),
+                status: a.status,
+                error: a.error.map(str::to_owned),
+                latency_ms: a.latency_ms,
+                billed: a.billed,
+            })
+            .collect(),
+    }
+}
+
+// === 0.1 ===
+
+/// `weir:policy@0.1.0` in weir-core's terms (and back).
+pub(crate) mod v0_1 {
+    use weir_core as core;
+
+    use crate::bindings::v0_1::types as g;
+
+    pub(crate) fn info(i: g::PolicyInfo) -> crate::PolicyInfo {
+        crate::PolicyInfo {
+            name: i.name,
+            version: i.version,
+            phases: i
+                .phases
+                .into_iter()
+                .map(|p| match p {
+                    g::Phase::Request => core::Phase::Request,
+                    g::Phase::Response => core::Phase::Response,
+                    g::Phase::StreamChunk => core::Phase::StreamChunk,
+                    g::Phase::Complete => core::Phase::Complete,
+                })
+                .collect(),
+        }
+    }
+
+    fn denial(d: g::Denial) -> core::Denial {
+        core::Denial {
+            status: d.status,
+            code: d.code,
+            message: d.message,
+            headers: d.headers,
+        }
+    }
+
+    pub(crate) fn verdict(v: g::Verdict) -> core::Verdict {
+        match v {
+            g::Verdict::Continue(e) => core::Verdict::Continue(core::Edits {
+                set_headers: e.set_headers,
+                remove_headers: e.remove_headers,
+                body: e.body,
+                ..Default::default()
+            }),
+            g::Verdict::Deny(d) => core::Verdict::Deny(denial(d)),
+            g::Verdict::Respond(r) => core::Verdict::Respond(core::Reply {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
+        }
+    }
+
+    /// 0.1's `replace` sends new data, `drop` sends nothing.
+    pub(crate) fn chunk_verdict(v: g::ChunkVerdict) -> core::ChunkVerdict {
+        match v {
+            g::ChunkVerdict::Pass => core::ChunkVerdict::Pass,
+            g::ChunkVerdict::Replace(data) => {
+                core::ChunkVerdict::Emit(vec![core::Emission::Data(data)])
+            }
+            g::ChunkVerdict::Drop => core::ChunkVerdict::Emit(Vec::new()),
+            g::ChunkVerdict::Abort(d) => core::ChunkVerdict::Abort(denial(d)),
+        }
+    }
+
+    /// 0.1 has no `answered` outcome: there, a policy's own answer counts as `denied`.
+    pub(crate) fn completion(c: &core::CompletionInfo) -> g::Completion {
+        g::Completion {
+            status: c.status,
+            outcome: match c.outcome {
+                core::Outcome::Success => g::Outcome::Success,
+                core::Outcome::UpstreamError => g::Outcome::UpstreamError,
+                core::Outcome::Denied | core::Outcome::Answered => g::Outcome::Denied,
+                core::Outcome::ClientCancelled => g::Outcome::ClientCancelled,
+                core::Outcome::GatewayError => g::Outcome::GatewayError,
+            },
+            model: c.model.clone(),
+            usage: c.usage.map(|u| g::Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                total_tokens: u.total_tokens,
+                cached_prompt_tokens: u.cached_prompt_tokens,
+            }),
+            latency_ms: c.latency_ms,
+        }
     }
 }

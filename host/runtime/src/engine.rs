@@ -10,10 +10,77 @@ use wasmtime::{
 };
 
 use crate::PolicyInfo;
-use crate::bindings::{self, PolicyComponentPre};
+use crate::bindings::{v0_1, v0_2};
 use crate::error::{LoadError, PolicyFailure};
-use crate::imports::{NoOutbound, OutboundHttp, SlotState, StoreData};
+use crate::imports::{
+    Embedder, NoEmbedder, NoMetrics, NoOutbound, OutboundHttp, PolicyMetrics, SlotState, StoreData,
+};
 use weir_core::RequestState;
+
+/// What policies' imports reach outside the runtime: outbound HTTP, embeddings and metrics.
+#[derive(Clone)]
+pub struct Services {
+    pub http: Arc<dyn OutboundHttp>,
+    pub embedder: Arc<dyn Embedder>,
+    pub metrics: Arc<dyn PolicyMetrics>,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self {
+            http: Arc::new(NoOutbound),
+            embedder: Arc::new(NoEmbedder),
+            metrics: Arc::new(NoMetrics),
+        }
+    }
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Services")
+    }
+}
+
+/// The contract version a component was built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContractVersion {
+    V0_1,
+    V0_2,
+}
+
+impl ContractVersion {
+    /// `0.2.0`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V0_1 => "0.1.0",
+            Self::V0_2 => "0.2.0",
+        }
+    }
+}
+
+/// The pre-instantiated component, bound to the world of its version.
+pub(crate) enum Pre {
+    V0_1(v0_1::PolicyComponentPre<StoreData>),
+    V0_2(v0_2::PolicyComponentPre<StoreData>),
+}
+
+/// An instance of either version.
+pub(crate) enum Bindings {
+    V0_1(v0_1::PolicyComponent),
+    V0_2(v0_2::PolicyComponent),
+}
+
+impl Pre {
+    pub(crate) async fn instantiate(
+        &self,
+        store: &mut Store<StoreData>,
+    ) -> wasmtime::Result<Bindings> {
+        Ok(match self {
+            Self::V0_1(p) => Bindings::V0_1(p.instantiate_async(store).await?),
+            Self::V0_2(p) => Bindings::V0_2(p.instantiate_async(store).await?),
+        })
+    }
+}
 
 /// Milliseconds per epoch tick: the resolution of the CPU-time deadline.
 const TICK_MS: u64 = 1;
@@ -46,7 +113,7 @@ struct Shared {
     engine: Engine,
     linker: Linker<StoreData>,
     options: RuntimeOptions,
-    outbound: Arc<dyn OutboundHttp>,
+    services: Services,
 }
 
 /// The wasmtime engine with the policy linker. Cheap to clone.
@@ -64,16 +131,14 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Creates the engine and starts the epoch ticker thread. Policies get no outbound HTTP.
+    /// Creates the engine and starts the epoch ticker thread. Policies get no outbound HTTP,
+    /// embeddings or metrics.
     pub fn new(options: RuntimeOptions) -> Result<Self, LoadError> {
-        Self::with_outbound(options, Arc::new(NoOutbound))
+        Self::with_services(options, Services::default())
     }
 
-    /// Like [`Runtime::new`], with the client policies use for outbound HTTP.
-    pub fn with_outbound(
-        options: RuntimeOptions,
-        outbound: Arc<dyn OutboundHttp>,
-    ) -> Result<Self, LoadError> {
+    /// Like [`Runtime::new`], with what policies' imports reach.
+    pub fn with_services(options: RuntimeOptions, services: Services) -> Result<Self, LoadError> {
         let mut pool = PoolingAllocationConfig::default();
         let n = options.max_instances.max(1);
         pool.total_component_instances(n)
@@ -106,11 +171,11 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(LoadError::Engine)?;
-        bindings::PolicyComponent::add_to_linker::<StoreData, HasSelf<StoreData>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(LoadError::Engine)?;
+        // Every published version of the contract, side by side.
+        v0_2::PolicyComponent::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(LoadError::Engine)?;
+        v0_1::PolicyComponent::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(LoadError::Engine)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -129,7 +194,7 @@ impl Runtime {
                 engine,
                 linker,
                 options,
-                outbound,
+                services,
             }),
         })
     }
@@ -139,8 +204,8 @@ impl Runtime {
         &self.shared.options
     }
 
-    pub(crate) fn outbound(&self) -> &Arc<dyn OutboundHttp> {
-        &self.shared.outbound
+    pub(crate) fn services(&self) -> &Services {
+        &self.shared.services
     }
 
     /// Compiles (or loads from the cache), links and pre-instantiates a policy component, and
@@ -162,17 +227,34 @@ impl Runtime {
             name: name.into(),
             source,
         })?;
-        let pre = self
+        let version = contract_version(&self.shared.engine, &component).ok_or_else(|| {
+            LoadError::World {
+                name: name.into(),
+                source: wasmtime::Error::msg(
+                    "it exports neither weir:policy/policy@0.2.0 nor weir:policy/policy@0.1.0",
+                ),
+            }
+        })?;
+        let world = |source| LoadError::World {
+            name: name.into(),
+            source,
+        };
+        let instance_pre = self
             .shared
             .linker
             .instantiate_pre(&component)
-            .and_then(PolicyComponentPre::new)
-            .map_err(|source| LoadError::World {
-                name: name.into(),
-                source,
-            })?;
+            .map_err(world)?;
+        let pre = match version {
+            ContractVersion::V0_2 => {
+                Pre::V0_2(v0_2::PolicyComponentPre::new(instance_pre).map_err(world)?)
+            }
+            ContractVersion::V0_1 => {
+                Pre::V0_1(v0_1::PolicyComponentPre::new(instance_pre).map_err(world)?)
+            }
+        };
         let mut policy = Policy {
             cached,
+            version,
             name: name.into(),
             runtime: self.clone(),
             pre,
@@ -189,7 +271,7 @@ impl Runtime {
                 name: name.into(),
                 failure,
             })?;
-        tracing::info!(policy = name, version = %info.version, cached, elapsed_ms = started.elapsed().as_millis() as u64, "loaded policy component");
+        tracing::info!(policy = name, version = %info.version, contract = version.as_str(), cached, elapsed_ms = started.elapsed().as_millis() as u64, "loaded policy component");
         policy.info = info;
         Ok(Arc::new(policy))
     }
@@ -224,12 +306,29 @@ impl Runtime {
     }
 }
 
+/// The contract version a component's exports name.
+fn contract_version(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+) -> Option<ContractVersion> {
+    let ty = component.component_type();
+    let names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+    if names.iter().any(|n| n == "weir:policy/policy@0.2.0") {
+        Some(ContractVersion::V0_2)
+    } else if names.iter().any(|n| n == "weir:policy/policy@0.1.0") {
+        Some(ContractVersion::V0_1)
+    } else {
+        None
+    }
+}
+
 /// A loaded, pre-instantiated policy component.
 pub struct Policy {
     cached: bool,
+    version: ContractVersion,
     name: String,
     runtime: Runtime,
-    pub(crate) pre: PolicyComponentPre<StoreData>,
+    pub(crate) pre: Pre,
     info: PolicyInfo,
     config_schema: Option<Arc<serde_json::Value>>,
 }
@@ -247,6 +346,11 @@ impl Policy {
     /// What the component says about itself.
     pub fn info(&self) -> &PolicyInfo {
         &self.info
+    }
+
+    /// The contract version it was built against.
+    pub fn contract(&self) -> ContractVersion {
+        self.version
     }
 
     /// The JSON Schema of the policy's configuration, if the component embeds one.
@@ -269,15 +373,13 @@ impl Policy {
     }
 
     /// A fresh instance outside any request (no key-value store, empty context).
-    async fn detached_instance(
-        &self,
-    ) -> Result<(Store<StoreData>, bindings::PolicyComponent), PolicyFailure> {
+    async fn detached_instance(&self) -> Result<(Store<StoreData>, Bindings), PolicyFailure> {
         let slot = Arc::new(SlotState::detached(&self.name));
         let request = Arc::new(std::sync::Mutex::new(RequestState::detached()));
         let mut store = self.runtime.new_store(slot, request);
         let instance = self
             .pre
-            .instantiate_async(&mut store)
+            .instantiate(&mut store)
             .await
             .map_err(|e| PolicyFailure::Instantiate(e.to_string()))?;
         Ok((store, instance))
@@ -289,12 +391,19 @@ impl Policy {
         config_json: &str,
     ) -> Result<Result<(), (String, String)>, PolicyFailure> {
         let (mut store, instance) = self.detached_instance().await?;
-        let result = instance
-            .weir_policy_policy()
-            .call_validate_config(&mut store, config_json)
-            .await
-            .map_err(|e| crate::imports::classify(&store, &e))?;
-        Ok(result.map_err(|e| (e.path, e.message)))
+        let result = match &instance {
+            Bindings::V0_2(b) => b
+                .weir_policy_policy()
+                .call_validate_config(&mut store, config_json)
+                .await
+                .map(|r| r.map_err(|e| (e.path, e.message))),
+            Bindings::V0_1(b) => b
+                .weir_policy_policy()
+                .call_validate_config(&mut store, config_json)
+                .await
+                .map(|r| r.map_err(|e| (e.path, e.message))),
+        };
+        result.map_err(|e| crate::imports::classify(&store, &e))
     }
 
     /// Validates the configuration of the policy entry at `entry` (a config field path such as
@@ -324,12 +433,19 @@ impl Policy {
     fn describe_blocking(&self) -> Result<PolicyInfo, PolicyFailure> {
         futures::executor::block_on(async {
             let (mut store, instance) = self.detached_instance().await?;
-            instance
-                .weir_policy_policy()
-                .call_describe(&mut store)
-                .await
-                .map(crate::convert::info)
-                .map_err(|e| crate::imports::classify(&store, &e))
+            let info = match &instance {
+                Bindings::V0_2(b) => b
+                    .weir_policy_policy()
+                    .call_describe(&mut store)
+                    .await
+                    .map(crate::convert::info),
+                Bindings::V0_1(b) => b
+                    .weir_policy_policy()
+                    .call_describe(&mut store)
+                    .await
+                    .map(crate::convert::v0_1::info),
+            };
+            info.map_err(|e| crate::imports::classify(&store, &e))
         })
     }
 }

@@ -11,7 +11,7 @@ pub enum LoadError {
     },
     #[error(
         "policy `{name}`: the component does not fit the weir:policy/policy-component world \
-         (build it against wit/policy.wit): {source}"
+         (build it against wit/policy-0.2, or the older wit/policy-0.1): {source}"
     )]
     World {
         name: String,
@@ -48,7 +48,7 @@ pub enum PolicyFailure {
 pub struct PolicyError {
     /// The policy's name, e.g. `token-limit`.
     pub policy: String,
-    /// The instance in the chain, e.g. `demo/token-limit#1`.
+    /// The instance, e.g. `proxy:demo/token-limit`.
     pub instance: String,
     /// The phase, e.g. `on-request`.
     pub phase: &'static str,

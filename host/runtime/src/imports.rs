@@ -1,4 +1,5 @@
-//! Host side of the contract: the store data and the imported interfaces.
+//! The host side of the contract: the store data of one policy instance and the interfaces it
+//! imports (`weir:policy@0.2.0` here; the 0.1 ones delegate to these in `imports_v0_1.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,9 +8,9 @@ use futures::future::BoxFuture;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use weir_state::Namespaced;
+use weir_state::{Namespaced, VectorStore};
 
-use crate::bindings::{http_client, kv, log, types};
+use crate::bindings::v0_2::{embeddings, http_client, kv, log, metrics, types, vectors};
 use crate::engine::Runtime;
 use crate::error::PolicyFailure;
 use weir_core::{MessageView, RequestState};
@@ -25,22 +26,28 @@ pub struct MessageRep;
 /// What one policy instance of a chain knows about itself.
 #[derive(Debug)]
 pub struct SlotState {
-    /// e.g. `token-limit#1` (unique in the chain).
+    /// The policy's name (`token-limit`).
+    pub(crate) policy: String,
+    /// The instance name (`proxy:demo/token-limit`): logs, errors, `context.instance()`.
     pub(crate) instance: String,
-    /// e.g. `demo/token-limit#1` (unique in the gateway), used in logs and errors.
-    pub(crate) qualified: String,
+    /// The proxy, for metric labels.
+    pub(crate) route: String,
     pub(crate) config: String,
     pub(crate) kv: Option<Namespaced>,
+    /// The vector store and this instance's namespace in it.
+    pub(crate) vectors: Option<(Arc<dyn VectorStore>, String)>,
     pub(crate) allow_hosts: Vec<String>,
 }
 
 impl SlotState {
     pub(crate) fn detached(policy: &str) -> Self {
         Self {
-            instance: format!("{policy}#0"),
-            qualified: format!("{policy}#0"),
+            policy: policy.to_owned(),
+            instance: policy.to_owned(),
+            route: String::new(),
             config: "{}".into(),
             kv: None,
+            vectors: None,
             allow_hosts: Vec::new(),
         }
     }
@@ -109,25 +116,98 @@ impl StoreData {
         }
     }
 
-    pub(crate) fn push_handles(
-        &mut self,
-    ) -> wasmtime::Result<(Resource<ContextRep>, Resource<MessageRep>)> {
-        Ok((self.table.push(ContextRep)?, self.table.push(MessageRep)?))
+    /// A `context` handle for one call (dropped by the guest, or with the store).
+    pub(crate) fn context(&mut self) -> wasmtime::Result<Resource<ContextRep>> {
+        Ok(self.table.push(ContextRep)?)
+    }
+
+    /// A `message` handle for one call.
+    pub(crate) fn message_handle(&mut self) -> wasmtime::Result<Resource<MessageRep>> {
+        Ok(self.table.push(MessageRep)?)
     }
 
     pub(crate) fn runtime_deadline(&self) -> u64 {
         self.runtime.deadline_ticks()
     }
 
-    pub(crate) fn push_context(&mut self) -> wasmtime::Result<Resource<ContextRep>> {
-        Ok(self.table.push(ContextRep)?)
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, RequestState> {
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, RequestState> {
         self.request
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    pub(crate) fn message(&self) -> wasmtime::Result<&MessageView> {
+        self.message
+            .as_deref()
+            .ok_or_else(|| wasmtime::Error::msg("no message in this phase"))
+    }
+
+    pub(crate) fn drop_handle<T: 'static>(&mut self, rep: Resource<T>) -> wasmtime::Result<()> {
+        self.table.delete(rep)?;
+        Ok(())
+    }
+
+    pub(crate) fn set_attribute_checked(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        let mut state = self.state();
+        if state.attributes.len() >= RequestState::MAX_ATTRIBUTES
+            && !state.attributes.contains_key(&key)
+        {
+            return Err(wasmtime::Error::msg(format!(
+                "too many context attributes ({})",
+                RequestState::MAX_ATTRIBUTES
+            )));
+        }
+        state.attributes.insert(key, value);
+        Ok(())
+    }
+
+    /// This instance's key-value namespace (a cheap handle, usable across awaits).
+    pub(crate) fn kv_handle(&self) -> Result<Namespaced, weir_state::KvError> {
+        self.slot.kv.clone().ok_or_else(|| {
+            weir_state::KvError::Unavailable("no key-value store outside a request".into())
+        })
+    }
+
+    pub(crate) fn log_line(&self, level: u8, message: &str) {
+        let request_id = self.state().request_id.clone();
+        let policy = &self.slot.instance;
+        let message: String = message.chars().take(4096).collect();
+        match level {
+            0 => tracing::trace!(target: "weir::policy", policy, request_id, "{message}"),
+            1 => tracing::debug!(target: "weir::policy", policy, request_id, "{message}"),
+            2 => tracing::info!(target: "weir::policy", policy, request_id, "{message}"),
+            3 => tracing::warn!(target: "weir::policy", policy, request_id, "{message}"),
+            _ => tracing::error!(target: "weir::policy", policy, request_id, "{message}"),
+        }
+    }
+
+    /// The client for an outbound request of the policy, if `url` is within its allow-hosts.
+    pub(crate) fn outbound_for(&self, url: &str) -> Result<Arc<dyn OutboundHttp>, FetchError> {
+        weir_core::isolation::check_host(url, &self.slot.allow_hosts).map_err(|m| {
+            FetchError::Denied(format!("policy `{}`: {m}", self.slot.instance))
+        })?;
+        Ok(self.runtime.services().http.clone())
+    }
+}
+
+/// Sends a policy's outbound request (allowed by [`StoreData::outbound_for`]).
+pub(crate) async fn fetch(
+    outbound: Arc<dyn OutboundHttp>,
+    request: HttpRequest,
+) -> Result<HttpResponse, FetchError> {
+    let timeout = request.timeout;
+    match tokio::time::timeout(timeout, outbound.send(request)).await {
+        Err(_) | Ok(Err(OutboundHttpError::Timeout)) => Err(FetchError::Timeout),
+        Ok(Err(OutboundHttpError::Failed(m))) => Err(FetchError::Failed(m)),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
+/// Why a policy's outbound request failed.
+pub(crate) enum FetchError {
+    Denied(String),
+    Timeout,
+    Failed(String),
 }
 
 impl WasiView for StoreData {
@@ -198,12 +278,7 @@ impl types::HostContext for StoreData {
         key: String,
         value: String,
     ) -> wasmtime::Result<()> {
-        let mut state = self.state();
-        if state.attributes.len() >= 256 && !state.attributes.contains_key(&key) {
-            return Err(wasmtime::Error::msg("too many context attributes (256)"));
-        }
-        state.attributes.insert(key, value);
-        Ok(())
+        self.set_attribute_checked(key, value)
     }
 
     fn instance(&mut self, _: Resource<ContextRep>) -> wasmtime::Result<String> {
@@ -215,12 +290,7 @@ impl types::HostContext for StoreData {
     }
 
     fn llm(&mut self, _: Resource<ContextRep>) -> wasmtime::Result<Option<types::LlmRequest>> {
-        Ok(self.state().llm.as_ref().map(|l| types::LlmRequest {
-            model: l.model.clone(),
-            max_tokens: l.max_tokens,
-            stream: l.stream,
-            estimated_prompt_tokens: l.estimated_prompt_tokens,
-        }))
+        Ok(self.state().llm.as_ref().map(crate::convert::llm_request))
     }
 
     fn received_at_ms(&mut self, _: Resource<ContextRep>) -> wasmtime::Result<u64> {
@@ -228,16 +298,7 @@ impl types::HostContext for StoreData {
     }
 
     fn drop(&mut self, rep: Resource<ContextRep>) -> wasmtime::Result<()> {
-        self.table.delete(rep)?;
-        Ok(())
-    }
-}
-
-impl StoreData {
-    fn message(&self) -> wasmtime::Result<&MessageView> {
-        self.message
-            .as_deref()
-            .ok_or_else(|| wasmtime::Error::msg("no message in this phase"))
+        self.drop_handle(rep)
     }
 }
 
@@ -270,9 +331,29 @@ impl types::HostMessage for StoreData {
         Ok(self.message()?.body.to_vec())
     }
 
+    fn chat_messages(
+        &mut self,
+        _: Resource<MessageRep>,
+    ) -> wasmtime::Result<Vec<types::ChatMessage>> {
+        Ok(weir_llm::view::chat_messages(&self.message()?.body)
+            .into_iter()
+            .map(crate::convert::chat_message_out)
+            .collect())
+    }
+
+    fn answer(&mut self, _: Resource<MessageRep>) -> wasmtime::Result<Option<types::LlmAnswer>> {
+        Ok(weir_llm::view::answer(&self.message()?.body).map(crate::convert::answer))
+    }
+
+    fn rpc(&mut self, _: Resource<MessageRep>) -> wasmtime::Result<Vec<types::RpcMessage>> {
+        Ok(weir_core::mcp::rpc_messages(&self.message()?.body)
+            .into_iter()
+            .map(crate::convert::rpc_message)
+            .collect())
+    }
+
     fn drop(&mut self, rep: Resource<MessageRep>) -> wasmtime::Result<()> {
-        self.table.delete(rep)?;
-        Ok(())
+        self.drop_handle(rep)
     }
 }
 
@@ -285,21 +366,23 @@ fn kv_error(e: weir_state::KvError) -> kv::KvError {
     }
 }
 
-impl StoreData {
-    fn kv(&self) -> Result<&Namespaced, kv::KvError> {
-        self.slot
-            .kv
-            .as_ref()
-            .ok_or_else(|| kv::KvError::Unavailable("no key-value store outside a request".into()))
-    }
-}
+pub(crate) const MAX_KEY: usize = 1024;
+pub(crate) const MAX_VALUE: usize = 1 << 20;
 
-const MAX_KEY: usize = 1024;
-const MAX_VALUE: usize = 1 << 20;
+/// The checks of a `kv.set` / `kv.increment` key and value.
+pub(crate) fn check_kv(key: &str, value: Option<&[u8]>) -> Result<(), weir_state::KvError> {
+    if key.len() > MAX_KEY || value.is_some_and(|v| v.len() > MAX_VALUE) {
+        return Err(weir_state::KvError::Invalid(format!(
+            "keys are limited to {MAX_KEY} bytes and values to {MAX_VALUE}"
+        )));
+    }
+    Ok(())
+}
 
 impl kv::Host for StoreData {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::KvError> {
-        self.kv()?.get(&key).await.map_err(kv_error)
+        let kv = self.kv_handle().map_err(kv_error)?;
+        kv.get(&key).await.map_err(kv_error)
     }
 
     async fn set(
@@ -308,19 +391,16 @@ impl kv::Host for StoreData {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> Result<(), kv::KvError> {
-        if key.len() > MAX_KEY || value.len() > MAX_VALUE {
-            return Err(kv::KvError::Invalid(format!(
-                "keys are limited to {MAX_KEY} bytes and values to {MAX_VALUE}"
-            )));
-        }
-        self.kv()?
-            .set(&key, value, ttl_ms.map(Duration::from_millis))
+        check_kv(&key, Some(&value)).map_err(kv_error)?;
+        let kv = self.kv_handle().map_err(kv_error)?;
+        kv.set(&key, value, ttl_ms.map(Duration::from_millis))
             .await
             .map_err(kv_error)
     }
 
     async fn delete(&mut self, key: String) -> Result<(), kv::KvError> {
-        self.kv()?.delete(&key).await.map_err(kv_error)
+        let kv = self.kv_handle().map_err(kv_error)?;
+        kv.delete(&key).await.map_err(kv_error)
     }
 
     async fn increment(
@@ -329,13 +409,9 @@ impl kv::Host for StoreData {
         delta: i64,
         ttl_ms: Option<u64>,
     ) -> Result<i64, kv::KvError> {
-        if key.len() > MAX_KEY {
-            return Err(kv::KvError::Invalid(format!(
-                "keys are limited to {MAX_KEY} bytes"
-            )));
-        }
-        self.kv()?
-            .increment(&key, delta, ttl_ms.map(Duration::from_millis))
+        check_kv(&key, None).map_err(kv_error)?;
+        let kv = self.kv_handle().map_err(kv_error)?;
+        kv.increment(&key, delta, ttl_ms.map(Duration::from_millis))
             .await
             .map_err(kv_error)
     }
@@ -345,27 +421,181 @@ impl kv::Host for StoreData {
 
 impl log::Host for StoreData {
     fn emit(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        let request_id = self.state().request_id.clone();
-        let policy = &self.slot.qualified;
-        let message: String = message.chars().take(4096).collect();
-        match level {
-            log::Level::Trace => {
-                tracing::trace!(target: "weir::policy", policy, request_id, "{message}");
-            }
-            log::Level::Debug => {
-                tracing::debug!(target: "weir::policy", policy, request_id, "{message}");
-            }
-            log::Level::Info => {
-                tracing::info!(target: "weir::policy", policy, request_id, "{message}");
-            }
-            log::Level::Warn => {
-                tracing::warn!(target: "weir::policy", policy, request_id, "{message}");
-            }
-            log::Level::Error => {
-                tracing::error!(target: "weir::policy", policy, request_id, "{message}");
-            }
-        }
+        let level = match level {
+            log::Level::Trace => 0,
+            log::Level::Debug => 1,
+            log::Level::Info => 2,
+            log::Level::Warn => 3,
+            log::Level::Error => 4,
+        };
+        self.log_line(level, &message);
         Ok(())
+    }
+}
+
+// === impl metrics ===
+
+impl StoreData {
+    fn metric(&self, name: &str, labels: &[(String, String)], record: impl FnOnce(&dyn PolicyMetrics)) {
+        match weir_core::isolation::check_metric(name, labels) {
+            Ok(()) => record(self.runtime.services().metrics.as_ref()),
+            Err(e) => self.log_line(3, &format!("metric dropped: {e}")),
+        }
+    }
+}
+
+impl metrics::Host for StoreData {
+    fn counter_add(
+        &mut self,
+        name: String,
+        value: u64,
+        labels: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        let (policy, route) = (self.slot.policy.clone(), self.slot.route.clone());
+        self.metric(&name, &labels, |m| {
+            m.counter_add(&policy, &route, &name, value, &labels);
+        });
+        Ok(())
+    }
+
+    fn observe(
+        &mut self,
+        name: String,
+        value: f64,
+        labels: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        let (policy, route) = (self.slot.policy.clone(), self.slot.route.clone());
+        self.metric(&name, &labels, |m| {
+            m.observe(&policy, &route, &name, value, &labels);
+        });
+        Ok(())
+    }
+}
+
+// === impl embeddings ===
+
+/// Why embeddings could not be computed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmbedError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Computes embeddings with a configured provider (its credentials stay in the host).
+pub trait Embedder: Send + Sync + 'static {
+    fn embed(
+        &self,
+        provider: &str,
+        model: &str,
+        texts: Vec<String>,
+    ) -> BoxFuture<'static, Result<Vec<Vec<f32>>, EmbedError>>;
+}
+
+/// No embeddings provider.
+#[derive(Debug)]
+pub(crate) struct NoEmbedder;
+
+impl Embedder for NoEmbedder {
+    fn embed(
+        &self,
+        provider: &str,
+        _: &str,
+        _: Vec<String>,
+    ) -> BoxFuture<'static, Result<Vec<Vec<f32>>, EmbedError>> {
+        let message = format!("no provider `{provider}` for embeddings");
+        Box::pin(async move { Err(EmbedError::NotFound(message)) })
+    }
+}
+
+impl embeddings::Host for StoreData {
+    async fn embed(
+        &mut self,
+        provider: String,
+        model: String,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, embeddings::EmbedError> {
+        let embedder = self.runtime.services().embedder.clone();
+        let call = embedder.embed(&provider, &model, texts);
+        match tokio::time::timeout(Duration::from_secs(30), call).await {
+            Err(_) => Err(embeddings::EmbedError::Unavailable(format!(
+                "provider `{provider}` did not answer within 30 s"
+            ))),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(EmbedError::NotFound(m))) => Err(embeddings::EmbedError::NotFound(m)),
+            Ok(Err(EmbedError::Unavailable(m))) => Err(embeddings::EmbedError::Unavailable(m)),
+            Ok(Err(EmbedError::Invalid(m))) => Err(embeddings::EmbedError::Invalid(m)),
+        }
+    }
+}
+
+// === impl vectors ===
+
+impl StoreData {
+    fn vector_index(&self, index: &str) -> Result<(Arc<dyn VectorStore>, String), vectors::VectorError> {
+        let (store, namespace) = self.slot.vectors.as_ref().ok_or_else(|| {
+            vectors::VectorError::Unavailable("no vector store outside a request".into())
+        })?;
+        if index.is_empty() || index.len() > MAX_KEY {
+            return Err(vectors::VectorError::Invalid(format!(
+                "index names are 1 to {MAX_KEY} bytes"
+            )));
+        }
+        Ok((store.clone(), weir_core::isolation::kv_key(namespace, index)))
+    }
+}
+
+fn vector_error(e: weir_state::KvError) -> vectors::VectorError {
+    match e {
+        weir_state::KvError::Unavailable(m) => vectors::VectorError::Unavailable(m),
+        weir_state::KvError::Invalid(m) => vectors::VectorError::Invalid(m),
+    }
+}
+
+impl vectors::Host for StoreData {
+    async fn upsert(
+        &mut self,
+        index: String,
+        id: String,
+        vector: Vec<f32>,
+        metadata: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), vectors::VectorError> {
+        let (store, index) = self.vector_index(&index)?;
+        store
+            .upsert(&index, &id, vector, metadata, ttl_ms.map(Duration::from_millis))
+            .await
+            .map_err(vector_error)
+    }
+
+    async fn query(
+        &mut self,
+        index: String,
+        vector: Vec<f32>,
+        limit: u32,
+        min_score: f32,
+    ) -> Result<Vec<vectors::Neighbour>, vectors::VectorError> {
+        let (store, index) = self.vector_index(&index)?;
+        let hits = store
+            .query(&index, vector, limit.min(1000) as usize, min_score)
+            .await
+            .map_err(vector_error)?;
+        Ok(hits
+            .into_iter()
+            .map(|h| vectors::Neighbour {
+                id: h.id,
+                score: h.score,
+                metadata: h.metadata,
+            })
+            .collect())
+    }
+
+    async fn delete(&mut self, index: String, id: String) -> Result<(), vectors::VectorError> {
+        let (store, index) = self.vector_index(&index)?;
+        store.delete(&index, &id).await.map_err(vector_error)
     }
 }
 
@@ -420,13 +650,29 @@ impl OutboundHttp for NoOutbound {
     }
 }
 
-fn host_of(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    Some(host.split(':').next().unwrap_or(host))
+/// Where policies' metrics go (the server's Prometheus registry).
+pub trait PolicyMetrics: Send + Sync + 'static {
+    fn counter_add(&self, policy: &str, proxy: &str, name: &str, value: u64, labels: &[(String, String)]);
+    fn observe(&self, policy: &str, proxy: &str, name: &str, value: f64, labels: &[(String, String)]);
+}
+
+/// Drops every metric.
+#[derive(Debug)]
+pub(crate) struct NoMetrics;
+
+impl PolicyMetrics for NoMetrics {
+    fn counter_add(&self, _: &str, _: &str, _: &str, _: u64, _: &[(String, String)]) {}
+    fn observe(&self, _: &str, _: &str, _: &str, _: f64, _: &[(String, String)]) {}
+}
+
+pub(crate) fn outgoing(request: http_client::OutgoingRequest) -> HttpRequest {
+    HttpRequest {
+        method: request.method,
+        url: request.url,
+        headers: request.headers,
+        body: request.body,
+        timeout: Duration::from_millis(u64::from(request.timeout_ms).clamp(1, 30_000)),
+    }
 }
 
 impl http_client::Host for StoreData {
@@ -434,52 +680,20 @@ impl http_client::Host for StoreData {
         &mut self,
         request: http_client::OutgoingRequest,
     ) -> Result<http_client::IncomingResponse, http_client::HttpError> {
-        let Some(host) = host_of(&request.url) else {
-            return Err(http_client::HttpError::Denied(
-                "only http:// and https:// URLs are allowed".into(),
-            ));
+        let request = outgoing(request);
+        let sent = match self.outbound_for(&request.url) {
+            Ok(outbound) => fetch(outbound, request).await,
+            Err(e) => Err(e),
         };
-        if !self
-            .slot
-            .allow_hosts
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(host))
-        {
-            return Err(http_client::HttpError::Denied(format!(
-                "policy `{}` may not reach `{host}`: add it to the policy's `allow-hosts` in the gateway configuration",
-                self.slot.qualified
-            )));
-        }
-        let timeout = Duration::from_millis(u64::from(request.timeout_ms).clamp(1, 30_000));
-        let outbound = self.runtime.outbound().clone();
-        let req = HttpRequest {
-            method: request.method,
-            url: request.url,
-            headers: request.headers,
-            body: request.body,
-            timeout,
-        };
-        match tokio::time::timeout(timeout, outbound.send(req)).await {
-            Err(_) | Ok(Err(OutboundHttpError::Timeout)) => Err(http_client::HttpError::Timeout),
-            Ok(Err(OutboundHttpError::Failed(m))) => Err(http_client::HttpError::Failed(m)),
-            Ok(Ok(r)) => Ok(http_client::IncomingResponse {
+        match sent {
+            Ok(r) => Ok(http_client::IncomingResponse {
                 status: r.status,
                 headers: r.headers,
                 body: r.body,
             }),
+            Err(FetchError::Denied(m)) => Err(http_client::HttpError::Denied(m)),
+            Err(FetchError::Timeout) => Err(http_client::HttpError::Timeout),
+            Err(FetchError::Failed(m)) => Err(http_client::HttpError::Failed(m)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn host_of_urls() {
-        assert_eq!(
-            super::host_of("https://api.example.com:443/x?y"),
-            Some("api.example.com")
-        );
-        assert_eq!(super::host_of("http://u:p@h/x"), Some("h"));
-        assert_eq!(super::host_of("file:///etc/passwd"), None);
     }
 }

@@ -4,7 +4,10 @@
 //!   once and caches the compiled artefacts on disk keyed by content hash, and pre-instantiates
 //!   them ([`Policy`]).
 //! - [`ChainSpec`] is a configured chain of policy instances (policy + its JSON config + a
-//!   key-value namespace); [`ChainRun`] runs one request through it.
+//!   key-value namespace); [`ChainRun`] makes the single policy calls of one request that
+//!   weir-core's loop asks for ([`weir_core::Chain`]).
+//! - Every published version of the contract is bound side by side (`wit/policy-0.1`,
+//!   `wit/policy-0.2`): a component built against 0.1 keeps working next to 0.2 ones.
 //!
 //! **Isolation.** Each request gets a fresh instance of each policy it uses (one `Store` per
 //! policy per request, created from the pre-instantiated component out of the pooling
@@ -27,20 +30,23 @@
 mod bindings;
 mod cache;
 mod chain;
+mod convert;
 mod engine;
 mod error;
 mod imports;
+mod imports_v0_1;
 pub mod schema;
 
-mod convert;
-
 pub use chain::{ChainRun, ChainSpec, SlotSpec};
-pub use engine::{Policy, Runtime, RuntimeOptions};
+pub use engine::{ContractVersion, Policy, Runtime, RuntimeOptions, Services};
 pub use error::{LoadError, PolicyError, PolicyFailure};
-pub use host::{HttpRequest, HttpResponse, OutboundHttp, OutboundHttpError};
+pub use imports::{
+    EmbedError, Embedder, HttpRequest, HttpResponse, OutboundHttp, OutboundHttpError,
+    PolicyMetrics,
+};
 pub use weir_core::{
-    ChunkDecision, CompletionInfo, Decision, Denial, Edits, MessageView, Outcome, Phase, Reply,
-    RequestState, RouteKind,
+    ChunkVerdict, CompletionInfo, Denial, Edits, MessageView, Outcome, Phase, Reply,
+    RequestState, RouteKind, Verdict,
 };
 
 /// What a policy says about itself (`describe`).

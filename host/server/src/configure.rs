@@ -5,18 +5,30 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use weir_config::GatewayConfig;
-use weir_runtime::{ChainSpec, Policy, Runtime, RuntimeOptions, SlotSpec};
-use weir_state::{KvStore, MemoryStore, Namespaced};
+use weir_core::{Upstream, Upstreams};
+use weir_runtime::{ChainSpec, Policy, Runtime, RuntimeOptions, Services, SlotSpec};
+use weir_state::{KvStore, MemoryStore, MemoryVectors, Namespaced, VectorStore};
 
-use crate::upstream::{self, HttpClient, PolicyHttp, Provider, Secret};
+use crate::upstream::{self, HttpClient, PolicyHttp, Secret, UpstreamEmbedder};
 use crate::usage::UsageLog;
+
+/// Upstreams built into the binary that runs the gateway (`base-url: builtin:<name>`), e.g.
+/// the `weir` binary's bundled mock provider for offline demos.
+pub trait BuiltinUpstreams: Send + Sync + std::fmt::Debug + 'static {
+    /// The base URL (`http://127.0.0.1:PORT`) of the built-in upstream `name`, started on first
+    /// use; an error says why it is not available.
+    fn base_url(&self, name: &str) -> BoxFuture<'_, Result<String, String>>;
+}
 
 /// Settings that are not part of the declarative configuration.
 #[derive(Debug, Clone, Default)]
 pub struct GatewayOptions {
     /// Where compiled components and usage records are kept; `None` keeps everything in memory.
     pub data_dir: Option<PathBuf>,
+    /// What `builtin:` base URLs resolve to; none: such providers are refused.
+    pub builtins: Option<Arc<dyn BuiltinUpstreams>>,
 }
 
 /// Why the gateway could not start. Each names the configuration field at fault.
@@ -30,7 +42,7 @@ pub enum ConfigureError {
     Io(String),
 }
 
-/// One proxy's route.
+/// One proxy's route (LLM or MCP).
 #[derive(Debug)]
 pub(crate) struct Route {
     /// `""` for `/`, else `/assistant`.
@@ -44,19 +56,21 @@ pub(crate) struct Route {
 type ComponentKey = (String, [u8; 32]);
 
 /// What outlives a configuration: the wasmtime runtime and the components it compiled, the
-/// policies' key-value store (counters survive a reload), the upstream client, usage records,
-/// metrics and the bundled mock providers.
+/// policies' key-value and vector stores (state survives a reload), the upstream client, usage
+/// records, metrics and the built-in upstreams.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub client: HttpClient,
     pub usage: UsageLog,
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     runtime: Runtime,
     kv: Arc<dyn KvStore>,
+    vectors: Arc<dyn VectorStore>,
+    /// The providers of the configuration being served (embeddings for policies use them).
+    pub upstreams: Arc<arc_swap::ArcSwap<Upstreams>>,
     /// Components loaded so far, by (name, sha256 of the bytes).
     components: tokio::sync::Mutex<HashMap<ComponentKey, Arc<Policy>>>,
-    /// The bundled mock provider, started on first use.
-    mock: tokio::sync::OnceCell<Arc<weir_mock_upstream::MockServer>>,
+    builtins: Option<Arc<dyn BuiltinUpstreams>>,
 }
 
 /// Everything a request needs under one configuration, immutable once built. A reload builds a
@@ -66,6 +80,8 @@ pub(crate) struct State {
     pub config: GatewayConfig,
     /// Longest prefix first.
     pub routes: Vec<Route>,
+    /// Every provider, by name.
+    pub upstreams: Arc<Upstreams>,
     pub shared: Arc<Shared>,
     /// The policy components this configuration can use, built-in first.
     pub catalogue: Vec<PolicySummary>,
@@ -136,7 +152,9 @@ impl Shared {
         options: &GatewayOptions,
     ) -> Result<Self, ConfigureError> {
         let client = upstream::client();
-        let runtime = Runtime::with_outbound(
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let upstreams: Arc<arc_swap::ArcSwap<Upstreams>> = Arc::default();
+        let runtime = Runtime::with_services(
             RuntimeOptions {
                 call_timeout: Duration::from_millis(config.runtime.policy_timeout_ms),
                 memory_limit_bytes: usize::try_from(config.runtime.policy_memory_mib << 20)
@@ -144,18 +162,27 @@ impl Shared {
                 max_instances: config.runtime.max_instances,
                 cache_dir: options.data_dir.as_ref().map(|d| d.join("cache")),
             },
-            Arc::new(PolicyHttp(client.clone())),
+            Services {
+                http: Arc::new(PolicyHttp(client.clone())),
+                embedder: Arc::new(UpstreamEmbedder {
+                    client: client.clone(),
+                    upstreams: upstreams.clone(),
+                }),
+                metrics: metrics.clone(),
+            },
         )?;
         let usage = UsageLog::new(options.data_dir.as_ref().map(|d| d.join("usage.jsonl")))
             .map_err(|e| ConfigureError::Io(format!("opening the usage log: {e}")))?;
         Ok(Self {
             client,
             usage,
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             runtime,
             kv: Arc::new(MemoryStore::new(config.kv.max_entries)),
+            vectors: Arc::new(MemoryVectors::new(10_000, 10_000)),
+            upstreams,
             components: tokio::sync::Mutex::default(),
-            mock: tokio::sync::OnceCell::new(),
+            builtins: options.builtins.clone(),
         })
     }
 
@@ -167,7 +194,12 @@ impl Shared {
         if let Some(p) = components.get(&key) {
             return Ok(p.clone());
         }
-        let policy = self.runtime.load(name, bytes)?;
+        // Compiling takes long: never on an async worker thread.
+        let runtime = self.runtime.clone();
+        let (name, owned) = (name.to_owned(), bytes.to_vec());
+        let policy = tokio::task::spawn_blocking(move || runtime.load(&name, &owned))
+            .await
+            .map_err(|e| ConfigureError::Io(format!("compiling a policy component: {e}")))??;
         components.insert(key, policy.clone());
         Ok(policy)
     }
@@ -182,21 +214,24 @@ impl Shared {
         Ok(PolicySummary::new(name, &policy, bytes, false))
     }
 
-    async fn mock_url(&self) -> Result<String, ConfigureError> {
-        let mock = self
-            .mock
-            .get_or_try_init(|| async {
-                let mock = weir_mock_upstream::MockServer::start(
-                    ([127, 0, 0, 1], 0).into(),
-                    weir_mock_upstream::MockOptions::default(),
-                )
-                .await
-                .map_err(|e| ConfigureError::Io(format!("starting the bundled mock provider: {e}")))?;
-                tracing::info!(url = %mock.base_url(), "started the bundled mock provider");
-                Ok::<_, ConfigureError>(Arc::new(mock))
+    /// The base URL of `builtin:<name>`.
+    async fn builtin_url(&self, path: &str, url: &str) -> Result<String, ConfigureError> {
+        let name = url.strip_prefix("builtin:").unwrap_or(url);
+        let Some(builtins) = &self.builtins else {
+            return Err(ConfigureError::Config {
+                path: path.to_owned(),
+                message: format!(
+                    "`{url}` is only available in the `weir` binary (its bundled mock provider)"
+                ),
+            });
+        };
+        builtins
+            .base_url(name)
+            .await
+            .map_err(|message| ConfigureError::Config {
+                path: path.to_owned(),
+                message,
             })
-            .await?;
-        Ok(format!("{}/v1", mock.base_url()))
     }
 }
 
@@ -207,7 +242,6 @@ impl State {
         config: GatewayConfig,
         shared: Arc<Shared>,
     ) -> Result<Self, ConfigureError> {
-        let kv = shared.kv.clone();
         let mut policies: HashMap<String, Arc<Policy>> = HashMap::new();
         let mut catalogue = Vec::new();
         for (name, bytes) in weir_policies::builtins() {
@@ -238,17 +272,19 @@ impl State {
                 })
                 .collect(),
         ));
-        let mut providers: HashMap<String, Arc<Provider>> = HashMap::new();
-        for p in &config.providers {
+        let mut providers: Upstreams = Upstreams::new();
+        for (pi, p) in config.providers.iter().enumerate() {
             let kind = p.kind;
-            let base_url = if p.base_url == "builtin:mock" {
-                let v1 = shared.mock_url().await?;
+            let base_url = if p.base_url.starts_with("builtin:") {
+                let root = shared
+                    .builtin_url(&format!("providers[{pi}].base-url"), &p.base_url)
+                    .await?;
                 match kind {
                     weir_llm::ProviderKind::Openai
                     | weir_llm::ProviderKind::Mistral
-                    | weir_llm::ProviderKind::Anthropic => v1,
-                    weir_llm::ProviderKind::Gemini => format!("{}beta", v1),
-                    _ => v1.trim_end_matches("/v1").to_owned(),
+                    | weir_llm::ProviderKind::Anthropic => format!("{root}/v1"),
+                    weir_llm::ProviderKind::Gemini => format!("{root}/v1beta"),
+                    _ => root,
                 }
             } else {
                 p.base_url.trim_end_matches('/').to_owned()
@@ -316,7 +352,7 @@ impl State {
             };
             providers.insert(
                 p.name.clone(),
-                Arc::new(Provider {
+                Arc::new(Upstream {
                     name: p.name.clone(),
                     base_url,
                     api_key,
@@ -335,37 +371,23 @@ impl State {
             );
         }
 
+        let upstreams = Arc::new(providers);
+        let limits = weir_core::Limits {
+            max_body_bytes: config.limits.max_body_bytes,
+            max_response_bytes: config.limits.max_response_bytes,
+        };
+        let prefix = |context_path: &str| {
+            if context_path == "/" {
+                String::new()
+            } else {
+                context_path.to_owned()
+            }
+        };
         let mut routes = Vec::new();
         for (i, proxy) in config.proxies.iter().enumerate() {
-            let chain = config.chain(i);
-            let mut slots = Vec::new();
-            for (k, (path, r)) in chain.iter().enumerate() {
-                let policy =
-                    policies
-                        .get(&r.policy)
-                        .cloned()
-                        .ok_or_else(|| ConfigureError::Config {
-                            path: format!("{path}.policy"),
-                            message: format!("unknown policy `{}`", r.policy),
-                        })?;
-                let config_json = r.config.to_string();
-                policy
-                    .validate_entry(path, &config_json)
-                    .await
-                    .map_err(|(path, message)| ConfigureError::Config { path, message })?;
-                let instance = format!("{}#{k}", r.policy);
-                let qualified = format!("{}/{instance}", proxy.name);
-                slots.push(SlotSpec {
-                    kv: Namespaced::new(kv.clone(), &qualified),
-                    policy,
-                    instance,
-                    qualified,
-                    config_json,
-                    allow_hosts: r.allow_hosts.clone(),
-                });
-            }
-            let provider =
-                providers
+            let chain = build_chain(&shared, &policies, &proxy.name, config.chain(i)).await?;
+            let upstream =
+                upstreams
                     .get(&proxy.provider)
                     .cloned()
                     .ok_or_else(|| ConfigureError::Config {
@@ -373,18 +395,14 @@ impl State {
                         message: format!("unknown provider `{}`", proxy.provider),
                     })?;
             routes.push(Route {
-                prefix: if proxy.context_path == "/" {
-                    String::new()
-                } else {
-                    proxy.context_path.clone()
-                },
+                prefix: prefix(&proxy.context_path),
                 info: weir_core::RouteInfo {
                     name: proxy.name.clone(),
-                    provider,
-                    limits: weir_core::Limits {
-                        max_body_bytes: config.limits.max_body_bytes,
-                        max_response_bytes: config.limits.max_response_bytes,
-                    },
+                    kind: weir_core::RouteKind::Llm,
+                    upstream,
+                    upstreams: upstreams.clone(),
+                    mcp: None,
+                    limits,
                     exposed: config.provider(&proxy.provider).and_then(|p| {
                         p.expose.as_ref().map(|names| {
                             names
@@ -394,15 +412,81 @@ impl State {
                         })
                     }),
                 },
-                chain: Arc::new(ChainSpec::new(slots)),
+                chain,
+            });
+        }
+        for (i, proxy) in config.mcp_proxies.iter().enumerate() {
+            let url = match &proxy.upstream {
+                weir_config::McpUpstream::Server { url } => url.clone(),
+                weir_config::McpUpstream::Openapi { .. } => {
+                    tracing::warn!(proxy = %proxy.name, "MCP proxies over an OpenAPI document are stored but not served yet");
+                    continue;
+                }
+            };
+            let chain = build_chain(&shared, &policies, &proxy.name, config.mcp_chain(i)).await?;
+            routes.push(Route {
+                prefix: prefix(&proxy.context_path),
+                info: weir_core::RouteInfo {
+                    name: proxy.name.clone(),
+                    kind: weir_core::RouteKind::Mcp,
+                    upstream: Arc::new(Upstream::default()),
+                    upstreams: upstreams.clone(),
+                    mcp: Some(weir_core::McpServer {
+                        url,
+                        timeout_ms: 60_000,
+                    }),
+                    limits,
+                    exposed: None,
+                },
+                chain,
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Self {
             config,
             routes,
+            upstreams,
             shared,
             catalogue,
         })
     }
+}
+
+/// The chain of one proxy: each entry's component, its configuration validated by the
+/// component, its instance name and namespaces.
+async fn build_chain(
+    shared: &Shared,
+    policies: &HashMap<String, Arc<Policy>>,
+    route: &str,
+    entries: Vec<weir_config::ChainEntry>,
+) -> Result<Arc<ChainSpec>, ConfigureError> {
+    let mut slots = Vec::new();
+    for entry in entries {
+        let r = &entry.policy;
+        let policy = policies
+            .get(&r.policy)
+            .cloned()
+            .ok_or_else(|| ConfigureError::Config {
+                path: format!("{}.policy", entry.path),
+                message: format!("unknown policy `{}`", r.policy),
+            })?;
+        let config_json = r.config.to_string();
+        policy
+            .validate_entry(&entry.path, &config_json)
+            .await
+            .map_err(|(path, message)| ConfigureError::Config { path, message })?;
+        slots.push(SlotSpec {
+            kv: Namespaced::new(shared.kv.clone(), &entry.namespace),
+            vectors: Some((
+                shared.vectors.clone(),
+                weir_core::isolation::vectors_namespace(&entry.namespace),
+            )),
+            policy,
+            instance: entry.instance,
+            route: route.to_owned(),
+            config_json,
+            allow_hosts: r.allow_hosts.clone(),
+        });
+    }
+    Ok(Arc::new(ChainSpec::new(slots)))
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-pub use configure::{ConfigureError, GatewayOptions, PolicySummary};
+pub use configure::{BuiltinUpstreams, ConfigureError, GatewayOptions, PolicySummary};
 pub use usage::{Totals, UsageLog, UsageRecord};
 pub use weir_core::GatewayError;
 
@@ -61,6 +61,7 @@ impl Gateway {
     ) -> Result<Self, ConfigureError> {
         let shared = Arc::new(configure::Shared::new(&config, &options)?);
         let state = configure::State::build(config, shared.clone()).await?;
+        shared.upstreams.store(state.upstreams.clone());
         Ok(Self {
             shared,
             current: Arc::new(arc_swap::ArcSwap::from_pointee(state)),
@@ -74,7 +75,7 @@ impl Gateway {
     pub async fn reload(&self, config: weir_config::GatewayConfig) -> Result<(), ConfigureError> {
         let _one_at_a_time = self.reloading.lock().await;
         let state = configure::State::build(config, self.shared.clone()).await?;
-        self.current.store(Arc::new(state));
+        self.commit(Prepared(state));
         Ok(())
     }
 
@@ -96,6 +97,7 @@ impl Gateway {
 
     /// Serves a prepared configuration from the next request on.
     pub fn commit(&self, prepared: Prepared) {
+        self.shared.upstreams.store(prepared.0.upstreams.clone());
         self.current.store(Arc::new(prepared.0));
     }
 

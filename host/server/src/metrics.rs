@@ -55,7 +55,18 @@ struct Inner {
     upstream: BTreeMap<String, Histogram>,
     /// (proxy, error code) → count
     errors: BTreeMap<(String, &'static str), u64>,
+    /// (metric, policy, proxy, other labels) → count, from policies' `metrics.counter-add`
+    policy_counters: BTreeMap<PolicySeries, u64>,
+    /// the same for `metrics.observe`
+    policy_histograms: BTreeMap<PolicySeries, Histogram>,
 }
+
+/// (metric name, policy, proxy, the policy's own labels rendered `k="v",...`).
+type PolicySeries = (String, String, String, String);
+
+/// Most distinct series policies may create; beyond, their new series are dropped (and logged
+/// once), so a policy cannot exhaust the gateway's memory through labels.
+const MAX_POLICY_SERIES: usize = 10_000;
 
 /// The gateway's metrics.
 #[derive(Debug, Default)]
@@ -112,6 +123,20 @@ impl Metrics {
                 .entry((r.provider.clone(), model, consumer))
                 .or_default() += c;
         }
+    }
+
+    fn policy_series(
+        &self,
+        name: &str,
+        policy: &str,
+        proxy: &str,
+        labels: &[(String, String)],
+    ) -> PolicySeries {
+        let mut rendered = String::new();
+        for (k, v) in labels {
+            let _ = write!(rendered, ",{k}=\"{}\"", esc(v));
+        }
+        (name.into(), policy.into(), proxy.into(), rendered)
     }
 
     /// Counts a policy refusal.
@@ -203,6 +228,7 @@ impl Metrics {
                 esc(code)
             );
         }
+        render_policy_metrics(&mut out, &m);
         out
     }
 }
@@ -230,6 +256,67 @@ fn histogram(
         );
         let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {}", h.sum);
         let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {}", h.count);
+    }
+}
+
+/// Policies' own metrics (`weir:policy/metrics`), with the policy and proxy as labels. Names and
+/// labels were checked by the runtime (`weir_core::isolation::check_metric`).
+impl weir_runtime::PolicyMetrics for Metrics {
+    fn counter_add(&self, policy: &str, proxy: &str, name: &str, value: u64, labels: &[(String, String)]) {
+        let key = self.policy_series(name, policy, proxy, labels);
+        let mut m = self.lock();
+        let full = m.policy_counters.len() + m.policy_histograms.len() >= MAX_POLICY_SERIES;
+        if full && !m.policy_counters.contains_key(&key) {
+            return;
+        }
+        *m.policy_counters.entry(key).or_default() += value;
+    }
+
+    fn observe(&self, policy: &str, proxy: &str, name: &str, value: f64, labels: &[(String, String)]) {
+        let key = self.policy_series(name, policy, proxy, labels);
+        let mut m = self.lock();
+        let full = m.policy_counters.len() + m.policy_histograms.len() >= MAX_POLICY_SERIES;
+        if full && !m.policy_histograms.contains_key(&key) {
+            return;
+        }
+        m.policy_histograms.entry(key).or_default().observe(value);
+    }
+}
+
+fn render_policy_metrics(out: &mut String, m: &Inner) {
+    let mut last = String::new();
+    for ((name, policy, proxy, labels), n) in &m.policy_counters {
+        let family = format!("weir_policy_{name}_total");
+        if family != last {
+            let _ = writeln!(
+                out,
+                "# HELP {family} Counted by policies (metrics.counter-add \"{name}\").\n# TYPE {family} counter"
+            );
+            last.clone_from(&family);
+        }
+        let _ = writeln!(
+            out,
+            "{family}{{policy=\"{}\",proxy=\"{}\"{labels}}} {n}",
+            esc(policy),
+            esc(proxy)
+        );
+    }
+    for ((name, policy, proxy, labels), h) in &m.policy_histograms {
+        let family = format!("weir_policy_{name}");
+        if family != last {
+            let _ = writeln!(
+                out,
+                "# HELP {family} Observed by policies (metrics.observe \"{name}\").\n# TYPE {family} histogram"
+            );
+            last.clone_from(&family);
+        }
+        let base = format!("policy=\"{}\",proxy=\"{}\"{labels}", esc(policy), esc(proxy));
+        for (bound, count) in BUCKETS.iter().zip(&h.counts) {
+            let _ = writeln!(out, "{family}_bucket{{{base},le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(out, "{family}_bucket{{{base},le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{family}_sum{{{base}}} {}", h.sum);
+        let _ = writeln!(out, "{family}_count{{{base}}} {}", h.count);
     }
 }
 

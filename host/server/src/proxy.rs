@@ -16,12 +16,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use weir_core::{
-    Answer, ClientRequest, GatewayError, UpstreamFailure, UpstreamRequest, UpstreamResponse,
+    Answer, ClientRequest, GatewayError, RouteKind, UpstreamFailure, UpstreamRequest,
+    UpstreamResponse, Wire,
 };
 use weir_runtime::ChainRun;
 
 use crate::body::{self, Body};
-use crate::configure::State;
+use crate::configure::{Route, State};
 use crate::usage::UsageRecord;
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -52,11 +53,27 @@ fn monotonic_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
+/// An error with its chain of causes (`client error (Connect): tcp connect error: Connection
+/// refused (os error 111)`), for the log.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
 /// What weir-core needs from the server: the pooled upstream client, usage, metrics, logs.
 #[derive(Debug, Clone)]
-pub(crate) struct ServerHost(pub Arc<State>);
+pub(crate) struct ServerPlatform(pub Arc<State>);
 
-impl weir_core::Host for ServerHost {
+impl weir_core::Platform for ServerPlatform {
     type Body = Incoming;
 
     async fn send(
@@ -90,7 +107,7 @@ impl weir_core::Host for ServerHost {
                     body,
                 })
             }
-            Ok(Err(e)) => Err(UpstreamFailure::Unreachable(e.to_string())),
+            Ok(Err(e)) => Err(UpstreamFailure::Unreachable(with_causes(&e))),
             Err(_) => Err(UpstreamFailure::Timeout),
         }
     }
@@ -104,7 +121,7 @@ impl weir_core::Host for ServerHost {
         let timeout = std::time::Duration::from_millis(timeout_ms);
         match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
             Ok(Ok(b)) => Ok(b.to_bytes()),
-            Ok(Err(e)) => Err(UpstreamFailure::Unreachable(e.to_string())),
+            Ok(Err(e)) => Err(UpstreamFailure::Unreachable(with_causes(e.as_ref()))),
             Err(_) => Err(UpstreamFailure::Timeout),
         }
     }
@@ -142,10 +159,11 @@ pub(crate) async fn handle(
     // A task of its own, so that a client that disconnects (dropping this future) cannot stop the
     // request half-way: on-complete and the usage record always happen.
     let id = request_id.clone();
+    let wire = Wire::of_path(req.uri().path());
     let task = tokio::spawn(async move {
         match handle_inner(state, req, id.clone(), started_ms).await {
             Ok(resp) => resp,
-            Err(e) => error_response(&e, &id),
+            Err((wire, e)) => error_response(wire, &e, &id),
         }
     });
     match task.await {
@@ -156,22 +174,75 @@ pub(crate) async fn handle(
                 code: "internal_error",
                 message: "Internal gateway error.".into(),
             };
-            error_response(&err, &request_id)
+            error_response(wire, &err, &request_id)
         }
     }
 }
 
+/// Routes a request and reads its body; errors come back with the format to render them in.
 async fn handle_inner(
     state: Arc<State>,
     req: Request<Incoming>,
     request_id: String,
     started_ms: u64,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Response<Body>, (Wire, GatewayError)> {
     let path = req.uri().path().to_owned();
+    let wire = Wire::of_path(&path);
     let (route, rest) = weir_core::find_route(&state.routes, &path, |r| r.prefix.as_str())
-        .ok_or_else(|| weir_core::unknown_route(&path))?;
-    let endpoint = weir_core::endpoint(&route.info.name, rest, req.method().as_str())?;
+        .ok_or_else(|| (wire, weir_core::unknown_route(&path)))?;
+    let wire = match route.info.kind {
+        RouteKind::Mcp => Wire::JsonRpc,
+        RouteKind::Llm => wire,
+    };
+    let endpoint = match route.info.kind {
+        RouteKind::Llm => Some(
+            weir_core::endpoint(&route.info.name, rest, req.method().as_str())
+                .map_err(|e| (wire, e))?,
+        ),
+        RouteKind::Mcp if rest.is_empty() || rest == "/" => None,
+        RouteKind::Mcp => return Err((wire, weir_core::unknown_route(&path))),
+    };
+    let request = read(req, route, &path).await.map_err(|e| (wire, e))?;
+    let chain = route.chain.clone();
+    let platform = ServerPlatform(state.clone());
+    let make_chain = |initial| ChainRun::new(chain, initial);
+    let answer = match endpoint {
+        Some(endpoint) => {
+            weir_core::serve(
+                platform,
+                &route.info,
+                endpoint,
+                request,
+                request_id,
+                started_ms,
+                make_chain,
+            )
+            .await
+        }
+        None => {
+            weir_core::mcp::serve(
+                platform,
+                &route.info,
+                request,
+                request_id,
+                started_ms,
+                make_chain,
+            )
+            .await
+        }
+    };
+    Ok(match answer {
+        Answer::Full(resp) => full_response(resp),
+        Answer::Stream(start) => crate::stream::relay(start),
+    })
+}
 
+/// Reads the body within the route's limit.
+async fn read(
+    req: Request<Incoming>,
+    route: &Route,
+    path: &str,
+) -> Result<ClientRequest, GatewayError> {
     let (parts, incoming) = req.into_parts();
     let max_body = route.info.limits.max_body_bytes;
     if let Some(len) = parts
@@ -195,29 +266,14 @@ async fn handle_inner(
             ));
         }
     };
-    let request = ClientRequest {
+    Ok(ClientRequest {
         method: parts.method.to_string(),
         path: parts
             .uri
             .path_and_query()
-            .map_or_else(|| path.clone(), ToString::to_string),
+            .map_or_else(|| path.to_owned(), ToString::to_string),
         headers: header_pairs(&parts.headers),
         body,
-    };
-    let chain = route.chain.clone();
-    let answer = weir_core::serve(
-        ServerHost(state.clone()),
-        &route.info,
-        endpoint,
-        request,
-        request_id,
-        started_ms,
-        |initial| ChainRun::new(chain, initial),
-    )
-    .await;
-    Ok(match answer {
-        Answer::Full(resp) => full_response(resp),
-        Answer::Stream(start) => crate::stream::relay(start),
     })
 }
 
@@ -229,9 +285,9 @@ pub(crate) fn full_response(resp: weir_core::Response) -> Response<Body> {
     out
 }
 
-/// The OpenAI-format error response.
-pub(crate) fn error_response(err: &GatewayError, request_id: &str) -> Response<Body> {
-    full_response(weir_core::Response::error(err, request_id))
+/// The error response in the client's format.
+pub(crate) fn error_response(wire: Wire, err: &GatewayError, request_id: &str) -> Response<Body> {
+    full_response(weir_core::Response::error(wire, err, request_id))
 }
 
 /// Header fields as the (lower-case name, value) pairs policies see.

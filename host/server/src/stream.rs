@@ -12,13 +12,13 @@ use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use weir_core::{StreamEnd, StreamSession, StreamStart};
+use weir_core::{StreamBody, StreamEnd, StreamSession, StreamStart};
 use weir_runtime::ChainRun;
 
 use crate::body::{self, Body};
-use crate::proxy::{ServerHost, set_pairs};
+use crate::proxy::{ServerPlatform, set_pairs};
 
-pub(crate) fn relay(start: StreamStart<ServerHost, ChainRun>) -> Response<Body> {
+pub(crate) fn relay(start: StreamStart<ServerPlatform, ChainRun>) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let mut resp = Response::new(body::channel(rx));
     *resp.status_mut() = StatusCode::from_u16(start.status).unwrap_or(StatusCode::OK);
@@ -28,18 +28,32 @@ pub(crate) fn relay(start: StreamStart<ServerHost, ChainRun>) -> Response<Body> 
 }
 
 async fn pump(
-    mut session: StreamSession<ServerHost, ChainRun>,
-    mut body: Incoming,
+    mut session: StreamSession<ServerPlatform, ChainRun>,
+    body: StreamBody<Incoming>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
 ) {
     let mut client_gone = false;
+    let mut body = match body {
+        StreamBody::Upstream(b) => b,
+        StreamBody::Ready(bytes) => {
+            // An answer the gateway already has: through the session in one push.
+            for out in session.push(&bytes).await {
+                if !client_gone && tx.send(out).await.is_err() {
+                    client_gone = true;
+                }
+            }
+            finish(session, StreamEnd::Ended, tx, client_gone).await;
+            return;
+        }
+    };
     let timeout = std::time::Duration::from_millis(session.timeout_ms());
     let end = loop {
         let frame = match tokio::time::timeout(timeout, body.frame()).await {
             Ok(Some(Ok(frame))) => frame,
             Ok(None) => break StreamEnd::Ended,
             Ok(Some(Err(e))) => {
-                tracing::warn!(request_id = %session.request_id(), error = %e, "upstream stream broke off");
+                let error = crate::proxy::with_causes(&e);
+                tracing::warn!(request_id = %session.request_id(), error, "upstream stream broke off");
                 break StreamEnd::Cut;
             }
             Err(_) => break StreamEnd::Stalled,
@@ -53,10 +67,21 @@ async fn pump(
             }
         }
     };
-    if let Some(last) = session.closing(end)
-        && !client_gone
-    {
-        let _ = tx.send(last).await;
+    finish(session, end, tx, client_gone).await;
+}
+
+/// The last bytes (what policies still hold, an error event if the stream did not complete),
+/// then the client's stream is closed, then the session settles.
+async fn finish(
+    mut session: StreamSession<ServerPlatform, ChainRun>,
+    end: StreamEnd,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    mut client_gone: bool,
+) {
+    for last in session.closing(end).await {
+        if !client_gone && tx.send(last).await.is_err() {
+            client_gone = true;
+        }
     }
     // Close the client's stream before settling, so the client does not wait on policies.
     drop(tx);

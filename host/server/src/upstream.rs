@@ -8,7 +8,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use weir_runtime::{HttpRequest, HttpResponse, OutboundHttp, OutboundHttpError};
+use std::sync::Arc;
+
+use weir_core::Upstreams;
+use weir_runtime::{EmbedError, Embedder, HttpRequest, HttpResponse, OutboundHttp, OutboundHttpError};
 
 /// The connection-pooling HTTP/1.1 + HTTP/2 client (TLS with the bundled web PKI roots).
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -30,7 +33,7 @@ pub fn client() -> HttpClient {
         .build(https)
 }
 
-pub use weir_core::{Provider, Secret};
+pub use weir_core::Secret;
 
 /// Outbound HTTP for policies, over the same pooled client.
 #[derive(Clone)]
@@ -61,7 +64,7 @@ impl OutboundHttp for PolicyHttp {
             let resp = tokio::time::timeout(request.timeout, client.request(req))
                 .await
                 .map_err(|_| OutboundHttpError::Timeout)?
-                .map_err(|e| OutboundHttpError::Failed(e.to_string()))?;
+                .map_err(|e| OutboundHttpError::Failed(crate::proxy::with_causes(&e)))?;
             let status = resp.status().as_u16();
             let headers = crate::proxy::header_pairs(resp.headers());
             let body = http_body_util::Limited::new(resp.into_body(), 8 << 20)
@@ -75,6 +78,128 @@ impl OutboundHttp for PolicyHttp {
                 headers,
                 body,
             })
+        })
+    }
+}
+
+/// Embeddings for policies (`weir:policy/embeddings`), from a configured provider's
+/// OpenAI-compatible `/embeddings` endpoint with the provider's own key.
+#[derive(Clone)]
+pub struct UpstreamEmbedder {
+    pub client: HttpClient,
+    /// The providers of the configuration being served.
+    pub upstreams: Arc<arc_swap::ArcSwap<Upstreams>>,
+}
+
+impl std::fmt::Debug for UpstreamEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamEmbedder")
+    }
+}
+
+/// Most texts one call may embed.
+const MAX_TEXTS: usize = 256;
+
+impl Embedder for UpstreamEmbedder {
+    fn embed(
+        &self,
+        provider: &str,
+        model: &str,
+        texts: Vec<String>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<Vec<f32>>, EmbedError>> {
+        let upstream = self.upstreams.load().get(provider).cloned();
+        let client = self.client.clone();
+        let (provider, model) = (provider.to_owned(), model.to_owned());
+        Box::pin(async move {
+            let Some(up) = upstream else {
+                return Err(EmbedError::NotFound(format!(
+                    "no provider `{provider}` in the gateway configuration"
+                )));
+            };
+            use weir_llm::ProviderKind as K;
+            if !matches!(up.kind, K::Openai | K::Mistral) {
+                return Err(EmbedError::NotFound(format!(
+                    "provider `{provider}` ({}) has no OpenAI-compatible embeddings endpoint",
+                    up.kind.name()
+                )));
+            }
+            if texts.is_empty() || texts.len() > MAX_TEXTS {
+                return Err(EmbedError::Invalid(format!(
+                    "embed 1 to {MAX_TEXTS} texts per call"
+                )));
+            }
+            let body = serde_json::json!({"model": model, "input": texts, "encoding_format": "float"});
+            let mut builder = http::Request::builder()
+                .method("POST")
+                .uri(format!("{}/embeddings", up.base_url))
+                .header("content-type", "application/json");
+            if let Some(key) = &up.api_key {
+                let mut v = http::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                    .map_err(|_| EmbedError::Unavailable("invalid provider key".into()))?;
+                v.set_sensitive(true);
+                builder = builder.header(http::header::AUTHORIZATION, v);
+            }
+            let req = builder
+                .body(Full::new(Bytes::from(body.to_string())))
+                .map_err(|e| EmbedError::Invalid(e.to_string()))?;
+            let timeout = Duration::from_millis(up.timeout_ms);
+            let resp = tokio::time::timeout(timeout, client.request(req))
+                .await
+                .map_err(|_| EmbedError::Unavailable(format!("provider `{provider}` timed out")))?
+                .map_err(|e| {
+                    EmbedError::Unavailable(format!(
+                        "provider `{provider}`: {}",
+                        crate::proxy::with_causes(&e)
+                    ))
+                })?;
+            let status = resp.status().as_u16();
+            let bytes = http_body_util::Limited::new(resp.into_body(), 64 << 20)
+                .collect()
+                .await
+                .map_err(|e| EmbedError::Unavailable(e.to_string()))?
+                .to_bytes();
+            let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+                EmbedError::Unavailable(format!("provider `{provider}` answered {status} without JSON"))
+            })?;
+            if !(200..300).contains(&status) {
+                let message = value
+                    .pointer("/error/message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("no message");
+                let e = format!("provider `{provider}` answered {status}: {message}");
+                return Err(if (400..500).contains(&status) && status != 429 {
+                    EmbedError::Invalid(e)
+                } else {
+                    EmbedError::Unavailable(e)
+                });
+            }
+            let data = value
+                .get("data")
+                .and_then(|d| d.as_array())
+                .ok_or_else(|| EmbedError::Unavailable(format!("provider `{provider}`: no `data`")))?;
+            let mut out = vec![Vec::new(); data.len()];
+            for (k, item) in data.iter().enumerate() {
+                let index = item
+                    .get("index")
+                    .and_then(serde_json::Value::as_u64)
+                    .map_or(k, |i| i as usize);
+                let vector: Vec<f32> = item
+                    .get("embedding")
+                    .and_then(|e| e.as_array())
+                    .map(|xs| xs.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+                    .unwrap_or_default();
+                if let Some(slot) = out.get_mut(index) {
+                    *slot = vector;
+                }
+            }
+            if out.len() != texts.len() || out.iter().any(Vec::is_empty) {
+                return Err(EmbedError::Unavailable(format!(
+                    "provider `{provider}` returned {} embeddings for {} texts",
+                    out.len(),
+                    texts.len()
+                )));
+            }
+            Ok(out)
         })
     }
 }

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod memory;
+mod vectors;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use memory::MemoryStore;
+pub use vectors::{MemoryVectors, VectorStore};
+pub use weir_core::vectors::Neighbour;
 
 /// Why a key-value operation failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -70,20 +73,16 @@ pub struct Namespaced {
 }
 
 impl Namespaced {
-    /// Keys become `{namespace}\u{1f}{key}`; the separator cannot appear in a namespace.
+    /// Keys become [`weir_core::isolation::kv_key`]`(namespace, key)`, as on every target.
     pub fn new(store: Arc<dyn KvStore>, namespace: &str) -> Self {
-        let ns: String = namespace.chars().filter(|c| *c != '\u{1f}').collect();
         Self {
             store,
-            prefix: format!("{ns}\u{1f}").into(),
+            prefix: namespace.into(),
         }
     }
 
     fn key(&self, key: &str) -> String {
-        let mut k = String::with_capacity(self.prefix.len() + key.len());
-        k.push_str(&self.prefix);
-        k.push_str(key);
-        k
+        weir_core::isolation::kv_key(&self.prefix, key)
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
@@ -120,10 +119,15 @@ mod tests {
     #[tokio::test]
     async fn namespaces_do_not_see_each_other() {
         let store: Arc<dyn KvStore> = Arc::new(MemoryStore::new(100));
-        let a = Namespaced::new(store.clone(), "proxy/auth#0");
-        let b = Namespaced::new(store, "proxy/token-limit#1");
+        let a = Namespaced::new(store.clone(), "proxy:p/auth");
+        let b = Namespaced::new(store.clone(), "proxy:p/token-limit");
         a.set("k", b"secret".to_vec(), None).await.unwrap();
         assert_eq!(b.get("k").await.unwrap(), None);
         assert_eq!(a.get("k").await.unwrap(), Some(b"secret".to_vec()));
+        assert_eq!(
+            store.get("proxy:p/auth|k").await.unwrap(),
+            Some(b"secret".to_vec()),
+            "the key layout is weir-core's, the same as at the edge"
+        );
     }
 }

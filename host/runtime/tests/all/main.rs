@@ -4,11 +4,38 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use weir_core::chain::{self, Admission, Stop};
+use weir_core::{Chain, PolicyFault};
 use weir_runtime::{
-    ChainRun, ChainSpec, CompletionInfo, Decision, MessageView, Outcome, PolicyFailure,
-    RequestState, RouteKind, Runtime, RuntimeOptions, SlotSpec,
+    ChainRun, ChainSpec, CompletionInfo, ContractVersion, MessageView, Outcome, RequestState,
+    RouteKind, Runtime, RuntimeOptions, SlotSpec,
 };
 use weir_state::{KvStore, MemoryStore, Namespaced};
+
+mod contract;
+
+/// The request phase over a whole chain, as the loop runs it.
+async fn on_request(
+    run: &mut ChainRun,
+    mut msg: MessageView,
+) -> Result<Result<MessageView, Stop>, PolicyFault> {
+    let mut admission = Admission::default();
+    match chain::request_phase(run, &mut msg, &mut admission).await? {
+        Some(stop) => Ok(Err(stop)),
+        None => Ok(Ok(msg)),
+    }
+}
+
+async fn on_complete(run: &mut ChainRun, info: &CompletionInfo) -> Vec<PolicyFault> {
+    chain::complete_phase(run, info).await
+}
+
+fn denial(stop: Stop) -> weir_core::Denial {
+    match stop {
+        Stop::Deny { denial, .. } => denial,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeOptions {
@@ -24,13 +51,17 @@ fn chain(rt: &Runtime, kv: &Arc<dyn KvStore>, policies: &[(&str, &[u8], &str)]) 
     let slots = policies
         .iter()
         .enumerate()
-        .map(|(i, (name, bytes, config))| SlotSpec {
-            policy: rt.load(name, bytes).unwrap(),
-            instance: format!("{name}#{i}"),
-            qualified: format!("test/{name}#{i}"),
-            config_json: (*config).to_owned(),
-            kv: Namespaced::new(kv.clone(), &format!("test/{name}#{i}")),
-            allow_hosts: Vec::new(),
+        .map(|(i, (name, bytes, config))| {
+            let instance = format!("proxy:test/{name}@{i}");
+            SlotSpec {
+                policy: rt.load(name, bytes).unwrap(),
+                kv: Namespaced::new(kv.clone(), &instance),
+                instance,
+                route: "test".into(),
+                config_json: (*config).to_owned(),
+                vectors: None,
+                allow_hosts: Vec::new(),
+            }
         })
         .collect();
     Arc::new(ChainSpec::new(slots))
@@ -50,6 +81,7 @@ fn state(id: &str) -> RequestState {
             stream: false,
             client_wants_stream_usage: false,
             estimated_prompt_tokens: 5,
+            ..Default::default()
         }),
         received_at_ms: 1_700_000_000_000,
     }
@@ -110,16 +142,12 @@ async fn auth_sets_consumer_and_strips_key() {
     let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1000));
     let spec = chain(&rt, &kv, &[("auth", weir_policies::AUTH, &auth_config())]);
     let mut run = ChainRun::new(spec.clone(), state("r1"));
-    let Decision::Continue(msg) = run.on_request(request("good-key")).await.unwrap() else {
-        panic!()
-    };
+    let msg = on_request(&mut run, request("good-key")).await.unwrap().unwrap();
     assert_eq!(run.consumer().as_deref(), Some("alice"));
     assert_eq!(msg.header("authorization"), None);
     assert_eq!(msg.header("x-other"), Some("1"));
     let mut run = ChainRun::new(spec, state("r2"));
-    let Decision::Deny { denial, .. } = run.on_request(request("bad-key")).await.unwrap() else {
-        panic!()
-    };
+    let denial = denial(on_request(&mut run, request("bad-key")).await.unwrap().unwrap_err());
     assert_eq!(
         (denial.status, denial.code.as_str()),
         (401, "invalid_api_key")
@@ -144,19 +172,11 @@ async fn token_limit_reserves_and_settles() {
         ],
     );
     let mut first = ChainRun::new(spec.clone(), state("a"));
-    assert!(matches!(
-        first.on_request(request("good-key")).await.unwrap(),
-        Decision::Continue(_)
-    ));
+    assert!(on_request(&mut first, request("good-key")).await.unwrap().is_ok());
     let mut second = ChainRun::new(spec.clone(), state("b"));
-    assert!(matches!(
-        second.on_request(request("good-key")).await.unwrap(),
-        Decision::Continue(_)
-    ));
+    assert!(on_request(&mut second, request("good-key")).await.unwrap().is_ok());
     let mut run = ChainRun::new(spec.clone(), state("c"));
-    let Decision::Deny { denial, .. } = run.on_request(request("good-key")).await.unwrap() else {
-        panic!()
-    };
+    let denial = denial(on_request(&mut run, request("good-key")).await.unwrap().unwrap_err());
     assert_eq!(
         (denial.status, denial.code.as_str()),
         (429, "rate_limit_exceeded")
@@ -172,6 +192,8 @@ async fn token_limit_reserves_and_settles() {
     let info = CompletionInfo {
         status: 200,
         outcome: Outcome::Success,
+        error: None,
+        attempts: Vec::new(),
         model: None,
         usage: Some(weir_llm::Usage {
             prompt_tokens: 1,
@@ -181,17 +203,11 @@ async fn token_limit_reserves_and_settles() {
         }),
         latency_ms: 1,
     };
-    assert!(first.on_complete(&info).await.is_empty());
+    assert!(on_complete(&mut first, &info).await.is_empty());
     let mut third = ChainRun::new(spec.clone(), state("d"));
-    assert!(matches!(
-        third.on_request(request("good-key")).await.unwrap(),
-        Decision::Continue(_)
-    ));
+    assert!(on_request(&mut third, request("good-key")).await.unwrap().is_ok());
     let mut run = ChainRun::new(spec.clone(), state("e"));
-    assert!(matches!(
-        run.on_request(request("good-key")).await.unwrap(),
-        Decision::Deny { .. }
-    ));
+    assert!(on_request(&mut run, request("good-key")).await.unwrap().is_err());
     // A failed upstream call gives its whole reservation back.
     let failed = CompletionInfo {
         outcome: Outcome::UpstreamError,
@@ -199,15 +215,12 @@ async fn token_limit_reserves_and_settles() {
         status: 502,
         ..info
     };
-    assert!(second.on_complete(&failed).await.is_empty());
+    assert!(on_complete(&mut second, &failed).await.is_empty());
     let mut run = ChainRun::new(spec, state("f"));
-    assert!(matches!(
-        run.on_request(request("good-key")).await.unwrap(),
-        Decision::Continue(_)
-    ));
+    assert!(on_request(&mut run, request("good-key")).await.unwrap().is_ok());
 }
 
-async fn failing(mode: &str) -> weir_runtime::PolicyError {
+async fn failing(mode: &str) -> PolicyFault {
     let rt = runtime();
     let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1000));
     let config = format!(r#"{{"mode":"{mode}"}}"#);
@@ -217,7 +230,8 @@ async fn failing(mode: &str) -> weir_runtime::PolicyError {
         &[("test-policy", weir_policies::TEST_POLICY, &config)],
     );
     let mut run = ChainRun::new(spec, state("x"));
-    let err = run.on_request(request("k")).await.unwrap_err();
+    let err = on_request(&mut run, request("k")).await.unwrap_err();
+    assert!(!run.wants(0, weir_core::Phase::Complete), "a failed instance is not called again");
     // The runtime is still healthy: a well-behaved chain on the same runtime works.
     let ok = chain(
         &rt,
@@ -229,33 +243,32 @@ async fn failing(mode: &str) -> weir_runtime::PolicyError {
         )],
     );
     let mut run = ChainRun::new(ok, state("y"));
-    assert!(matches!(
-        run.on_request(request("k")).await.unwrap(),
-        Decision::Continue(_)
-    ));
+    assert!(on_request(&mut run, request("k")).await.unwrap().is_ok());
     err
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trap_is_contained() {
     let e = failing("trap").await;
-    assert!(matches!(e.failure, PolicyFailure::Trap(_)), "{e}");
-    assert_eq!(e.policy, "test-policy");
-    assert!(e.to_string().contains("test/test-policy#0"), "{e}");
+    assert_eq!(e.code, "policy_trapped", "{e}");
+    assert!(e.message.contains("`test-policy`"), "{e}");
+    assert!(e.message.contains("proxy:test/test-policy@0"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loop_hits_the_deadline() {
     let started = Instant::now();
     let e = failing("loop").await;
-    assert_eq!(e.failure, PolicyFailure::Timeout(50), "{e}");
+    assert_eq!(e.code, "policy_timeout", "{e}");
+    assert!(e.message.contains("50 ms"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bomb_hits_the_limit() {
     let e = failing("oom").await;
-    assert_eq!(e.failure, PolicyFailure::MemoryLimit(16), "{e}");
+    assert_eq!(e.code, "policy_memory_limit", "{e}");
+    assert!(e.message.contains("16 MiB"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,13 +286,13 @@ async fn requests_are_isolated() {
     );
     for i in 0..200 {
         let mut run = ChainRun::new(spec.clone(), state(&format!("req-{i}")));
-        match run.on_request(request("k")).await.unwrap() {
-            Decision::Continue(msg) => assert!(
+        match on_request(&mut run, request("k")).await.unwrap() {
+            Ok(msg) => assert!(
                 msg.header("x-weir-probe")
                     .unwrap()
                     .starts_with(&format!("req-{i};"))
             ),
-            other => panic!("request {i}: {other:?}"),
+            Err(other) => panic!("request {i}: {other:?}"),
         }
     }
 }
@@ -312,6 +325,7 @@ async fn compiled_components_are_cached_on_disk() {
         .unwrap();
     assert!(second.from_cache());
     assert_eq!(second.info().name, "auth");
+    assert_eq!(second.contract(), ContractVersion::V0_2);
     // Other bytes, other key.
     let third = Runtime::new(options)
         .unwrap()
