@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use weir_runtime::{
-    ChainRun, ChainSpec, CompletionInfo, Decision, MessageView, Outcome, Policy, RequestState,
+    ChainRun, ChainSpec, CompletionInfo, MessageView, Outcome, Policy, RequestState,
     RouteKind, Runtime, RuntimeOptions, SlotSpec,
 };
 use weir_state::{KvStore, MemoryStore, Namespaced};
@@ -108,6 +108,7 @@ fn request_state(i: usize, consumer: Option<&str>) -> RequestState {
             stream: false,
             client_wants_stream_usage: false,
             estimated_prompt_tokens: 500,
+            ..Default::default()
         }),
         received_at_ms: 1_700_000_000_000,
     }
@@ -142,6 +143,8 @@ fn completion() -> CompletionInfo {
             cached_prompt_tokens: 0,
         }),
         latency_ms: 5,
+        error: None,
+        attempts: Vec::new(),
     }
 }
 
@@ -156,20 +159,20 @@ async fn measure(
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let state = request_state(i, case.consumer);
-        let msg = message(body);
+        let mut msg = message(body);
         let started = Instant::now();
         let mut run = ChainRun::new(spec.clone(), state);
-        let decision = run.on_request(msg).await;
-        let errors = if case.complete && decision.is_ok() {
-            run.on_complete(&info).await
+        let mut admission = weir_core::chain::Admission::default();
+        let decision = weir_core::chain::request_phase(&mut run, &mut msg, &mut admission).await;
+        let errors = if case.complete && matches!(decision, Ok(None)) {
+            weir_core::chain::complete_phase(&mut run, &info).await
         } else {
             Vec::new()
         };
         drop(run);
         let elapsed = started.elapsed();
-        match decision.with_context(|| format!("{}: request {i}", case.label))? {
-            Decision::Continue(_) => {}
-            other => anyhow::bail!("{}: request {i} was not let through: {other:?}", case.label),
+        if let Some(stop) = decision.with_context(|| format!("{}: request {i}", case.label))? {
+            anyhow::bail!("{}: request {i} was not let through: {stop:?}", case.label);
         }
         if let Some(e) = errors.first() {
             anyhow::bail!("{}: on-complete of request {i} failed: {e}", case.label);
@@ -223,13 +226,14 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
                 .iter()
                 .find(|(n, _, _)| n == name)
                 .context("policy not loaded")?;
-            let qualified = format!("bench{c}/{name}#{i}");
+            let instance = format!("proxy:bench{c}/{name}@{i}");
             slots.push(SlotSpec {
                 policy: policy.clone(),
-                instance: format!("{name}#{i}"),
-                kv: Namespaced::new(kv.clone(), &qualified),
-                qualified,
+                kv: Namespaced::new(kv.clone(), &instance),
+                instance,
+                route: format!("bench{c}"),
                 config_json: config.clone(),
+                vectors: None,
                 allow_hosts: Vec::new(),
             });
         }

@@ -249,7 +249,7 @@ fn refusal(id: Option<&Value>, denial: &Denial, request_id: &str) -> Response {
     resp
 }
 
-async fn stopped<P: Platform, C: Chain>(
+fn stopped<P: Platform, C: Chain>(
     call: &Call<P>,
     chain: &C,
     stop: Stop,
@@ -303,7 +303,7 @@ async fn admitted<P: Platform, C: Chain>(
     };
     let mut admission = Admission::default();
     if let Some(stop) = chain::request_phase(chain, &mut message, &mut admission).await? {
-        return Ok(stopped(call, chain, stop, id, false).await);
+        return Ok(stopped(call, chain, stop, id, false));
     }
     let Some(server) = call.route.mcp.clone() else {
         return Err(GatewayError::Unavailable {
@@ -399,7 +399,7 @@ async fn admitted<P: Platform, C: Chain>(
     if (200..300).contains(&status)
         && let Some(stop) = chain::response_phase(chain, &mut message, chain.len()).await?
     {
-        return Ok(stopped(call, chain, stop, id, true).await);
+        return Ok(stopped(call, chain, stop, id, true));
     }
     let outcome = if (200..300).contains(&status) || status == 202 {
         Outcome::Success

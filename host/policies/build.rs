@@ -15,6 +15,8 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("weir-policy-noop", "NOOP"),
     ("weir-edge-runtime", "EDGE_RUNTIME"),
     ("weir-edge-gateway", "EDGE_GATEWAY"),
+    ("weir-edge-chain-link", "EDGE_CHAIN_LINK"),
+    ("weir-edge-chain-end", "EDGE_CHAIN_END"),
     ("weir-spin-http", "SPIN_HTTP"),
     ("weir-spin-platform", "SPIN_PLATFORM"),
 ];
@@ -52,6 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "noop",
         "edge-runtime",
         "gateway",
+        "chain-link",
+        "chain-end",
         "../core",
         "../core/llm",
         "../apps/spin",

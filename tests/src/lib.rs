@@ -212,6 +212,7 @@ impl TestEnv {
             config,
             GatewayOptions {
                 data_dir: Some(data_dir.clone()),
+                builtins: None,
             },
         )
         .await

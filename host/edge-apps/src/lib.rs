@@ -6,8 +6,9 @@
 //! 2. Writes the gateway plan (`weir_core::plan::Plan`): routes, chains, providers; secrets are
 //!    named, never included.
 //! 3. Composes one component (wac-graph, in process): the `gateway` component (weir-core's loop),
-//!    the `edge-runtime` component, and one instance per policy component in the slots (a no-op
-//!    policy in unused slots). The result imports only `weir:edge/platform` and WASI and exports
+//!    the `edge-runtime` component, and for each policy component one instance of it behind a
+//!    `chain-link`, the links chained to a `chain-end` (so a plan may use any number of policy
+//!    components). The result imports only `weir:edge/platform` and WASI and exports
 //!    `weir:edge/handler`. The policy component bytes are used as they are (their sha256 is in
 //!    the plan, so a test can compare them with what the self-hosted host runs).
 //! 4. Writes the app for the target (see [`Target`]). For Spin, the composition is wrapped once
@@ -18,12 +19,12 @@
 
 mod cloudflare;
 mod compose;
-mod plan;
+mod planner;
 mod spin;
 
 use std::path::{Path, PathBuf};
 
-pub use plan::{PolicyComponent, make_plan};
+pub use planner::{PolicyComponent, make_plan};
 
 /// Where the app runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

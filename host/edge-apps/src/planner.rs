@@ -4,18 +4,99 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use weir_config::GatewayConfig;
-use weir_core::plan::{PLAN_VERSION, Plan, PlanPolicy, PlanProvider, PlanRoute, PlanSlot};
-use weir_runtime::{Runtime, RuntimeOptions};
+use weir_config::{ChainEntry, GatewayConfig};
+use weir_core::RouteKind;
+use weir_core::plan::{
+    PLAN_VERSION, Plan, PlanMcpServer, PlanPolicy, PlanProvider, PlanRoute, PlanSlot,
+};
+use weir_runtime::{ContractVersion, Policy, Runtime, RuntimeOptions};
 
-/// The number of policy slots of the gateway component (`wit/edge/edge.wit`).
-pub const SLOTS: usize = 6;
-
-/// A policy component plugged into a slot.
+/// A policy component plugged into a link of the chain.
 #[derive(Debug, Clone)]
 pub struct PolicyComponent {
     pub name: String,
     pub bytes: Vec<u8>,
+}
+
+/// The components loaded so far and the slots (links) they were given.
+struct Slots {
+    runtime: Runtime,
+    available: HashMap<String, Vec<u8>>,
+    loaded: HashMap<String, std::sync::Arc<Policy>>,
+    components: Vec<PolicyComponent>,
+    plan: Vec<PlanSlot>,
+}
+
+impl Slots {
+    /// The plan entries of a chain, each validated by its component.
+    async fn chain(&mut self, entries: Vec<ChainEntry>) -> Result<Vec<PlanPolicy>, (String, String)> {
+        let mut policies = Vec::new();
+        for entry in entries {
+            let r = &entry.policy;
+            let path = &entry.path;
+            let Some(bytes) = self.available.get(&r.policy) else {
+                return Err((
+                    format!("{path}.policy"),
+                    format!("unknown policy `{}`", r.policy),
+                ));
+            };
+            if !self.loaded.contains_key(&r.policy) {
+                let policy = self
+                    .runtime
+                    .load(&r.policy, bytes)
+                    .map_err(|e| (format!("{path}.policy"), e.to_string()))?;
+                if policy.contract() != ContractVersion::V0_2 {
+                    return Err((
+                        format!("{path}.policy"),
+                        format!(
+                            "the policy `{}` was built against weir:policy@{}: the edge apps run \
+                             weir:policy@0.2.0 components only (rebuild it against \
+                             wit/policy-0.2; the self-hosted weir runs both)",
+                            r.policy,
+                            policy.contract().as_str()
+                        ),
+                    ));
+                }
+                self.loaded.insert(r.policy.clone(), policy);
+            }
+            let Some(policy) = self.loaded.get(&r.policy) else {
+                continue;
+            };
+            let config_json = r.config.to_string();
+            policy.validate_entry(path, &config_json).await?;
+            let slot = match self.components.iter().position(|s| s.name == r.policy) {
+                Some(s) => s,
+                None => {
+                    self.components.push(PolicyComponent {
+                        name: r.policy.clone(),
+                        bytes: bytes.clone(),
+                    });
+                    self.plan.push(PlanSlot {
+                        policy: r.policy.clone(),
+                        sha256: hex::encode(Sha256::digest(bytes)),
+                        phases: policy.info().phases.clone(),
+                    });
+                    self.components.len() - 1
+                }
+            };
+            policies.push(PlanPolicy {
+                slot: slot as u32,
+                instance: entry.instance.clone(),
+                namespace: entry.namespace.clone(),
+                config: config_json,
+                allow_hosts: r.allow_hosts.clone(),
+            });
+        }
+        Ok(policies)
+    }
+}
+
+fn prefix(context_path: &str) -> String {
+    if context_path == "/" {
+        String::new()
+    } else {
+        context_path.to_owned()
+    }
 }
 
 /// Builds the plan; errors are (config field path, message).
@@ -42,24 +123,17 @@ pub async fn make_plan(
         })?;
         available.insert(source.name.clone(), bytes);
     }
+    let mut slots = Slots {
+        runtime,
+        available,
+        loaded: HashMap::new(),
+        components: Vec::new(),
+        plan: Vec::new(),
+    };
 
-    let mut slots: Vec<PolicyComponent> = Vec::new();
-    let mut plan_slots: Vec<PlanSlot> = Vec::new();
-    let mut loaded = HashMap::new();
-    let mut routes = Vec::new();
+    let mut providers = Vec::new();
     let mut secrets: Vec<String> = Vec::new();
-    for (i, proxy) in config.proxies.iter().enumerate() {
-        let Some((pi, provider)) = config
-            .providers
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.name == proxy.provider)
-        else {
-            return Err((
-                format!("proxies[{i}].provider"),
-                format!("unknown provider `{}`", proxy.provider),
-            ));
-        };
+    for (pi, provider) in config.providers.iter().enumerate() {
         if provider.base_url.starts_with("builtin:") {
             return Err((
                 format!("providers[{pi}].base-url"),
@@ -77,11 +151,6 @@ pub async fn make_plan(
                 "AWS Bedrock signing and Azure deployment maps are served by the self-hosted weir only for now; at the edge use an OpenAI-compatible, Azure (model name = deployment), Anthropic or Gemini provider".to_owned(),
             ));
         }
-        if let Some(var) = &provider.api_key_env
-            && !secrets.contains(var)
-        {
-            secrets.push(var.clone());
-        }
         if provider.api_key.is_some() {
             return Err((
                 format!("providers[{pi}].api-key"),
@@ -89,75 +158,55 @@ pub async fn make_plan(
                     .into(),
             ));
         }
-        let chain = config.chain(i);
-        let mut policies = Vec::new();
-        for (k, (path, r)) in chain.iter().enumerate() {
-            let Some(bytes) = available.get(&r.policy) else {
-                return Err((
-                    format!("{path}.policy"),
-                    format!("unknown policy `{}`", r.policy),
-                ));
-            };
-            if !loaded.contains_key(&r.policy) {
-                let policy = runtime
-                    .load(&r.policy, bytes)
-                    .map_err(|e| (format!("{path}.policy"), e.to_string()))?;
-                loaded.insert(r.policy.clone(), policy);
-            }
-            let Some(policy) = loaded.get(&r.policy) else {
-                continue;
-            };
-            let config_json = r.config.to_string();
-            policy.validate_entry(path, &config_json).await?;
-            let slot = match slots.iter().position(|s| s.name == r.policy) {
-                Some(s) => s,
-                None => {
-                    if slots.len() == SLOTS {
-                        return Err((
-                            format!("{path}.policy"),
-                            format!(
-                                "an edge app can use at most {SLOTS} different policy components"
-                            ),
-                        ));
-                    }
-                    slots.push(PolicyComponent {
-                        name: r.policy.clone(),
-                        bytes: bytes.clone(),
-                    });
-                    plan_slots.push(PlanSlot {
-                        policy: r.policy.clone(),
-                        sha256: hex::encode(Sha256::digest(bytes)),
-                        phases: policy.info().phases.clone(),
-                    });
-                    slots.len() - 1
-                }
-            };
-            policies.push(PlanPolicy {
-                slot: slot as u32,
-                instance: format!("{}/{}#{k}", proxy.name, r.policy),
-                config: config_json,
-                allow_hosts: r.allow_hosts.clone(),
-            });
+        if let Some(var) = &provider.api_key_env
+            && !secrets.contains(var)
+        {
+            secrets.push(var.clone());
         }
+        providers.push(PlanProvider {
+            name: provider.name.clone(),
+            base_url: provider.base_url.trim_end_matches('/').to_owned(),
+            api_key_secret: provider.api_key_env.clone(),
+            timeout_ms: provider.timeout_ms,
+            expose: provider.expose.clone(),
+            kind: provider.kind,
+            api_version: provider.api_version.clone(),
+        });
+    }
+
+    let mut routes = Vec::new();
+    for (i, proxy) in config.proxies.iter().enumerate() {
+        let policies = slots.chain(config.chain(i)).await?;
         routes.push(PlanRoute {
             name: proxy.name.clone(),
-            prefix: if proxy.context_path == "/" {
-                String::new()
-            } else {
-                proxy.context_path.clone()
-            },
-            provider: PlanProvider {
-                name: provider.name.clone(),
-                base_url: provider.base_url.trim_end_matches('/').to_owned(),
-                api_key_secret: provider.api_key_env.clone(),
-                timeout_ms: provider.timeout_ms,
-                expose: provider.expose.clone(),
-                kind: serde_json::to_value(provider.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .filter(|k| k != "openai"),
-                api_version: provider.api_version.clone(),
-            },
+            prefix: prefix(&proxy.context_path),
+            kind: RouteKind::Llm,
+            provider: Some(proxy.provider.clone()),
+            mcp: None,
+            policies,
+        });
+    }
+    for (i, proxy) in config.mcp_proxies.iter().enumerate() {
+        let url = match &proxy.upstream {
+            weir_config::McpUpstream::Server { url } => url.clone(),
+            weir_config::McpUpstream::Openapi { .. } => {
+                return Err((
+                    format!("mcp-proxies[{i}].upstream"),
+                    "MCP proxies over an OpenAPI document are not served yet (weir or edge)"
+                        .into(),
+                ));
+            }
+        };
+        let policies = slots.chain(config.mcp_chain(i)).await?;
+        routes.push(PlanRoute {
+            name: proxy.name.clone(),
+            prefix: prefix(&proxy.context_path),
+            kind: RouteKind::Mcp,
+            provider: None,
+            mcp: Some(PlanMcpServer {
+                url,
+                timeout_ms: 60_000,
+            }),
             policies,
         });
     }
@@ -167,10 +216,11 @@ pub async fn make_plan(
             version: PLAN_VERSION,
             max_body_bytes: config.limits.max_body_bytes,
             max_response_bytes: config.limits.max_response_bytes,
+            providers,
             routes,
             secrets,
-            slots: plan_slots,
+            slots: slots.plan,
         },
-        slots,
+        slots.components,
     ))
 }

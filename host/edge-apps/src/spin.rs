@@ -61,12 +61,15 @@ fn origin(url: &str) -> Option<String> {
         .then(|| format!("{scheme}://{authority}"))
 }
 
-/// Every host the app may reach: the providers, and each policy's `allow-hosts` (any scheme
-/// and port, as the policy's own check is by host name).
+/// Every host the app may reach: the providers, the MCP servers, and each policy's
+/// `allow-hosts` (any scheme and port, as the policy's own check is by host name).
 fn outbound_hosts(plan: &Plan) -> Vec<String> {
     let mut hosts: Vec<String> = Vec::new();
+    for provider in &plan.providers {
+        hosts.extend(origin(&provider.base_url));
+    }
     for route in &plan.routes {
-        hosts.extend(origin(&route.provider.base_url));
+        hosts.extend(route.mcp.as_ref().and_then(|m| origin(&m.url)));
         for p in &route.policies {
             hosts.extend(p.allow_hosts.iter().map(|h| format!("*://{h}:*")));
         }

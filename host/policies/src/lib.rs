@@ -3,7 +3,7 @@
 //! `build.rs` compiles `components/` for `wasm32-wasip2`; this crate exposes the bytes, so the
 //! `weir` binary works from a fresh clone with no separate component build step. The
 //! `test-policy` component (deliberately misbehaving) is exposed for tests but not registered as
-//! a built-in by the gateway. `EDGE_GATEWAY` and `EDGE_RUNTIME` are the edge build's components
+//! a built-in by the gateway. `EDGE_GATEWAY`, `EDGE_RUNTIME`, `EDGE_CHAIN_LINK` and `EDGE_CHAIN_END` are the edge build's components
 //! (see `wit/edge/edge.wit`), composed with policies by `weir build`.
 //!
 //! ```

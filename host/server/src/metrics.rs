@@ -352,7 +352,28 @@ mod tests {
             upstream_latency_ms: Some(latency_ms / 2),
             error: (status >= 500).then_some("upstream_timeout"),
             cost_usd: None,
+            attempts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn renders_policy_metrics_with_policy_and_proxy_labels() {
+        use weir_runtime::PolicyMetrics;
+        let m = Metrics::default();
+        m.counter_add("cache", "faq", "cache_hits", 2, &[("layer".into(), "exact".into())]);
+        m.counter_add("cache", "faq", "cache_hits", 1, &[("layer".into(), "exact".into())]);
+        m.observe("cache", "faq", "lookup_seconds", 0.004, &[]);
+        let text = m.render();
+        assert!(text.contains("# TYPE weir_policy_cache_hits_total counter"), "{text}");
+        assert!(
+            text.contains("weir_policy_cache_hits_total{policy=\"cache\",proxy=\"faq\",layer=\"exact\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE weir_policy_lookup_seconds histogram"), "{text}");
+        assert!(
+            text.contains("weir_policy_lookup_seconds_bucket{policy=\"cache\",proxy=\"faq\",le=\"0.005\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -183,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
                 config,
                 weir_server::GatewayOptions {
                     data_dir: Some(cli.data_dir),
+                    builtins: Some(std::sync::Arc::new(BundledMock::default())),
                 },
             )
             .await
@@ -195,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
             let file = load_config(cli.config.as_ref())?;
             let options = weir_server::GatewayOptions {
                 data_dir: Some(cli.data_dir.clone()),
+                builtins: Some(std::sync::Arc::new(BundledMock::default())),
             };
             // With a controller, the stored resources are the truth (a new store is seeded
             // from the file); without one, the file is.
@@ -254,5 +256,37 @@ async fn main() -> anyhow::Result<()> {
                 .context("data plane failed")?;
             Ok(())
         }
+    }
+}
+
+/// `base-url: builtin:mock`: the mock provider bundled with the binary (offline demos and the
+/// default configuration), started on first use, in process.
+#[derive(Debug, Default)]
+struct BundledMock {
+    server: tokio::sync::OnceCell<weir_mock_upstream::MockServer>,
+}
+
+impl weir_server::BuiltinUpstreams for BundledMock {
+    fn base_url(&self, name: &str) -> futures::future::BoxFuture<'_, Result<String, String>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            if name != "mock" {
+                return Err(format!("unknown built-in upstream `builtin:{name}` (there is `builtin:mock`)"));
+            }
+            let mock = self
+                .server
+                .get_or_try_init(|| async {
+                    let mock = weir_mock_upstream::MockServer::start(
+                        ([127, 0, 0, 1], 0).into(),
+                        weir_mock_upstream::MockOptions::default(),
+                    )
+                    .await
+                    .map_err(|e| format!("starting the bundled mock provider: {e}"))?;
+                    tracing::info!(url = %mock.base_url(), "started the bundled mock provider");
+                    Ok::<_, String>(mock)
+                })
+                .await?;
+            Ok(mock.base_url().trim_end_matches('/').to_owned())
+        })
     }
 }

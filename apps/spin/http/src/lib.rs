@@ -5,8 +5,8 @@
 //! plan and the provider keys from Spin variables, reads the request body (at most one byte
 //! more than the plan's `max-body-bytes`, so the gateway answers 413 without the adapter ever
 //! holding an unbounded body), calls `weir:edge/handler.handle` — weir-core's request loop in
-//! the gateway component — and writes its answer back. Every decision about the request is the
-//! gateway's.
+//! the gateway component — and writes its answer back; a streamed answer is written piece by
+//! piece as `handler.next` produces it. Every decision about the request is the gateway's.
 //!
 //! Variables (see the `spin.toml` that `weir build --target spin` writes):
 //! - `weir_plan`: the gateway plan (JSON);
@@ -20,7 +20,7 @@ use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam
 mod bindings {
     wit_bindgen::generate!({
         world: "weir:spin/http",
-        path: ["../../../wit", "../../../wit/edge", "../wit"],
+        path: ["../../../wit/policy-0.2", "../../../wit/edge", "../wit"],
         generate_all,
     });
 }
@@ -67,6 +67,7 @@ mod entry {
 }
 
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
+    use futures::SinkExt;
     let response = serve(request).await;
     let headers: Vec<(String, Vec<u8>)> = response
         .headers
@@ -77,9 +78,26 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let fields = Fields::from_list(&headers).unwrap_or_else(|_| Fields::new());
     let outgoing = OutgoingResponse::new(fields);
     let _ = outgoing.set_status_code(response.status);
-    if let Err(e) = out.set_with_body(outgoing, response.body).await {
-        eprintln!("weir: writing the response failed: {e:?}");
+    let Some(stream) = response.stream else {
+        if let Err(e) = out.set_with_body(outgoing, response.body).await {
+            eprintln!("weir: writing the response failed: {e:?}");
+        }
+        return;
+    };
+    // A streamed answer: each piece goes out as the gateway produces it.
+    let mut body = outgoing.take_body();
+    out.set(outgoing);
+    while let Some(chunk) = handler::next(stream) {
+        if chunk.is_empty() {
+            continue;
+        }
+        if let Err(e) = body.send(chunk).await {
+            eprintln!("weir: the client went away ({e:?}); reading the rest for the usage");
+            handler::abandon(stream);
+            return;
+        }
     }
+    let _ = body.close().await;
 }
 
 async fn serve(request: IncomingRequest) -> handler::Response {
@@ -167,6 +185,7 @@ fn internal_error(code: &str, message: &str) -> handler::Response {
         status: 500,
         headers: vec![("content-type".into(), "application/json".into())],
         body: body.to_string().into_bytes(),
+        stream: None,
     }
 }
 

@@ -1,13 +1,37 @@
-//! `platform.fetch` over `wasi:http/outgoing-handler@0.2.0`: one whole request, one whole
-//! response, blocking on the WASI pollables (the gateway's calls are synchronous).
+//! `platform.fetch` over `wasi:http/outgoing-handler@0.2.0`: the whole request, then the
+//! response's head; its body is read piece by piece with `read-body` (so streams stay
+//! streams), blocking on the WASI pollables (the gateway's calls are synchronous).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
     ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
-use wasi::io::streams::StreamError;
+use wasi::io::streams::{InputStream, StreamError};
 
-use crate::bindings::exports::weir::edge::platform::{HttpError, HttpRequest, HttpResponse};
+use crate::bindings::exports::weir::edge::platform::{HttpError, HttpHead, HttpRequest};
+
+/// A response body being read. The stream is a child of the body: it is dropped first.
+struct Body {
+    stream: Option<InputStream>,
+    body: Option<IncomingBody>,
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        drop(self.stream.take());
+        if let Some(body) = self.body.take() {
+            drop(IncomingBody::finish(body));
+        }
+    }
+}
+
+thread_local! {
+    static BODIES: RefCell<HashMap<u32, Body>> = RefCell::new(HashMap::new());
+    static NEXT_BODY: RefCell<u32> = const { RefCell::new(1) };
+}
 
 /// Bytes per write: `blocking-write-and-flush` accepts at most 4096 at a time.
 const WRITE_CHUNK: usize = 4096;
@@ -76,7 +100,7 @@ fn http_error(e: ErrorCode) -> HttpError {
     }
 }
 
-pub(crate) fn send(request: HttpRequest) -> Result<HttpResponse, HttpError> {
+pub(crate) fn send(request: HttpRequest) -> Result<HttpHead, HttpError> {
     let Some((scheme, authority, path)) = split_url(&request.url) else {
         return Err(HttpError::Failed(format!(
             "`{}` is not an absolute http(s) URL",
@@ -146,27 +170,65 @@ pub(crate) fn send(request: HttpRequest) -> Result<HttpResponse, HttpError> {
     let incoming = response
         .consume()
         .map_err(|()| HttpError::Failed("the response body was already taken".into()))?;
-    let body = read_all(&incoming)?;
-    drop(IncomingBody::finish(incoming));
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn read_all(incoming: &IncomingBody) -> Result<Vec<u8>, HttpError> {
     let stream = incoming
         .stream()
         .map_err(|()| HttpError::Failed("the response body stream was already taken".into()))?;
-    let mut body = Vec::new();
-    loop {
-        match stream.blocking_read(READ_CHUNK) {
-            Ok(chunk) => body.extend_from_slice(&chunk),
-            Err(StreamError::Closed) => return Ok(body),
-            Err(e) => return Err(stream_error("reading the response body", e)),
+    let id = NEXT_BODY.with(|n| {
+        let mut n = n.borrow_mut();
+        let id = *n;
+        *n = n.wrapping_add(1).max(1);
+        id
+    });
+    BODIES.with(|b| {
+        b.borrow_mut().insert(
+            id,
+            Body {
+                stream: Some(stream),
+                body: Some(incoming),
+            },
+        )
+    });
+    Ok(HttpHead {
+        status,
+        headers,
+        body: id,
+    })
+}
+
+/// The next bytes of body `id`, waiting at most `timeout_ms`; `None` at its end (the body is
+/// released then).
+pub(crate) fn read(id: u32, timeout_ms: u32) -> Result<Option<Vec<u8>>, HttpError> {
+    let result = BODIES.with(|b| {
+        let bodies = b.borrow();
+        let Some(body) = bodies.get(&id) else {
+            return Err(HttpError::Failed(format!("no response body {id}")));
+        };
+        let Some(stream) = &body.stream else {
+            return Ok(None);
+        };
+        let ready = stream.subscribe();
+        let timer = wasi::clocks::monotonic_clock::subscribe_duration(
+            u64::from(timeout_ms).saturating_mul(1_000_000),
+        );
+        let woken = wasi::io::poll::poll(&[&ready, &timer]);
+        if !woken.contains(&0) {
+            return Err(HttpError::Timeout);
         }
+        match stream.read(READ_CHUNK) {
+            Ok(chunk) => Ok(Some(chunk)),
+            Err(StreamError::Closed) => Ok(None),
+            Err(e) => Err(stream_error("reading the response body", e)),
+        }
+    });
+    if !matches!(result, Ok(Some(_))) {
+        close(id);
     }
+    result
+}
+
+/// Releases body `id`.
+pub(crate) fn close(id: u32) {
+    BODIES.with(|b| drop(b.borrow_mut().remove(&id)));
 }
 
 fn stream_error(what: &str, e: StreamError) -> HttpError {

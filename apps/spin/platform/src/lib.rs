@@ -21,13 +21,13 @@ use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 mod bindings {
     wit_bindgen::generate!({
         world: "weir:spin/platform",
-        path: ["../../../wit", "../../../wit/edge", "../wit"],
+        path: ["../../../wit/policy-0.2", "../../../wit/edge", "../wit"],
         generate_all,
     });
 }
 
 use bindings::exports::weir::edge::platform::{
-    self, HttpError, HttpRequest, HttpResponse, KvError,
+    self, HttpError, HttpHead, HttpRequest, KvError,
 };
 
 /// The Spin key-value store the gateway uses (`key_value_stores = ["default"]` in spin.toml).
@@ -128,9 +128,21 @@ impl platform::Guest for Platform {
         eprintln!("weir {level} {message}");
     }
 
-    fn fetch(request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    fn fetch(request: HttpRequest) -> Result<HttpHead, HttpError> {
         fetch::send(request)
     }
+
+    fn read_body(body: u32, timeout_ms: u32) -> Result<Option<Vec<u8>>, HttpError> {
+        fetch::read(body, timeout_ms)
+    }
+
+    fn close_body(body: u32) {
+        fetch::close(body);
+    }
+
+    /// Spin cannot report a trapped policy by name: the whole instance ends with the trap, this
+    /// component included, and Spin answers a plain 500 (see the README's edge limits).
+    fn entering(_instance: String, _phase: String) {}
 
     fn now_ms() -> u64 {
         now_ms()

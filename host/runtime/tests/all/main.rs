@@ -1,5 +1,5 @@
 //! Runtime tests with the real policy components from components/.
-#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
+#![allow(clippy::unwrap_used, clippy::panic, reason = "test helpers fail loudly")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
