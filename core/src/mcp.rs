@@ -237,6 +237,10 @@ enum Exit<B> {
     Stream(u16, Headers, B),
 }
 
+/// A policy's refusal as a JSON-RPC error. A refusal the client acts on at the HTTP level keeps
+/// its status (401: authenticate; 429: back off; 5xx); any other (a tool not allowed...) is a
+/// JSON-RPC error in a 200 answer, as MCP servers answer refused requests, with the policy's
+/// status in `data.status`.
 fn refusal(id: Option<&Value>, denial: &Denial, request_id: &str) -> Response {
     let status = if (400..600).contains(&denial.status) {
         denial.status
@@ -244,7 +248,12 @@ fn refusal(id: Option<&Value>, denial: &Denial, request_id: &str) -> Response {
         403
     };
     let body = error_body(id, status, &denial.code, &denial.message, request_id);
-    let mut resp = Response::json(status, body, request_id);
+    let http = if status == 401 || status == 429 || status >= 500 {
+        status
+    } else {
+        200
+    };
+    let mut resp = Response::json(http, body, request_id);
     render::add_headers(&mut resp.headers, &denial.headers);
     resp
 }

@@ -36,7 +36,7 @@ async fn health_ready_metrics_and_config() {
         r#"weir_requests_total{proxy="main",endpoint="chat/completions",status="200",outcome="success"} 1"#,
         r#"weir_requests_total{proxy="main",endpoint="chat/completions",status="401",outcome="denied"} 1"#,
         r#"weir_tokens_total{provider="mock",model="mock-gpt",consumer="alice",type="completion"} 3"#,
-        r#"weir_policy_denials_total{proxy="main",policy="main/auth#0",code="invalid_api_key"} 1"#,
+        r#"weir_policy_denials_total{proxy="main",policy="proxy:main/auth",code="invalid_api_key"} 1"#,
         r#"weir_request_duration_seconds_count{proxy="main"} 3"#,
         // The denied request never went upstream.
         r#"weir_upstream_duration_seconds_count{provider="mock"} 2"#,

@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -199,6 +200,35 @@ CAPTURE_COMPLETION = {
     ],
     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
 }
+
+
+@pytest.fixture(scope="session")
+def mcp_server(tmp_path_factory):
+    """A real MCP server (tests/python/mcp_server.py, the official SDK) on a free port; its URL."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("mcp") / "mcp.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "python" / "mcp_server.py"), str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    url = f"http://127.0.0.1:{port}/mcp"
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the MCP server exited with {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_process(proc)
+                raise RuntimeError(f"the MCP server did not listen within 30 s:\n{log_path.read_text()}")
+            time.sleep(0.1)
+    yield url
+    stop_process(proc)
 
 
 @pytest.fixture(scope="session")

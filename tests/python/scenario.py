@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio
 import openai
 import yaml
 
-ACTIONS = ("chat", "exhaust", "restart", "concurrent", "log-clean")
+ACTIONS = ("chat", "exhaust", "restart", "concurrent", "log-clean", "mcp", "metric")
 PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
@@ -35,6 +36,8 @@ class Target(Protocol):
 
     def log_text(self) -> str: ...
 
+    def metric_total(self, name: str) -> float: ...
+
 
 @dataclass(frozen=True)
 class Step:
@@ -43,6 +46,8 @@ class Step:
     action: str | None  # one of ACTIONS, or None for a step that only waits (`window`)
     args: dict[str, Any]
     expect: dict[str, Any]
+    # Per target, what replaces `expect` there (a target's stated limit, e.g. Spin's bare 500).
+    expect_on: dict[str, dict[str, Any]]
     requires: frozenset[str]
     window_seconds: float | None
     same_window: bool
@@ -76,6 +81,7 @@ class Scenario:
                     action=action,
                     args=dict(raw.get(action) or {}) if action else {},
                     expect=dict(raw.get("expect") or {}),
+                    expect_on={k: dict(v) for k, v in (raw.get("expect-on") or {}).items()},
                     requires=frozenset(raw.get("requires", [])),
                     window_seconds=(raw.get("window") or {}).get("seconds"),
                     same_window=bool(raw.get("same-window", False)),
@@ -154,11 +160,41 @@ class Run:
                 "reset and the check means nothing: the steps since the last `window` took too long"
             )
 
+    def expect(self, step: Step) -> dict[str, Any]:
+        return step.expect_on.get(self.target.name, step.expect)
+
     def _chat(self, step: Step) -> None:
         out = self.chat(step.args)
-        self.check(out, step.expect)
+        self.check(out, self.expect(step))
+
+    def _mcp(self, step: Step) -> None:
+        """An MCP session through the gateway with the official `mcp` client."""
+        expect = self.expect(step)
+        url = f"{self.target.base_url}{step.args['path']}"
+        tools, text, error = anyio.run(mcp_session, url, step.args.get("call"), step.args.get("arguments") or {})
+        for name in expect.get("tools", []):
+            assert name in tools, f"tool {name!r} not listed: {tools}"
+        if "text" in expect:
+            assert error is None, f"expected a result, got the error {error}"
+            assert text == str(expect["text"]), f"expected {expect['text']!r}, got {text!r}"
+        if "error-code" in expect:
+            assert error is not None, f"expected the error {expect['error-code']}, got the result {text!r}"
+            assert expect["error-code"] in error, f"expected {expect['error-code']!r} in the error {error!r}"
+
+    def _metric(self, step: Step) -> None:
+        # The edge apps write metrics to their log, which reaches the log file a moment later.
+        deadline = time.monotonic() + 10
+        while True:
+            total = self.target.metric_total(step.args["name"])
+            if total >= float(step.args["at-least"]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert total >= float(step.args["at-least"]), (
+            f"metric {step.args['name']} totals {total} on {self.target.name}, expected at least {step.args['at-least']}"
+        )
 
     def _exhaust(self, step: Step) -> None:
+        expect = self.expect(step)
         admitted = 0
         for _ in range(int(step.args.get("max-requests", 50))):
             out = self.chat(step.args)
@@ -168,7 +204,7 @@ class Run:
         else:
             raise AssertionError(f"no request was refused after {admitted} admitted ones")
         assert admitted >= 1, f"the first request was already refused: {out.describe()}"
-        self.check(out, step.expect)
+        self.check(out, expect)
 
     def _restart(self, _step: Step) -> None:
         self.target.restart()
@@ -220,17 +256,25 @@ class Run:
         return math.ceil(len(messages.encode()) / 3) + req["max_tokens"]
 
     def chat(self, args: dict[str, Any]) -> Outcome:
-        key = {"consumer": self.keys.consumer, "wrong": self.keys.wrong}[args.get("key", "consumer")]
+        key = {"consumer": self.keys.consumer, "wrong": self.keys.wrong, "none": "none"}[args.get("key", "consumer")]
         path = args.get("path", "").rstrip("/")
         client = openai.OpenAI(base_url=f"{self.target.base_url}{path}/v1", api_key=key, max_retries=0, timeout=60)
+        request = self.request(args)
         try:
-            raw = client.chat.completions.with_raw_response.create(**self.request(args))
+            if args.get("stream"):
+                raw = client.chat.completions.with_raw_response.create(**request, stream=True)
+                pieces = [c.choices[0].delta.content or "" for c in raw.parse() if c.choices]
+                return Outcome(raw.status_code, {k.lower(): v for k, v in raw.headers.items()}, None, content="".join(pieces))
+            raw = client.chat.completions.with_raw_response.create(**request)
         except openai.APIStatusError as e:
             try:
                 body = e.response.json()
             except ValueError:
                 body = {"text": e.response.text}
             return Outcome(e.status_code, {k.lower(): v for k, v in e.response.headers.items()}, body)
+        except openai.APIError as e:
+            # An error event inside a stream.
+            return Outcome(200, {}, {"error": {"code": getattr(e, "code", None), "message": str(e)}})
         completion = raw.parse()
         return Outcome(
             raw.status_code,
@@ -247,6 +291,13 @@ class Run:
         if "content" in expect:
             assert out.content == expect["content"], f"expected content {expect['content']!r}, got {out.content!r}"
         error = (out.body or {}).get("error") if isinstance(out.body, dict) else None
+        if "model" in expect:
+            assert isinstance(out.body, dict) and out.body.get("model") == expect["model"], (
+                f"expected model {expect['model']!r}, got {out.describe()}"
+            )
+        if "body-text" in expect:
+            text = json.dumps(out.body) if isinstance(out.body, dict) else str(out.body)
+            assert expect["body-text"] in text, f"expected {expect['body-text']!r} in {out.describe()}"
         for field_name, key in (("error-code", "code"), ("error-type", "type")):
             if field_name in expect:
                 assert error is not None, f"expected an OpenAI error object, got {out.describe()}"
@@ -260,6 +311,30 @@ class Run:
             assert out.headers.get(name.lower()) == str(value), (
                 f"expected header {name}: {value}, got {out.headers.get(name.lower())!r}"
             )
+        for name, prefix in (expect.get("header-prefixes") or {}).items():
+            got = out.headers.get(name.lower()) or ""
+            assert got.startswith(str(prefix)), f"expected header {name} to start with {prefix!r}, got {got!r}"
+        if "error-message-contains" in expect:
+            error = (out.body or {}).get("error") or {}
+            assert expect["error-message-contains"] in (error.get("message") or ""), out.describe()
+
+
+async def mcp_session(url: str, call: str | None, arguments: dict[str, Any]) -> tuple[list[str], str | None, str | None]:
+    """Lists the tools and calls one with the official client; returns (tools, text, error)."""
+    from mcp import Client
+    from mcp.shared.exceptions import MCPError
+
+    async with Client(url) as client:
+        listed = await client.list_tools()
+        tools = [t.name for t in listed.tools]
+        if call is None:
+            return tools, None, None
+        try:
+            result = await client.call_tool(call, arguments)
+        except MCPError as e:
+            return tools, None, f"{e.error.message} {json.dumps(e.error.data)}"
+        text = "".join(getattr(c, "text", "") for c in result.content)
+        return tools, text, None
 
 
 # --- the per-minute window

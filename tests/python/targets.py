@@ -16,7 +16,9 @@ log (stdout and stderr) in a file for the log checks and for failure reports.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from conftest import ROOT, _binary, _wait_ready, free_port, stop_process
 
@@ -62,6 +65,19 @@ class Target:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def metric_total(self, name: str) -> float:
+        """At the edge, policies' metrics are log lines `metric {json}`: the sum of a counter's
+        values, or the number of a histogram's observations."""
+        total = 0.0
+        for m in re.finditer(r"metric (\{.*\})", self.log_text()):
+            try:
+                line = json.loads(m.group(1))
+            except ValueError:
+                continue
+            if line.get("name") == name:
+                total += float(line["value"]) if line.get("kind") == "counter" else 1.0
+        return total
 
     def weir_edge_apps(self, target: str, out: Path) -> None:
         """`weir build --target TARGET` of this target's config into `out`."""
@@ -106,6 +122,19 @@ class SelfHosted(Target):
         self.data_dir = workdir / "data"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
         self.env.update(MOCK_UPSTREAM_KEY=upstream_key, NO_COLOR="1", WEIR_LOG="info,weir=debug,weir_server=debug")
+
+    def metric_total(self, name: str) -> float:
+        """From the admin listener's Prometheus text: `weir_policy_<name>_total` (a counter) or
+        `weir_policy_<name>_count` (a histogram's observations), summed over their series."""
+        admin = yaml.safe_load(self.config_path.read_text()).get("admin-listen")
+        assert admin, "the scenario's configuration needs `admin-listen` for metrics on weir"
+        text = httpx.get(f"http://{admin}/metrics", timeout=10).text
+        total = 0.0
+        for line in text.splitlines():
+            for family in (f"weir_policy_{name}_total{{", f"weir_policy_{name}_count{{"):
+                if line.startswith(family):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:

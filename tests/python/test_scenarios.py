@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import targets
-from conftest import ROOT, MockUpstream, sha256_hex
+from conftest import ROOT, MockUpstream, free_port, sha256_hex
 from scenario import Keys, Run, Scenario
 
 SCENARIOS = [Scenario.load(p) for p in sorted((ROOT / "tests" / "scenarios").glob("*.yaml"))]
@@ -43,6 +43,7 @@ class Deployments:
 
     tmp_path_factory: pytest.TempPathFactory
     mock: MockUpstream
+    mcp_url: str
     upstream_key: str = field(repr=False)
     runs: dict[tuple[str, str], Deployment] = field(default_factory=dict)
     running: tuple[str, str] | None = None
@@ -60,7 +61,15 @@ class Deployments:
             wrong="sk-wrong-" + secrets.token_hex(16),
             upstream=self.upstream_key,
         )
-        config = scenario.config_yaml({"MOCK_URL": self.mock.url, "CONSUMER_KEY_SHA256": sha256_hex(keys.consumer)})
+        config = scenario.config_yaml(
+            {
+                "MOCK_URL": self.mock.url,
+                "CONSUMER_KEY_SHA256": sha256_hex(keys.consumer),
+                "MCP_URL": self.mcp_url,
+                "TEST_POLICY_WASM": str(TEST_POLICY_WASM),
+                "ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
+            }
+        )
         workdir = self.tmp_path_factory.mktemp(f"{scenario.name}-{target}")
         error = None
         try:
@@ -84,9 +93,13 @@ class Deployments:
                 dep.run.target.stop()
 
 
+# The test policy component as built for the host (custom policy files in scenarios).
+TEST_POLICY_WASM = ROOT / "components" / "target" / "wasm32-wasip2" / "release" / "weir_policy_test_policy.wasm"
+
+
 @pytest.fixture(scope="module")
-def deployments(tmp_path_factory, mock_upstream, keys):
-    d = Deployments(tmp_path_factory, mock_upstream, keys.upstream)
+def deployments(tmp_path_factory, mock_upstream, mcp_server, keys):
+    d = Deployments(tmp_path_factory, mock_upstream, mcp_server, keys.upstream)
     yield d
     d.stop_all()
 

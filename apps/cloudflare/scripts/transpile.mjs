@@ -14,10 +14,11 @@ import { fileURLToPath } from 'node:url';
 const APP = dirname(dirname(fileURLToPath(import.meta.url)));
 const JCO = join(APP, 'node_modules/@bytecodealliance/jco/dist/jco.js');
 
-const PLATFORM = 'weir:edge/platform@0.1.0';
+const PLATFORM = 'weir:edge/platform@0.2.0';
+const HANDLER = 'weir:edge/handler@0.2.0';
 /** The platform functions backed by async Worker APIs (JSPI suspends the component on them). */
-export const ASYNC_IMPORTS = ['kv-get', 'kv-set', 'kv-delete', 'kv-increment', 'fetch'].map((f) => `${PLATFORM}#${f}`);
-export const ASYNC_EXPORTS = ['weir:edge/handler@0.1.0#handle'];
+export const ASYNC_IMPORTS = ['kv-get', 'kv-set', 'kv-delete', 'kv-increment', 'fetch', 'read-body'].map((f) => `${PLATFORM}#${f}`);
+export const ASYNC_EXPORTS = ['handle', 'next', 'abandon', 'trapped'].map((f) => `${HANDLER}#${f}`);
 
 /** The arguments after `node jco.js`. */
 export function jcoArgs(component, outDir) {

@@ -88,9 +88,10 @@ fn a_method_filter_denial_is_a_json_rpc_error_with_the_id() {
             })
         })],
     );
-    assert_eq!(out.status, 403);
+    assert_eq!(out.status, 200, "a refused tool is a JSON-RPC error, not an HTTP one");
     let body = out.json();
     assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["error"]["data"]["status"], 403);
     assert_eq!(body["id"], 7);
     assert_eq!(body["error"]["code"], -32000);
     assert_eq!(body["error"]["data"]["code"], "tool_not_allowed");

@@ -10,7 +10,16 @@ const WORKER_JS: &str = include_str!("../../../apps/cloudflare/template/src/work
 const WASI_JS: &str = include_str!("../../../apps/cloudflare/template/src/wasi.js");
 const WRANGLER_TOML: &str = include_str!("../../../apps/cloudflare/template/wrangler.toml");
 
-const ASYNC_IMPORTS: &[&str] = &["kv-get", "kv-set", "kv-delete", "kv-increment", "fetch"];
+const ASYNC_IMPORTS: &[&str] = &[
+    "kv-get",
+    "kv-set",
+    "kv-delete",
+    "kv-increment",
+    "fetch",
+    "read-body",
+];
+/// The handler functions that may suspend (they call async imports).
+const ASYNC_EXPORTS: &[&str] = &["handle", "next", "abandon", "trapped"];
 
 /// Finds a tool: the explicit option, then an environment variable, then apps/cloudflare's
 /// node_modules below the current directory.
@@ -97,11 +106,13 @@ pub(crate) fn write_app(
             "--async-imports",
         ]);
     for f in ASYNC_IMPORTS {
-        cmd.arg(format!("weir:edge/platform@0.1.0#{f}"));
+        cmd.arg(format!("weir:edge/platform@0.2.0#{f}"));
+    }
+    cmd.arg("--async-exports");
+    for f in ASYNC_EXPORTS {
+        cmd.arg(format!("weir:edge/handler@0.2.0#{f}"));
     }
     cmd.args([
-        "--async-exports",
-        "weir:edge/handler@0.1.0#handle",
         "--no-typescript",
         "--no-nodejs-compat",
         "--quiet",

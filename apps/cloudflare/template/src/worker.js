@@ -12,8 +12,12 @@
 // `weir:edge/platform` with the platform's own APIs, and calls `weir:edge/handler.handle`:
 //   kv-get / kv-set / kv-delete  Workers KV, binding WEIR_KV (eventually consistent)
 //   kv-increment                 Durable Object WeirCounter, one per key (exact under concurrency)
-//   fetch                        global fetch with a timeout
+//   fetch / read-body            global fetch with a timeout; bodies are read piece by piece
 //   log                          console
+// A streamed answer goes out as a ReadableStream fed by `handler.next`; if the client goes away,
+// `handler.abandon` reads the upstream to its end (ctx.waitUntil) so its usage is recorded.
+// If a policy traps, the instance is gone: a fresh one renders the error naming the policy
+// (`handler.trapped`), from the last policy the gateway said it was entering.
 //
 // Counters and values are separate spaces here: a `kv-get` does not see a counter made by
 // `kv-increment` (the self-hosted store has one space). Policies use a key for one or the other.
@@ -25,6 +29,7 @@ import planText from './plan.json';
 import { strictImports, wasiImports } from './wasi.js';
 
 const PLAN = parsePlan(planText);
+const HANDLER = 'weir:edge/handler@0.2.0';
 
 function parsePlan(text) {
   const plan = JSON.parse(text);
@@ -35,27 +40,69 @@ function parsePlan(text) {
   return { text, secrets };
 }
 
+/** A gateway instance for one request, with its platform. */
+async function gatewayFor(env) {
+  const wasi = wasiImports();
+  const platform = makePlatform(env);
+  const imports = strictImports({ ...wasi.imports, 'weir:edge/platform': platform });
+  const gateway = await instantiate(coreModule, imports);
+  return { handler: gateway[HANDLER], wasi, platform };
+}
+
 export default {
-  async fetch(request, env, _ctx) {
+  async fetch(request, env, ctx) {
     const secrets = readSecrets(env);
-    let wasi;
+    let instance;
+    let handlerRequest;
     try {
-      wasi = wasiImports();
-      const imports = strictImports({ ...wasi.imports, 'weir:edge/platform': platform(env) });
-      const gateway = await instantiate(coreModule, imports);
-      const response = await gateway['weir:edge/handler@0.1.0'].handle(
-        PLAN.text,
-        secrets,
-        await toHandlerRequest(request),
-      );
-      return toResponse(response);
+      handlerRequest = await toHandlerRequest(request);
+      instance = await gatewayFor(env);
+      const response = await instance.handler.handle(PLAN.text, secrets, handlerRequest);
+      if (response.stream === undefined) {
+        instance.wasi.drain();
+        return toResponse(response, response.body);
+      }
+      return toResponse(response, streamBody(instance, response.stream, ctx, env, handlerRequest, secrets));
     } catch (error) {
-      return internalError(error, secrets);
-    } finally {
-      wasi?.drain();
+      instance?.wasi.drain();
+      return await failed(error, instance, env, handlerRequest, secrets);
     }
   },
 };
+
+/** The body of a streamed answer: each `next` of the gateway as it comes. */
+function streamBody(instance, stream, ctx, env, handlerRequest, secrets) {
+  let finished = false;
+  return new ReadableStream({
+    async pull(controller) {
+      try {
+        const chunk = await instance.handler.next(stream);
+        if (chunk === undefined) {
+          finished = true;
+          instance.wasi.drain();
+          controller.close();
+        } else if (chunk.length > 0) {
+          controller.enqueue(chunk);
+        }
+      } catch (error) {
+        finished = true;
+        instance.wasi.drain();
+        reportFailure(error, instance, secrets);
+        controller.error(error);
+      }
+    },
+    cancel() {
+      if (finished) return;
+      // The client went away: read the rest for the usage, send nothing.
+      ctx.waitUntil(
+        instance.handler
+          .abandon(stream)
+          .catch((error) => reportFailure(error, instance, secrets))
+          .finally(() => instance.wasi.drain()),
+      );
+    },
+  });
+}
 
 function coreModule(name) {
   const module = coreModules[name];
@@ -95,7 +142,7 @@ async function toHandlerRequest(request) {
 const RUNTIME_HEADERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive']);
 const NULL_BODY_STATUS = new Set([101, 204, 205, 304]);
 
-function toResponse({ status, headers, body }) {
+function toResponse({ status, headers }, body) {
   const out = new Headers();
   for (const [name, value] of headers) {
     if (!RUNTIME_HEADERS.has(name.toLowerCase())) out.append(name, value);
@@ -103,14 +150,35 @@ function toResponse({ status, headers, body }) {
   return new Response(NULL_BODY_STATUS.has(status) ? null : body, { status, headers: out });
 }
 
-/** A 500 in the OpenAI error format. The details go to the log only, with secrets removed. */
-function internalError(error, secrets) {
-  const requestId = `req_edge_${hex(crypto.getRandomValues(new Uint8Array(12)))}`;
+/** Logs a failure with secrets removed. */
+function reportFailure(error, instance, secrets) {
   let detail = error instanceof Error ? `${error.name}: ${error.message}\n${error.stack ?? ''}` : String(error);
   for (const [, value] of secrets) {
     if (value) detail = detail.replaceAll(value, '[redacted]');
   }
-  console.error(`weir: ${requestId}: the gateway failed: ${detail}`);
+  const where = instance?.platform.entered;
+  console.error(`weir: the gateway failed${where ? ` in ${where.phase} of policy ${where.instance}` : ''}: ${detail}`);
+}
+
+/**
+ * The answer when the gateway failed: if a policy trapped, a fresh instance renders the error
+ * naming it in the client's format; otherwise a 500 in the OpenAI error format. Details go to
+ * the log only, with secrets removed.
+ */
+async function failed(error, instance, env, handlerRequest, secrets) {
+  reportFailure(error, instance, secrets);
+  const where = instance?.platform.entered;
+  if (where && handlerRequest && error instanceof WebAssembly.RuntimeError) {
+    try {
+      const fresh = await gatewayFor(env);
+      const response = await fresh.handler.trapped(PLAN.text, handlerRequest, where.instance, where.phase, error.message);
+      fresh.wasi.drain();
+      return toResponse(response, response.body);
+    } catch (again) {
+      reportFailure(again, undefined, secrets);
+    }
+  }
+  const requestId = `req_edge_${hex(crypto.getRandomValues(new Uint8Array(12)))}`;
   const body = {
     error: {
       message: `The gateway failed to handle the request (request id ${requestId}).`,
@@ -139,10 +207,14 @@ const kvError = (tag, message) => ({ tag: 'err', val: { tag, val: message } });
 const describe = (e) => (e instanceof Error ? e.message : String(e));
 
 /** The platform imports for one request. A failure is returned as the WIT error, never thrown. */
-function platform(env) {
+function makePlatform(env) {
   const kv = env.WEIR_KV;
   const counters = env.WEIR_COUNTERS;
-  return {
+  const bodies = new Map();
+  let nextBody = 1;
+  const platform = {
+    /** The policy the gateway last said it was entering (named if the composition traps). */
+    entered: undefined,
     async kvGet(key) {
       if (!kv) return kvError('unavailable', 'the WEIR_KV binding is missing (wrangler.toml)');
       try {
@@ -193,17 +265,57 @@ function platform(env) {
           redirect: 'manual',
           signal: AbortSignal.timeout(Math.max(1, request.timeoutMs)),
         });
-        const body = new Uint8Array(await response.arrayBuffer());
-        return { status: response.status, headers: [...response.headers], body };
+        const id = nextBody++;
+        bodies.set(id, response.body ? response.body.getReader() : null);
+        return { status: response.status, headers: [...response.headers], body: id };
       } catch (e) {
         if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return { tag: 'err', val: { tag: 'timeout' } };
         return { tag: 'err', val: { tag: 'failed', val: describe(e) } };
       }
     },
+    async readBody(id, timeoutMs) {
+      const reader = bodies.get(id);
+      if (reader === undefined) return { tag: 'err', val: { tag: 'failed', val: `no response body ${id}` } };
+      if (reader === null) {
+        bodies.delete(id);
+        return undefined;
+      }
+      let timer;
+      const timeout = new Promise((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), Math.max(1, timeoutMs));
+      });
+      try {
+        const read = await Promise.race([reader.read(), timeout]);
+        if (read === 'timeout') {
+          bodies.delete(id);
+          reader.cancel().catch(() => {});
+          return { tag: 'err', val: { tag: 'timeout' } };
+        }
+        if (read.done) {
+          bodies.delete(id);
+          return undefined;
+        }
+        return read.value;
+      } catch (e) {
+        bodies.delete(id);
+        return { tag: 'err', val: { tag: 'failed', val: describe(e) } };
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    closeBody(id) {
+      const reader = bodies.get(id);
+      bodies.delete(id);
+      reader?.cancel().catch(() => {});
+    },
+    entering(instance, phase) {
+      platform.entered = { instance, phase };
+    },
     nowMs() {
       return BigInt(Date.now());
     },
   };
+  return platform;
 }
 
 const OUTBOUND_SKIP = new Set(['host', ...RUNTIME_HEADERS]);

@@ -4,14 +4,14 @@
 // build. Its component imports a broad set of WASI 0.2 (StarlingMonkey), which also exercises
 // wasi.js.
 
-import { fetch as platformFetch, kvDelete, kvGet, kvIncrement, kvSet, log, nowMs } from 'weir:edge/platform@0.1.0';
+import { fetch as platformFetch, kvDelete, kvGet, kvIncrement, kvSet, log, nowMs, readBody } from 'weir:edge/platform@0.2.0';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 function json(status, value) {
   const text = JSON.stringify(value, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
-  return { status, headers: [['content-type', 'application/json'], ['x-fake', 'yes']], body: enc.encode(text) };
+  return { status, headers: [['content-type', 'application/json'], ['x-fake', 'yes']], body: enc.encode(text), stream: undefined };
 }
 
 const optionalBigInt = (s) => (s ? BigInt(s) : undefined);
@@ -42,14 +42,19 @@ function route(plan, secrets, request) {
       console.error(`stderr line ${q('msg')}`);
       return json(200, { ok: true });
     case '/fetch': {
+      const timeoutMs = Number(q('timeout') ?? '5000');
       const r = platformFetch({
         method: request.method,
         url: q('url'),
         headers: [['x-test', '1'], ['content-length', '999']],
         body: request.body.length ? request.body : undefined,
-        timeoutMs: Number(q('timeout') ?? '5000'),
+        timeoutMs,
       });
-      return json(200, { status: r.status, headers: r.headers, body: dec.decode(r.body) });
+      let body = '';
+      for (let chunk = readBody(r.body, timeoutMs); chunk !== undefined; chunk = readBody(r.body, timeoutMs)) {
+        body += dec.decode(chunk);
+      }
+      return json(200, { status: r.status, headers: r.headers, body });
     }
     case '/random': {
       const a = new Uint8Array(16);
@@ -66,13 +71,20 @@ function route(plan, secrets, request) {
         body: dec.decode(request.body),
       });
     case '/status':
-      return { status: Number(q('code')), headers: [['x-status', q('code')]], body: enc.encode(q('body') ?? '') };
+      return { status: Number(q('code')), headers: [['x-status', q('code')]], body: enc.encode(q('body') ?? ''), stream: undefined };
     default:
       return json(404, { error: `no route ${url.pathname}` });
   }
 }
 
 export const handler = {
+  next(_stream) {
+    return undefined;
+  },
+  abandon(_stream) {},
+  trapped(_plan, request, instance, phase, detail) {
+    return json(500, { trapped: { instance, phase, detail, path: request.path } });
+  },
   handle(plan, secrets, request) {
     if (request.path.startsWith('/trap')) throw new Error('boom'); // an uncaught error traps
     try {
