@@ -114,7 +114,13 @@ fn apply<C: Chain>(
 ) -> Result<(), PolicyFault> {
     let new_body = edits.body.is_some();
     message.apply(&mut edits);
-    if !edits.llm.is_empty() {
+    // A request without an LLM view (`GET /v1/models`, MCP) has nothing for LLM edits to
+    // change: they do not apply to it (so a policy that always sets a model does not break it).
+    let llm_view = match &llm {
+        Some(l) => l.is_some(),
+        None => true,
+    };
+    if !edits.llm.is_empty() && llm_view {
         let body = weir_llm::view::apply_edits(&message.body, &edits.llm)
             .map_err(|e| fault(chain, i, phase, &e.to_string()))?;
         message.body = Bytes::from(body);

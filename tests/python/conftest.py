@@ -411,7 +411,7 @@ proxies:
     )
 
 
-def _wait_ready(proc: subprocess.Popen, port: int, log_path: Path) -> None:
+def _wait_ready(proc: subprocess.Popen, port: int, log_path: Path, path: str = "/v1/models") -> None:
     """Polls until weir answers HTTP on its port (any status: an unauthenticated /v1/models is 401)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     last_error = None
@@ -423,8 +423,8 @@ def _wait_ready(proc: subprocess.Popen, port: int, log_path: Path) -> None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 pass
-            r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
-            if r.status_code in (200, 401):
+            r = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+            if r.status_code in (200, 401, 404):
                 return
             last_error = f"status {r.status_code}"
         except (OSError, httpx.HTTPError) as e:

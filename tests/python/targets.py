@@ -90,7 +90,7 @@ class Target:
             )
 
     def wait_answering(self, what: str, timeout_s: float) -> None:
-        """Until the app answers /v1/models (401 without a key, or 200)."""
+        """Until the app answers /v1/models (401 without a key, 200, or 404 without a route for it)."""
         deadline = time.monotonic() + timeout_s
         last = None
         while time.monotonic() < deadline:
@@ -100,7 +100,7 @@ class Target:
                 raise RuntimeError(f"{what} exited with {code} during startup:\n{self.log_text()}")
             try:
                 r = httpx.get(f"{self.base_url}/v1/models", timeout=30)
-                if r.status_code in (200, 401):
+                if r.status_code in (200, 401, 404):
                     return
                 last = f"status {r.status_code}: {r.text[:500]}"
             except httpx.HTTPError as e:

@@ -467,3 +467,27 @@ fn a_reply_is_sent_as_it_is() {
     assert_eq!(header(&out.headers, "x-request-id"), Some("req_test"));
     assert_eq!(out.record().outcome, "answered");
 }
+
+#[test]
+fn llm_edits_leave_requests_without_an_llm_view_alone() {
+    let models = ClientRequest {
+        method: "GET".into(),
+        path: "/v1/models".into(),
+        headers: vec![],
+        body: bytes::Bytes::new(),
+    };
+    let out = serve_with(
+        Endpoint::Models,
+        models,
+        vec![Up::json(200, json!({"object": "list", "data": []}))],
+        vec![FakePolicy::new("model-setter").request(|_| {
+            Ok(Verdict::Continue(Edits {
+                llm: vec![LlmEdit::SetModel("x".into())],
+                ..Default::default()
+            }))
+        })],
+        Drive::default(),
+    );
+    assert_eq!(out.status, 200, "{}", out.text());
+    assert!(out.platform.sent()[0].body.is_empty());
+}

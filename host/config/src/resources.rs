@@ -198,14 +198,33 @@ pub struct McpProxy {
     pub policies: Vec<crate::PolicyRef>,
 }
 
-/// What an MCP proxy fronts.
+/// What an MCP proxy fronts: exactly one of `server` and `openapi`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub enum McpUpstream {
+pub struct McpUpstream {
     /// A Streamable HTTP MCP server.
-    Server { url: String },
-    /// A REST API described by an OpenAPI document, translated into tools.
-    Openapi { spec_url: String, base_url: String },
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<McpServerUpstream>,
+    /// A REST API described by an OpenAPI document, translated into tools (stored, not served
+    /// yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openapi: Option<McpOpenapiUpstream>,
+}
+
+/// An MCP server an MCP proxy fronts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct McpServerUpstream {
+    /// Its Streamable HTTP endpoint, e.g. `https://tools.example.com/mcp`.
+    pub url: String,
+}
+
+/// A REST API an MCP proxy turns into tools.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct McpOpenapiUpstream {
+    pub spec_url: String,
+    pub base_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

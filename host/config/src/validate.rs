@@ -259,12 +259,19 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
                 format!("`{}` is already used by another proxy", m.context_path),
             ));
         }
-        let urls: Vec<(&str, &str)> = match &m.upstream {
-            crate::McpUpstream::Server { url } => vec![("upstream.server.url", url)],
-            crate::McpUpstream::Openapi { spec_url, base_url } => vec![
-                ("upstream.openapi.spec-url", spec_url),
-                ("upstream.openapi.base-url", base_url),
+        let urls: Vec<(&str, &str)> = match (&m.upstream.server, &m.upstream.openapi) {
+            (Some(server), None) => vec![("upstream.server.url", &server.url)],
+            (None, Some(api)) => vec![
+                ("upstream.openapi.spec-url", &api.spec_url),
+                ("upstream.openapi.base-url", &api.base_url),
             ],
+            _ => {
+                return Err(ConfigError::at(
+                    format!("mcp-proxies[{i}].upstream"),
+                    "set exactly one of `server: {url: ...}` (an MCP server) and \
+                     `openapi: {spec-url: ..., base-url: ...}` (a REST API)",
+                ));
+            }
         };
         for (field, url) in urls {
             if !is_http_url(url) {

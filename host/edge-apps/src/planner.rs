@@ -187,9 +187,9 @@ pub async fn make_plan(
         });
     }
     for (i, proxy) in config.mcp_proxies.iter().enumerate() {
-        let url = match &proxy.upstream {
-            weir_config::McpUpstream::Server { url } => url.clone(),
-            weir_config::McpUpstream::Openapi { .. } => {
+        let url = match &proxy.upstream.server {
+            Some(server) => server.url.clone(),
+            None => {
                 return Err((
                     format!("mcp-proxies[{i}].upstream"),
                     "MCP proxies over an OpenAPI document are not served yet (weir or edge)"

@@ -416,9 +416,9 @@ impl State {
             });
         }
         for (i, proxy) in config.mcp_proxies.iter().enumerate() {
-            let url = match &proxy.upstream {
-                weir_config::McpUpstream::Server { url } => url.clone(),
-                weir_config::McpUpstream::Openapi { .. } => {
+            let url = match &proxy.upstream.server {
+                Some(server) => server.url.clone(),
+                None => {
                     tracing::warn!(proxy = %proxy.name, "MCP proxies over an OpenAPI document are stored but not served yet");
                     continue;
                 }
