@@ -29,6 +29,14 @@ pub struct Options {
     /// Part A: unmeasured requests run first per chain.
     #[arg(long, default_value_t = 2_000)]
     pub warmup_iterations: usize,
+    /// Part A: also measure the conformance policy in JavaScript and in Python
+    /// (`conformance-js.wasm`, `conformance-py.wasm` of this directory, written by
+    /// `scripts/build-language-policies.sh`).
+    #[arg(long)]
+    pub language_policies: Option<std::path::PathBuf>,
+    /// Part A: measured requests per language policy (each costs milliseconds).
+    #[arg(long, default_value_t = 200)]
+    pub language_iterations: usize,
 }
 
 /// One measured chain.
@@ -265,6 +273,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
             per_policy,
         ]);
     }
+    if let Some(dir) = &options.language_policies {
+        languages(&runtime, &kv, dir, options, &body, &mut table).await?;
+    }
     table.note(format!(
         "{} measured requests per chain after {} warm-up requests, one at a time on a multi-thread Tokio runtime.",
         options.iterations, options.warmup_iterations
@@ -275,4 +286,65 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
     );
     table.note("Request: the ~2 KB chat completion of part B with `Authorization: Bearer <key>` (5 headers).");
     Ok(table)
+}
+
+/// The conformance policy built from JavaScript and Python: its size, and its cost per request.
+async fn languages(
+    runtime: &Runtime,
+    kv: &Arc<dyn KvStore>,
+    dir: &std::path::Path,
+    options: &Options,
+    body: &bytes::Bytes,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    const CASE: Case = Case {
+        label: "",
+        policies: &["conformance"],
+        complete: false,
+        consumer: None,
+    };
+    for (lang, file) in [
+        ("JavaScript (componentize-js)", "conformance-js.wasm"),
+        ("Python (componentize-py)", "conformance-py.wasm"),
+    ] {
+        let path = dir.join(file);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        crate::progress(&format!("part A: compiling {} ({} KB)", path.display(), bytes.len() / 1000));
+        let policy = runtime
+            .load(file, &bytes)
+            .with_context(|| format!("loading {}", path.display()))?;
+        let instance = format!("proxy:bench-lang/{file}");
+        let spec = Arc::new(ChainSpec::new(vec![SlotSpec {
+            policy,
+            kv: Namespaced::new(kv.clone(), &instance),
+            instance,
+            route: "bench-lang".into(),
+            config_json: r#"{"model":"mock-gpt"}"#.into(),
+            vectors: None,
+            allow_hosts: Vec::new(),
+        }]));
+        crate::progress(&format!(
+            "part A: {lang} ({} + {} requests)",
+            options.language_iterations / 10,
+            options.language_iterations
+        ));
+        measure(&spec, &CASE, (options.language_iterations / 10).max(1), body).await?;
+        let samples = measure(&spec, &CASE, options.language_iterations.max(1), body).await?;
+        let median = percentile(&samples, 50.0);
+        table.row(vec![
+            format!("conformance policy in {lang}, {:.1} MB", bytes.len() as f64 / 1e6),
+            "1".into(),
+            "request".into(),
+            us_int(median, 1),
+            us_int(percentile(&samples, 99.0), 1),
+            us(mean(&samples), 1),
+            us_int(median, 1),
+        ]);
+    }
+    table.note(format!(
+        "Conformance policies (tests/policies): {} measured requests each; on-request edits the model and \
+         counts in kv. Their cost is the instantiation of a whole language runtime per request.",
+        options.language_iterations
+    ));
+    Ok(())
 }

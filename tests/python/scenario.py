@@ -263,8 +263,18 @@ class Run:
         try:
             if args.get("stream"):
                 raw = client.chat.completions.with_raw_response.create(**request, stream=True)
-                pieces = [c.choices[0].delta.content or "" for c in raw.parse() if c.choices]
-                return Outcome(raw.status_code, {k.lower(): v for k, v in raw.headers.items()}, None, content="".join(pieces))
+                pieces: list[str] = []
+                body = None
+                try:
+                    for c in raw.parse():
+                        if c.choices:
+                            pieces.append(c.choices[0].delta.content or "")
+                except openai.APIError as e:
+                    # An error event ends the stream: what came before it stays.
+                    error = e.body if isinstance(e.body, dict) else {}
+                    body = {"error": {"code": error.get("code"), "message": error.get("message") or str(e)}}
+                headers = {k.lower(): v for k, v in raw.headers.items()}
+                return Outcome(raw.status_code, headers, body, content="".join(pieces))
             raw = client.chat.completions.with_raw_response.create(**request)
         except openai.APIStatusError as e:
             try:
