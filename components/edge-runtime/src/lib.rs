@@ -436,67 +436,31 @@ impl embeddings::Guest for EdgeRuntime {
                 "no provider `{provider}` with an OpenAI-compatible embeddings endpoint in the plan"
             )));
         };
-        if texts.is_empty() || texts.len() > 256 {
-            return Err(EmbedError::Invalid("embed 1 to 256 texts per call".into()));
+        let failure = |f: weir_llm::embeddings::Failure| match f {
+            weir_llm::embeddings::Failure::NotFound(m) => EmbedError::NotFound(m),
+            weir_llm::embeddings::Failure::Unavailable(m) => EmbedError::Unavailable(m),
+            weir_llm::embeddings::Failure::Invalid(m) => EmbedError::Invalid(m),
+        };
+        if texts.is_empty() || texts.len() > weir_llm::embeddings::MAX_TEXTS {
+            return Err(EmbedError::Invalid(format!(
+                "embed 1 to {} texts per call",
+                weir_llm::embeddings::MAX_TEXTS
+            )));
         }
         let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
         if let Some(key) = &p.api_key {
             headers.push(("authorization".into(), format!("Bearer {key}")));
         }
-        let body = serde_json::json!({"model": model, "input": texts, "encoding_format": "float"});
         let resp = fetch_all(platform::HttpRequest {
             method: "POST".into(),
             url: format!("{}/embeddings", p.base_url),
             headers,
-            body: Some(body.to_string().into_bytes()),
+            body: Some(weir_llm::embeddings::request_body(&model, &texts)),
             timeout_ms: p.timeout_ms,
         })
         .map_err(|e| EmbedError::Unavailable(format!("provider `{provider}`: {e:?}")))?;
-        let value: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|_| {
-            EmbedError::Unavailable(format!(
-                "provider `{provider}` answered {} without JSON",
-                resp.status
-            ))
-        })?;
-        if !(200..300).contains(&resp.status) {
-            let message = value
-                .pointer("/error/message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("no message");
-            let e = format!("provider `{provider}` answered {}: {message}", resp.status);
-            return Err(if (400..500).contains(&resp.status) && resp.status != 429 {
-                EmbedError::Invalid(e)
-            } else {
-                EmbedError::Unavailable(e)
-            });
-        }
-        let data = value
-            .get("data")
-            .and_then(|d| d.as_array())
-            .cloned()
-            .unwrap_or_default();
-        let mut out = vec![Vec::new(); data.len()];
-        for (k, item) in data.iter().enumerate() {
-            let index = item
-                .get("index")
-                .and_then(serde_json::Value::as_u64)
-                .map_or(k, |i| i as usize);
-            if let Some(slot) = out.get_mut(index) {
-                *slot = item
-                    .get("embedding")
-                    .and_then(|e| e.as_array())
-                    .map(|xs| xs.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
-                    .unwrap_or_default();
-            }
-        }
-        if out.len() != texts.len() || out.iter().any(Vec::is_empty) {
-            return Err(EmbedError::Unavailable(format!(
-                "provider `{provider}` returned {} embeddings for {} texts",
-                out.len(),
-                texts.len()
-            )));
-        }
-        Ok(out)
+        weir_llm::embeddings::read_answer(&provider, resp.status, &resp.body, texts.len())
+            .map_err(failure)
     }
 }
 

@@ -258,12 +258,7 @@ fn make_chain(route: &PlanRoute, plan: &Plan, upstreams: &Upstreams, initial: Re
         .collect();
     let providers: Vec<control::EmbeddingProvider> = upstreams
         .values()
-        .filter(|u| {
-            matches!(
-                u.kind,
-                weir_llm::ProviderKind::Openai | weir_llm::ProviderKind::Mistral
-            )
-        })
+        .filter(|u| weir_llm::embeddings::supported(u.kind))
         .map(|u| control::EmbeddingProvider {
             name: u.name.clone(),
             base_url: u.base_url.clone(),

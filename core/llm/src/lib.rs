@@ -25,6 +25,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod embeddings;
 pub mod error;
 pub mod eventstream;
 pub mod inspect;

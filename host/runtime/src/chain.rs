@@ -10,8 +10,13 @@ use weir_core::{
     Verdict,
 };
 
+use wasmtime::component::{Instance, Resource};
+
+use crate::bindings::{v0_1, v0_2};
 use crate::convert;
-use crate::engine::{Bindings, Policy};
+use crate::engine::{ContractVersion, Policy};
+use crate::exports::call;
+use crate::imports::ContextRep;
 use crate::error::{PolicyError, PolicyFailure};
 use crate::imports::{SlotState, StoreData};
 
@@ -75,7 +80,8 @@ impl ChainSpec {
 
 struct Live {
     store: Store<StoreData>,
-    bindings: Bindings,
+    instance: Instance,
+    version: ContractVersion,
 }
 
 /// One request's run through a chain. Instances are created on first use and live until the
@@ -143,8 +149,15 @@ impl ChainRun {
             let mut store = policy
                 .runtime()
                 .new_store(slot.clone(), self.request.clone());
-            match policy.pre.instantiate(&mut store).await {
-                Ok(bindings) => self.live[i] = Some(Live { store, bindings }),
+            let version = policy.contract();
+            match policy.pre.instantiate_bare(&mut store).await {
+                Ok(instance) => {
+                    self.live[i] = Some(Live {
+                        store,
+                        instance,
+                        version,
+                    });
+                }
                 Err(e) => {
                     self.failed[i] = true;
                     let failure = match crate::imports::classify(&store, &e) {
@@ -197,6 +210,12 @@ impl ChainRun {
         phase: Phase,
         message: &mut MessageView,
     ) -> Result<Verdict, PolicyFault> {
+        let exports = &self.spec.slots[i].0.exports;
+        let index = match phase {
+            Phase::Request => exports.on_request,
+            _ => exports.on_response,
+        };
+        let index = &index;
         let shared = Arc::new(std::mem::take(message));
         let live = match self.live(i, phase).await {
             Ok(l) => l,
@@ -209,20 +228,17 @@ impl ChainRun {
         let result = async {
             let data = live.store.data_mut();
             let (cx, msg) = (data.context()?, data.message_handle()?);
-            Ok::<_, wasmtime::Error>(match &live.bindings {
-                Bindings::V0_2(b) => {
-                    let api = b.weir_policy_policy();
-                    convert::verdict(match phase {
-                        Phase::Request => api.call_on_request(&mut live.store, cx, msg).await?,
-                        _ => api.call_on_response(&mut live.store, cx, msg).await?,
-                    })
+            let params = (cx, msg);
+            Ok::<_, wasmtime::Error>(match live.version {
+                ContractVersion::V0_2 => {
+                    let (v,): (v0_2::types::Verdict,) =
+                        call(&mut live.store, &live.instance, index, params).await?;
+                    convert::verdict(v)
                 }
-                Bindings::V0_1(b) => {
-                    let api = b.weir_policy_policy();
-                    convert::v0_1::verdict(match phase {
-                        Phase::Request => api.call_on_request(&mut live.store, cx, msg).await?,
-                        _ => api.call_on_response(&mut live.store, cx, msg).await?,
-                    })
+                ContractVersion::V0_1 => {
+                    let (v,): (v0_1::types::Verdict,) =
+                        call(&mut live.store, &live.instance, index, params).await?;
+                    convert::v0_1::verdict(v)
                 }
             })
         }
@@ -288,25 +304,25 @@ impl weir_core::Chain for ChainRun {
         event: &StreamEvent,
     ) -> Result<ChunkVerdict, PolicyFault> {
         let phase = Phase::StreamChunk;
+        let index = self.spec.slots[i].0.exports.on_stream_chunk;
         let live = self.live(i, phase).await?;
         let result = async {
-            let cx = live.store.data_mut().context()?;
-            Ok::<_, wasmtime::Error>(match &live.bindings {
-                Bindings::V0_2(b) => convert::chunk_verdict(
-                    b.weir_policy_policy()
-                        .call_on_stream_chunk(&mut live.store, cx, &convert::stream_event(event))
-                        .await?,
-                ),
-                Bindings::V0_1(b) => {
-                    let chunk = crate::bindings::v0_1::types::StreamChunk {
+            let cx: Resource<ContextRep> = live.store.data_mut().context()?;
+            Ok::<_, wasmtime::Error>(match live.version {
+                ContractVersion::V0_2 => {
+                    let event = convert::stream_event(event);
+                    let (v,): (v0_2::types::ChunkVerdict,) =
+                        call(&mut live.store, &live.instance, &index, (cx, &event)).await?;
+                    convert::chunk_verdict(v)
+                }
+                ContractVersion::V0_1 => {
+                    let chunk = v0_1::types::StreamChunk {
                         index: event.index,
                         data: event.data.clone(),
                     };
-                    convert::v0_1::chunk_verdict(
-                        b.weir_policy_policy()
-                            .call_on_stream_chunk(&mut live.store, cx, &chunk)
-                            .await?,
-                    )
+                    let (v,): (v0_1::types::ChunkVerdict,) =
+                        call(&mut live.store, &live.instance, &index, (cx, &chunk)).await?;
+                    convert::v0_1::chunk_verdict(v)
                 }
             })
         }
@@ -316,18 +332,16 @@ impl weir_core::Chain for ChainRun {
 
     async fn on_stream_end(&mut self, i: usize) -> Result<ChunkVerdict, PolicyFault> {
         let phase = Phase::StreamEnd;
+        // 0.1 has no such phase (and never declares it).
+        let Some(index) = self.spec.slots[i].0.exports.on_stream_end else {
+            return Ok(ChunkVerdict::Pass);
+        };
         let live = self.live(i, phase).await?;
         let result = async {
-            let cx = live.store.data_mut().context()?;
-            Ok::<_, wasmtime::Error>(match &live.bindings {
-                Bindings::V0_2(b) => convert::chunk_verdict(
-                    b.weir_policy_policy()
-                        .call_on_stream_end(&mut live.store, cx)
-                        .await?,
-                ),
-                // 0.1 has no such phase (and never declares it).
-                Bindings::V0_1(_) => ChunkVerdict::Pass,
-            })
+            let cx: Resource<ContextRep> = live.store.data_mut().context()?;
+            let (v,): (v0_2::types::ChunkVerdict,) =
+                call(&mut live.store, &live.instance, &index, (cx,)).await?;
+            Ok::<_, wasmtime::Error>(convert::chunk_verdict(v))
         }
         .await;
         result.map_err(|e| self.fail(i, phase, &e))
@@ -335,19 +349,18 @@ impl weir_core::Chain for ChainRun {
 
     async fn on_complete(&mut self, i: usize, info: &CompletionInfo) -> Result<(), PolicyFault> {
         let phase = Phase::Complete;
+        let index = self.spec.slots[i].0.exports.on_complete;
         let live = self.live(i, phase).await?;
         let result = async {
-            let cx = live.store.data_mut().context()?;
-            match &live.bindings {
-                Bindings::V0_2(b) => {
-                    b.weir_policy_policy()
-                        .call_on_complete(&mut live.store, cx, &convert::completion(info))
-                        .await
+            let cx: Resource<ContextRep> = live.store.data_mut().context()?;
+            match live.version {
+                ContractVersion::V0_2 => {
+                    let done = convert::completion(info);
+                    call::<_, ()>(&mut live.store, &live.instance, &index, (cx, &done)).await
                 }
-                Bindings::V0_1(b) => {
-                    b.weir_policy_policy()
-                        .call_on_complete(&mut live.store, cx, &convert::v0_1::completion(info))
-                        .await
+                ContractVersion::V0_1 => {
+                    let done = convert::v0_1::completion(info);
+                    call::<_, ()>(&mut live.store, &live.instance, &index, (cx, &done)).await
                 }
             }
         }

@@ -71,6 +71,18 @@ pub(crate) enum Bindings {
 }
 
 impl Pre {
+    /// A bare instance (see `exports.rs`): the per-request path.
+    pub(crate) async fn instantiate_bare(
+        &self,
+        store: &mut Store<StoreData>,
+    ) -> wasmtime::Result<wasmtime::component::Instance> {
+        match self {
+            Self::V0_1(p) => p.instance_pre().instantiate_async(store).await,
+            Self::V0_2(p) => p.instance_pre().instantiate_async(store).await,
+        }
+    }
+
+    /// An instance with the bindings of every export (describe, validate-config).
     pub(crate) async fn instantiate(
         &self,
         store: &mut Store<StoreData>,
@@ -252,9 +264,11 @@ impl Runtime {
                 Pre::V0_1(v0_1::PolicyComponentPre::new(instance_pre).map_err(world)?)
             }
         };
+        let exports = crate::exports::ExportIndices::new(&component, version).map_err(world)?;
         let mut policy = Policy {
             cached,
             version,
+            exports,
             name: name.into(),
             runtime: self.clone(),
             pre,
@@ -326,6 +340,7 @@ fn contract_version(
 pub struct Policy {
     cached: bool,
     version: ContractVersion,
+    pub(crate) exports: crate::exports::ExportIndices,
     name: String,
     runtime: Runtime,
     pub(crate) pre: Pre,

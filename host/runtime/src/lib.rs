@@ -33,6 +33,7 @@ mod chain;
 mod convert;
 mod engine;
 mod error;
+mod exports;
 mod imports;
 mod imports_v0_1;
 pub mod schema;

@@ -97,8 +97,14 @@ impl std::fmt::Debug for UpstreamEmbedder {
     }
 }
 
-/// Most texts one call may embed.
-const MAX_TEXTS: usize = 256;
+fn embed_error(f: weir_llm::embeddings::Failure) -> EmbedError {
+    use weir_llm::embeddings::Failure;
+    match f {
+        Failure::NotFound(m) => EmbedError::NotFound(m),
+        Failure::Unavailable(m) => EmbedError::Unavailable(m),
+        Failure::Invalid(m) => EmbedError::Invalid(m),
+    }
+}
 
 impl Embedder for UpstreamEmbedder {
     fn embed(
@@ -116,19 +122,8 @@ impl Embedder for UpstreamEmbedder {
                     "no provider `{provider}` in the gateway configuration"
                 )));
             };
-            use weir_llm::ProviderKind as K;
-            if !matches!(up.kind, K::Openai | K::Mistral) {
-                return Err(EmbedError::NotFound(format!(
-                    "provider `{provider}` ({}) has no OpenAI-compatible embeddings endpoint",
-                    up.kind.name()
-                )));
-            }
-            if texts.is_empty() || texts.len() > MAX_TEXTS {
-                return Err(EmbedError::Invalid(format!(
-                    "embed 1 to {MAX_TEXTS} texts per call"
-                )));
-            }
-            let body = serde_json::json!({"model": model, "input": texts, "encoding_format": "float"});
+            weir_llm::embeddings::check(&provider, up.kind, texts.len()).map_err(embed_error)?;
+            let body = weir_llm::embeddings::request_body(&model, &texts);
             let mut builder = http::Request::builder()
                 .method("POST")
                 .uri(format!("{}/embeddings", up.base_url))
@@ -140,7 +135,7 @@ impl Embedder for UpstreamEmbedder {
                 builder = builder.header(http::header::AUTHORIZATION, v);
             }
             let req = builder
-                .body(Full::new(Bytes::from(body.to_string())))
+                .body(Full::new(Bytes::from(body)))
                 .map_err(|e| EmbedError::Invalid(e.to_string()))?;
             let timeout = Duration::from_millis(up.timeout_ms);
             let resp = tokio::time::timeout(timeout, client.request(req))
@@ -158,47 +153,8 @@ impl Embedder for UpstreamEmbedder {
                 .await
                 .map_err(|e| EmbedError::Unavailable(e.to_string()))?
                 .to_bytes();
-            let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
-                EmbedError::Unavailable(format!("provider `{provider}` answered {status} without JSON"))
-            })?;
-            if !(200..300).contains(&status) {
-                let message = value
-                    .pointer("/error/message")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("no message");
-                let e = format!("provider `{provider}` answered {status}: {message}");
-                return Err(if (400..500).contains(&status) && status != 429 {
-                    EmbedError::Invalid(e)
-                } else {
-                    EmbedError::Unavailable(e)
-                });
-            }
-            let data = value
-                .get("data")
-                .and_then(|d| d.as_array())
-                .ok_or_else(|| EmbedError::Unavailable(format!("provider `{provider}`: no `data`")))?;
-            let mut out = vec![Vec::new(); data.len()];
-            for (k, item) in data.iter().enumerate() {
-                let index = item
-                    .get("index")
-                    .and_then(serde_json::Value::as_u64)
-                    .map_or(k, |i| i as usize);
-                let vector: Vec<f32> = item
-                    .get("embedding")
-                    .and_then(|e| e.as_array())
-                    .map(|xs| xs.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
-                    .unwrap_or_default();
-                if let Some(slot) = out.get_mut(index) {
-                    *slot = vector;
-                }
-            }
-            if out.len() != texts.len() || out.iter().any(Vec::is_empty) {
-                return Err(EmbedError::Unavailable(format!(
-                    "provider `{provider}` returned {} embeddings for {} texts",
-                    out.len(),
-                    texts.len()
-                )));
-            }
+            let out = weir_llm::embeddings::read_answer(&provider, status, &bytes, texts.len())
+                .map_err(embed_error)?;
             Ok(out)
         })
     }
