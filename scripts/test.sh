@@ -10,9 +10,10 @@ step() { printf '\n==> %s\n' "$*"; }
 step "toolchain: wasm32-wasip2 target (listed in rust-toolchain.toml)"
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 
-step "system tools: curl and jq (the README's controller example runs in the tests)"
-if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
-  apt-get install -y --no-install-recommends jq curl >/dev/null || { apt-get update -qq && apt-get install -y --no-install-recommends jq curl; }
+step "system tools: curl, jq (the README's controller example) and redis-server (shared state across replicas)"
+if ! command -v jq >/dev/null || ! command -v curl >/dev/null || ! command -v redis-server >/dev/null; then
+  apt-get install -y --no-install-recommends jq curl redis-server >/dev/null \
+    || { apt-get update -qq && apt-get install -y --no-install-recommends jq curl redis-server; }
 fi
 
 step "host crates: build, unit and end-to-end tests (builds the policy components first)"

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use weir_runtime::{
-    ChainRun, ChainSpec, CompletionInfo, MessageView, Outcome, Policy, RequestState,
-    RouteKind, Runtime, RuntimeOptions, SlotSpec,
+    ChainRun, ChainSpec, CompletionInfo, MessageView, Outcome, Policy, RequestState, RouteKind,
+    Runtime, RuntimeOptions, SlotSpec,
 };
 use weir_state::{KvStore, MemoryStore, Namespaced};
 
@@ -309,7 +309,11 @@ async fn languages(
     ] {
         let path = dir.join(file);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        crate::progress(&format!("part A: compiling {} ({} KB)", path.display(), bytes.len() / 1000));
+        crate::progress(&format!(
+            "part A: compiling {} ({} KB)",
+            path.display(),
+            bytes.len() / 1000
+        ));
         let policy = runtime
             .load(file, &bytes)
             .with_context(|| format!("loading {}", path.display()))?;
@@ -328,11 +332,20 @@ async fn languages(
             options.language_iterations / 10,
             options.language_iterations
         ));
-        measure(&spec, &CASE, (options.language_iterations / 10).max(1), body).await?;
+        measure(
+            &spec,
+            &CASE,
+            (options.language_iterations / 10).max(1),
+            body,
+        )
+        .await?;
         let samples = measure(&spec, &CASE, options.language_iterations.max(1), body).await?;
         let median = percentile(&samples, 50.0);
         table.row(vec![
-            format!("conformance policy in {lang}, {:.1} MB", bytes.len() as f64 / 1e6),
+            format!(
+                "conformance policy in {lang}, {:.1} MB",
+                bytes.len() as f64 / 1e6
+            ),
             "1".into(),
             "request".into(),
             us_int(median, 1),

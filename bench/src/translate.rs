@@ -89,7 +89,11 @@ pub fn run(options: &Options) -> anyhow::Result<Table> {
         ],
         1,
     );
-    for dialect in [ProviderKind::Anthropic, ProviderKind::Gemini, ProviderKind::AwsBedrock] {
+    for dialect in [
+        ProviderKind::Anthropic,
+        ProviderKind::Gemini,
+        ProviderKind::AwsBedrock,
+    ] {
         let check =
             translate::request(dialect, "chat/completions", Target::default(), &body, false);
         anyhow::ensure!(check.is_ok(), "{dialect:?}: {check:?}");

@@ -83,8 +83,10 @@ impl<P: Platform> Call<P> {
                 attempts: self.attempts.clone(),
             };
             for e in chain::complete_phase(chain, &info).await {
-                self.platform
-                    .warn(&self.request_id, &format!("policy failed in on-complete: {e}"));
+                self.platform.warn(
+                    &self.request_id,
+                    &format!("policy failed in on-complete: {e}"),
+                );
             }
         }
         let u = usage.unwrap_or_default();

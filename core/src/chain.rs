@@ -49,8 +49,10 @@ pub trait Chain {
     ) -> impl Future<Output = Result<ChunkVerdict, PolicyFault>>;
 
     /// on-stream-end of policy `i`.
-    fn on_stream_end(&mut self, i: usize)
-    -> impl Future<Output = Result<ChunkVerdict, PolicyFault>>;
+    fn on_stream_end(
+        &mut self,
+        i: usize,
+    ) -> impl Future<Output = Result<ChunkVerdict, PolicyFault>>;
 
     /// on-complete of policy `i`.
     fn on_complete(

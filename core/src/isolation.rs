@@ -126,7 +126,9 @@ pub fn check_metric(name: &str, labels: &[(String, String)]) -> Result<(), Strin
             ));
         }
         if v.len() > 128 {
-            return Err(format!("metric `{name}`: the value of label `{k}` is over 128 bytes"));
+            return Err(format!(
+                "metric `{name}`: the value of label `{k}` is over 128 bytes"
+            ));
         }
     }
     Ok(())
@@ -157,7 +159,10 @@ mod tests {
             Some("api.example.com")
         );
         assert_eq!(url_host("http://u:p@h/x").as_deref(), Some("h"));
-        assert_eq!(url_host("http://[2001:db8::1]:80/").as_deref(), Some("2001:db8::1"));
+        assert_eq!(
+            url_host("http://[2001:db8::1]:80/").as_deref(),
+            Some("2001:db8::1")
+        );
         assert_eq!(url_host("http://[::1]/").as_deref(), Some("::1"));
         assert_eq!(url_host("file:///etc/passwd"), None);
         assert_eq!(url_host("https://"), None);
@@ -178,7 +183,10 @@ mod tests {
         assert!(check_host("https://api.example.com/v1", &allow).is_ok());
         assert!(check_host("http://[::1]:9000/", &allow).is_ok());
         let e = check_host("https://evil.example.com/", &allow).unwrap_err();
-        assert!(e.contains("evil.example.com") && e.contains("allow-hosts"), "{e}");
+        assert!(
+            e.contains("evil.example.com") && e.contains("allow-hosts"),
+            "{e}"
+        );
         assert!(check_host("https://api.example.com.evil.com/", &allow).is_err());
         assert!(check_host("ftp://api.example.com/", &allow).is_err());
     }

@@ -91,7 +91,12 @@ impl Wire {
     /// The format of the requests to a path, known before any route matched (for errors that
     /// happen before: 404, 413...).
     pub fn of_path(path: &str) -> Self {
-        if path.split('?').next().unwrap_or("").ends_with("/v1/messages") {
+        if path
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .ends_with("/v1/messages")
+        {
             Self::Anthropic
         } else {
             Self::Openai

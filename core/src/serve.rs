@@ -287,9 +287,7 @@ async fn stopped<P: Platform, C: Chain>(
             let (end, settlement) = match upstream {
                 Some(s) => (End::new(200, Outcome::Success), s),
                 None => {
-                    if let Some(stop) =
-                        chain::response_phase(chain, &mut message, policy).await?
-                    {
+                    if let Some(stop) = chain::response_phase(chain, &mut message, policy).await? {
                         return Box::pin(stopped(call, chain, stop, None)).await;
                     }
                     (End::new(200, Outcome::Answered), Settlement::default())

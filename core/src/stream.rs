@@ -76,8 +76,8 @@ impl SessionKind {
             (StreamBody::Upstream(_), Some(up)) => StreamDecoder::new(up.kind, created, &model),
             _ => None,
         };
-        let encoder = (call.wire == Wire::Anthropic)
-            .then(|| StreamEncoder::new(&model, &call.request_id));
+        let encoder =
+            (call.wire == Wire::Anthropic).then(|| StreamEncoder::new(&model, &call.request_id));
         Self::Llm {
             relay: StreamRelay::new(call.llm.client_wants_stream_usage),
             decoder,
@@ -189,9 +189,7 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
                 }
                 return vec![Bytes::copy_from_slice(bytes)];
             }
-            SessionKind::Llm {
-                relay, decoder, ..
-            } => match decoder {
+            SessionKind::Llm { relay, decoder, .. } => match decoder {
                 Some(d) => {
                     let decoded = d.push(bytes);
                     relay.push(&decoded)
@@ -243,10 +241,13 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
 
     async fn chunk(&mut self, out: &mut Vec<Bytes>, data: String, raw: Bytes) {
         if self.layers.is_empty() {
-            self.emit(out, Ev {
-                data,
-                raw: Some(raw),
-            });
+            self.emit(
+                out,
+                Ev {
+                    data,
+                    raw: Some(raw),
+                },
+            );
             return;
         }
         let finishing = self.wants_end
@@ -254,34 +255,50 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
             && weir_llm::view::chunk_facts(&data).finish_reason.is_some();
         self.envelope = Some(data.clone());
         if !finishing {
-            self.pipeline(out, 0, vec![Ev {
-                data,
-                raw: Some(raw),
-            }])
+            self.pipeline(
+                out,
+                0,
+                vec![Ev {
+                    data,
+                    raw: Some(raw),
+                }],
+            )
             .await;
             return;
         }
         // Text and finish in one chunk: the text goes first, then the end, then the finish.
         match weir_llm::view::split_finish(&data) {
             Some((text, finish)) => {
-                self.pipeline(out, 0, vec![Ev {
-                    data: text,
-                    raw: None,
-                }])
+                self.pipeline(
+                    out,
+                    0,
+                    vec![Ev {
+                        data: text,
+                        raw: None,
+                    }],
+                )
                 .await;
                 self.end(out).await;
-                self.pipeline(out, 0, vec![Ev {
-                    data: finish,
-                    raw: None,
-                }])
+                self.pipeline(
+                    out,
+                    0,
+                    vec![Ev {
+                        data: finish,
+                        raw: None,
+                    }],
+                )
                 .await;
             }
             None => {
                 self.end(out).await;
-                self.pipeline(out, 0, vec![Ev {
-                    data,
-                    raw: Some(raw),
-                }])
+                self.pipeline(
+                    out,
+                    0,
+                    vec![Ev {
+                        data,
+                        raw: Some(raw),
+                    }],
+                )
                 .await;
             }
         }
@@ -441,11 +458,7 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
         let (usage, model, answered) = match &self.kind {
             SessionKind::Llm {
                 relay, answered, ..
-            } => (
-                relay.usage(),
-                relay.model().map(str::to_owned),
-                *answered,
-            ),
+            } => (relay.usage(), relay.model().map(str::to_owned), *answered),
             SessionKind::Raw => (None, None, false),
         };
         let outcome = if error.is_some() {

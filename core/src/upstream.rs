@@ -182,11 +182,9 @@ fn prepare<P: Platform>(
     let mut body = message.body.clone();
     if endpoint != Endpoint::Models {
         if let Some(m) = &target.model {
-            let edited = weir_llm::view::apply_edits(
-                &body,
-                &[weir_llm::view::LlmEdit::SetModel(m.clone())],
-            )
-            .map_err(|e| invalid(e.to_string()))?;
+            let edited =
+                weir_llm::view::apply_edits(&body, &[weir_llm::view::LlmEdit::SetModel(m.clone())])
+                    .map_err(|e| invalid(e.to_string()))?;
             body = Bytes::from(edited);
         }
         if call.llm.stream

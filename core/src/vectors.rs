@@ -277,9 +277,15 @@ mod tests {
         let mut ix = VectorIndex::default();
         assert!(ix.upsert("a", &[], vec![], None, 0, 2).is_err());
         assert!(ix.upsert("a", &[0.0, 0.0], vec![], None, 0, 2).is_err());
-        assert!(ix.upsert("a", &[f32::NAN, 1.0], vec![], None, 0, 2).is_err());
+        assert!(
+            ix.upsert("a", &[f32::NAN, 1.0], vec![], None, 0, 2)
+                .is_err()
+        );
         ix.upsert("a", &[1.0, 0.0], vec![], None, 0, 2).unwrap();
-        assert!(ix.upsert("b", &[1.0, 0.0, 0.0], vec![], None, 0, 2).is_err());
+        assert!(
+            ix.upsert("b", &[1.0, 0.0, 0.0], vec![], None, 0, 2)
+                .is_err()
+        );
         ix.upsert("b", &[0.0, 1.0], vec![], None, 0, 2).unwrap();
         ix.upsert("c", &[1.0, 1.0], vec![], None, 0, 2).unwrap();
         assert_eq!(ix.len(), 2);

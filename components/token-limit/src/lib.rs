@@ -40,6 +40,21 @@ pub struct Config {
     /// Completion tokens reserved when a request does not say `max_tokens`.
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u64,
+    /// What an unreachable store means: `deny` (fail closed, 503) or `allow` (fail open: the
+    /// request goes through uncounted, and a warning is logged).
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+}
+
+/// What the policy does when the key-value store cannot be reached.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnStoreError {
+    /// Refuse with 503 `limit_store_unavailable` (nothing is spent uncounted).
+    #[default]
+    Deny,
+    /// Let the request through without counting it.
+    Allow,
 }
 
 fn default_scope() -> Scope {
@@ -138,6 +153,13 @@ impl Policy for TokenLimit {
                 Verdict::proceed()
             }
             Err(AdmitError::Refused(r)) => Verdict::Deny(refusal(&r)),
+            Err(AdmitError::Store(e)) if config.on_store_error == OnStoreError::Allow => {
+                weir_policy_sdk::emit(
+                    weir_policy_sdk::log::Level::Warn,
+                    &format!("token-limit: store unavailable, request let through uncounted: {e}"),
+                );
+                Verdict::proceed()
+            }
             Err(AdmitError::Store(e)) => Verdict::Deny(Denial {
                 status: 503,
                 code: "limit_store_unavailable".into(),

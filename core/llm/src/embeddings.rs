@@ -95,7 +95,12 @@ pub fn read_answer(
             *slot = item
                 .get("embedding")
                 .and_then(Value::as_array)
-                .map(|xs| xs.iter().filter_map(Value::as_f64).map(|x| x as f32).collect())
+                .map(|xs| {
+                    xs.iter()
+                        .filter_map(Value::as_f64)
+                        .map(|x| x as f32)
+                        .collect()
+                })
                 .unwrap_or_default();
         }
     }

@@ -123,12 +123,14 @@ pub fn chat_request(body: &[u8]) -> Result<LlmRequestInfo, RequestError> {
     let stream: Option<bool> = field(req.stream, "stream", "a boolean")?;
     let options: Option<StreamOptions> = field(req.stream_options, "stream_options", "an object")?;
     let tools: Option<Vec<Tool<'_>>> = match req.tools {
-        Some(r) if r.get() != "null" => Some(serde_json::from_str(r.get()).map_err(|_| {
-            RequestError::InvalidField {
-                field: "tools",
-                message: "expected a list of tools".into(),
-            }
-        })?),
+        Some(r) if r.get() != "null" => {
+            Some(
+                serde_json::from_str(r.get()).map_err(|_| RequestError::InvalidField {
+                    field: "tools",
+                    message: "expected a list of tools".into(),
+                })?,
+            )
+        }
         _ => None,
     };
     let tools = tools

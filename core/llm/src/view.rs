@@ -65,11 +65,20 @@ pub enum LlmEdit {
     SetMessages(Vec<ChatMessage>),
     PrependMessages(Vec<ChatMessage>),
     AppendMessages(Vec<ChatMessage>),
-    ReplaceMessage { index: u32, message: ChatMessage },
+    ReplaceMessage {
+        index: u32,
+        message: ChatMessage,
+    },
     RemoveMessage(u32),
     /// A top-level field and its JSON value (`null` removes it).
-    SetParameter { name: String, value: String },
-    SetAnswerText { choice: u32, text: String },
+    SetParameter {
+        name: String,
+        value: String,
+    },
+    SetAnswerText {
+        choice: u32,
+        text: String,
+    },
 }
 
 /// Why an edit could not be applied (a policy bug: reported naming the policy).
@@ -108,10 +117,12 @@ fn message_from_json(v: &Value) -> Option<ChatMessage> {
         Some(Value::String(s)) => vec![ContentPart::Text(s.clone())],
         Some(Value::Array(parts)) => parts
             .iter()
-            .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text")) {
-                (Some("text"), Some(Value::String(t))) => ContentPart::Text(t.clone()),
-                _ => ContentPart::Other(p.to_string()),
-            })
+            .map(
+                |p| match (p.get("type").and_then(Value::as_str), p.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => ContentPart::Text(t.clone()),
+                    _ => ContentPart::Other(p.to_string()),
+                },
+            )
             .collect(),
         _ => Vec::new(),
     };
@@ -150,9 +161,8 @@ fn message_to_json(m: &ChatMessage) -> Result<Value, EditError> {
                 .iter()
                 .map(|p| match p {
                     ContentPart::Text(t) => Ok(json!({"type": "text", "text": t})),
-                    ContentPart::Other(raw) => serde_json::from_str(raw).map_err(|e| {
-                        EditError(format!("a content part is not valid JSON: {e}"))
-                    }),
+                    ContentPart::Other(raw) => serde_json::from_str(raw)
+                        .map_err(|e| EditError(format!("a content part is not valid JSON: {e}"))),
                 })
                 .collect::<Result<_, _>>()?,
         ),
@@ -267,7 +277,9 @@ fn apply(obj: &mut Map<String, Value>, edit: &LlmEdit) -> Result<(), EditError> 
                 )));
             }
             let v: Value = serde_json::from_str(value).map_err(|e| {
-                EditError(format!("set-parameter `{name}`: the value is not JSON: {e}"))
+                EditError(format!(
+                    "set-parameter `{name}`: the value is not JSON: {e}"
+                ))
             })?;
             if v.is_null() {
                 obj.remove(name);
@@ -387,7 +399,13 @@ pub fn with_text(data: &str, text: &str) -> Option<String> {
 
 /// A new content chunk with `text`, taking id, created, model and system fingerprint from
 /// `envelope` (another chunk of the same stream), or from the fallbacks.
-pub fn content_chunk(envelope: Option<&str>, id: &str, model: &str, created: u64, text: &str) -> String {
+pub fn content_chunk(
+    envelope: Option<&str>,
+    id: &str,
+    model: &str,
+    created: u64,
+    text: &str,
+) -> String {
     let env = envelope.and_then(|e| serde_json::from_str::<Value>(e).ok());
     let get = |k: &str| env.as_ref().and_then(|e| e.get(k)).cloned();
     let mut chunk = json!({
@@ -417,11 +435,17 @@ pub fn split_finish(data: &str) -> Option<(String, String)> {
     if let Some(obj) = head.as_object_mut() {
         obj.remove("usage");
     }
-    if let Some(c) = head.pointer_mut("/choices/0").and_then(Value::as_object_mut) {
+    if let Some(c) = head
+        .pointer_mut("/choices/0")
+        .and_then(Value::as_object_mut)
+    {
         c.insert("finish_reason".into(), Value::Null);
     }
     let mut tail = v;
-    if let Some(d) = tail.pointer_mut("/choices/0/delta").and_then(Value::as_object_mut) {
+    if let Some(d) = tail
+        .pointer_mut("/choices/0/delta")
+        .and_then(Value::as_object_mut)
+    {
         d.remove("content");
     }
     Some((head.to_string(), tail.to_string()))
@@ -430,12 +454,19 @@ pub fn split_finish(data: &str) -> Option<(String, String)> {
 /// The chunks of a streamed rendering of a chat completion answer (role, content, finish, and a
 /// usage chunk when `usage_chunk` is set), without `[DONE]`.
 pub fn completion_chunks(completion: &Value, usage_chunk: bool) -> Vec<String> {
-    let id = completion.get("id").cloned().unwrap_or_else(|| json!("chatcmpl-weir"));
-    let created = completion.get("created").cloned().unwrap_or_else(|| json!(0));
-    let model = completion.get("model").cloned().unwrap_or_else(|| json!(""));
-    let chunk = |choices: Value| {
-        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices})
-    };
+    let id = completion
+        .get("id")
+        .cloned()
+        .unwrap_or_else(|| json!("chatcmpl-weir"));
+    let created = completion
+        .get("created")
+        .cloned()
+        .unwrap_or_else(|| json!(0));
+    let model = completion
+        .get("model")
+        .cloned()
+        .unwrap_or_else(|| json!(""));
+    let chunk = |choices: Value| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices});
     let mut out = Vec::new();
     let choices = completion
         .get("choices")
@@ -445,10 +476,20 @@ pub fn completion_chunks(completion: &Value, usage_chunk: bool) -> Vec<String> {
     for (i, c) in choices.iter().enumerate() {
         let index = c.get("index").cloned().unwrap_or_else(|| json!(i));
         let message = c.get("message").cloned().unwrap_or(Value::Null);
-        let role = message.get("role").cloned().unwrap_or_else(|| json!("assistant"));
+        let role = message
+            .get("role")
+            .cloned()
+            .unwrap_or_else(|| json!("assistant"));
         out.push(chunk(json!([{"index": index, "delta": {"role": role, "content": ""}, "finish_reason": null}])).to_string());
-        if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-            out.push(chunk(json!([{"index": index, "delta": {"content": text}, "finish_reason": null}])).to_string());
+        if let Some(text) = message
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            out.push(
+                chunk(json!([{"index": index, "delta": {"content": text}, "finish_reason": null}]))
+                    .to_string(),
+            );
         }
         if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
             let deltas: Vec<Value> = calls
@@ -464,8 +505,13 @@ pub fn completion_chunks(completion: &Value, usage_chunk: bool) -> Vec<String> {
                 .collect();
             out.push(chunk(json!([{"index": index, "delta": {"tool_calls": deltas}, "finish_reason": null}])).to_string());
         }
-        let finish = c.get("finish_reason").cloned().unwrap_or_else(|| json!("stop"));
-        out.push(chunk(json!([{"index": index, "delta": {}, "finish_reason": finish}])).to_string());
+        let finish = c
+            .get("finish_reason")
+            .cloned()
+            .unwrap_or_else(|| json!("stop"));
+        out.push(
+            chunk(json!([{"index": index, "delta": {}, "finish_reason": finish}])).to_string(),
+        );
     }
     if usage_chunk {
         let mut last = chunk(json!([]));

@@ -9,7 +9,9 @@ use crate::fakes::{self, *};
 fn refusals_before_admission_record_nothing_and_speak_the_clients_format() {
     // 413 on /v1/messages comes back in Anthropic's format.
     let big = "x".repeat(2000);
-    let mut req = fakes::chat(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": big}]}));
+    let mut req = fakes::chat(
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": big}]}),
+    );
     req.path = "/v1/messages".into();
     let out = serve_with(Endpoint::Messages, req, vec![], vec![], Drive::default());
     assert_eq!(out.status, 413);
@@ -21,12 +23,21 @@ fn refusals_before_admission_record_nothing_and_speak_the_clients_format() {
     // Invalid JSON: 400 in OpenAI's format, with the request id.
     let mut req = hello(false);
     req.body = bytes::Bytes::from_static(b"{\"model\":");
-    let out = serve_with(Endpoint::ChatCompletions, req, vec![], vec![], Drive::default());
+    let out = serve_with(
+        Endpoint::ChatCompletions,
+        req,
+        vec![],
+        vec![],
+        Drive::default(),
+    );
     assert_eq!(out.status, 400);
     assert_eq!(out.json()["error"]["code"], "invalid_request_body");
     assert_eq!(out.json()["error"]["request_id"], "req_test");
     assert!(out.platform.usage().is_empty());
-    assert!(out.log.borrow().initial.is_none(), "no chain for a refused request");
+    assert!(
+        out.log.borrow().initial.is_none(),
+        "no chain for a refused request"
+    );
 }
 
 #[test]
@@ -50,8 +61,18 @@ fn success_records_usage_once_with_the_attempt() {
     assert_eq!(done.attempts[0].status, Some(200));
     // The client's key never goes upstream; the provider's does.
     let sent = &out.platform.sent()[0];
-    let auth: Vec<_> = sent.headers.iter().filter(|(n, _)| n == "authorization").collect();
-    assert_eq!(auth, vec![&("authorization".to_owned(), "Bearer sk-main-secret".to_owned())]);
+    let auth: Vec<_> = sent
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "authorization")
+        .collect();
+    assert_eq!(
+        auth,
+        vec![&(
+            "authorization".to_owned(),
+            "Bearer sk-main-secret".to_owned()
+        )]
+    );
 }
 
 #[test]
@@ -93,9 +114,17 @@ fn a_policy_fault_is_a_500_naming_the_policy() {
     );
     assert_eq!(out.status, 500);
     assert_eq!(out.json()["error"]["code"], "policy_trapped");
-    assert!(out.json()["error"]["message"].as_str().unwrap().contains("buggy"));
+    assert!(
+        out.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("buggy")
+    );
     let r = out.record();
-    assert_eq!((r.outcome, r.error), ("gateway_error", Some("policy_trapped")));
+    assert_eq!(
+        (r.outcome, r.error),
+        ("gateway_error", Some("policy_trapped"))
+    );
 }
 
 #[test]
@@ -188,7 +217,14 @@ fn a_missing_key_is_a_503_naming_the_variable() {
     let mut all = (*route.upstreams).clone();
     all.insert("main".into(), route.upstream.clone());
     route.upstreams = std::sync::Arc::new(all);
-    let out = serve_on(route, Endpoint::ChatCompletions, hello(false), vec![], vec![], Drive::default());
+    let out = serve_on(
+        route,
+        Endpoint::ChatCompletions,
+        hello(false),
+        vec![],
+        vec![],
+        Drive::default(),
+    );
     assert_eq!(out.status, 503);
     assert!(out.text().contains("MAIN_KEY"));
     assert_eq!(out.record().error, Some("provider_not_configured"));
@@ -205,14 +241,22 @@ fn upstream_failures_map_to_502_and_504_and_keep_their_cause_in_the_log() {
     );
     assert_eq!(out.status, 502);
     assert_eq!(out.json()["error"]["code"], "upstream_unavailable");
-    assert!(!out.text().contains("os error"), "the cause stays in the log");
+    assert!(
+        !out.text().contains("os error"),
+        "the cause stays in the log"
+    );
     let warnings = out.platform.0.borrow().warnings.clone();
     assert!(
-        warnings.iter().any(|w| w.contains("connection refused (os error 111)")),
+        warnings
+            .iter()
+            .any(|w| w.contains("connection refused (os error 111)")),
         "{warnings:?}"
     );
     let r = out.record();
-    assert_eq!((r.outcome, r.error), ("upstream_error", Some("upstream_unavailable")));
+    assert_eq!(
+        (r.outcome, r.error),
+        ("upstream_error", Some("upstream_unavailable"))
+    );
     assert_eq!(r.attempts[0].error, Some("upstream_unavailable"));
 
     let out = serve_with(
@@ -254,7 +298,10 @@ fn upstream_failures_map_to_502_and_504_and_keep_their_cause_in_the_log() {
     );
     assert_eq!(out.status, 500);
     let r = out.record();
-    assert_eq!((r.outcome, r.error), ("upstream_error", Some("upstream_http_error")));
+    assert_eq!(
+        (r.outcome, r.error),
+        ("upstream_error", Some("upstream_http_error"))
+    );
     assert!(!r.attempts[0].billed);
 }
 
@@ -311,7 +358,10 @@ fn targets_fail_over_before_anything_is_billed() {
     let model = |i: usize| {
         serde_json::from_slice::<serde_json::Value>(&sent[i].body).unwrap()["model"].clone()
     };
-    assert_eq!((model(0), model(1), model(2)), (json!("gpt-test"), json!("gpt-small"), json!("gpt-other")));
+    assert_eq!(
+        (model(0), model(1), model(2)),
+        (json!("gpt-test"), json!("gpt-small"), json!("gpt-other"))
+    );
     assert!(sent[2].url.starts_with("http://backup.test/v1/"));
     assert_eq!(out.completion().attempts.len(), 3);
 }
@@ -334,7 +384,11 @@ fn a_target_in_another_format_is_translated() {
     assert_eq!(out.json()["choices"][0]["message"]["content"], "bonjour");
     let sent = &out.platform.sent()[0];
     assert!(sent.url.ends_with("/messages"), "{}", sent.url);
-    assert!(sent.headers.iter().any(|(n, v)| n == "x-api-key" && v == "sk-claude-secret"));
+    assert!(
+        sent.headers
+            .iter()
+            .any(|(n, v)| n == "x-api-key" && v == "sk-claude-secret")
+    );
 }
 
 #[test]
@@ -387,12 +441,14 @@ fn an_answer_skips_the_upstream_and_later_policies() {
                     ..Default::default()
                 }))
             }),
-            FakePolicy::new("cache").request(|_| {
-                Ok(Verdict::Answer(PolicyAnswer {
-                    completion: completion("cached!").to_string(),
-                    headers: vec![("x-weir-cache".into(), "hit".into())],
-                }))
-            }).response(|_| panic!("the answering policy's own on-response does not run")),
+            FakePolicy::new("cache")
+                .request(|_| {
+                    Ok(Verdict::Answer(PolicyAnswer {
+                        completion: completion("cached!").to_string(),
+                        headers: vec![("x-weir-cache".into(), "hit".into())],
+                    }))
+                })
+                .response(|_| panic!("the answering policy's own on-response does not run")),
             FakePolicy::new("inner").request(|_| panic!("after an answer no policy runs")),
         ],
         Drive::default(),
@@ -402,14 +458,19 @@ fn an_answer_skips_the_upstream_and_later_policies() {
     assert_eq!(header(&out.headers, "x-weir-cache"), Some("hit"));
     assert_eq!(header(&out.headers, "x-outer"), Some("saw it"));
     let r = out.record();
-    assert_eq!((r.outcome, r.total_tokens, r.cost_usd), ("answered", 0, None));
+    assert_eq!(
+        (r.outcome, r.total_tokens, r.cost_usd),
+        ("answered", 0, None)
+    );
     assert!(out.platform.sent().is_empty());
     assert_eq!(out.completion().outcome, Outcome::Answered);
 }
 
 #[test]
 fn an_answer_is_rendered_for_anthropic_clients() {
-    let mut req = fakes::chat(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}));
+    let mut req = fakes::chat(
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+    );
     req.path = "/v1/messages".into();
     let out = serve_with(
         Endpoint::Messages,
@@ -456,7 +517,10 @@ fn a_reply_is_sent_as_it_is() {
         vec![FakePolicy::new("static").request(|_| {
             Ok(Verdict::Respond(weir_core::Reply {
                 status: 299,
-                headers: vec![("X-Custom".into(), "1".into()), ("x-request-id".into(), "forged".into())],
+                headers: vec![
+                    ("X-Custom".into(), "1".into()),
+                    ("x-request-id".into(), "forged".into()),
+                ],
                 body: b"raw".to_vec(),
             }))
         })],

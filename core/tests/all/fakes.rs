@@ -101,7 +101,11 @@ impl Platform for FakePlatform {
     ) -> Result<UpstreamResponse<FakeBody>, UpstreamFailure> {
         let mut s = self.0.borrow_mut();
         s.sent.push(request);
-        match s.replies.pop_front().expect("an upstream reply is scripted") {
+        match s
+            .replies
+            .pop_front()
+            .expect("an upstream reply is scripted")
+        {
             Up::Answer {
                 status,
                 content_type,
@@ -407,9 +411,8 @@ pub struct Served {
 
 impl Served {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {

@@ -29,7 +29,10 @@ fn rpc(body: serde_json::Value) -> ClientRequest {
             ("authorization".into(), "Bearer client-token".into()),
             ("mcp-session-id".into(), "s1".into()),
             ("mcp-protocol-version".into(), "2025-06-18".into()),
-            ("accept".into(), "application/json, text/event-stream".into()),
+            (
+                "accept".into(),
+                "application/json, text/event-stream".into(),
+            ),
         ],
         body: Bytes::from(serde_json::to_vec(&body).unwrap()),
     }
@@ -57,7 +60,9 @@ fn serve_mcp(request: ClientRequest, replies: Vec<Up>, policies: Vec<FakePolicy>
 }
 
 fn call_tool(name: &str) -> ClientRequest {
-    rpc(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": {"a": 1}}}))
+    rpc(
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": {"a": 1}}}),
+    )
 }
 
 #[test]
@@ -88,7 +93,10 @@ fn a_method_filter_denial_is_a_json_rpc_error_with_the_id() {
             })
         })],
     );
-    assert_eq!(out.status, 200, "a refused tool is a JSON-RPC error, not an HTTP one");
+    assert_eq!(
+        out.status, 200,
+        "a refused tool is a JSON-RPC error, not an HTTP one"
+    );
     let body = out.json();
     assert_eq!(body["jsonrpc"], "2.0");
     assert_eq!(body["error"]["data"]["status"], 403);
@@ -98,7 +106,10 @@ fn a_method_filter_denial_is_a_json_rpc_error_with_the_id() {
     assert_eq!(body["error"]["data"]["request_id"], "req_test");
     let r = out.record();
     assert_eq!((r.outcome, r.endpoint.as_str()), ("denied", "tools/call"));
-    assert_eq!(out.log.borrow().initial.as_ref().unwrap().route_kind, RouteKind::Mcp);
+    assert_eq!(
+        out.log.borrow().initial.as_ref().unwrap().route_kind,
+        RouteKind::Mcp
+    );
     assert!(out.platform.sent().is_empty());
 }
 
@@ -106,18 +117,35 @@ fn a_method_filter_denial_is_a_json_rpc_error_with_the_id() {
 fn an_allowed_call_is_forwarded_without_client_credentials() {
     let out = serve_mcp(
         call_tool("add"),
-        vec![Up::json(200, json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "2"}]}}))],
-        vec![FakePolicy::new("filter").request(|_| Ok(proceed())).response(|m| {
-            assert_eq!(mcp::rpc_messages(&m.body)[0].result.as_deref().map(|r| r.contains("\"2\"")), Some(true));
-            Ok(proceed())
-        })],
+        vec![Up::json(
+            200,
+            json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "2"}]}}),
+        )],
+        vec![
+            FakePolicy::new("filter")
+                .request(|_| Ok(proceed()))
+                .response(|m| {
+                    assert_eq!(
+                        mcp::rpc_messages(&m.body)[0]
+                            .result
+                            .as_deref()
+                            .map(|r| r.contains("\"2\"")),
+                        Some(true)
+                    );
+                    Ok(proceed())
+                }),
+        ],
     );
     assert_eq!(out.status, 200);
     assert_eq!(out.json()["result"]["content"][0]["text"], "2");
     let sent = &out.platform.sent()[0];
     assert_eq!(sent.url, "http://mcp.test/mcp");
     assert!(!sent.headers.iter().any(|(n, _)| n == "authorization"));
-    assert!(sent.headers.iter().any(|(n, v)| n == "mcp-session-id" && v == "s1"));
+    assert!(
+        sent.headers
+            .iter()
+            .any(|(n, v)| n == "mcp-session-id" && v == "s1")
+    );
     assert_eq!(out.record().outcome, "success");
 }
 

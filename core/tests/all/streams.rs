@@ -181,16 +181,20 @@ fn emissions_flow_to_the_earlier_policies_in_order() {
     });
     let splitter = FakePolicy::new("splitter").chunk(|ev| {
         Ok(match &ev.text {
-            Some(t) if t.len() > 1 => ChunkVerdict::Emit(
-                t.chars().map(|c| Emission::Text(c.to_string())).collect(),
-            ),
+            Some(t) if t.len() > 1 => {
+                ChunkVerdict::Emit(t.chars().map(|c| Emission::Text(c.to_string())).collect())
+            }
             _ => ChunkVerdict::Pass,
         })
     });
     let out = serve_with(
         Endpoint::ChatCompletions,
         hello(true),
-        vec![Up::sse(&[&chunk(Some("ab"), None), &chunk(None, Some("stop")), "[DONE]"])],
+        vec![Up::sse(&[
+            &chunk(Some("ab"), None),
+            &chunk(None, Some("stop")),
+            "[DONE]",
+        ])],
         vec![upper, splitter],
         Drive::default(),
     );
@@ -254,16 +258,21 @@ fn an_answer_is_streamed_to_a_streaming_client_through_earlier_policies() {
                     None => ChunkVerdict::Pass,
                 })
             }),
-            FakePolicy::new("cache").request(|_| {
-                Ok(Verdict::Answer(PolicyAnswer {
-                    completion: completion("from the cache").to_string(),
-                    headers: vec![("x-weir-cache".into(), "hit".into())],
-                }))
-            }).chunk(|_| panic!("the answering policy does not see its own answer")),
+            FakePolicy::new("cache")
+                .request(|_| {
+                    Ok(Verdict::Answer(PolicyAnswer {
+                        completion: completion("from the cache").to_string(),
+                        headers: vec![("x-weir-cache".into(), "hit".into())],
+                    }))
+                })
+                .chunk(|_| panic!("the answering policy does not see its own answer")),
         ],
         Drive::default(),
     );
-    assert_eq!(header(&out.headers, "content-type"), Some("text/event-stream"));
+    assert_eq!(
+        header(&out.headers, "content-type"),
+        Some("text/event-stream")
+    );
     assert_eq!(header(&out.headers, "x-weir-cache"), Some("hit"));
     assert_eq!(out.streamed_text(), "FROM THE CACHE");
     assert_eq!(out.events().last().map(String::as_str), Some("[DONE]"));
@@ -273,7 +282,9 @@ fn an_answer_is_streamed_to_a_streaming_client_through_earlier_policies() {
 
 #[test]
 fn anthropic_clients_get_anthropic_events_after_the_policies() {
-    let mut req = chat(json!({"model": "m", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}));
+    let mut req = chat(
+        json!({"model": "m", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    );
     req.path = "/v1/messages".into();
     let out = serve_with(
         Endpoint::Messages,
@@ -285,6 +296,9 @@ fn anthropic_clients_get_anthropic_events_after_the_policies() {
     let text = out.text();
     assert!(text.contains("event: message_start"), "{text}");
     assert!(text.contains("event: message_stop"), "{text}");
-    assert!(text.contains("Hello world") || text.contains("lo wor"), "{text}");
+    assert!(
+        text.contains("Hello world") || text.contains("lo wor"),
+        "{text}"
+    );
     out.record();
 }

@@ -32,10 +32,8 @@ pub struct ChainEntry {
 
 impl ChainEntry {
     fn new(path: String, scope: Scope<'_>, policy: PolicyRef) -> Self {
-        let instance =
-            weir_core::isolation::instance(scope, &policy.policy, policy.id.as_deref());
-        let namespace =
-            weir_core::isolation::namespace(&instance, policy.kv_namespace.as_deref());
+        let instance = weir_core::isolation::instance(scope, &policy.policy, policy.id.as_deref());
+        let namespace = weir_core::isolation::namespace(&instance, policy.kv_namespace.as_deref());
         Self {
             path,
             policy,

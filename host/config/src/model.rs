@@ -99,16 +99,48 @@ impl Default for RuntimeSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KvSettings {
-    /// Bound on the number of entries of the in-memory store.
+    /// `memory` (one process) or `redis` (shared by every replica).
+    pub backend: KvBackend,
+    /// Memory: bound on the number of entries.
     pub max_entries: usize,
+    /// Redis: `redis://host:6379/0`, or `rediss://` for TLS. No password here: see
+    /// `password-env`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Redis: the environment variable holding the password, if it needs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Redis: prepended to every key, so several gateways can share one Redis.
+    pub prefix: String,
+    /// Redis: time one operation may take before it counts as failed.
+    pub timeout_ms: u64,
+    /// Redis: multiplexed connections per process.
+    pub connections: usize,
 }
 
 impl Default for KvSettings {
     fn default() -> Self {
         Self {
+            backend: KvBackend::Memory,
             max_entries: 1_000_000,
+            url: None,
+            password_env: None,
+            prefix: "weir:".into(),
+            timeout_ms: 250,
+            connections: 4,
         }
     }
+}
+
+/// Where policy state lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum KvBackend {
+    /// In this process (the default).
+    #[default]
+    Memory,
+    /// In Redis (≥ 6.2) or Valkey, shared by every replica.
+    Redis,
 }
 
 /// A policy component loaded from a file.

@@ -207,7 +207,10 @@ fn instances_are_named_by_scope_not_position() {
     assert_eq!(
         names,
         vec![
-            ("provider:p/token-limit".into(), "provider:p/token-limit".into()),
+            (
+                "provider:p/token-limit".into(),
+                "provider:p/token-limit".into()
+            ),
             ("proxy:a/auth".into(), "proxy:a/auth".into()),
             ("proxy:a/token-limit".into(), "proxy:a/token-limit".into()),
         ]
@@ -265,7 +268,10 @@ fn api_keys_and_an_auth_entry_are_refused_with_a_reason() {
     );
     let e = err(&yaml);
     assert_eq!(e.path, "proxies[0].policies[0]");
-    assert!(e.message.contains("api-keys") && e.message.contains("remove"), "{e}");
+    assert!(
+        e.message.contains("api-keys") && e.message.contains("remove"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -24,7 +24,55 @@ fn check_name(path: String, name: &str) -> Result<(), ConfigError> {
     }
 }
 
+fn check_kv(kv: &crate::KvSettings) -> Result<(), ConfigError> {
+    match kv.backend {
+        crate::KvBackend::Memory => {
+            if kv.url.is_some() {
+                return Err(ConfigError::at(
+                    "kv.url",
+                    "only the redis backend takes a url (add `backend: redis`)",
+                ));
+            }
+        }
+        crate::KvBackend::Redis => {
+            let Some(url) = &kv.url else {
+                return Err(ConfigError::at(
+                    "kv.url",
+                    "the redis backend needs a url, e.g. redis://127.0.0.1:6379/0",
+                ));
+            };
+            let Some(rest) = url
+                .strip_prefix("redis://")
+                .or_else(|| url.strip_prefix("rediss://"))
+            else {
+                return Err(ConfigError::at(
+                    "kv.url",
+                    "must start with redis:// (or rediss:// for TLS)",
+                ));
+            };
+            let authority = rest.split('/').next().unwrap_or_default();
+            if authority.contains('@') {
+                return Err(ConfigError::at(
+                    "kv.url",
+                    "put no credentials in the url: name the variable holding the password in `kv.password-env`",
+                ));
+            }
+            if let Some(var) = &kv.password_env {
+                check_var("kv.password-env".into(), var)?;
+            }
+            if kv.timeout_ms == 0 || kv.connections == 0 {
+                return Err(ConfigError::at(
+                    "kv",
+                    "timeout-ms and connections must be at least 1",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
+    check_kv(&c.kv)?;
     c.listen.parse::<SocketAddr>().map_err(|e| {
         ConfigError::at(
             "listen",
@@ -392,7 +440,11 @@ fn check_instances(chain: &[crate::ChainEntry]) -> Result<(), ConfigError> {
     let mut seen: HashSet<&str> = HashSet::new();
     for entry in chain {
         if !seen.insert(entry.instance.as_str()) {
-            let field = if entry.policy.id.is_some() { "id" } else { "policy" };
+            let field = if entry.policy.id.is_some() {
+                "id"
+            } else {
+                "policy"
+            };
             return Err(ConfigError::at(
                 format!("{}.{field}", entry.path),
                 format!(

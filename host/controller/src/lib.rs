@@ -251,7 +251,9 @@ fn build_error(
     e: weir_server::ConfigureError,
 ) -> ApiError {
     match e {
-        weir_server::ConfigureError::Config { path, message } => focus.error(document, &path, message),
+        weir_server::ConfigureError::Config { path, message } => {
+            focus.error(document, &path, message)
+        }
         weir_server::ConfigureError::Load(e) => ApiError::new(
             http::StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_component",

@@ -112,11 +112,7 @@ pub(crate) fn write_app(
     for f in ASYNC_EXPORTS {
         cmd.arg(format!("weir:edge/handler@0.2.0#{f}"));
     }
-    cmd.args([
-        "--no-typescript",
-        "--no-nodejs-compat",
-        "--quiet",
-    ]);
+    cmd.args(["--no-typescript", "--no-nodejs-compat", "--quiet"]);
     let out = cmd.output().map_err(|e| {
         BuildError::Tool(format!(
             "could not run `{}` (Node.js) for jco: {e}; install Node.js 20+ or pass --node",

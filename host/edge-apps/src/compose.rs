@@ -45,7 +45,11 @@ pub fn compose(slots: &[PolicyComponent]) -> Result<Vec<u8>, BuildError> {
     };
     let runtime_pkg = register(&mut graph, "weir:edge-runtime", weir_policies::EDGE_RUNTIME)?;
     let gateway_pkg = register(&mut graph, "weir:gateway", weir_policies::EDGE_GATEWAY)?;
-    let link_pkg = register(&mut graph, "weir:chain-link", weir_policies::EDGE_CHAIN_LINK)?;
+    let link_pkg = register(
+        &mut graph,
+        "weir:chain-link",
+        weir_policies::EDGE_CHAIN_LINK,
+    )?;
     let end_pkg = register(&mut graph, "weir:chain-end", weir_policies::EDGE_CHAIN_END)?;
 
     let runtime = graph.instantiate(runtime_pkg);
@@ -114,20 +118,27 @@ pub fn compose(slots: &[PolicyComponent]) -> Result<Vec<u8>, BuildError> {
             &format!("the policy `{}`", s.name),
             &[],
         )?;
-        let export = graph.alias_instance_export(policy, POLICY_EXPORT).map_err(|e| {
-            err(
-                &format!(
-                    "the policy `{}` (a policy component exports {POLICY_EXPORT})",
-                    s.name
-                ),
-                e,
-            )
-        })?;
+        let export = graph
+            .alias_instance_export(policy, POLICY_EXPORT)
+            .map_err(|e| {
+                err(
+                    &format!(
+                        "the policy `{}` (a policy component exports {POLICY_EXPORT})",
+                        s.name
+                    ),
+                    e,
+                )
+            })?;
         let link = graph.instantiate(link_pkg);
         plug_runtime(&mut graph, link_pkg, link, "a chain link", &[POLICY_EXPORT])?;
         graph
             .set_instantiation_argument(link, POLICY_EXPORT, export)
-            .map_err(|e| err(&format!("plugging the policy `{}` into its link", s.name), e))?;
+            .map_err(|e| {
+                err(
+                    &format!("plugging the policy `{}` into its link", s.name),
+                    e,
+                )
+            })?;
         graph
             .set_instantiation_argument(link, &next_import, next)
             .map_err(|e| err("chaining two links", e))?;

@@ -29,7 +29,10 @@ struct Slots {
 
 impl Slots {
     /// The plan entries of a chain, each validated by its component.
-    async fn chain(&mut self, entries: Vec<ChainEntry>) -> Result<Vec<PlanPolicy>, (String, String)> {
+    async fn chain(
+        &mut self,
+        entries: Vec<ChainEntry>,
+    ) -> Result<Vec<PlanPolicy>, (String, String)> {
         let mut policies = Vec::new();
         for entry in entries {
             let r = &entry.policy;
@@ -192,8 +195,7 @@ pub async fn make_plan(
             None => {
                 return Err((
                     format!("mcp-proxies[{i}].upstream"),
-                    "MCP proxies over an OpenAPI document are not served yet (weir or edge)"
-                        .into(),
+                    "MCP proxies over an OpenAPI document are not served yet (weir or edge)".into(),
                 ));
             }
         };

@@ -15,9 +15,9 @@ use wasmtime::component::{Instance, Resource};
 use crate::bindings::{v0_1, v0_2};
 use crate::convert;
 use crate::engine::{ContractVersion, Policy};
+use crate::error::{PolicyError, PolicyFailure};
 use crate::exports::call;
 use crate::imports::ContextRep;
-use crate::error::{PolicyError, PolicyFailure};
 use crate::imports::{SlotState, StoreData};
 
 /// One configured policy instance of a chain.

@@ -239,14 +239,13 @@ impl Runtime {
             name: name.into(),
             source,
         })?;
-        let version = contract_version(&self.shared.engine, &component).ok_or_else(|| {
-            LoadError::World {
+        let version =
+            contract_version(&self.shared.engine, &component).ok_or_else(|| LoadError::World {
                 name: name.into(),
                 source: wasmtime::Error::msg(
                     "it exports neither weir:policy/policy@0.2.0 nor weir:policy/policy@0.1.0",
                 ),
-            }
-        })?;
+            })?;
         let world = |source| LoadError::World {
             name: name.into(),
             source,

@@ -147,7 +147,11 @@ impl StoreData {
         Ok(())
     }
 
-    pub(crate) fn set_attribute_checked(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+    pub(crate) fn set_attribute_checked(
+        &mut self,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
         let mut state = self.state();
         if state.attributes.len() >= RequestState::MAX_ATTRIBUTES
             && !state.attributes.contains_key(&key)
@@ -183,9 +187,8 @@ impl StoreData {
 
     /// The client for an outbound request of the policy, if `url` is within its allow-hosts.
     pub(crate) fn outbound_for(&self, url: &str) -> Result<Arc<dyn OutboundHttp>, FetchError> {
-        weir_core::isolation::check_host(url, &self.slot.allow_hosts).map_err(|m| {
-            FetchError::Denied(format!("policy `{}`: {m}", self.slot.instance))
-        })?;
+        weir_core::isolation::check_host(url, &self.slot.allow_hosts)
+            .map_err(|m| FetchError::Denied(format!("policy `{}`: {m}", self.slot.instance)))?;
         Ok(self.runtime.services().http.clone())
     }
 }
@@ -436,7 +439,12 @@ impl log::Host for StoreData {
 // === impl metrics ===
 
 impl StoreData {
-    fn metric(&self, name: &str, labels: &[(String, String)], record: impl FnOnce(&dyn PolicyMetrics)) {
+    fn metric(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+        record: impl FnOnce(&dyn PolicyMetrics),
+    ) {
         match weir_core::isolation::check_metric(name, labels) {
             Ok(()) => record(self.runtime.services().metrics.as_ref()),
             Err(e) => self.log_line(3, &format!("metric dropped: {e}")),
@@ -535,7 +543,10 @@ impl embeddings::Host for StoreData {
 // === impl vectors ===
 
 impl StoreData {
-    fn vector_index(&self, index: &str) -> Result<(Arc<dyn VectorStore>, String), vectors::VectorError> {
+    fn vector_index(
+        &self,
+        index: &str,
+    ) -> Result<(Arc<dyn VectorStore>, String), vectors::VectorError> {
         let (store, namespace) = self.slot.vectors.as_ref().ok_or_else(|| {
             vectors::VectorError::Unavailable("no vector store outside a request".into())
         })?;
@@ -544,7 +555,10 @@ impl StoreData {
                 "index names are 1 to {MAX_KEY} bytes"
             )));
         }
-        Ok((store.clone(), weir_core::isolation::kv_key(namespace, index)))
+        Ok((
+            store.clone(),
+            weir_core::isolation::kv_key(namespace, index),
+        ))
     }
 }
 
@@ -566,7 +580,13 @@ impl vectors::Host for StoreData {
     ) -> Result<(), vectors::VectorError> {
         let (store, index) = self.vector_index(&index)?;
         store
-            .upsert(&index, &id, vector, metadata, ttl_ms.map(Duration::from_millis))
+            .upsert(
+                &index,
+                &id,
+                vector,
+                metadata,
+                ttl_ms.map(Duration::from_millis),
+            )
             .await
             .map_err(vector_error)
     }
@@ -652,8 +672,22 @@ impl OutboundHttp for NoOutbound {
 
 /// Where policies' metrics go (the server's Prometheus registry).
 pub trait PolicyMetrics: Send + Sync + 'static {
-    fn counter_add(&self, policy: &str, proxy: &str, name: &str, value: u64, labels: &[(String, String)]);
-    fn observe(&self, policy: &str, proxy: &str, name: &str, value: f64, labels: &[(String, String)]);
+    fn counter_add(
+        &self,
+        policy: &str,
+        proxy: &str,
+        name: &str,
+        value: u64,
+        labels: &[(String, String)],
+    );
+    fn observe(
+        &self,
+        policy: &str,
+        proxy: &str,
+        name: &str,
+        value: f64,
+        labels: &[(String, String)],
+    );
 }
 
 /// Drops every metric.

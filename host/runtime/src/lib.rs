@@ -42,12 +42,11 @@ pub use chain::{ChainRun, ChainSpec, SlotSpec};
 pub use engine::{ContractVersion, Policy, Runtime, RuntimeOptions, Services};
 pub use error::{LoadError, PolicyError, PolicyFailure};
 pub use imports::{
-    EmbedError, Embedder, HttpRequest, HttpResponse, OutboundHttp, OutboundHttpError,
-    PolicyMetrics,
+    EmbedError, Embedder, HttpRequest, HttpResponse, OutboundHttp, OutboundHttpError, PolicyMetrics,
 };
 pub use weir_core::{
-    ChunkVerdict, CompletionInfo, Denial, Edits, MessageView, Outcome, Phase, Reply,
-    RequestState, RouteKind, Verdict,
+    ChunkVerdict, CompletionInfo, Denial, Edits, MessageView, Outcome, Phase, Reply, RequestState,
+    RouteKind, Verdict,
 };
 
 /// What a policy says about itself (`describe`).

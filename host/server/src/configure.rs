@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use weir_config::GatewayConfig;
 use weir_core::{Upstream, Upstreams};
 use weir_runtime::{ChainSpec, Policy, Runtime, RuntimeOptions, Services, SlotSpec};
-use weir_state::{KvStore, MemoryStore, MemoryVectors, Namespaced, VectorStore};
+use weir_state::{KvStore, MemoryVectors, Namespaced, VectorStore};
 
 use crate::upstream::{self, HttpClient, PolicyHttp, Secret, UpstreamEmbedder};
 use crate::usage::UsageLog;
@@ -147,7 +147,7 @@ impl Shared {
 
     /// The process-wide parts, sized by the first configuration (`runtime`, `kv` and the data
     /// directory do not change on a reload).
-    pub(crate) fn new(
+    pub(crate) async fn new(
         config: &GatewayConfig,
         options: &GatewayOptions,
     ) -> Result<Self, ConfigureError> {
@@ -173,12 +173,13 @@ impl Shared {
         )?;
         let usage = UsageLog::new(options.data_dir.as_ref().map(|d| d.join("usage.jsonl")))
             .map_err(|e| ConfigureError::Io(format!("opening the usage log: {e}")))?;
+        let kv = crate::kv::open(&config.kv, metrics.clone()).await?;
         Ok(Self {
             client,
             usage,
             metrics,
             runtime,
-            kv: Arc::new(MemoryStore::new(config.kv.max_entries)),
+            kv,
             vectors: Arc::new(MemoryVectors::new(10_000, 10_000)),
             upstreams,
             components: tokio::sync::Mutex::default(),

@@ -17,6 +17,7 @@
 mod admin;
 mod body;
 mod configure;
+mod kv;
 mod metrics;
 mod proxy;
 mod stream;
@@ -59,7 +60,7 @@ impl Gateway {
         config: weir_config::GatewayConfig,
         options: GatewayOptions,
     ) -> Result<Self, ConfigureError> {
-        let shared = Arc::new(configure::Shared::new(&config, &options)?);
+        let shared = Arc::new(configure::Shared::new(&config, &options).await?);
         let state = configure::State::build(config, shared.clone()).await?;
         shared.upstreams.store(state.upstreams.clone());
         Ok(Self {

@@ -55,6 +55,10 @@ struct Inner {
     upstream: BTreeMap<String, Histogram>,
     /// (proxy, error code) → count
     errors: BTreeMap<(String, &'static str), u64>,
+    /// (backend, operation, outcome) → count
+    kv_operations: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    /// backend → operation time
+    kv_duration: BTreeMap<String, Histogram>,
     /// (metric, policy, proxy, other labels) → count, from policies' `metrics.counter-add`
     policy_counters: BTreeMap<PolicySeries, u64>,
     /// the same for `metrics.observe`
@@ -137,6 +141,16 @@ impl Metrics {
             let _ = write!(rendered, ",{k}=\"{}\"", esc(v));
         }
         (name.into(), policy.into(), proxy.into(), rendered)
+    }
+
+    /// Counts one key-value operation.
+    pub fn kv(&self, backend: &'static str, op: &'static str, outcome: &'static str, seconds: f64) {
+        let mut m = self.lock();
+        *m.kv_operations.entry((backend, op, outcome)).or_default() += 1;
+        m.kv_duration
+            .entry(backend.to_owned())
+            .or_default()
+            .observe(seconds);
     }
 
     /// Counts a policy refusal.
@@ -228,6 +242,20 @@ impl Metrics {
                 esc(code)
             );
         }
+        out.push_str("# HELP weir_kv_operations_total Key-value store operations, by outcome (ok, unavailable, invalid).\n# TYPE weir_kv_operations_total counter\n");
+        for ((backend, op, outcome), n) in &m.kv_operations {
+            let _ = writeln!(
+                out,
+                "weir_kv_operations_total{{backend=\"{backend}\",operation=\"{op}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        histogram(
+            &mut out,
+            "weir_kv_duration_seconds",
+            "Time of one key-value store operation.",
+            "backend",
+            &m.kv_duration,
+        );
         render_policy_metrics(&mut out, &m);
         out
     }
@@ -262,7 +290,14 @@ fn histogram(
 /// Policies' own metrics (`weir:policy/metrics`), with the policy and proxy as labels. Names and
 /// labels were checked by the runtime (`weir_core::isolation::check_metric`).
 impl weir_runtime::PolicyMetrics for Metrics {
-    fn counter_add(&self, policy: &str, proxy: &str, name: &str, value: u64, labels: &[(String, String)]) {
+    fn counter_add(
+        &self,
+        policy: &str,
+        proxy: &str,
+        name: &str,
+        value: u64,
+        labels: &[(String, String)],
+    ) {
         let key = self.policy_series(name, policy, proxy, labels);
         let mut m = self.lock();
         let full = m.policy_counters.len() + m.policy_histograms.len() >= MAX_POLICY_SERIES;
@@ -272,7 +307,14 @@ impl weir_runtime::PolicyMetrics for Metrics {
         *m.policy_counters.entry(key).or_default() += value;
     }
 
-    fn observe(&self, policy: &str, proxy: &str, name: &str, value: f64, labels: &[(String, String)]) {
+    fn observe(
+        &self,
+        policy: &str,
+        proxy: &str,
+        name: &str,
+        value: f64,
+        labels: &[(String, String)],
+    ) {
         let key = self.policy_series(name, policy, proxy, labels);
         let mut m = self.lock();
         let full = m.policy_counters.len() + m.policy_histograms.len() >= MAX_POLICY_SERIES;
@@ -310,7 +352,11 @@ fn render_policy_metrics(out: &mut String, m: &Inner) {
             );
             last.clone_from(&family);
         }
-        let base = format!("policy=\"{}\",proxy=\"{}\"{labels}", esc(policy), esc(proxy));
+        let base = format!(
+            "policy=\"{}\",proxy=\"{}\"{labels}",
+            esc(policy),
+            esc(proxy)
+        );
         for (bound, count) in BUCKETS.iter().zip(&h.counts) {
             let _ = writeln!(out, "{family}_bucket{{{base},le=\"{bound}\"}} {count}");
         }
@@ -360,18 +406,40 @@ mod tests {
     fn renders_policy_metrics_with_policy_and_proxy_labels() {
         use weir_runtime::PolicyMetrics;
         let m = Metrics::default();
-        m.counter_add("cache", "faq", "cache_hits", 2, &[("layer".into(), "exact".into())]);
-        m.counter_add("cache", "faq", "cache_hits", 1, &[("layer".into(), "exact".into())]);
+        m.counter_add(
+            "cache",
+            "faq",
+            "cache_hits",
+            2,
+            &[("layer".into(), "exact".into())],
+        );
+        m.counter_add(
+            "cache",
+            "faq",
+            "cache_hits",
+            1,
+            &[("layer".into(), "exact".into())],
+        );
         m.observe("cache", "faq", "lookup_seconds", 0.004, &[]);
         let text = m.render();
-        assert!(text.contains("# TYPE weir_policy_cache_hits_total counter"), "{text}");
         assert!(
-            text.contains("weir_policy_cache_hits_total{policy=\"cache\",proxy=\"faq\",layer=\"exact\"} 3"),
+            text.contains("# TYPE weir_policy_cache_hits_total counter"),
             "{text}"
         );
-        assert!(text.contains("# TYPE weir_policy_lookup_seconds histogram"), "{text}");
         assert!(
-            text.contains("weir_policy_lookup_seconds_bucket{policy=\"cache\",proxy=\"faq\",le=\"0.005\"} 1"),
+            text.contains(
+                "weir_policy_cache_hits_total{policy=\"cache\",proxy=\"faq\",layer=\"exact\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE weir_policy_lookup_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "weir_policy_lookup_seconds_bucket{policy=\"cache\",proxy=\"faq\",le=\"0.005\"} 1"
+            ),
             "{text}"
         );
     }

@@ -11,7 +11,9 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 
 use weir_core::Upstreams;
-use weir_runtime::{EmbedError, Embedder, HttpRequest, HttpResponse, OutboundHttp, OutboundHttpError};
+use weir_runtime::{
+    EmbedError, Embedder, HttpRequest, HttpResponse, OutboundHttp, OutboundHttpError,
+};
 
 /// The connection-pooling HTTP/1.1 + HTTP/2 client (TLS with the bundled web PKI roots).
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;

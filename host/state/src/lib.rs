@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod memory;
+mod redis;
 mod vectors;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use memory::MemoryStore;
+pub use redis::{RedisOptions, RedisStore};
 pub use vectors::{MemoryVectors, VectorStore};
 pub use weir_core::vectors::Neighbour;
 

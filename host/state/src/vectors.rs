@@ -142,11 +142,25 @@ mod tests {
         v.upsert("a", "1", vec![1.0, 0.0], b"one".to_vec(), None)
             .await
             .unwrap();
-        assert!(v.upsert("b", "1", vec![1.0, 0.0], vec![], None).await.is_err());
-        assert!(v.query("b", vec![1.0, 0.0], 1, 0.0).await.unwrap().is_empty());
+        assert!(
+            v.upsert("b", "1", vec![1.0, 0.0], vec![], None)
+                .await
+                .is_err()
+        );
+        assert!(
+            v.query("b", vec![1.0, 0.0], 1, 0.0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let hits = v.query("a", vec![1.0, 0.1], 1, 0.9).await.unwrap();
         assert_eq!(hits[0].metadata, b"one");
         v.delete("a", "1").await.unwrap();
-        assert!(v.query("a", vec![1.0, 0.0], 1, 0.0).await.unwrap().is_empty());
+        assert!(
+            v.query("a", vec![1.0, 0.0], 1, 0.0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

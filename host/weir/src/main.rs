@@ -271,7 +271,9 @@ impl weir_server::BuiltinUpstreams for BundledMock {
         let name = name.to_owned();
         Box::pin(async move {
             if name != "mock" {
-                return Err(format!("unknown built-in upstream `builtin:{name}` (there is `builtin:mock`)"));
+                return Err(format!(
+                    "unknown built-in upstream `builtin:{name}` (there is `builtin:mock`)"
+                ));
             }
             let mock = self
                 .server

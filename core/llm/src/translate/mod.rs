@@ -22,7 +22,9 @@ use serde_json::{Map, Value, json};
 
 /// The API family of a provider: how requests, answers, streams and credentials look. The
 /// configuration's `kind` (`kind: anthropic`), with these names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     /// OpenAI and OpenAI-compatible servers (vLLM, Ollama, LiteLLM...): passed through.

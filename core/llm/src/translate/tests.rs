@@ -150,7 +150,11 @@ fn bad_requests_name_the_field() {
     ];
     for (req, field) in cases {
         let body = serde_json::to_vec(&req).unwrap_or_default();
-        for d in [ProviderKind::Anthropic, ProviderKind::Gemini, ProviderKind::AwsBedrock] {
+        for d in [
+            ProviderKind::Anthropic,
+            ProviderKind::Gemini,
+            ProviderKind::AwsBedrock,
+        ] {
             let err = request(d, "chat/completions", Target::default(), &body, false);
             assert_eq!(
                 err.err().map(|e| e.field),

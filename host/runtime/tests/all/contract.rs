@@ -26,13 +26,19 @@ struct Recorded {
 struct FakeMetrics(Arc<Mutex<Recorded>>);
 
 impl PolicyMetrics for FakeMetrics {
-    fn counter_add(&self, policy: &str, proxy: &str, name: &str, value: u64, _: &[(String, String)]) {
-        self.0.lock().unwrap().counters.push((
-            policy.into(),
-            proxy.into(),
-            name.into(),
-            value,
-        ));
+    fn counter_add(
+        &self,
+        policy: &str,
+        proxy: &str,
+        name: &str,
+        value: u64,
+        _: &[(String, String)],
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .counters
+            .push((policy.into(), proxy.into(), name.into(), value));
     }
 
     fn observe(&self, policy: &str, _: &str, name: &str, value: f64, _: &[(String, String)]) {
@@ -143,12 +149,21 @@ async fn a_0_1_component_works_next_to_0_2_ones() {
     assert_eq!(fixture.info().name, "fixture-v0-1");
     assert_eq!(
         fixture.info().phases,
-        vec![Phase::Request, Phase::Response, Phase::StreamChunk, Phase::Complete]
+        vec![
+            Phase::Request,
+            Phase::Response,
+            Phase::StreamChunk,
+            Phase::Complete
+        ]
     );
     let (path, _) = fixture.validate_config("[]").await.unwrap().unwrap_err();
     assert_eq!(path, "");
     let spec = s.chain(&[
-        ("test-policy", weir_policies::TEST_POLICY, r#"{"mode":"observe","tag":"new"}"#),
+        (
+            "test-policy",
+            weir_policies::TEST_POLICY,
+            r#"{"mode":"observe","tag":"new"}"#,
+        ),
         ("fixture", FIXTURE_V0_1, r#"{"tag":"old"}"#),
     ]);
 
@@ -160,7 +175,10 @@ async fn a_0_1_component_works_next_to_0_2_ones() {
         .await
         .unwrap();
     let denial = super::denial(stop.unwrap());
-    assert_eq!((denial.status, denial.code.as_str()), (403, "fixture_denied"));
+    assert_eq!(
+        (denial.status, denial.code.as_str()),
+        (403, "fixture_denied")
+    );
 
     // Let through: its header edit, its kv counter, its response headers, its stream replace.
     for n in 1..=2 {
@@ -176,7 +194,12 @@ async fn a_0_1_component_works_next_to_0_2_ones() {
             body: bytes::Bytes::from_static(b"{}"),
             ..Default::default()
         };
-        assert!(chain::response_phase(&mut run, &mut resp, 2).await.unwrap().is_none());
+        assert!(
+            chain::response_phase(&mut run, &mut resp, 2)
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(resp.header("x-fixture-count"), Some(n.to_string().as_str()));
         assert_eq!(resp.header("x-fixture-config"), Some("old"));
         assert_eq!(resp.header("x-test-tag"), Some("new"));
@@ -190,7 +213,11 @@ async fn a_0_1_component_works_next_to_0_2_ones() {
             run.on_stream_chunk(1, &event).await.unwrap(),
             ChunkVerdict::Emit(vec![Emission::Data(r#"{"model":"MOCK-gpt"}"#.into())])
         );
-        assert!(chain::complete_phase(&mut run, &completion(Outcome::Answered)).await.is_empty());
+        assert!(
+            chain::complete_phase(&mut run, &completion(Outcome::Answered))
+                .await
+                .is_empty()
+        );
     }
     let ns = Namespaced::new(s.kv.clone(), "proxy:test/fixture@1");
     assert_eq!(ns.increment("completed", 0, None).await.unwrap(), 2);
@@ -221,7 +248,10 @@ async fn a_stream_rewriter_holds_back_splits_and_flushes() {
             out.push_str(&t);
         }
     }
-    assert_eq!(out, "mock0 [gone] mock3 ", "`mock` may begin the phrase: held back");
+    assert_eq!(
+        out, "mock0 [gone] mock3 ",
+        "`mock` may begin the phrase: held back"
+    );
     let ChunkVerdict::Emit(rest) = run.on_stream_end(0).await.unwrap() else {
         panic!("the rest is released at the end")
     };
@@ -232,7 +262,11 @@ async fn a_stream_rewriter_holds_back_splits_and_flushes() {
 async fn embeddings_vectors_and_metrics_are_served() {
     let s = setup();
     let spec = s.chain(&[
-        ("test-policy", weir_policies::TEST_POLICY, r#"{"mode":"metrics"}"#),
+        (
+            "test-policy",
+            weir_policies::TEST_POLICY,
+            r#"{"mode":"metrics"}"#,
+        ),
         (
             "test-policy",
             weir_policies::TEST_POLICY,
@@ -242,8 +276,10 @@ async fn embeddings_vectors_and_metrics_are_served() {
     let question = |text: &str| {
         let mut m = request("k");
         m.body = bytes::Bytes::from(
-            serde_json::to_vec(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
-                .unwrap(),
+            serde_json::to_vec(
+                &serde_json::json!({"model": "m", "messages": [{"role": "user", "content": text}]}),
+            )
+            .unwrap(),
         );
         m
     };
@@ -273,8 +309,17 @@ async fn embeddings_vectors_and_metrics_are_served() {
     match stop {
         Some(weir_core::chain::Stop::Answer { answer, policy }) => {
             assert_eq!(policy, 1);
-            assert!(answer.completion.contains("a low dam"), "{}", answer.completion);
-            assert!(answer.headers.iter().any(|(n, v)| n == "x-test-vector" && v.starts_with("hit")));
+            assert!(
+                answer.completion.contains("a low dam"),
+                "{}",
+                answer.completion
+            );
+            assert!(
+                answer
+                    .headers
+                    .iter()
+                    .any(|(n, v)| n == "x-test-vector" && v.starts_with("hit"))
+            );
         }
         other => panic!("expected an answer, got {other:?}"),
     }
@@ -311,9 +356,22 @@ async fn embeddings_vectors_and_metrics_are_served() {
     assert_eq!(
         recorded.counters,
         vec![
-            ("test-policy".into(), "test".into(), "test_requests".into(), 1),
-            ("test-policy".into(), "test".into(), "test_requests".into(), 1),
+            (
+                "test-policy".into(),
+                "test".into(),
+                "test_requests".into(),
+                1
+            ),
+            (
+                "test-policy".into(),
+                "test".into(),
+                "test_requests".into(),
+                1
+            ),
         ]
     );
-    assert_eq!(recorded.observations, vec![("test-policy".into(), "test_latency_seconds".into(), 1.5)]);
+    assert_eq!(
+        recorded.observations,
+        vec![("test-policy".into(), "test_latency_seconds".into(), 1.5)]
+    );
 }

@@ -1,5 +1,9 @@
 //! Runtime tests with the real policy components from components/.
-#![allow(clippy::unwrap_used, clippy::panic, reason = "test helpers fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,12 +146,20 @@ async fn auth_sets_consumer_and_strips_key() {
     let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1000));
     let spec = chain(&rt, &kv, &[("auth", weir_policies::AUTH, &auth_config())]);
     let mut run = ChainRun::new(spec.clone(), state("r1"));
-    let msg = on_request(&mut run, request("good-key")).await.unwrap().unwrap();
+    let msg = on_request(&mut run, request("good-key"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(run.consumer().as_deref(), Some("alice"));
     assert_eq!(msg.header("authorization"), None);
     assert_eq!(msg.header("x-other"), Some("1"));
     let mut run = ChainRun::new(spec, state("r2"));
-    let denial = denial(on_request(&mut run, request("bad-key")).await.unwrap().unwrap_err());
+    let denial = denial(
+        on_request(&mut run, request("bad-key"))
+            .await
+            .unwrap()
+            .unwrap_err(),
+    );
     assert_eq!(
         (denial.status, denial.code.as_str()),
         (401, "invalid_api_key")
@@ -172,11 +184,26 @@ async fn token_limit_reserves_and_settles() {
         ],
     );
     let mut first = ChainRun::new(spec.clone(), state("a"));
-    assert!(on_request(&mut first, request("good-key")).await.unwrap().is_ok());
+    assert!(
+        on_request(&mut first, request("good-key"))
+            .await
+            .unwrap()
+            .is_ok()
+    );
     let mut second = ChainRun::new(spec.clone(), state("b"));
-    assert!(on_request(&mut second, request("good-key")).await.unwrap().is_ok());
+    assert!(
+        on_request(&mut second, request("good-key"))
+            .await
+            .unwrap()
+            .is_ok()
+    );
     let mut run = ChainRun::new(spec.clone(), state("c"));
-    let denial = denial(on_request(&mut run, request("good-key")).await.unwrap().unwrap_err());
+    let denial = denial(
+        on_request(&mut run, request("good-key"))
+            .await
+            .unwrap()
+            .unwrap_err(),
+    );
     assert_eq!(
         (denial.status, denial.code.as_str()),
         (429, "rate_limit_exceeded")
@@ -205,9 +232,19 @@ async fn token_limit_reserves_and_settles() {
     };
     assert!(on_complete(&mut first, &info).await.is_empty());
     let mut third = ChainRun::new(spec.clone(), state("d"));
-    assert!(on_request(&mut third, request("good-key")).await.unwrap().is_ok());
+    assert!(
+        on_request(&mut third, request("good-key"))
+            .await
+            .unwrap()
+            .is_ok()
+    );
     let mut run = ChainRun::new(spec.clone(), state("e"));
-    assert!(on_request(&mut run, request("good-key")).await.unwrap().is_err());
+    assert!(
+        on_request(&mut run, request("good-key"))
+            .await
+            .unwrap()
+            .is_err()
+    );
     // A failed upstream call gives its whole reservation back.
     let failed = CompletionInfo {
         outcome: Outcome::UpstreamError,
@@ -217,7 +254,12 @@ async fn token_limit_reserves_and_settles() {
     };
     assert!(on_complete(&mut second, &failed).await.is_empty());
     let mut run = ChainRun::new(spec, state("f"));
-    assert!(on_request(&mut run, request("good-key")).await.unwrap().is_ok());
+    assert!(
+        on_request(&mut run, request("good-key"))
+            .await
+            .unwrap()
+            .is_ok()
+    );
 }
 
 async fn failing(mode: &str) -> PolicyFault {
@@ -231,7 +273,10 @@ async fn failing(mode: &str) -> PolicyFault {
     );
     let mut run = ChainRun::new(spec, state("x"));
     let err = on_request(&mut run, request("k")).await.unwrap_err();
-    assert!(!run.wants(0, weir_core::Phase::Complete), "a failed instance is not called again");
+    assert!(
+        !run.wants(0, weir_core::Phase::Complete),
+        "a failed instance is not called again"
+    );
     // The runtime is still healthy: a well-behaved chain on the same runtime works.
     let ok = chain(
         &rt,

@@ -1,0 +1,212 @@
+//! The Redis backend: several `weir` replicas share limits, counters and caches through one
+//! Redis (≥ 6.2) or Valkey. Same semantics as [`MemoryStore`](crate::MemoryStore): values are
+//! bytes, a counter reads as its decimal text, `increment` creates a missing key with the
+//! expiry it is given and never changes the expiry of an existing one (one Lua script, so it
+//! is atomic), keys expire with their TTL (Redis `PX`).
+//!
+//! Every key gets the gateway's prefix (`weir:<name>:`), so several gateways can share one
+//! Redis. Each call has a timeout; connections are multiplexed and reconnect on their own
+//! (redis-rs' `ConnectionManager`), a few of them used in turn.
+//!
+//! `rediss://` URLs use TLS (rustls, the web PKI roots); the password comes from an environment
+//! variable the configuration names, never from the file.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt};
+use redis::IntoConnectionInfo;
+use redis::aio::ConnectionManager;
+
+use crate::{KvError, KvStore};
+
+/// `INCRBY` that sets the expiry only when it creates the key.
+const INCREMENT: &str = r"
+local existed = redis.call('EXISTS', KEYS[1])
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if existed == 0 and ARGV[2] ~= '' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value
+";
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://host:port/db` or `rediss://...` (TLS).
+    pub url: String,
+    /// The password (from the environment variable the configuration names), if any.
+    pub password: Option<String>,
+    /// Prepended to every key (`weir:prod:`).
+    pub prefix: String,
+    /// Time a single operation may take.
+    pub timeout: Duration,
+    /// Multiplexed connections used in turn.
+    pub connections: usize,
+}
+
+/// A [`KvStore`] in Redis.
+pub struct RedisStore {
+    connections: Vec<ConnectionManager>,
+    next: AtomicUsize,
+    prefix: Arc<str>,
+    timeout: Duration,
+    script: redis::Script,
+    url: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL without its user information (what logs and errors may show).
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            format!("{scheme}://{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn unavailable(e: &redis::RedisError) -> KvError {
+    KvError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisStore {
+    /// Connects (the first connection must succeed, so a wrong URL or password is reported at
+    /// start); later outages are retried by the connections themselves.
+    pub async fn connect(options: RedisOptions) -> Result<Self, KvError> {
+        let url = redacted(&options.url);
+        let mut info = options
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| KvError::Invalid(format!("redis url `{url}`: {e}")))?;
+        if let Some(password) = options.password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)
+            .map_err(|e| KvError::Invalid(format!("redis url `{url}`: {e}")))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
+            .set_number_of_retries(2);
+        let mut connections = Vec::new();
+        for _ in 0..options.connections.max(1) {
+            let conn = tokio::time::timeout(
+                options.timeout.max(Duration::from_secs(2)),
+                ConnectionManager::new_with_config(client.clone(), config.clone()),
+            )
+            .await
+            .map_err(|_| KvError::Unavailable(format!("redis `{url}`: no answer")))?
+            .map_err(|e| KvError::Unavailable(format!("redis `{url}`: {e}")))?;
+            connections.push(conn);
+        }
+        Ok(Self {
+            connections,
+            next: AtomicUsize::new(0),
+            prefix: options.prefix.into(),
+            timeout: options.timeout,
+            script: redis::Script::new(INCREMENT),
+            url,
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        self.connections[i].clone()
+    }
+
+    fn key(&self, key: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + key.len());
+        k.push_str(&self.prefix);
+        k.push_str(key);
+        k
+    }
+
+    async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, KvError> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Err(_) => Err(KvError::Unavailable(format!(
+                "redis `{}`: no answer within {} ms",
+                self.url,
+                self.timeout.as_millis()
+            ))),
+            Ok(Err(e)) if e.to_string().contains("not an integer") => {
+                Err(KvError::Invalid(format!("redis: {e}")))
+            }
+            Ok(Err(e)) => Err(unavailable(&e)),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+}
+
+impl KvStore for RedisStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, KvError>> {
+        async move {
+            let mut conn = self.conn();
+            let key = self.key(key);
+            self.timed(redis::cmd("GET").arg(&key).query_async(&mut conn))
+                .await
+        }
+        .boxed()
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), KvError>> {
+        async move {
+            let mut conn = self.conn();
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(key)).arg(value);
+            if let Some(ttl) = ttl {
+                cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+            }
+            self.timed(cmd.query_async::<()>(&mut conn)).await
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), KvError>> {
+        async move {
+            let mut conn = self.conn();
+            self.timed(
+                redis::cmd("DEL")
+                    .arg(self.key(key))
+                    .query_async::<()>(&mut conn),
+            )
+            .await
+        }
+        .boxed()
+    }
+
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<i64, KvError>> {
+        async move {
+            let mut conn = self.conn();
+            let ttl = ttl.map_or(String::new(), |t| (t.as_millis().max(1) as u64).to_string());
+            let mut invocation = self.script.key(self.key(key));
+            invocation.arg(delta).arg(ttl);
+            self.timed(invocation.invoke_async(&mut conn)).await
+        }
+        .boxed()
+    }
+}
