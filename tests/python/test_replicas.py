@@ -61,24 +61,55 @@ class Redis:
             self.proc = None
 
 
+class Replica:
+    """One `weir` process with its own ports and data directory; it can be stopped and started again."""
+
+    def __init__(self, base: Path, i: int, config: str, env: dict):
+        self.port, self.admin, self.controller = free_port(), free_port(), free_port()
+        self.config = base / f"weir-{i}.yaml"
+        self.config.write_text(config.format(port=self.port, admin=self.admin, controller=self.controller))
+        self.data = base / f"data-{i}"
+        self.log_path = base / f"weir-{i}.log"
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(self.config), "--data-dir", str(self.data)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+            )
+        _wait_ready(self.proc, self.port, self.log_path)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def api(self, method: str, path: str, headers: dict | None = None, **kw) -> httpx.Response:
+        return httpx.request(
+            method, f"http://127.0.0.1:{self.controller}/api/v1{path}",
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}", **(headers or {})}, timeout=30, **kw,
+        )
+
+
+ADMIN_TOKEN = "weir-admin-" + secrets.token_hex(8)
+
+
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory, mock_upstream, keys):
     base = tmp_path_factory.mktemp("replicas")
     redis = Redis(base)
     redis.start()
     consumer_key = "sk-replica-" + secrets.token_hex(12)
-    ports = [free_port(), free_port()]
-    procs = []
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
     env["MOCK_UPSTREAM_KEY"] = keys.upstream
-    for i, port in enumerate(ports):
-        admin = free_port()
-        config = base / f"weir-{i}.yaml"
-        config.write_text(
-            f"""
-listen: 127.0.0.1:{port}
-admin-listen: 127.0.0.1:{admin}
-kv: {{ backend: redis, url: "redis://127.0.0.1:{redis.port}/0", prefix: "weir:replicas-test:", timeout-ms: 300 }}
+    env["WEIR_ADMIN_TOKEN"] = ADMIN_TOKEN
+    config = f"""
+listen: 127.0.0.1:{{port}}
+admin-listen: 127.0.0.1:{{admin}}
+controller: {{{{ listen: "127.0.0.1:{{controller}}" }}}}
+kv: {{{{ backend: redis, url: "redis://127.0.0.1:{redis.port}/0", prefix: "weir:replicas-test:", timeout-ms: 300 }}}}
 providers:
   - name: mock
     base-url: {mock_upstream.url}/v1
@@ -89,32 +120,24 @@ proxies:
     provider: mock
     policies:
       - policy: auth
-        config: {{ consumers: [{{ id: shared, key-sha256: {sha256_hex(consumer_key)} }}] }}
+        config: {{{{ consumers: [{{{{ id: shared, key-sha256: {sha256_hex(consumer_key)} }}}}] }}}}
       - policy: token-limit
-        config: {{ tokens-per-day: {LIMIT} }}
+        config: {{{{ tokens-per-day: {LIMIT} }}}}
   - name: open
     context-path: /open
     provider: mock
     policies:
       - policy: token-limit
-        config: {{ requests-per-minute: 100000, on-store-error: allow }}
+        config: {{{{ requests-per-minute: 100000, on-store-error: allow }}}}
 """
-        )
-        log_path = base / f"weir-{i}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(config), "--data-dir", str(base / f"data-{i}")],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            )
-        procs.append(proc)
-        _wait_ready(proc, port, log_path)
-        procs[-1].admin = admin
-        procs[-1].log_path = log_path
+    nodes = [Replica(base, i, config, env) for i in range(2)]
     try:
-        yield {"ports": ports, "procs": procs, "key": consumer_key, "redis": redis}
+        for node in nodes:
+            node.start()
+        yield {"ports": [n.port for n in nodes], "nodes": nodes, "key": consumer_key, "redis": redis, "upstream_key": keys.upstream}
     finally:
-        for p in procs:
-            stop_process(p)
+        for node in nodes:
+            node.stop()
         redis.stop()
 
 
@@ -146,6 +169,64 @@ def test_limits_are_exact_across_replicas(replicas):
         assert chat(port, key)[0] == 429
 
 
+def served(port: int, path: str) -> int:
+    """The status of a chat completion through `path` (404: no such proxy on this replica)."""
+    r = httpx.post(
+        f"http://127.0.0.1:{port}{path}/v1/chat/completions",
+        json={"model": "mock-gpt", "messages": MESSAGES, "max_tokens": MAX_TOKENS}, timeout=30,
+    )
+    return r.status_code
+
+
+def seen_within(port: int, path: str, seconds: float) -> float:
+    """Polls until replica `port` serves `path`; returns how long that took (fails after `seconds`)."""
+    started = time.monotonic()
+    while True:
+        status = served(port, path)
+        elapsed = time.monotonic() - started
+        if status == 200:
+            return elapsed
+        assert status == 404, f"{path}: {status}"
+        assert elapsed < seconds, f"replica on port {port} does not serve {path} after {seconds} s"
+        time.sleep(0.02)
+
+
+def new_proxy(node: Replica, name: str) -> httpx.Response:
+    return node.api("POST", "/llm-proxies", json={"name": name, "context-path": f"/{name}", "provider": "mock"})
+
+
+def test_a_change_through_one_replica_reaches_the_other(replicas):
+    a, b = replicas["nodes"]
+    assert served(b.port, "/fresh") == 404
+    made = new_proxy(a, "fresh")
+    assert made.status_code == 201, made.text
+    took = seen_within(b.port, "/fresh", 5)
+    assert took <= 1.0, f"the change took {took:.2f} s to reach the other replica (promised: 1 s)"
+    # The other controller shows the same resource, with the same revision.
+    there = b.api("GET", "/llm-proxies/fresh")
+    assert there.status_code == 200, there.text
+    assert there.headers["etag"] == made.headers["etag"]
+    # And the other way round.
+    assert b.api("DELETE", "/llm-proxies/fresh", headers={"if-match": there.headers["etag"]}).status_code == 204
+    deadline = time.monotonic() + 1.0
+    while served(a.port, "/fresh") != 404:
+        assert time.monotonic() < deadline, "the deletion did not reach the first replica within 1 s"
+        time.sleep(0.02)
+
+
+def test_the_shared_configuration_survives_restarts(replicas):
+    a, b = replicas["nodes"]
+    assert new_proxy(a, "kept").status_code == 201
+    seen_within(b.port, "/kept", 5)
+    b.stop()
+    # Made while b is down: b finds it when it starts.
+    assert new_proxy(a, "while-down").status_code == 201
+    b.start()
+    assert served(b.port, "/kept") == 200
+    assert served(b.port, "/while-down") == 200
+    assert replicas["upstream_key"] not in b.api("GET", "/config").text
+
+
 def test_a_redis_outage_is_what_each_policy_chose_and_recovers(replicas):
     ports, redis = replicas["ports"], replicas["redis"]
     port = ports[0]
@@ -156,17 +237,30 @@ def test_a_redis_outage_is_what_each_policy_chose_and_recovers(replicas):
         status, body = chat(ports[1], replicas["key"])
         assert status == 503 and body["code"] == "limit_store_unavailable", (status, body)
         assert chat(port, "unused", "/open")[0] == 200
-        ready = httpx.get(f"http://127.0.0.1:{replicas['procs'][0].admin}/ready", timeout=10)
+        ready = httpx.get(f"http://127.0.0.1:{replicas['nodes'][0].admin}/ready", timeout=10)
         assert ready.status_code == 503 and "key-value store" in ready.text, ready.text
-        metrics = httpx.get(f"http://127.0.0.1:{replicas['procs'][0].admin}/metrics", timeout=10).text
+        metrics = httpx.get(f"http://127.0.0.1:{replicas['nodes'][0].admin}/metrics", timeout=10).text
         assert 'weir_kv_operations_total{backend="redis"' in metrics and 'outcome="unavailable"' in metrics
+        # The configuration stays the last good one; changes are refused rather than diverge.
+        assert served(ports[1], "/kept") == 200
+        refused = new_proxy(replicas["nodes"][0], "during-outage")
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "config_store_unavailable", refused.text
     finally:
         redis.start()  # same port, empty (no persistence in this test)
     deadline = time.monotonic() + 15
     while True:
         status, _ = chat(port, "unused", "/open")
-        ready = httpx.get(f"http://127.0.0.1:{replicas['procs'][0].admin}/ready", timeout=10)
+        ready = httpx.get(f"http://127.0.0.1:{replicas['nodes'][0].admin}/ready", timeout=10)
         if status == 200 and ready.status_code == 200:
             break
         assert time.monotonic() < deadline, f"no recovery: {status}, /ready {ready.status_code} {ready.text}"
         time.sleep(0.2)
+    # Redis came back empty: a replica writes its configuration back, and changes flow again.
+    a, b = replicas["nodes"]
+    deadline = time.monotonic() + 15
+    while (made := new_proxy(b, "after-outage")).status_code != 201:
+        assert made.status_code in (409, 503), made.text
+        assert time.monotonic() < deadline, made.text
+        time.sleep(0.2)
+    assert seen_within(a.port, "/after-outage", 5) <= 1.0
+    assert served(a.port, "/kept") == 200

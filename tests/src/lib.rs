@@ -222,6 +222,7 @@ impl TestEnv {
             Some(seed) => {
                 let c = seed
                     .start(gateway.clone())
+                    .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
                 let addr = listener.local_addr()?;

@@ -23,6 +23,7 @@ mod auth;
 mod error;
 mod kinds;
 mod openapi;
+mod shared;
 mod store;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,10 @@ pub struct Options {
 pub(crate) struct Current {
     pub document: GatewayConfig,
     pub revisions: Revisions,
+    /// Uploaded components: policy name → SHA-256 (hex) of its bytes.
+    pub uploaded: BTreeMap<String, String>,
+    /// The version of the shared document (Redis) this state is (0: none yet, or not shared).
+    pub shared_version: u64,
 }
 
 /// The controller of one gateway.
@@ -72,16 +77,26 @@ pub(crate) struct Current {
 pub struct Controller {
     gateway: Gateway,
     store: Store,
+    /// The state every replica shares (with `kv.backend: redis`).
+    shared: Option<shared::Shared>,
     current: tokio::sync::Mutex<Current>,
     auth: auth::Auth,
     components_dir: PathBuf,
 }
 
+/// The SHA-256 of `bytes`, hex.
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// The file an uploaded component is written to (the gateway loads policies from files).
 fn component_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    use sha2::Digest as _;
-    let digest = hex::encode(sha2::Sha256::digest(bytes));
-    dir.join(format!("{name}-{}.wasm", &digest[..16]))
+    component_path(dir, name, &digest(bytes))
+}
+
+fn component_path(dir: &Path, name: &str, digest: &str) -> PathBuf {
+    dir.join(format!("{name}-{}.wasm", &digest[..16.min(digest.len())]))
 }
 
 /// The document with the parts that come from the file (server settings) taken from `file`.
@@ -104,6 +119,7 @@ impl Controller {
     ) -> Result<(StoreSeed, GatewayConfig), StartError> {
         let store = Store::open(&options.data_dir.join("controller.redb"))?;
         let components_dir = options.data_dir.join("components");
+        let mut uploaded = BTreeMap::new();
         let (document, revisions, fresh) = match store.load()? {
             Some(snapshot) => {
                 let mut document = with_file_settings(snapshot.document, file);
@@ -116,6 +132,7 @@ impl Controller {
                 let stored = store.components()?;
                 for source in &mut document.policies {
                     if let Some(bytes) = stored.get(&source.name) {
+                        uploaded.insert(source.name.clone(), digest(bytes));
                         let path = component_file(&components_dir, &source.name, bytes);
                         write_component(&path, bytes).map_err(StartError::Config)?;
                         source.path = path;
@@ -137,6 +154,8 @@ impl Controller {
                 current: Current {
                     document: document.clone(),
                     revisions,
+                    uploaded,
+                    shared_version: 0,
                 },
                 fresh,
                 components_dir,
@@ -169,6 +188,12 @@ impl Controller {
         f: impl FnOnce(&mut Current) -> Result<(T, Option<kinds::Focus>), ApiError>,
     ) -> Result<T, ApiError> {
         let mut current = self.current.lock().await;
+        if let Some(shared) = &self.shared {
+            // Changes apply to the newest shared document, or not at all.
+            self.bring_in(shared, &mut current)
+                .await
+                .map_err(|e| e.refusal())?;
+        }
         let mut next = current.clone();
         let (out, focus) = f(&mut next)?;
         let focus = focus.unwrap_or_default();
@@ -180,6 +205,19 @@ impl Controller {
             .prepare(next.document.clone())
             .await
             .map_err(|e| build_error(&focus, &next.document, e))?;
+        for change in &components {
+            match change {
+                ComponentChange::Put(name, bytes) => {
+                    next.uploaded.insert(name.clone(), digest(bytes));
+                }
+                ComponentChange::Delete(name) => {
+                    next.uploaded.remove(name);
+                }
+            }
+        }
+        if let Some(shared) = &self.shared {
+            next.shared_version = shared.publish(&next, &components).await?;
+        }
         self.store
             .save(&to_snapshot(&next), &components)
             .map_err(|e| ApiError::internal(format!("the change was not stored: {e}")))?;
@@ -202,18 +240,34 @@ pub struct StoreSeed {
 
 impl StoreSeed {
     /// The controller of `gateway` (built from the document [`Controller::open`] returned). A
-    /// new store gets that document now.
-    pub fn start(self, gateway: Gateway) -> Result<Arc<Controller>, StartError> {
+    /// new store gets that document now. With `kv.backend: redis` the configuration is shared
+    /// with every replica on that Redis (and prefix): a newer shared document replaces the local
+    /// one now, and later changes arrive as they are made (see the `shared` module).
+    pub async fn start(self, gateway: Gateway) -> Result<Arc<Controller>, StartError> {
         if self.fresh {
             self.store.save(&to_snapshot(&self.current), &[])?;
         }
-        Ok(Arc::new(Controller {
+        let shared = match self.current.document.kv.backend {
+            weir_config::KvBackend::Redis => Some(
+                shared::Shared::connect(&self.current.document.kv, self.components_dir.clone())
+                    .await
+                    .map_err(StartError::Config)?,
+            ),
+            weir_config::KvBackend::Memory => None,
+        };
+        let controller = Arc::new(Controller {
             gateway,
             store: self.store,
+            shared,
             current: tokio::sync::Mutex::new(self.current),
             auth: self.auth,
             components_dir: self.components_dir,
-        }))
+        });
+        if controller.shared.is_some() {
+            controller.sync().await;
+            tokio::spawn(controller.clone().follow());
+        }
+        Ok(controller)
     }
 }
 

@@ -179,6 +179,7 @@ impl ChainRun {
             unreachable!("checked above")
         };
         let ticks = live.store.data().runtime_deadline();
+        live.store.data_mut().waited = std::time::Duration::ZERO;
         live.store.set_epoch_deadline(ticks);
         Ok(live)
     }

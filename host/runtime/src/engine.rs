@@ -301,7 +301,17 @@ impl Runtime {
             StoreData::new(slot, request, opts.memory_limit_bytes, self.clone()),
         );
         store.limiter(|d| &mut d.limiter);
-        store.epoch_deadline_trap();
+        // At the deadline, the time the policy spent waiting for the host is given back (the
+        // limit is on the policy's own running time); none to give back: the call is stopped.
+        store.epoch_deadline_callback(|mut ctx| {
+            let waited = std::mem::take(&mut ctx.data_mut().waited);
+            let ticks = waited.as_millis() as u64 / TICK_MS;
+            Ok(if ticks == 0 {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Continue(ticks)
+            })
+        });
         store.set_epoch_deadline(self.deadline_ticks());
         store
     }

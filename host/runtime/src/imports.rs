@@ -93,6 +93,9 @@ pub struct StoreData {
     pub(crate) request: Arc<Mutex<RequestState>>,
     pub(crate) message: Option<Arc<MessageView>>,
     runtime: Runtime,
+    /// Time spent waiting for the host (key-value store, outbound HTTP, embeddings, vectors)
+    /// since the deadline was last set: it does not count against the policy's time limit.
+    pub(crate) waited: Duration,
 }
 
 impl StoreData {
@@ -113,6 +116,7 @@ impl StoreData {
             request,
             message: None,
             runtime,
+            waited: Duration::ZERO,
         }
     }
 
@@ -124,6 +128,14 @@ impl StoreData {
     /// A `message` handle for one call.
     pub(crate) fn message_handle(&mut self) -> wasmtime::Result<Resource<MessageRep>> {
         Ok(self.table.push(MessageRep)?)
+    }
+
+    /// Awaits `f`, a host operation; its time does not count against the policy's time limit.
+    pub(crate) async fn waiting<T>(&mut self, f: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = f.await;
+        self.waited += started.elapsed();
+        out
     }
 
     pub(crate) fn runtime_deadline(&self) -> u64 {
@@ -385,7 +397,7 @@ pub(crate) fn check_kv(key: &str, value: Option<&[u8]>) -> Result<(), weir_state
 impl kv::Host for StoreData {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::KvError> {
         let kv = self.kv_handle().map_err(kv_error)?;
-        kv.get(&key).await.map_err(kv_error)
+        self.waiting(kv.get(&key)).await.map_err(kv_error)
     }
 
     async fn set(
@@ -396,14 +408,14 @@ impl kv::Host for StoreData {
     ) -> Result<(), kv::KvError> {
         check_kv(&key, Some(&value)).map_err(kv_error)?;
         let kv = self.kv_handle().map_err(kv_error)?;
-        kv.set(&key, value, ttl_ms.map(Duration::from_millis))
+        self.waiting(kv.set(&key, value, ttl_ms.map(Duration::from_millis)))
             .await
             .map_err(kv_error)
     }
 
     async fn delete(&mut self, key: String) -> Result<(), kv::KvError> {
         let kv = self.kv_handle().map_err(kv_error)?;
-        kv.delete(&key).await.map_err(kv_error)
+        self.waiting(kv.delete(&key)).await.map_err(kv_error)
     }
 
     async fn increment(
@@ -414,7 +426,7 @@ impl kv::Host for StoreData {
     ) -> Result<i64, kv::KvError> {
         check_kv(&key, None).map_err(kv_error)?;
         let kv = self.kv_handle().map_err(kv_error)?;
-        kv.increment(&key, delta, ttl_ms.map(Duration::from_millis))
+        self.waiting(kv.increment(&key, delta, ttl_ms.map(Duration::from_millis)))
             .await
             .map_err(kv_error)
     }
@@ -528,7 +540,10 @@ impl embeddings::Host for StoreData {
     ) -> Result<Vec<Vec<f32>>, embeddings::EmbedError> {
         let embedder = self.runtime.services().embedder.clone();
         let call = embedder.embed(&provider, &model, texts);
-        match tokio::time::timeout(Duration::from_secs(30), call).await {
+        match self
+            .waiting(tokio::time::timeout(Duration::from_secs(30), call))
+            .await
+        {
             Err(_) => Err(embeddings::EmbedError::Unavailable(format!(
                 "provider `{provider}` did not answer within 30 s"
             ))),
@@ -579,16 +594,15 @@ impl vectors::Host for StoreData {
         ttl_ms: Option<u64>,
     ) -> Result<(), vectors::VectorError> {
         let (store, index) = self.vector_index(&index)?;
-        store
-            .upsert(
-                &index,
-                &id,
-                vector,
-                metadata,
-                ttl_ms.map(Duration::from_millis),
-            )
-            .await
-            .map_err(vector_error)
+        self.waiting(store.upsert(
+            &index,
+            &id,
+            vector,
+            metadata,
+            ttl_ms.map(Duration::from_millis),
+        ))
+        .await
+        .map_err(vector_error)
     }
 
     async fn query(
@@ -599,8 +613,8 @@ impl vectors::Host for StoreData {
         min_score: f32,
     ) -> Result<Vec<vectors::Neighbour>, vectors::VectorError> {
         let (store, index) = self.vector_index(&index)?;
-        let hits = store
-            .query(&index, vector, limit.min(1000) as usize, min_score)
+        let hits = self
+            .waiting(store.query(&index, vector, limit.min(1000) as usize, min_score))
             .await
             .map_err(vector_error)?;
         Ok(hits
@@ -615,7 +629,9 @@ impl vectors::Host for StoreData {
 
     async fn delete(&mut self, index: String, id: String) -> Result<(), vectors::VectorError> {
         let (store, index) = self.vector_index(&index)?;
-        store.delete(&index, &id).await.map_err(vector_error)
+        self.waiting(store.delete(&index, &id))
+            .await
+            .map_err(vector_error)
     }
 }
 
@@ -716,7 +732,7 @@ impl http_client::Host for StoreData {
     ) -> Result<http_client::IncomingResponse, http_client::HttpError> {
         let request = outgoing(request);
         let sent = match self.outbound_for(&request.url) {
-            Ok(outbound) => fetch(outbound, request).await,
+            Ok(outbound) => self.waiting(fetch(outbound, request)).await,
             Err(e) => Err(e),
         };
         match sent {

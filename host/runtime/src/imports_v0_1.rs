@@ -126,7 +126,7 @@ fn kv_error(e: weir_state::KvError) -> kv::KvError {
 impl kv::Host for StoreData {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::KvError> {
         let kv = self.kv_handle().map_err(kv_error)?;
-        kv.get(&key).await.map_err(kv_error)
+        self.waiting(kv.get(&key)).await.map_err(kv_error)
     }
 
     async fn set(
@@ -137,14 +137,14 @@ impl kv::Host for StoreData {
     ) -> Result<(), kv::KvError> {
         check_kv(&key, Some(&value)).map_err(kv_error)?;
         let kv = self.kv_handle().map_err(kv_error)?;
-        kv.set(&key, value, ttl_ms.map(Duration::from_millis))
+        self.waiting(kv.set(&key, value, ttl_ms.map(Duration::from_millis)))
             .await
             .map_err(kv_error)
     }
 
     async fn delete(&mut self, key: String) -> Result<(), kv::KvError> {
         let kv = self.kv_handle().map_err(kv_error)?;
-        kv.delete(&key).await.map_err(kv_error)
+        self.waiting(kv.delete(&key)).await.map_err(kv_error)
     }
 
     async fn increment(
@@ -155,7 +155,7 @@ impl kv::Host for StoreData {
     ) -> Result<i64, kv::KvError> {
         check_kv(&key, None).map_err(kv_error)?;
         let kv = self.kv_handle().map_err(kv_error)?;
-        kv.increment(&key, delta, ttl_ms.map(Duration::from_millis))
+        self.waiting(kv.increment(&key, delta, ttl_ms.map(Duration::from_millis)))
             .await
             .map_err(kv_error)
     }
@@ -188,7 +188,7 @@ impl http_client::Host for StoreData {
             timeout: Duration::from_millis(u64::from(request.timeout_ms).clamp(1, 30_000)),
         };
         let sent = match self.outbound_for(&request.url) {
-            Ok(outbound) => fetch(outbound, request).await,
+            Ok(outbound) => self.waiting(fetch(outbound, request)).await,
             Err(e) => Err(e),
         };
         match sent {

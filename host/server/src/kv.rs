@@ -19,25 +19,12 @@ pub(crate) async fn open(
     let (inner, backend): (Arc<dyn KvStore>, &'static str) = match settings.backend {
         KvBackend::Memory => (Arc::new(MemoryStore::new(settings.max_entries)), "memory"),
         KvBackend::Redis => {
-            let password = match &settings.password_env {
-                Some(var) => Some(std::env::var(var).map_err(|_| ConfigureError::Config {
-                    path: "kv.password-env".into(),
-                    message: format!("the variable {var} is not set"),
-                })?),
-                None => None,
-            };
-            let store = RedisStore::connect(RedisOptions {
-                url: settings.url.clone().unwrap_or_default(),
-                password,
-                prefix: settings.prefix.clone(),
-                timeout: Duration::from_millis(settings.timeout_ms),
-                connections: settings.connections,
-            })
-            .await
-            .map_err(|e| ConfigureError::Config {
-                path: "kv.url".into(),
-                message: format!("cannot use the key-value store: {e}"),
-            })?;
+            let store = RedisStore::connect(redis_options(settings)?)
+                .await
+                .map_err(|e| ConfigureError::Config {
+                    path: "kv.url".into(),
+                    message: format!("cannot use the key-value store: {e}"),
+                })?;
             tracing::info!(store = ?store, "key-value store: redis");
             (Arc::new(store), "redis")
         }
@@ -47,6 +34,25 @@ pub(crate) async fn open(
         backend,
         metrics,
     }))
+}
+
+/// How to reach the Redis of `kv` (backend `redis`): its URL, the password from the variable
+/// `kv.password-env` names, the prefix and the timeout.
+pub fn redis_options(settings: &KvSettings) -> Result<RedisOptions, ConfigureError> {
+    let password = match &settings.password_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| ConfigureError::Config {
+            path: "kv.password-env".into(),
+            message: format!("the variable {var} is not set"),
+        })?),
+        None => None,
+    };
+    Ok(RedisOptions {
+        url: settings.url.clone().unwrap_or_default(),
+        password,
+        prefix: settings.prefix.clone(),
+        timeout: Duration::from_millis(settings.timeout_ms),
+        connections: settings.connections,
+    })
 }
 
 /// A store whose operations are counted and timed.

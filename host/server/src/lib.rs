@@ -32,6 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub use configure::{BuiltinUpstreams, ConfigureError, GatewayOptions, PolicySummary};
+pub use kv::redis_options;
 pub use usage::{Totals, UsageLog, UsageRecord};
 pub use weir_core::GatewayError;
 

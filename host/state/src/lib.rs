@@ -21,6 +21,7 @@
 
 mod memory;
 mod redis;
+mod shared;
 mod vectors;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use futures::future::BoxFuture;
 
 pub use memory::MemoryStore;
 pub use redis::{RedisOptions, RedisStore};
+pub use shared::SharedDocument;
 pub use vectors::{MemoryVectors, VectorStore};
 pub use weir_core::vectors::Neighbour;
 

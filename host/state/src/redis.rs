@@ -66,7 +66,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 /// The URL without its user information (what logs and errors may show).
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
@@ -80,36 +80,51 @@ fn unavailable(e: &redis::RedisError) -> KvError {
     KvError::Unavailable(format!("redis: {e}"))
 }
 
+/// A client for `options` (the password set from the environment) and the redacted URL.
+pub(crate) fn client(options: &RedisOptions) -> Result<(redis::Client, String), KvError> {
+    let url = redacted(&options.url);
+    let mut info = options
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| KvError::Invalid(format!("redis url `{url}`: {e}")))?;
+    if let Some(password) = &options.password {
+        let settings = info.redis_settings().clone().set_password(password.clone());
+        info = info.set_redis_settings(settings);
+    }
+    let client = redis::Client::open(info)
+        .map_err(|e| KvError::Invalid(format!("redis url `{url}`: {e}")))?;
+    Ok((client, url))
+}
+
+/// A reconnecting connection; the first connection must succeed within the timeout (at least 2 s).
+pub(crate) async fn manager(
+    client: &redis::Client,
+    url: &str,
+    config: redis::aio::ConnectionManagerConfig,
+    timeout: Duration,
+) -> Result<ConnectionManager, KvError> {
+    tokio::time::timeout(
+        timeout.max(Duration::from_secs(2)),
+        ConnectionManager::new_with_config(client.clone(), config),
+    )
+    .await
+    .map_err(|_| KvError::Unavailable(format!("redis `{url}`: no answer")))?
+    .map_err(|e| KvError::Unavailable(format!("redis `{url}`: {e}")))
+}
+
 impl RedisStore {
     /// Connects (the first connection must succeed, so a wrong URL or password is reported at
     /// start); later outages are retried by the connections themselves.
     pub async fn connect(options: RedisOptions) -> Result<Self, KvError> {
-        let url = redacted(&options.url);
-        let mut info = options
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| KvError::Invalid(format!("redis url `{url}`: {e}")))?;
-        if let Some(password) = options.password {
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info)
-            .map_err(|e| KvError::Invalid(format!("redis url `{url}`: {e}")))?;
+        let (client, url) = client(&options)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))
             .set_number_of_retries(2);
         let mut connections = Vec::new();
         for _ in 0..options.connections.max(1) {
-            let conn = tokio::time::timeout(
-                options.timeout.max(Duration::from_secs(2)),
-                ConnectionManager::new_with_config(client.clone(), config.clone()),
-            )
-            .await
-            .map_err(|_| KvError::Unavailable(format!("redis `{url}`: no answer")))?
-            .map_err(|e| KvError::Unavailable(format!("redis `{url}`: {e}")))?;
-            connections.push(conn);
+            connections.push(manager(&client, &url, config.clone(), options.timeout).await?);
         }
         Ok(Self {
             connections,

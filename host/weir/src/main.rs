@@ -224,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some((addr, seed, _)) = controller {
                 let controller = seed
                     .start(gateway.clone())
+                    .await
                     .map_err(|e| anyhow::anyhow!("cannot start the controller: {e}"))?;
                 let listener = tokio::net::TcpListener::bind(&addr)
                     .await

@@ -379,3 +379,78 @@ async fn compiled_components_are_cached_on_disk() {
     assert!(!third.from_cache());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A store that answers after `delay` (a distant Redis).
+#[derive(Debug)]
+struct SlowStore {
+    inner: MemoryStore,
+    delay: Duration,
+}
+
+impl KvStore for SlowStore {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Vec<u8>>, weir_state::KvError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.get(key).await
+        })
+    }
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> futures::future::BoxFuture<'a, Result<(), weir_state::KvError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.set(key, value, ttl).await
+        })
+    }
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), weir_state::KvError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.delete(key).await
+        })
+    }
+    fn increment<'a>(
+        &'a self,
+        key: &'a str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> futures::future::BoxFuture<'a, Result<i64, weir_state::KvError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.increment(key, delta, ttl).await
+        })
+    }
+}
+
+/// The time limit is on a policy's own running time: waiting for a slow key-value store (here
+/// 80 ms per operation, with a 50 ms limit) does not count, while a loop still hits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_the_host_does_not_count_against_the_time_limit() {
+    let rt = runtime();
+    let kv: Arc<dyn KvStore> = Arc::new(SlowStore {
+        inner: MemoryStore::new(1000),
+        delay: Duration::from_millis(80),
+    });
+    let spec = chain(
+        &rt,
+        &kv,
+        &[(
+            "token-limit",
+            weir_policies::TOKEN_LIMIT,
+            r#"{"tokens-per-minute":1000,"requests-per-minute":100}"#,
+        )],
+    );
+    let started = Instant::now();
+    let mut run = ChainRun::new(spec, state("slow"));
+    let out = on_request(&mut run, request("k")).await.unwrap();
+    assert!(out.is_ok(), "{out:?}");
+    assert!(started.elapsed() >= Duration::from_millis(80));
+}
