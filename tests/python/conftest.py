@@ -111,11 +111,12 @@ class MockUpstream:
         return httpx.get(f"{self.url}/mock/stats", timeout=5).json()
 
 
-@pytest.fixture(scope="session")
-def mock_upstream(tmp_path_factory, keys: Keys):
+def start_mock(log_dir: Path, keys: Keys, *extra: str) -> MockUpstream:
+    """Starts `weir-mock-upstream` (extra arguments, e.g. `--chunk-delay-ms 100`); stop it with
+    `stop_process(mock.proc)`."""
     binary = _binary("MOCK_BIN", "target/debug/weir-mock-upstream")
     port = free_port()
-    log_path = tmp_path_factory.mktemp("mock") / "mock-stderr.log"
+    log_path = log_dir / "mock-stderr.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [
@@ -128,6 +129,7 @@ def mock_upstream(tmp_path_factory, keys: Keys):
             AWS_ACCESS_KEY_ID,
             "--aws-secret-access-key",
             AWS_SECRET_ACCESS_KEY,
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=log,
@@ -155,10 +157,14 @@ def mock_upstream(tmp_path_factory, keys: Keys):
                 f"weir-mock-upstream did not start (exit {proc.returncode}); stdout: {''.join(lines)!r}; "
                 f"stderr: {log_path.read_text(errors='replace')}"
             )
-    mock = MockUpstream(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+    return MockUpstream(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+
+
+@pytest.fixture(scope="session")
+def mock_upstream(tmp_path_factory, keys: Keys):
+    mock = start_mock(tmp_path_factory.mktemp("mock"), keys)
     yield mock
-    stop_process(proc)
-    log.close()
+    stop_process(mock.proc)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ import httpx
 import openai
 import pytest
 
-from conftest import _binary, _wait_ready, free_port, sha256_hex, stop_process
+import socket
+
+from conftest import _binary, _wait_ready, free_port, sha256_hex, start_mock, stop_process
 
 LIMIT = 200  # tokens per day: a window that does not roll over during the test
 MESSAGES = [{"role": "user", "content": "Limit me"}]
@@ -167,6 +169,30 @@ def test_limits_are_exact_across_replicas(replicas):
     # Both replicas refuse now: they see the same counters.
     for port in ports:
         assert chat(port, key)[0] == 429
+    replicas["race"] = {"requests": len(outcomes) + len(ports), "tokens": sum(admitted)}
+
+
+def usage(node: "Replica") -> dict:
+    r = httpx.get(f"http://127.0.0.1:{node.admin}/usage", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_usage_is_the_whole_gateways_on_every_replica(replicas):
+    """Each replica adds its totals to Redis every 100 ms: within a second both answer the same."""
+    race = replicas["race"]
+    deadline = time.monotonic() + 1.0
+    while True:
+        answers = [usage(node) for node in replicas["nodes"]]
+        shared = [[c for c in a["consumers"] if c["consumer"] == "shared"] for a in answers]
+        if all(s and s[0]["requests"] == race["requests"] for s in shared):
+            break
+        assert time.monotonic() < deadline, (shared, race)
+        time.sleep(0.02)
+    for answer, mine in zip(answers, shared):
+        assert answer["scope"] == "gateway", answer
+        assert mine[0]["total_tokens"] == race["tokens"], (mine, race)
+    assert shared[0] == shared[1]
 
 
 def served(port: int, path: str) -> int:
@@ -264,3 +290,55 @@ def test_a_redis_outage_is_what_each_policy_chose_and_recovers(replicas):
         time.sleep(0.2)
     assert seen_within(a.port, "/after-outage", 5) <= 1.0
     assert served(a.port, "/kept") == 200
+
+
+def test_sigterm_lets_a_stream_finish_then_exits(replicas, keys, tmp_path):
+    """SIGTERM during a stream: the replica stops accepting and says it is not ready, the stream
+    ends normally, the process exits 0 and its usage is written and counted for the gateway."""
+    a, b = replicas["nodes"]
+    slow = start_mock(tmp_path, keys, "--chunk-delay-ms", "100")
+    try:
+        made = a.api("POST", "/llm-providers", json={
+            "name": "slow", "template": "openai", "base-url": f"{slow.url}/v1", "api-key": keys.upstream,
+        })
+        assert made.status_code == 201, made.text
+        assert a.api("POST", "/llm-proxies", json={"name": "slow", "context-path": "/slow", "provider": "slow"}).status_code == 201
+        seen_within(b.port, "/slow", 5)
+        # Read through b: it sends its own unsent totals first, so this is everything so far.
+        before = next((c for c in usage(b)["consumers"] if c["consumer"] == "-"), {"total_tokens": 0})
+
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{b.port}/slow/v1", api_key="unused", max_retries=0, timeout=60)
+        stream = client.chat.completions.create(
+            model="mock-gpt", messages=MESSAGES, max_tokens=20, stream=True, stream_options={"include_usage": True},
+        )
+        chunks = iter(stream)
+        first = next(chunks)
+        assert first.choices, first
+        b.proc.send_signal(__import__("signal").SIGTERM)
+        # Draining: not ready, and no new connection is accepted (checked while the stream runs).
+        deadline = time.monotonic() + 5
+        while True:
+            ready = httpx.get(f"http://127.0.0.1:{b.admin}/ready", timeout=5)
+            if ready.status_code == 503:
+                assert "draining" in ready.text, ready.text
+                break
+            assert time.monotonic() < deadline, f"/ready still {ready.status_code} after SIGTERM"
+            time.sleep(0.02)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", b.port), timeout=2).close()
+        rest = list(chunks)
+        assert b.proc.poll() is None or rest, "the process ended before the stream did"
+        text = "".join(c.choices[0].delta.content or "" for c in [first, *rest] if c.choices)
+        assert len(text.split()) == 20, text
+        assert rest[-1].usage is not None and rest[-1].usage.completion_tokens == 20
+        assert b.proc.wait(timeout=35) == 0
+        b.proc = None
+        records = [json.loads(line) for line in (b.data / "usage.jsonl").read_text().splitlines()]
+        streamed = [r for r in records if r["proxy"] == "slow" and r["stream"]]
+        assert streamed and streamed[-1]["completion_tokens"] == 20, records[-3:]
+        after = next(c for c in usage(a)["consumers"] if c["consumer"] == "-")
+        assert after["total_tokens"] - before["total_tokens"] == streamed[-1]["total_tokens"], (before, after)
+    finally:
+        stop_process(slow.proc)
+        if b.proc is None:
+            b.start()

@@ -30,7 +30,15 @@ fn respond(
 async fn ready(gateway: &Gateway) -> Response<Body> {
     let state = gateway.state();
     let components = state.catalogue.len();
+    let draining = state
+        .shared
+        .draining
+        .load(std::sync::atomic::Ordering::Relaxed);
     let body = match state.shared.kv_reachable().await {
+        _ if draining => serde_json::json!({
+            "status": "not_ready",
+            "checks": {"config": "ok", "components": components, "shutdown": "draining"},
+        }),
         Ok(()) => serde_json::json!({
             "status": "ready",
             "checks": {"config": "ok", "components": components, "kv": "ok"},
@@ -76,15 +84,16 @@ async fn handle(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
             ),
         },
         "/usage" => {
-            // Spend per consumer since the start: `/usage?consumer=alice` for one.
+            // Spend per consumer (`/usage?consumer=alice` for one): since this process started,
+            // or, with a shared store, for every replica since the store was new
+            // (`"scope": "gateway"`).
             let wanted = req.uri().query().and_then(|q| {
                 q.split('&')
                     .find_map(|kv| kv.strip_prefix("consumer="))
                     .map(str::to_owned)
             });
-            let consumers: Vec<serde_json::Value> = gateway
-                .usage()
-                .all_totals()
+            let (scope, totals) = gateway.usage().gateway_totals().await;
+            let consumers: Vec<serde_json::Value> = totals
                 .into_iter()
                 .filter(|(c, _)| wanted.as_ref().is_none_or(|w| w == c))
                 .map(|(c, t)| {
@@ -98,7 +107,7 @@ async fn handle(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
                     })
                 })
                 .collect();
-            let body = serde_json::json!({ "consumers": consumers });
+            let body = serde_json::json!({ "scope": scope, "consumers": consumers });
             respond(StatusCode::OK, "application/json", body.to_string())
         }
         _ => respond(

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     /// Components loaded so far, by (name, sha256 of the bytes).
     components: tokio::sync::Mutex<HashMap<ComponentKey, Arc<Policy>>>,
     builtins: Option<Arc<dyn BuiltinUpstreams>>,
+    /// Shutting down: `/ready` says so, so that load balancers stop sending requests.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// Everything a request needs under one configuration, immutable once built. A reload builds a
@@ -171,9 +173,19 @@ impl Shared {
                 metrics: metrics.clone(),
             },
         )?;
-        let usage = UsageLog::new(options.data_dir.as_ref().map(|d| d.join("usage.jsonl")))
+        let mut usage = UsageLog::new(options.data_dir.as_ref().map(|d| d.join("usage.jsonl")))
             .map_err(|e| ConfigureError::Io(format!("opening the usage log: {e}")))?;
         let kv = crate::kv::open(&config.kv, metrics.clone()).await?;
+        if config.kv.backend == weir_config::KvBackend::Redis {
+            let totals =
+                weir_state::SharedTotals::connect(&crate::kv::redis_options(&config.kv)?, "usage")
+                    .await
+                    .map_err(|e| ConfigureError::Config {
+                        path: "kv.url".into(),
+                        message: format!("cannot use the key-value store for usage totals: {e}"),
+                    })?;
+            usage.share(totals);
+        }
         Ok(Self {
             client,
             usage,
@@ -184,6 +196,7 @@ impl Shared {
             upstreams,
             components: tokio::sync::Mutex::default(),
             builtins: options.builtins.clone(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

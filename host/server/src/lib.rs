@@ -200,10 +200,17 @@ impl Gateway {
                 }
             });
         }
+        drop(listener); // new connections are refused from now on
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!("shutdown: no longer accepting; waiting for requests and streams in flight");
         tokio::select! {
             () = graceful.shutdown() => {}
             () = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!("shutdown: gave up waiting for connections"),
         }
+        self.usage().flush().await;
+        tracing::info!("shutdown: done");
     }
 
     /// Binds the configured address (or `addr`) and serves until `shutdown`.

@@ -22,6 +22,7 @@
 mod memory;
 mod redis;
 mod shared;
+mod totals;
 mod vectors;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use futures::future::BoxFuture;
 pub use memory::MemoryStore;
 pub use redis::{RedisOptions, RedisStore};
 pub use shared::SharedDocument;
+pub use totals::{Amount, SharedTotals};
 pub use vectors::{MemoryVectors, VectorStore};
 pub use weir_core::vectors::Neighbour;
 
