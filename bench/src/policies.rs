@@ -37,6 +37,54 @@ pub struct Options {
     /// Part A: measured requests per language policy (each costs milliseconds).
     #[arg(long, default_value_t = 200)]
     pub language_iterations: usize,
+    /// Part A: also measure token-limit and auth + token-limit with their state in Redis at this
+    /// URL (`redis://127.0.0.1:6379/0`), or `local` to start a `redis-server` from the PATH on a
+    /// free port for the run. Keys are prefixed `weir-bench:`.
+    #[arg(long)]
+    pub redis: Option<String>,
+}
+
+/// A `redis-server` started for the run (stopped when dropped).
+struct LocalRedis(std::process::Child);
+
+impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Redis to use: `url`, or a local `redis-server` started now for `local`.
+fn redis_url(url: &str) -> anyhow::Result<(String, Option<LocalRedis>)> {
+    if url != "local" {
+        return Ok((url.to_owned(), None));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting `redis-server` (apt-get install redis-server, or pass --redis URL)")?;
+    let guard = LocalRedis(child);
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "redis-server did not listen on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok((format!("redis://127.0.0.1:{port}/0"), Some(guard)))
 }
 
 /// One measured chain.
@@ -228,50 +276,33 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         3,
     );
     for (c, case) in CASES.iter().enumerate() {
-        let mut slots = Vec::new();
-        for (i, name) in case.policies.iter().enumerate() {
-            let (_, policy, config) = loaded
-                .iter()
-                .find(|(n, _, _)| n == name)
-                .context("policy not loaded")?;
-            let instance = format!("proxy:bench{c}/{name}@{i}");
-            slots.push(SlotSpec {
-                policy: policy.clone(),
-                kv: Namespaced::new(kv.clone(), &instance),
-                instance,
-                route: format!("bench{c}"),
-                config_json: config.clone(),
-                vectors: None,
-                allow_hosts: Vec::new(),
-            });
-        }
-        let spec = Arc::new(ChainSpec::new(slots));
+        measure_case(
+            c, case, case.label, &kv, &loaded, options, &body, &mut table,
+        )
+        .await?;
+    }
+    if let Some(url) = &options.redis {
+        let (url, _local) = redis_url(url)?;
         crate::progress(&format!(
-            "part A: {} ({} + {} requests)",
-            case.label, options.warmup_iterations, options.iterations
+            "part A: the same chains with their state in Redis ({url})"
         ));
-        measure(&spec, case, options.warmup_iterations, &body).await?;
-        let samples = measure(&spec, case, options.iterations.max(1), &body).await?;
-        let median = percentile(&samples, 50.0);
-        let per_policy = if case.policies.is_empty() {
-            "–".to_owned()
-        } else {
-            us(median as f64 / case.policies.len() as f64, 1)
-        };
-        table.row(vec![
-            case.label.to_owned(),
-            case.policies.len().to_string(),
-            if case.complete {
-                "request + complete"
-            } else {
-                "request"
+        let redis: Arc<dyn KvStore> = Arc::new(
+            weir_state::RedisStore::connect(weir_state::RedisOptions {
+                url,
+                password: None,
+                prefix: "weir-bench:".into(),
+                timeout: std::time::Duration::from_millis(250),
+                connections: 4,
+            })
+            .await
+            .context("connecting to Redis")?,
+        );
+        for (c, case) in CASES.iter().enumerate() {
+            if case.policies.contains(&"token-limit") {
+                let label = format!("{} (Redis kv)", case.label);
+                measure_case(c, case, &label, &redis, &loaded, options, &body, &mut table).await?;
             }
-            .to_owned(),
-            us_int(median, 1),
-            us_int(percentile(&samples, 99.0), 1),
-            us(mean(&samples), 1),
-            per_policy,
-        ]);
+        }
     }
     if let Some(dir) = &options.language_policies {
         languages(&runtime, &kv, dir, options, &body, &mut table).await?;
@@ -286,6 +317,65 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
     );
     table.note("Request: the ~2 KB chat completion of part B with `Authorization: Bearer <key>` (5 headers).");
     Ok(table)
+}
+
+/// Measures one chain with its state in `kv` and adds its row.
+#[expect(clippy::too_many_arguments, reason = "one row of one table")]
+async fn measure_case(
+    c: usize,
+    case: &Case,
+    label: &str,
+    kv: &Arc<dyn KvStore>,
+    loaded: &[(&str, Arc<Policy>, String)],
+    options: &Options,
+    body: &bytes::Bytes,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let mut slots = Vec::new();
+    for (i, name) in case.policies.iter().enumerate() {
+        let (_, policy, config) = loaded
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .context("policy not loaded")?;
+        let instance = format!("proxy:bench{c}/{name}@{i}");
+        slots.push(SlotSpec {
+            policy: policy.clone(),
+            kv: Namespaced::new(kv.clone(), &instance),
+            instance,
+            route: format!("bench{c}"),
+            config_json: config.clone(),
+            vectors: None,
+            allow_hosts: Vec::new(),
+        });
+    }
+    let spec = Arc::new(ChainSpec::new(slots));
+    crate::progress(&format!(
+        "part A: {label} ({} + {} requests)",
+        options.warmup_iterations, options.iterations
+    ));
+    measure(&spec, case, options.warmup_iterations, body).await?;
+    let samples = measure(&spec, case, options.iterations.max(1), body).await?;
+    let median = percentile(&samples, 50.0);
+    let per_policy = if case.policies.is_empty() {
+        "–".to_owned()
+    } else {
+        us(median as f64 / case.policies.len() as f64, 1)
+    };
+    table.row(vec![
+        label.to_owned(),
+        case.policies.len().to_string(),
+        if case.complete {
+            "request + complete"
+        } else {
+            "request"
+        }
+        .to_owned(),
+        us_int(median, 1),
+        us_int(percentile(&samples, 99.0), 1),
+        us(mean(&samples), 1),
+        per_policy,
+    ]);
+    Ok(())
 }
 
 /// The conformance policy built from JavaScript and Python: its size, and its cost per request.

@@ -1,4 +1,4 @@
-//! `auth`: API-key (virtual key) authentication.
+//! `auth`: API-key (virtual key) and JWT authentication.
 //!
 //! Clients send their key as `Authorization: Bearer <key>` (OpenAI SDKs) or `x-api-key: <key>`
 //! (Anthropic SDKs). The configuration holds only the SHA-256 of each key, never the key itself
@@ -8,17 +8,31 @@
 //! ```json
 //! { "consumers": [ { "id": "team-a", "key-sha256": "9f86d0…" } ] }
 //! ```
+//!
+//! With `jwt`, a bearer token that is a JWT is checked as one instead (see [`jwt`]): signature
+//! by a key of the JWKS, `iss`, `aud`, `exp`, `nbf`; the consumer is a claim (`sub`).
+//!
+//! ```json
+//! { "jwt": { "jwks-url": "https://idp.example.com/.well-known/jwks.json",
+//!            "issuer": "https://idp.example.com/", "audience": "weir" } }
+//! ```
+
+pub mod jwt;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use weir_policy_sdk::{ConfigError, Context, Edits, Message, Phase, Policy, Verdict};
+use weir_policy_sdk::{ConfigError, Context, Denial, Edits, Message, Phase, Policy, Verdict};
 
 /// The policy's configuration.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     /// The consumers allowed through, with the SHA-256 (hex) of their key.
+    #[serde(default)]
     pub consumers: Vec<Consumer>,
+    /// Accept JWT bearer tokens.
+    #[serde(default)]
+    pub jwt: Option<jwt::JwtConfig>,
     /// Also accept the key in `x-api-key` (Anthropic style). Default true.
     #[serde(default = "yes")]
     pub allow_x_api_key: bool,
@@ -69,15 +83,35 @@ impl Policy for Auth {
                 "No API key provided. Send it as `Authorization: Bearer <key>`.",
             );
         };
+        let through = |consumer: &str| {
+            cx.set_consumer(consumer);
+            Verdict::edit(
+                Edits::none()
+                    .remove_header("authorization")
+                    .remove_header("x-api-key"),
+            )
+        };
+        if let Some(jwt) = &config.jwt
+            && jwt::looks_like_jwt(&key)
+        {
+            return match jwt::authenticate(jwt, &key, cx.received_at_ms()) {
+                Ok(consumer) => through(&consumer),
+                Err(jwt::Refusal::Invalid(message)) => Verdict::Deny(
+                    Denial {
+                        status: 401,
+                        code: "invalid_token".into(),
+                        message,
+                        headers: Vec::new(),
+                    }
+                    .with_header("www-authenticate", "Bearer error=\"invalid_token\""),
+                ),
+                Err(jwt::Refusal::KeysUnavailable(message)) => {
+                    Verdict::deny(503, "jwks_unavailable", message)
+                }
+            };
+        }
         match find_consumer(config, &key) {
-            Some(consumer) => {
-                cx.set_consumer(&consumer.id);
-                Verdict::edit(
-                    Edits::none()
-                        .remove_header("authorization")
-                        .remove_header("x-api-key"),
-                )
-            }
+            Some(consumer) => through(&consumer.id),
             None => Verdict::deny(401, "invalid_api_key", "Incorrect API key provided."),
         }
     }
@@ -113,6 +147,9 @@ pub fn find_consumer<'c>(config: &'c Config, key: &str) -> Option<&'c Consumer> 
 
 /// Semantic checks beyond the JSON shape.
 pub fn check_config(config: &Config) -> Result<(), ConfigError> {
+    if let Some(jwt) = &config.jwt {
+        jwt::check_config(jwt)?;
+    }
     let mut seen = std::collections::HashSet::new();
     for (i, c) in config.consumers.iter().enumerate() {
         if c.id.is_empty() {
