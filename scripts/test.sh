@@ -10,10 +10,11 @@ step() { printf '\n==> %s\n' "$*"; }
 step "toolchain: wasm32-wasip2 target (listed in rust-toolchain.toml)"
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 
-step "system tools: curl, jq (the README's controller example) and redis-server (shared state across replicas)"
-if ! command -v jq >/dev/null || ! command -v curl >/dev/null || ! command -v redis-server >/dev/null; then
-  apt-get install -y --no-install-recommends jq curl redis-server >/dev/null \
-    || { apt-get update -qq && apt-get install -y --no-install-recommends jq curl redis-server; }
+step "system tools: curl, jq (the README's controller example), redis-server (shared state across replicas) and nginx (nginx -t on deploy/nginx.conf)"
+if ! command -v jq >/dev/null || ! command -v curl >/dev/null || ! command -v redis-server >/dev/null \
+  || ! command -v nginx >/dev/null; then
+  apt-get install -y --no-install-recommends jq curl redis-server nginx >/dev/null \
+    || { apt-get update -qq && apt-get install -y --no-install-recommends jq curl redis-server nginx; }
 fi
 
 step "host crates: build, unit and end-to-end tests (builds the policy components first)"

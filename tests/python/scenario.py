@@ -256,7 +256,10 @@ class Run:
         return math.ceil(len(messages.encode()) / 3) + req["max_tokens"]
 
     def chat(self, args: dict[str, Any]) -> Outcome:
-        key = {"consumer": self.keys.consumer, "wrong": self.keys.wrong, "none": "none"}[args.get("key", "consumer")]
+        if "token" in args:  # a literal bearer token (a JWT)
+            key = args["token"]
+        else:
+            key = {"consumer": self.keys.consumer, "wrong": self.keys.wrong, "none": "none"}[args.get("key", "consumer")]
         path = args.get("path", "").rstrip("/")
         client = openai.OpenAI(base_url=f"{self.target.base_url}{path}/v1", api_key=key, max_retries=0, timeout=60)
         request = self.request(args)

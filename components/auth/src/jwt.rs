@@ -477,3 +477,86 @@ fn check(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_MS: u64 = 1_800_000_000_000; // 2027
+
+    fn fixture() -> Value {
+        serde_json::from_str(include_str!("jwt_fixture.json")).unwrap()
+    }
+
+    fn config(extra: &str) -> JwtConfig {
+        let jwks = fixture()["jwks"].to_string();
+        serde_json::from_str(&format!(
+            r#"{{"jwks":{jwks},"issuer":"https://idp.scenario/","audience":"weir"{extra}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn token(name: &str) -> String {
+        fixture()[name].as_str().unwrap().to_owned()
+    }
+
+    fn refusal(config: &JwtConfig, token: &str) -> String {
+        match authenticate(config, token, NOW_MS) {
+            Err(Refusal::Invalid(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_rs256_and_eddsa_tokens_name_the_consumer() {
+        let c = config("");
+        check_config(&c).unwrap();
+        assert_eq!(authenticate(&c, &token("rs256"), NOW_MS), Ok("jwt-consumer".into()));
+        assert_eq!(authenticate(&c, &token("eddsa"), NOW_MS), Ok("jwt-consumer".into()));
+        assert!(looks_like_jwt(&token("rs256")));
+        assert!(!looks_like_jwt("sk-plain-api-key"));
+    }
+
+    #[test]
+    fn each_check_is_named() {
+        let c = config("");
+        assert!(refusal(&c, &token("expired")).contains("expired (exp)"));
+        assert!(refusal(&c, &token("none")).contains("algorithm `none` is not accepted"));
+        let mut other = config("");
+        other.audience = Some("other".into());
+        assert!(refusal(&other, &token("rs256")).contains("wrong audience"));
+        other = config("");
+        other.issuer = Some("https://elsewhere/".into());
+        assert!(refusal(&other, &token("rs256")).contains("wrong issuer"));
+        other = config("");
+        other.consumer_claim = "email".into();
+        assert!(refusal(&other, &token("eddsa")).contains("no `email` claim"));
+        other = config("");
+        other.algorithms = vec!["ES256".into()];
+        assert!(refusal(&other, &token("rs256")).contains("`RS256` is not accepted"));
+    }
+
+    #[test]
+    fn a_changed_payload_or_signature_does_not_verify() {
+        let c = config("");
+        let t = token("rs256");
+        let (rest, sig) = t.rsplit_once('.').unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        bytes[10] ^= 1;
+        let forged = format!("{rest}.{}", URL_SAFE_NO_PAD.encode(&bytes));
+        assert!(refusal(&c, &forged).contains("signature does not verify"));
+        // The EdDSA token's signature under the RSA token's header and payload.
+        let ed = token("eddsa");
+        let swapped = format!("{rest}.{}", ed.rsplit_once('.').unwrap().1);
+        assert!(refusal(&c, &swapped).contains("signature does not verify"));
+    }
+
+    #[test]
+    fn configuration_errors_name_the_field() {
+        let e = check_config(&serde_json::from_str::<JwtConfig>("{}").unwrap()).unwrap_err();
+        assert_eq!(e.path, "jwt");
+        let mut c = config("");
+        c.algorithms = vec!["HS256".into()];
+        assert_eq!(check_config(&c).unwrap_err().path, "jwt.algorithms[0]");
+    }
+}
