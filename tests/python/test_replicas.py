@@ -25,6 +25,8 @@ import socket
 from conftest import _binary, _wait_ready, free_port, sha256_hex, start_mock, stop_process
 
 LIMIT = 200  # tokens per day: a window that does not roll over during the test
+PRICE = 10.0  # USD per million tokens, input and output, of mock-gpt in this test
+BUDGET = 0.002  # USD per day
 MESSAGES = [{"role": "user", "content": "Limit me"}]
 MAX_TOKENS = 10
 
@@ -109,6 +111,7 @@ def replicas(tmp_path_factory, mock_upstream, keys):
     env["WEIR_ADMIN_TOKEN"] = ADMIN_TOKEN
     config = f"""
 listen: 127.0.0.1:{{port}}
+prices: [{{{{ model: mock-gpt, input-per-million: {PRICE}, output-per-million: {PRICE} }}}}]
 admin-listen: 127.0.0.1:{{admin}}
 controller: {{{{ listen: "127.0.0.1:{{controller}}" }}}}
 kv: {{{{ backend: redis, url: "redis://127.0.0.1:{redis.port}/0", prefix: "weir:replicas-test:", timeout-ms: 300 }}}}
@@ -125,6 +128,16 @@ proxies:
         config: {{{{ consumers: [{{{{ id: shared, key-sha256: {sha256_hex(consumer_key)} }}}}] }}}}
       - policy: token-limit
         config: {{{{ tokens-per-day: {LIMIT} }}}}
+  - name: budget
+    context-path: /budget
+    provider: mock
+    policies:
+      - policy: auth
+        config: {{{{ consumers: [{{{{ id: shared, key-sha256: {sha256_hex(consumer_key)} }}}}] }}}}
+      - policy: token-limit
+        config:
+          usd-per-day: {BUDGET}
+          prices: [{{{{ model: mock-gpt, input-per-million: {PRICE}, output-per-million: {PRICE} }}}}]
   - name: open
     context-path: /open
     provider: mock
@@ -172,6 +185,35 @@ def test_limits_are_exact_across_replicas(replicas):
     replicas["race"] = {"requests": len(outcomes) + len(ports), "tokens": sum(admitted)}
 
 
+def test_budgets_hold_across_replicas_and_the_sdk_can_parse_the_refusal(replicas):
+    ports, key = replicas["ports"], replicas["key"]
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        outcomes = list(pool.map(lambda i: chat(ports[i % 2], key, "/budget"), range(64)))
+    unexpected = [o for o in outcomes if o[0] not in (200, 429)]
+    assert not unexpected, unexpected
+    spent_usd = sum(tokens for status, tokens in outcomes if status == 200) * PRICE / 1e6
+    reservation_usd = reservation() * PRICE / 1e6
+    refused = [body for status, body in outcomes if status == 429]
+    assert refused, "64 requests at ~0.00014 USD each never reached a 0.002 USD budget"
+    assert spent_usd <= BUDGET + reservation_usd, (
+        f"two replicas spent {spent_usd:.6f} USD of a {BUDGET} USD budget (one reservation: {reservation_usd:.6f})"
+    )
+    body = refused[0]
+    assert body["code"] == "budget_exceeded", body
+    assert "`usd-per-day`" in body["message"] and "resets in" in body["message"], body
+    # The headers say what is left, as the OpenAI SDK exposes them.
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{ports[0]}/budget/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.RateLimitError) as refusal:
+        client.chat.completions.create(model="mock-gpt", messages=MESSAGES, max_tokens=MAX_TOKENS)
+    headers = refusal.value.response.headers
+    assert float(headers["x-ratelimit-limit-usd"]) == BUDGET
+    assert 0 <= float(headers["x-ratelimit-remaining-usd"]) < reservation_usd
+    assert int(headers["retry-after"]) > 0
+    race = replicas["race"]
+    race["requests"] += len(outcomes) + 1
+    race["budget_tokens"] = sum(tokens for status, tokens in outcomes if status == 200)
+
+
 def usage(node: "Replica") -> dict:
     r = httpx.get(f"http://127.0.0.1:{node.admin}/usage", timeout=10)
     assert r.status_code == 200, r.text
@@ -191,7 +233,9 @@ def test_usage_is_the_whole_gateways_on_every_replica(replicas):
         time.sleep(0.02)
     for answer, mine in zip(answers, shared):
         assert answer["scope"] == "gateway", answer
-        assert mine[0]["total_tokens"] == race["tokens"], (mine, race)
+        # The token race on `/` and the budget race on `/budget` (same consumer).
+        assert mine[0]["total_tokens"] == race["tokens"] + race["budget_tokens"], (mine, race)
+        assert abs(mine[0]["cost_usd"] - (race["tokens"] + race["budget_tokens"]) * PRICE / 1e6) < 1e-9, mine
     assert shared[0] == shared[1]
 
 

@@ -511,8 +511,14 @@ mod tests {
     fn valid_rs256_and_eddsa_tokens_name_the_consumer() {
         let c = config("");
         check_config(&c).unwrap();
-        assert_eq!(authenticate(&c, &token("rs256"), NOW_MS), Ok("jwt-consumer".into()));
-        assert_eq!(authenticate(&c, &token("eddsa"), NOW_MS), Ok("jwt-consumer".into()));
+        assert_eq!(
+            authenticate(&c, &token("rs256"), NOW_MS),
+            Ok("jwt-consumer".into())
+        );
+        assert_eq!(
+            authenticate(&c, &token("eddsa"), NOW_MS),
+            Ok("jwt-consumer".into())
+        );
         assert!(looks_like_jwt(&token("rs256")));
         assert!(!looks_like_jwt("sk-plain-api-key"));
     }

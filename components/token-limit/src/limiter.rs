@@ -16,6 +16,8 @@ pub trait Counters {
 pub enum Unit {
     Requests,
     Tokens,
+    /// Money, counted in micro-US-dollars (a budget).
+    MicroUsd,
 }
 
 impl Unit {
@@ -24,6 +26,16 @@ impl Unit {
         match self {
             Unit::Requests => "requests",
             Unit::Tokens => "tokens",
+            Unit::MicroUsd => "usd",
+        }
+    }
+
+    /// Short tag used in counter keys.
+    fn tag(self) -> &'static str {
+        match self {
+            Unit::Requests => "r",
+            Unit::Tokens => "t",
+            Unit::MicroUsd => "u",
         }
     }
 }
@@ -34,6 +46,8 @@ pub enum Period {
     Minute,
     Day,
     Month,
+    /// Never resets.
+    Total,
 }
 
 /// One configured limit.
@@ -54,6 +68,7 @@ impl Period {
             Period::Minute => "m",
             Period::Day => "d",
             Period::Month => "mo",
+            Period::Total => "all",
         }
     }
 
@@ -67,6 +82,7 @@ impl Period {
                 let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
                 (y * 12 + (m - 1), days_from_civil(ny, nm, 1) * DAY_MS)
             }
+            Period::Total => (0, u64::MAX),
         }
     }
 }
@@ -108,29 +124,44 @@ pub struct Refusal {
     pub too_large: bool,
 }
 
-/// An admitted request: the token counters it reserved on and how much.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An admitted request: the token and money counters it reserved on and how much.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reservation {
     pub tokens: u64,
     pub keys: Vec<String>,
+    pub micro_usd: u64,
+    pub usd_keys: Vec<String>,
 }
 
 impl Reservation {
-    /// Serialised into a context attribute: `tokens;key1<LF>key2`.
+    /// Serialised into a context attribute: `tokens,micro_usd;tkey1<LF>tkey2;ukey1`.
     pub fn encode(&self) -> String {
-        format!("{};{}", self.tokens, self.keys.join("\n"))
+        format!(
+            "{},{};{};{}",
+            self.tokens,
+            self.micro_usd,
+            self.keys.join("\n"),
+            self.usd_keys.join("\n")
+        )
     }
 
     /// Inverse of [`Reservation::encode`].
     pub fn decode(s: &str) -> Option<Self> {
-        let (tokens, keys) = s.split_once(';')?;
-        Some(Self {
-            tokens: tokens.parse().ok()?,
-            keys: keys
+        let mut parts = s.splitn(3, ';');
+        let amounts = parts.next()?;
+        let keys = |p: Option<&str>| -> Vec<String> {
+            p.unwrap_or("")
                 .split('\n')
                 .filter(|k| !k.is_empty())
                 .map(str::to_owned)
-                .collect(),
+                .collect()
+        };
+        let (tokens, micro_usd) = amounts.split_once(',').unwrap_or((amounts, "0"));
+        Some(Self {
+            tokens: tokens.parse().ok()?,
+            micro_usd: micro_usd.parse().ok()?,
+            keys: keys(parts.next()),
+            usd_keys: keys(parts.next()),
         })
     }
 }
@@ -150,21 +181,39 @@ pub fn admit(
     tokens: u64,
     now_ms: u64,
 ) -> Result<Reservation, AdmitError> {
+    admit_with_cost(store, subject, limits, tokens, 0, now_ms)
+}
+
+/// Reserves `tokens`, `micro_usd` and one request on every limit for `subject`, or refuses.
+pub fn admit_with_cost(
+    store: &impl Counters,
+    subject: &str,
+    limits: &[Limit],
+    tokens: u64,
+    micro_usd: u64,
+    now_ms: u64,
+) -> Result<Reservation, AdmitError> {
     let mut applied: Vec<(String, i64, u64)> = Vec::with_capacity(limits.len());
     let mut token_keys = Vec::new();
+    let mut usd_keys = Vec::new();
     for limit in limits {
         let (bucket, ends_at) = limit.period.bucket(now_ms);
-        let unit = match limit.unit {
-            Unit::Requests => "r",
-            Unit::Tokens => "t",
-        };
-        let key = format!("{subject}|{unit}{}|{bucket}", limit.period.tag());
+        let key = format!(
+            "{subject}|{}{}|{bucket}",
+            limit.unit.tag(),
+            limit.period.tag()
+        );
         let delta = match limit.unit {
             Unit::Requests => 1,
             Unit::Tokens => i64::try_from(tokens).unwrap_or(i64::MAX),
+            Unit::MicroUsd => i64::try_from(micro_usd).unwrap_or(i64::MAX),
         };
-        // Keep counters a little past their window so late settlements still find them.
-        let ttl = ends_at.saturating_sub(now_ms) + MINUTE_MS;
+        // Keep counters a little past their window so late settlements still find them (a
+        // total never expires: 0).
+        let ttl = match limit.period {
+            Period::Total => 0,
+            _ => ends_at.saturating_sub(now_ms) + MINUTE_MS,
+        };
         let value = match store.increment(&key, delta, ttl) {
             Ok(v) => v,
             Err(e) => {
@@ -184,13 +233,17 @@ pub fn admit(
                 too_large: delta.unsigned_abs() > limit.max,
             }));
         }
-        if limit.unit == Unit::Tokens {
-            token_keys.push(key);
+        match limit.unit {
+            Unit::Tokens => token_keys.push(key),
+            Unit::MicroUsd => usd_keys.push(key),
+            Unit::Requests => {}
         }
     }
     Ok(Reservation {
         tokens,
         keys: token_keys,
+        micro_usd,
+        usd_keys,
     })
 }
 
@@ -207,12 +260,35 @@ pub fn settle(
     reservation: &Reservation,
     actual_tokens: u64,
 ) -> Result<(), String> {
-    let delta = i128::from(actual_tokens) - i128::from(reservation.tokens);
+    adjust(store, &reservation.keys, reservation.tokens, actual_tokens)
+}
+
+/// Replaces the money reserved by the real cost on every budget it was reserved on.
+pub fn settle_cost(
+    store: &impl Counters,
+    reservation: &Reservation,
+    actual_micro_usd: u64,
+) -> Result<(), String> {
+    adjust(
+        store,
+        &reservation.usd_keys,
+        reservation.micro_usd,
+        actual_micro_usd,
+    )
+}
+
+fn adjust(
+    store: &impl Counters,
+    keys: &[String],
+    reserved: u64,
+    actual: u64,
+) -> Result<(), String> {
+    let delta = i128::from(actual) - i128::from(reserved);
     let delta = i64::try_from(delta).unwrap_or(0);
     if delta == 0 {
         return Ok(());
     }
-    for key in &reservation.keys {
+    for key in keys {
         store.increment(key, delta, DAY_MS * 32)?;
     }
     Ok(())
@@ -309,12 +385,59 @@ mod tests {
     }
 
     #[test]
+    fn budgets_reserve_money_and_settle_to_the_real_cost() {
+        let m = Map::default();
+        let budget = Limit {
+            unit: Unit::MicroUsd,
+            period: Period::Day,
+            max: 1000,
+        };
+        let total = Limit {
+            unit: Unit::MicroUsd,
+            period: Period::Total,
+            max: 5000,
+        };
+        let r = admit_with_cost(&m, "a", &[budget, total], 10, 600, 0).unwrap();
+        assert_eq!(r.usd_keys.len(), 2);
+        assert!(r.keys.is_empty());
+        // 600 reserved of 1000: a second 600 is refused, until the first settles to 100.
+        let Err(AdmitError::Refused(refused)) =
+            admit_with_cost(&m, "a", &[budget, total], 10, 600, 0)
+        else {
+            panic!("expected a refusal")
+        };
+        assert_eq!((refused.limit, refused.remaining), (budget, 400));
+        settle_cost(&m, &r, 100).unwrap();
+        admit_with_cost(&m, "a", &[budget, total], 10, 600, 0).unwrap();
+        // 700 spent on day 0; 900 a day on days 1 to 4 makes 4300 of the total 5000. On day 5
+        // the day's budget would allow 900 more, the total does not: it does not reset.
+        let day = 86_400_000;
+        for d in 1..=4 {
+            admit_with_cost(&m, "a", &[budget, total], 10, 900, d * day).unwrap();
+        }
+        let Err(AdmitError::Refused(refused)) =
+            admit_with_cost(&m, "a", &[budget, total], 10, 900, 5 * day)
+        else {
+            panic!("expected the total to be spent")
+        };
+        assert_eq!((refused.limit, refused.remaining), (total, 700));
+    }
+
+    #[test]
     fn reservation_round_trips() {
         let r = Reservation {
             tokens: 42,
             keys: vec!["a|tm|1".into(), "a|td|2".into()],
+            ..Default::default()
         };
         assert_eq!(Reservation::decode(&r.encode()), Some(r));
+        let with_cost = Reservation {
+            tokens: 42,
+            keys: vec!["a|tm|1".into()],
+            micro_usd: 1234,
+            usd_keys: vec!["a|ud|2".into(), "a|uall|0".into()],
+        };
+        assert_eq!(Reservation::decode(&with_cost.encode()), Some(with_cost));
         assert_eq!(Reservation::decode("x"), None);
     }
 
