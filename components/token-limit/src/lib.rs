@@ -63,6 +63,9 @@ pub struct Config {
     /// (through, costing nothing against the budget).
     #[serde(default)]
     pub unpriced_models: Unpriced,
+    /// `price_table()`, built once per configuration.
+    #[serde(skip)]
+    table: std::cell::OnceCell<PriceTable>,
 }
 
 /// What a budget does with a model it has no price for.
@@ -134,19 +137,21 @@ impl Config {
     }
 
     /// The built-in list prices with this policy's `prices` over them.
-    pub fn price_table(&self) -> PriceTable {
-        PriceTable::new(
-            self.prices
-                .iter()
-                .map(|p| Price {
-                    model: p.model.clone(),
-                    provider: None,
-                    input: p.input_per_million,
-                    output: p.output_per_million,
-                    cached_input: p.cached_input_per_million,
-                })
-                .collect(),
-        )
+    pub fn price_table(&self) -> &PriceTable {
+        self.table.get_or_init(|| {
+            PriceTable::new(
+                self.prices
+                    .iter()
+                    .map(|p| Price {
+                        model: p.model.clone(),
+                        provider: None,
+                        input: p.input_per_million,
+                        output: p.output_per_million,
+                        cached_input: p.cached_input_per_million,
+                    })
+                    .collect(),
+            )
+        })
     }
 }
 

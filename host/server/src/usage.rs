@@ -90,11 +90,12 @@ pub struct UsageLog {
     shared: Option<Arc<Shared>>,
 }
 
-/// Totals added to Redis: what is not there yet, by consumer.
+/// Totals added to Redis (what is not there yet is `Inner::unsent`, under the same lock as the
+/// local totals, so a record takes one lock).
 #[derive(Debug)]
 struct Shared {
     totals: SharedTotals,
-    unsent: Mutex<HashMap<String, Totals>>,
+    inner: Arc<Mutex<Inner>>,
     /// Serialises sends, so that a failed batch is put back before the next one is taken.
     sending: tokio::sync::Mutex<bool>,
 }
@@ -106,10 +107,11 @@ impl Shared {
     async fn send(&self) -> Result<(), weir_state::KvError> {
         let mut failing = self.sending.lock().await;
         let batch = std::mem::take(
-            &mut *self
-                .unsent
+            &mut self
+                .inner
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unsent,
         );
         let amounts = batch
             .iter()
@@ -123,12 +125,12 @@ impl Shared {
                 Ok(())
             }
             Err(e) => {
-                let mut unsent = self
-                    .unsent
+                let mut inner = self
+                    .inner
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (c, t) in batch {
-                    unsent.entry(c).or_default().add(&t);
+                    inner.unsent.entry(c).or_default().add(&t);
                 }
                 if !std::mem::replace(&mut *failing, true) {
                     tracing::warn!(error = %e, "usage totals cannot reach the shared store; kept and retried");
@@ -143,6 +145,8 @@ impl Shared {
 struct Inner {
     totals: HashMap<String, Totals>,
     recent: std::collections::VecDeque<UsageRecord>,
+    /// Totals not yet added to the shared store (only when there is one).
+    unsent: HashMap<String, Totals>,
 }
 
 const RECENT: usize = 10_000;
@@ -213,7 +217,7 @@ impl UsageLog {
     pub(crate) fn share(&mut self, totals: SharedTotals) {
         let shared = Arc::new(Shared {
             totals,
-            unsent: Mutex::default(),
+            inner: self.inner.clone(),
             sending: tokio::sync::Mutex::new(false),
         });
         let weak = Arc::downgrade(&shared);
@@ -271,14 +275,8 @@ impl UsageLog {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let consumer = record.consumer.clone().unwrap_or_else(|| "-".into());
             let add = Totals::of(&record);
-            if let Some(shared) = &self.shared {
-                shared
-                    .unsent
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .entry(consumer.clone())
-                    .or_default()
-                    .add(&add);
+            if self.shared.is_some() {
+                inner.unsent.entry(consumer.clone()).or_default().add(&add);
             }
             inner.totals.entry(consumer).or_default().add(&add);
             if inner.recent.len() == RECENT {

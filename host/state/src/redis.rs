@@ -76,10 +76,6 @@ pub(crate) fn redacted(url: &str) -> String {
     }
 }
 
-fn unavailable(e: &redis::RedisError) -> KvError {
-    KvError::Unavailable(format!("redis: {e}"))
-}
-
 /// A client for `options` (the password set from the environment) and the redacted URL.
 pub(crate) fn client(options: &RedisOptions) -> Result<(redis::Client, String), KvError> {
     let url = redacted(&options.url);
@@ -98,7 +94,7 @@ pub(crate) fn client(options: &RedisOptions) -> Result<(redis::Client, String), 
 }
 
 /// A reconnecting connection; the first connection must succeed within the timeout (at least 2 s).
-pub(crate) async fn manager(
+async fn manager(
     client: &redis::Client,
     url: &str,
     config: redis::aio::ConnectionManagerConfig,
@@ -113,15 +109,73 @@ pub(crate) async fn manager(
     .map_err(|e| KvError::Unavailable(format!("redis `{url}`: {e}")))
 }
 
+fn manager_config(timeout: Duration, retries: usize) -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(retries)
+}
+
+/// `op`, given `timeout`: slower, or a failed connection, is `Unavailable`; an increment of a
+/// value that is not a number is `Invalid`.
+async fn timed<T>(
+    url: &str,
+    timeout: Duration,
+    op: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, KvError> {
+    match tokio::time::timeout(timeout, op).await {
+        Err(_) => Err(KvError::Unavailable(format!(
+            "redis `{url}`: no answer within {} ms",
+            timeout.as_millis()
+        ))),
+        Ok(Err(e)) if e.to_string().contains("not an integer") => {
+            Err(KvError::Invalid(format!("redis: {e}")))
+        }
+        Ok(Err(e)) => Err(KvError::Unavailable(format!("redis `{url}`: {e}"))),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+/// One reconnecting connection with a time limit per operation (at least `min_timeout`): the
+/// shared document and the shared totals use one each.
+pub(crate) struct Link {
+    pub(crate) client: redis::Client,
+    pub(crate) conn: ConnectionManager,
+    timeout: Duration,
+    pub(crate) url: String,
+}
+
+impl Link {
+    pub(crate) async fn open(
+        options: &RedisOptions,
+        min_timeout: Duration,
+        retries: usize,
+    ) -> Result<Self, KvError> {
+        let (client, url) = client(options)?;
+        let timeout = options.timeout.max(min_timeout);
+        let conn = manager(&client, &url, manager_config(timeout, retries), timeout).await?;
+        Ok(Self {
+            client,
+            conn,
+            timeout,
+            url,
+        })
+    }
+
+    pub(crate) async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, KvError> {
+        timed(&self.url, self.timeout, op).await
+    }
+}
+
 impl RedisStore {
     /// Connects (the first connection must succeed, so a wrong URL or password is reported at
     /// start); later outages are retried by the connections themselves.
     pub async fn connect(options: RedisOptions) -> Result<Self, KvError> {
         let (client, url) = client(&options)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.timeout))
-            .set_response_timeout(Some(options.timeout))
-            .set_number_of_retries(2);
+        let config = manager_config(options.timeout, 2);
         let mut connections = Vec::new();
         for _ in 0..options.connections.max(1) {
             connections.push(manager(&client, &url, config.clone(), options.timeout).await?);
@@ -152,18 +206,7 @@ impl RedisStore {
         &self,
         op: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, KvError> {
-        match tokio::time::timeout(self.timeout, op).await {
-            Err(_) => Err(KvError::Unavailable(format!(
-                "redis `{}`: no answer within {} ms",
-                self.url,
-                self.timeout.as_millis()
-            ))),
-            Ok(Err(e)) if e.to_string().contains("not an integer") => {
-                Err(KvError::Invalid(format!("redis: {e}")))
-            }
-            Ok(Err(e)) => Err(unavailable(&e)),
-            Ok(Ok(v)) => Ok(v),
-        }
+        timed(&self.url, self.timeout, op).await
     }
 }
 

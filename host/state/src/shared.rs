@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use redis::aio::ConnectionManager;
 
 use crate::KvError;
-use crate::redis::{RedisOptions, client, manager};
+use crate::redis::{Link, RedisOptions};
 
 /// Replaces the document if the stored version is the expected one (absent reads as 0), then
 /// announces the new version. Returns 1 when replaced.
@@ -30,21 +29,18 @@ return 1
 
 /// A shared, versioned document.
 pub struct SharedDocument {
-    client: redis::Client,
-    conn: ConnectionManager,
+    link: Link,
     version_key: String,
     document_key: String,
     blob_prefix: String,
     channel: String,
-    timeout: Duration,
-    url: String,
     script: redis::Script,
 }
 
 impl std::fmt::Debug for SharedDocument {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedDocument")
-            .field("url", &self.url)
+            .field("url", &self.link.url)
             .field("document", &self.document_key)
             .finish_non_exhaustive()
     }
@@ -54,46 +50,23 @@ impl SharedDocument {
     /// Connects to the Redis of `options` (its prefix, password and TLS) for the document `name`.
     /// Operations may take at least 2 s (documents are larger than counters).
     pub async fn connect(options: &RedisOptions, name: &str) -> Result<Self, KvError> {
-        let (client, url) = client(options)?;
-        let timeout = options.timeout.max(Duration::from_secs(2));
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2);
-        let conn = manager(&client, &url, config, timeout).await?;
+        let link = Link::open(options, Duration::from_secs(2), 2).await?;
         let base = format!("{}{name}", options.prefix);
         Ok(Self {
-            client,
-            conn,
+            link,
             version_key: format!("{base}:version"),
             document_key: format!("{base}:document"),
             blob_prefix: format!("{base}:blob:"),
             channel: format!("{base}:changed"),
-            timeout,
-            url,
             script: redis::Script::new(REPLACE),
         })
     }
 
-    async fn timed<T>(
-        &self,
-        op: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, KvError> {
-        match tokio::time::timeout(self.timeout, op).await {
-            Err(_) => Err(KvError::Unavailable(format!(
-                "redis `{}`: no answer within {} ms",
-                self.url,
-                self.timeout.as_millis()
-            ))),
-            Ok(Err(e)) => Err(KvError::Unavailable(format!("redis `{}`: {e}", self.url))),
-            Ok(Ok(v)) => Ok(v),
-        }
-    }
-
     /// The stored version (0: none yet).
     pub async fn version(&self) -> Result<u64, KvError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn.clone();
         let v: Option<String> = self
+            .link
             .timed(
                 redis::cmd("GET")
                     .arg(&self.version_key)
@@ -105,8 +78,9 @@ impl SharedDocument {
 
     /// The stored version and document, read together; `None` when there is none.
     pub async fn load(&self) -> Result<Option<(u64, Vec<u8>)>, KvError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn.clone();
         let (version, document): (Option<String>, Option<Vec<u8>>) = self
+            .link
             .timed(
                 redis::cmd("MGET")
                     .arg(&self.version_key)
@@ -128,46 +102,48 @@ impl SharedDocument {
         version: u64,
         document: &[u8],
     ) -> Result<bool, KvError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn.clone();
         let mut call = self.script.key(&self.version_key);
         call.key(&self.document_key)
             .arg(expected.to_string())
             .arg(version.to_string())
             .arg(document)
             .arg(&self.channel);
-        let replaced: i64 = self.timed(call.invoke_async(&mut conn)).await?;
+        let replaced: i64 = self.link.timed(call.invoke_async(&mut conn)).await?;
         Ok(replaced == 1)
     }
 
     /// Stores a blob under its digest (kept: documents may name it later).
     pub async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), KvError> {
-        let mut conn = self.conn.clone();
-        self.timed(
-            redis::cmd("SET")
-                .arg(format!("{}{digest}", self.blob_prefix))
-                .arg(bytes)
-                .query_async::<()>(&mut conn),
-        )
-        .await
+        let mut conn = self.link.conn.clone();
+        self.link
+            .timed(
+                redis::cmd("SET")
+                    .arg(format!("{}{digest}", self.blob_prefix))
+                    .arg(bytes)
+                    .query_async::<()>(&mut conn),
+            )
+            .await
     }
 
     /// The blob stored under `digest`.
     pub async fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, KvError> {
-        let mut conn = self.conn.clone();
-        self.timed(
-            redis::cmd("GET")
-                .arg(format!("{}{digest}", self.blob_prefix))
-                .query_async(&mut conn),
-        )
-        .await
+        let mut conn = self.link.conn.clone();
+        self.link
+            .timed(
+                redis::cmd("GET")
+                    .arg(format!("{}{digest}", self.blob_prefix))
+                    .query_async(&mut conn),
+            )
+            .await
     }
 
     /// Announcements of new versions (each item: one announcement). The stream ends when the
     /// connection is lost; subscribe again then (and read the version: announcements made
     /// meanwhile are not repeated).
     pub async fn changes(&self) -> Result<BoxStream<'static, ()>, KvError> {
-        let mut pubsub = self.timed(self.client.get_async_pubsub()).await?;
-        self.timed(pubsub.subscribe(&self.channel)).await?;
+        let mut pubsub = self.link.timed(self.link.client.get_async_pubsub()).await?;
+        self.link.timed(pubsub.subscribe(&self.channel)).await?;
         Ok(pubsub.into_on_message().map(|_| ()).boxed())
     }
 }

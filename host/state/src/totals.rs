@@ -5,10 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
 use crate::KvError;
-use crate::redis::{RedisOptions, client, manager};
+use crate::redis::{Link, RedisOptions};
 
 /// An amount to add to one field.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,16 +18,14 @@ pub enum Amount {
 
 /// Totals shared in Redis.
 pub struct SharedTotals {
-    conn: ConnectionManager,
+    link: Link,
     base: String,
-    timeout: Duration,
-    url: String,
 }
 
 impl std::fmt::Debug for SharedTotals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedTotals")
-            .field("url", &self.url)
+            .field("url", &self.link.url)
             .field("base", &self.base)
             .finish_non_exhaustive()
     }
@@ -38,34 +34,10 @@ impl std::fmt::Debug for SharedTotals {
 impl SharedTotals {
     /// Totals `name` in the Redis of `options` (its prefix, password and TLS).
     pub async fn connect(options: &RedisOptions, name: &str) -> Result<Self, KvError> {
-        let (client, url) = client(options)?;
-        let timeout = options.timeout.max(Duration::from_secs(1));
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let conn = manager(&client, &url, config, timeout).await?;
         Ok(Self {
-            conn,
+            link: Link::open(options, Duration::from_secs(1), 1).await?,
             base: format!("{}{name}:", options.prefix),
-            timeout,
-            url,
         })
-    }
-
-    async fn timed<T>(
-        &self,
-        op: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, KvError> {
-        match tokio::time::timeout(self.timeout, op).await {
-            Err(_) => Err(KvError::Unavailable(format!(
-                "redis `{}`: no answer within {} ms",
-                self.url,
-                self.timeout.as_millis()
-            ))),
-            Ok(Err(e)) => Err(KvError::Unavailable(format!("redis `{}`: {e}", self.url))),
-            Ok(Ok(v)) => Ok(v),
-        }
     }
 
     /// Adds every amount of `batch` (member → field → amount), atomically as a whole.
@@ -90,14 +62,15 @@ impl SharedTotals {
                 .ignore();
             }
         }
-        let mut conn = self.conn.clone();
-        self.timed(pipe.query_async::<()>(&mut conn)).await
+        let mut conn = self.link.conn.clone();
+        self.link.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
     /// Every member's fields, by member.
     pub async fn all(&self) -> Result<BTreeMap<String, BTreeMap<String, f64>>, KvError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn.clone();
         let members: Vec<String> = self
+            .link
             .timed(
                 redis::cmd("SMEMBERS")
                     .arg(format!("{}members", self.base))
@@ -111,7 +84,8 @@ impl SharedTotals {
         for member in &members {
             pipe.cmd("HGETALL").arg(format!("{}m:{member}", self.base));
         }
-        let hashes: Vec<BTreeMap<String, String>> = self.timed(pipe.query_async(&mut conn)).await?;
+        let hashes: Vec<BTreeMap<String, String>> =
+            self.link.timed(pipe.query_async(&mut conn)).await?;
         Ok(members
             .into_iter()
             .zip(hashes)
