@@ -77,7 +77,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RuntimeSettings {
-    /// Time a single policy call may take before it is stopped (wall time, 1 ms resolution).
+    /// CPU time a single policy call may use before it is stopped (its waits for the key-value
+    /// store or outbound HTTP and time off the CPU do not count; checked every 1 ms).
     pub policy_timeout_ms: u64,
     /// Linear memory a policy instance may grow to.
     pub policy_memory_mib: u64,

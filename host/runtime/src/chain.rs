@@ -150,7 +150,8 @@ impl ChainRun {
                 .runtime()
                 .new_store(slot.clone(), self.request.clone());
             let version = policy.contract();
-            match policy.pre.instantiate_bare(&mut store).await {
+            let meter = store.data().meter.clone();
+            match meter.run(policy.pre.instantiate_bare(&mut store)).await {
                 Ok(instance) => {
                     self.live[i] = Some(Live {
                         store,

@@ -100,7 +100,8 @@ const TICK_MS: u64 = 1;
 /// Settings of the runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Wall time a single policy call may take (epoch deadline; host calls it makes count too).
+    /// CPU time a single policy call may take, its waits for the host left out (checked at
+    /// epoch deadlines; see `meter.rs`).
     pub call_timeout: Duration,
     /// Linear memory a policy instance may use.
     pub memory_limit_bytes: usize,
@@ -301,11 +302,17 @@ impl Runtime {
             StoreData::new(slot, request, opts.memory_limit_bytes, self.clone()),
         );
         store.limiter(|d| &mut d.limiter);
-        // At the deadline, the time the policy spent waiting for the host is given back (the
-        // limit is on the policy's own running time); none to give back: the call is stopped.
-        store.epoch_deadline_callback(|mut ctx| {
-            let waited = std::mem::take(&mut ctx.data_mut().waited);
-            let ticks = waited.as_millis() as u64 / TICK_MS;
+        // At each deadline the limit is checked against the CPU time the call used (see
+        // `meter.rs`): not used up, the next deadline is the time left. Outside metered calls
+        // (loading, validating a configuration) it is wall time minus the waits for the host.
+        let limit = opts.call_timeout;
+        store.epoch_deadline_callback(move |mut ctx| {
+            let data = ctx.data_mut();
+            let left = match data.meter.used() {
+                Some(used) => limit.saturating_sub(used),
+                None => std::mem::take(&mut data.waited),
+            };
+            let ticks = left.as_millis() as u64 / TICK_MS;
             Ok(if ticks == 0 {
                 wasmtime::UpdateDeadline::Interrupt
             } else {

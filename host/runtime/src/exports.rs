@@ -64,5 +64,8 @@ where
     R: ComponentNamedList + Lift + Send + Sync + 'static,
 {
     let func: TypedFunc<P, R> = instance.get_typed_func(store.as_context_mut(), index)?;
-    func.call_async(store.as_context_mut(), params).await
+    let meter = store.data().meter.clone();
+    meter
+        .run(func.call_async(store.as_context_mut(), params))
+        .await
 }

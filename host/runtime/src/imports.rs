@@ -13,6 +13,7 @@ use weir_state::{Namespaced, VectorStore};
 use crate::bindings::v0_2::{embeddings, http_client, kv, log, metrics, types, vectors};
 use crate::engine::Runtime;
 use crate::error::PolicyFailure;
+use crate::meter::CpuMeter;
 use weir_core::{MessageView, RequestState};
 
 /// Marker stored in the resource table for the `context` handle of a call.
@@ -94,8 +95,11 @@ pub struct StoreData {
     pub(crate) message: Option<Arc<MessageView>>,
     runtime: Runtime,
     /// Time spent waiting for the host (key-value store, outbound HTTP, embeddings, vectors)
-    /// since the deadline was last set: it does not count against the policy's time limit.
+    /// since the deadline was last set: it does not count against the policy's time limit
+    /// (wall-time deadline, outside metered calls).
     pub(crate) waited: Duration,
+    /// CPU time of the current call: the time limit of calls made for a request.
+    pub(crate) meter: CpuMeter,
 }
 
 impl StoreData {
@@ -117,6 +121,7 @@ impl StoreData {
             message: None,
             runtime,
             waited: Duration::ZERO,
+            meter: CpuMeter::default(),
         }
     }
 
@@ -133,7 +138,7 @@ impl StoreData {
     /// Awaits `f`, a host operation; its time does not count against the policy's time limit.
     pub(crate) async fn waiting<T>(&mut self, f: impl std::future::Future<Output = T>) -> T {
         let started = std::time::Instant::now();
-        let out = f.await;
+        let out = self.meter.host(f).await;
         self.waited += started.elapsed();
         out
     }

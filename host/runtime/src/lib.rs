@@ -36,6 +36,7 @@ mod error;
 mod exports;
 mod imports;
 mod imports_v0_1;
+mod meter;
 pub mod schema;
 
 pub use chain::{ChainRun, ChainSpec, SlotSpec};
