@@ -128,7 +128,45 @@ const CASES: &[Case] = &[
         complete: true,
         consumer: None,
     },
+    Case {
+        label: "pii (all built-in entities)",
+        policies: &["pii"],
+        complete: false,
+        consumer: None,
+    },
+    Case {
+        label: "guardrail (10 rules)",
+        policies: &["guardrail"],
+        complete: false,
+        consumer: None,
+    },
+    Case {
+        label: "prompt (decorators)",
+        policies: &["prompt"],
+        complete: false,
+        consumer: None,
+    },
+    Case {
+        label: "auth + pii + guardrail + prompt + token-limit",
+        policies: &["auth", "pii", "guardrail", "prompt", "token-limit"],
+        complete: true,
+        consumer: None,
+    },
 ];
+
+/// The guardrail configuration of the benchmark: ten rules, six of them on the request.
+const GUARDRAIL_CONFIG: &str = r#"{"rules":[
+  {"id":"injection","kind":"injection"},
+  {"id":"no-keys","kind":"regex","patterns":["sk-[A-Za-z0-9]{20,}","AKIA[0-9A-Z]{16}"]},
+  {"id":"no-passwords","kind":"regex","patterns":["(?i)password\\s*[:=]"]},
+  {"id":"banned-words","kind":"regex","patterns":["(?i)\\b(?:darkweb|exploit kit)\\b"],"action":"flag"},
+  {"id":"size","kind":"length","max-words":5000,"max-sentences":500},
+  {"id":"topic","kind":"regex","mode":"allow-list","patterns":["."],"case-insensitive":true},
+  {"id":"answer-words","kind":"regex","applies-to":"response","patterns":["(?i)forbidden phrase"]},
+  {"id":"answer-length","kind":"length","applies-to":"response","max-chars":100000},
+  {"id":"links","kind":"url","allowed-hosts":["docs.example.com"]},
+  {"id":"shape","kind":"json-schema","from-request":true}
+]}"#;
 
 /// Component bytes and configuration of a policy.
 fn policy_source(name: &str) -> anyhow::Result<(&'static [u8], String)> {
@@ -140,6 +178,13 @@ fn policy_source(name: &str) -> anyhow::Result<(&'static [u8], String)> {
                 r#"{{"consumers":[{{"id":"bench","key-sha256":"{}"}}]}}"#,
                 crate::sha256_hex(crate::BENCH_KEY)
             ),
+        ),
+        "pii" => (weir_policies::PII, "{}".to_owned()),
+        "guardrail" => (weir_policies::GUARDRAIL, GUARDRAIL_CONFIG.to_owned()),
+        "prompt" => (
+            weir_policies::PROMPT,
+            r#"{"prepend":[{"role":"system","content":"You are ACME's assistant."}],"append":[{"role":"user","content":"Answer in English."}]}"#
+                .to_owned(),
         ),
         "token-limit" => (
             weir_policies::TOKEN_LIMIT,
@@ -246,7 +291,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         Runtime::new(RuntimeOptions::default()).context("creating the wasmtime runtime")?;
     let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1_000_000));
     let mut loaded: Vec<(&str, Arc<Policy>, String)> = Vec::new();
-    for name in ["test-policy", "auth", "token-limit"] {
+    for name in ["test-policy", "auth", "token-limit", "pii", "guardrail", "prompt"] {
         let (bytes, config) = policy_source(name)?;
         let policy = runtime
             .load(name, bytes)

@@ -122,6 +122,10 @@ impl<P: Platform> Call<P> {
             error: end.error,
             cost_usd,
             attempts: self.attempts.clone(),
+            flags: chain
+                .attribute(crate::types::FLAGS_ATTRIBUTE)
+                .map(|v| crate::types::parse_flags(&v))
+                .unwrap_or_default(),
         });
     }
 }

@@ -67,6 +67,9 @@ pub trait Chain {
     /// The consumer set by an authentication policy.
     fn consumer(&self) -> Option<String>;
 
+    /// A request attribute set by a policy.
+    fn attribute(&self, key: &str) -> Option<String>;
+
     /// Whether any policy takes part in `phase`.
     fn has_phase(&self, phase: Phase) -> bool {
         (0..self.len()).any(|i| self.wants(i, phase))

@@ -341,6 +341,37 @@ pub struct UsageRecord {
     /// Every upstream attempt, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
+    /// What policies flagged in this request (`guardrail.injection`, `pii.email`), from the
+    /// request attribute [`FLAGS_ATTRIBUTE`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
+}
+
+/// The request attribute policies append their flags to (space-separated `policy.name` tokens),
+/// copied into the usage record. Tokens are limited to `[a-z0-9._:-]`, at most 64 bytes each
+/// and [`MAX_FLAGS`] per request, so a flag can name a rule or an entity type but never carry
+/// text from the request.
+pub const FLAGS_ATTRIBUTE: &str = "usage.flags";
+
+/// Most flags one usage record keeps.
+pub const MAX_FLAGS: usize = 32;
+
+/// The flags of a [`FLAGS_ATTRIBUTE`] value: valid tokens, in order, without duplicates.
+pub fn parse_flags(value: &str) -> Vec<String> {
+    let mut flags: Vec<String> = Vec::new();
+    for token in value.split_ascii_whitespace() {
+        let valid = token.len() <= 64
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._:-".contains(&b));
+        if valid && !flags.iter().any(|f| f == token) {
+            flags.push(token.to_owned());
+            if flags.len() == MAX_FLAGS {
+                break;
+            }
+        }
+    }
+    flags
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ import anyio
 import openai
 import yaml
 
-ACTIONS = ("chat", "exhaust", "restart", "concurrent", "log-clean", "mcp", "metric")
+ACTIONS = ("chat", "exhaust", "restart", "concurrent", "log-clean", "mcp", "metric", "upstream")
 PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
@@ -139,10 +139,11 @@ class Keys:
 class Run:
     """Runs a scenario's steps, in order, against one target."""
 
-    def __init__(self, scenario: Scenario, target: Target, keys: Keys):
+    def __init__(self, scenario: Scenario, target: Target, keys: Keys, mock_url: str = ""):
         self.scenario = scenario
         self.target = target
         self.keys = keys
+        self.mock_url = mock_url
         self.window: int | None = None  # the minute bucket recorded by the last `window`
 
     # --- steps
@@ -232,22 +233,42 @@ class Run:
             f"plus one reservation ({reservation})"
         )
 
-    def _log_clean(self, _step: Step) -> None:
+    def _log_clean(self, step: Step) -> None:
         time.sleep(0.5)  # logs are written asynchronously
         log = self.target.log_text()
         assert log, f"{self.target.name} wrote no log"
         for what, secret in self.keys.all():
             assert secret not in log, f"{what} appears in the log of {self.target.name}"
+        for text in step.args.get("also", []):
+            assert text not in log, f"{text!r} appears in the log of {self.target.name}"
+
+    def _upstream(self, step: Step) -> None:
+        """What the mock provider received: the one recorded body that holds `marker`."""
+        import httpx
+
+        marker = step.args["marker"]
+        bodies = httpx.get(f"{self.mock_url}/mock/requests", timeout=10).json()["requests"]
+        mine = [json.dumps(r["body"], ensure_ascii=False) for r in bodies if marker in json.dumps(r["body"], ensure_ascii=False)]
+        assert mine, f"the provider received no request holding {marker!r}"
+        body = mine[-1]
+        expect = self.expect(step)
+        for text in expect.get("contains", []):
+            assert text in body, f"the provider did not receive {text!r}: {body[:600]}"
+        for text in expect.get("lacks", []):
+            assert text not in body, f"the provider received {text!r}: {body[:600]}"
 
     # --- requests
 
     def request(self, args: dict[str, Any]) -> dict[str, Any]:
         merged = {**self.scenario.request, **args}
-        return {
+        request = {
             "model": merged["model"],
             "messages": merged["messages"],
             "max_tokens": int(merged["max-tokens"]),
         }
+        if "extra-body" in args:
+            request["extra_body"] = args["extra-body"]
+        return request
 
     def reservation(self, args: dict[str, Any]) -> int:
         """What token-limit reserves: ceil(bytes of `messages` as the SDK sends them / 3) + max_tokens."""

@@ -83,7 +83,7 @@ class Deployments:
         if error is not None:
             dep.failed = f"{target} did not start"
             pytest.fail(f"{target} did not start: {error}", pytrace=False)
-        dep.run = Run(scenario, instance, keys)
+        dep.run = Run(scenario, instance, keys, self.mock.url)
         self.running = key
         return dep
 

@@ -51,9 +51,9 @@ pub mod bindings {
 
 pub use bindings::weir::policy::types::{
     AnswerChoice, AnswerText, Attempt, ChatMessage, ChunkVerdict, Completion, ConfigError,
-    ContentPart, Context, Denial, Edits, Emission, IndexedMessage, LlmAnswer, LlmEdit,
-    LlmRequest, Message, Outcome, Parameter, Phase, PolicyAnswer, PolicyInfo, Reply, RouteKind,
-    RpcError, RpcMessage, StreamEvent, Target, Usage, Verdict,
+    ContentPart, Context, Denial, Edits, Emission, IndexedMessage, LlmAnswer, LlmEdit, LlmRequest,
+    Message, Outcome, Parameter, Phase, PolicyAnswer, PolicyInfo, Reply, RouteKind, RpcError,
+    RpcMessage, StreamEvent, Target, Usage, Verdict,
 };
 pub use bindings::weir::policy::{embeddings, http_client, kv, log, metrics, vectors};
 pub use serde;
@@ -88,11 +88,7 @@ pub trait Policy {
     }
 
     /// One event of a streaming answer.
-    fn on_stream_chunk(
-        _config: &Self::Config,
-        _cx: &Context,
-        _event: StreamEvent,
-    ) -> ChunkVerdict {
+    fn on_stream_chunk(_config: &Self::Config, _cx: &Context, _event: StreamEvent) -> ChunkVerdict {
         ChunkVerdict::Pass
     }
 
@@ -259,6 +255,26 @@ impl Denial {
         self.headers.push((name.to_string(), value.to_string()));
         self
     }
+}
+
+/// The request attribute the host copies into the usage record's `flags` (see
+/// `weir_core::FLAGS_ATTRIBUTE`).
+pub const FLAGS_ATTRIBUTE: &str = "usage.flags";
+
+/// Adds `token` (e.g. `guardrail.injection`, `pii.email`) to the flags of this request's usage
+/// record. Tokens are `[a-z0-9._:-]`, at most 64 bytes; the host drops others, and keeps at most
+/// 32 per request. Never put request text in a flag.
+pub fn flag(cx: &Context, token: &str) {
+    let current = cx.attribute(FLAGS_ATTRIBUTE).unwrap_or_default();
+    if current.split_ascii_whitespace().any(|t| t == token) {
+        return;
+    }
+    let value = if current.is_empty() {
+        token.to_owned()
+    } else {
+        format!("{current} {token}")
+    };
+    cx.set_attribute(FLAGS_ATTRIBUTE, &value);
 }
 
 /// Logs at `level` through the host, prefixed with nothing: the host tags policy and request.

@@ -310,6 +310,10 @@ impl Chain for FakeChain {
     fn consumer(&self) -> Option<String> {
         Some("alice".into())
     }
+
+    fn attribute(&self, _key: &str) -> Option<String> {
+        None
+    }
 }
 
 pub fn upstream(name: &str, kind: weir_llm::ProviderKind) -> Arc<Upstream> {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::{ConfigError, GatewayConfig};
 
 /// Names of the policies built into weir.
-pub const BUILTIN_POLICIES: &[&str] = &["auth", "token-limit"];
+pub const BUILTIN_POLICIES: &[&str] = &["auth", "token-limit", "guardrail", "pii", "prompt"];
 
 fn check_name(path: String, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()

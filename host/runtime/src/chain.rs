@@ -383,4 +383,8 @@ impl weir_core::Chain for ChainRun {
     fn consumer(&self) -> Option<String> {
         self.lock().consumer.clone()
     }
+
+    fn attribute(&self, key: &str) -> Option<String> {
+        self.lock().attributes.get(key).cloned()
+    }
 }

@@ -399,6 +399,7 @@ mod tests {
             error: (status >= 500).then_some("upstream_timeout"),
             cost_usd: None,
             attempts: Vec::new(),
+            flags: Vec::new(),
         }
     }
 

@@ -96,6 +96,7 @@ pub(crate) struct ChatStream {
     /// `,"usage":null}\n\n` with `include_usage`, else `}\n\n`.
     suffix: &'static str,
     words: u64,
+    echo: Option<std::sync::Arc<[String]>>,
     finish_reason: &'static str,
     include_usage: bool,
     usage: Usage,
@@ -128,6 +129,7 @@ impl ChatStream {
                 "}\n\n"
             },
             words: params.completion_tokens,
+            echo: params.echo.clone(),
             finish_reason: params.finish_reason(),
             include_usage: params.include_usage,
             usage: params.usage(),
@@ -185,7 +187,14 @@ impl ChatStream {
             }
             Step::Word(i) => {
                 self.next = self.after_words(i + 1);
-                let delta = format!("{{\"content\":\"{}\"}}", reply_piece(i));
+                let delta = match &self.echo {
+                    Some(pieces) => format!(
+                        "{{\"content\":{}}}",
+                        serde_json::to_string(pieces.get(i as usize).map_or("", String::as_str))
+                            .unwrap_or_default()
+                    ),
+                    None => format!("{{\"content\":\"{}\"}}", reply_piece(i)),
+                };
                 self.chunk(&delta, None)
             }
             Step::Finish => {

@@ -34,7 +34,8 @@ mod service;
 pub use embeddings::{DEFAULT_EMBEDDING_DIMENSIONS, MAX_EMBEDDING_DIMENSIONS, embedding_for_text};
 pub use fault::{FAULT_HEADER, FAULT_MODEL_PREFIX, LATENCY_HEADER};
 pub use protocol::{
-    DEFAULT_COMPLETION_TOKENS, MAX_COMPLETION_TOKENS, MODEL_IDS, count_prompt_tokens,
+    DEFAULT_COMPLETION_TOKENS, ECHO_MODEL_PREFIX, ECHO_PIECE_CHARS, MAX_COMPLETION_TOKENS, MODEL_IDS,
+    count_prompt_tokens, echo_pieces,
     count_text_tokens, reply_piece, reply_text,
 };
 
@@ -92,7 +93,12 @@ pub(crate) struct Shared {
     pub(crate) completed_streams: AtomicU64,
     pub(crate) cut_streams: AtomicU64,
     last_headers: Mutex<HeaderMap>,
+    /// The bodies of the most recent POST requests (`GET /mock/requests`), newest last.
+    bodies: Mutex<std::collections::VecDeque<(String, bytes::Bytes)>>,
 }
+
+/// How many request bodies `GET /mock/requests` keeps.
+pub const RECORDED_REQUESTS: usize = 64;
 
 impl Shared {
     fn new(opts: MockOptions) -> anyhow::Result<Self> {
@@ -110,6 +116,7 @@ impl Shared {
             completion_tokens: AtomicU64::new(0),
             completed_streams: AtomicU64::new(0),
             cut_streams: AtomicU64::new(0),
+            bodies: Mutex::new(std::collections::VecDeque::new()),
             last_headers: Mutex::new(HeaderMap::new()),
         })
     }
@@ -122,6 +129,30 @@ impl Shared {
             completed_streams: self.completed_streams.load(Ordering::Relaxed),
             cut_streams: self.cut_streams.load(Ordering::Relaxed),
         }
+    }
+
+    /// Keeps a POST body for `GET /mock/requests`.
+    pub(crate) fn record_body(&self, path: &str, body: &bytes::Bytes) {
+        let mut bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
+        if bodies.len() == RECORDED_REQUESTS {
+            bodies.pop_front();
+        }
+        bodies.push_back((path.to_owned(), body.clone()));
+    }
+
+    /// The recorded requests as JSON: `{"requests": [{"path": …, "body": <JSON or string>}]}`.
+    pub(crate) fn recorded(&self) -> Vec<u8> {
+        let bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
+        let requests: Vec<serde_json::Value> = bodies
+            .iter()
+            .map(|(path, body)| {
+                let body = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
+                });
+                serde_json::json!({ "path": path, "body": body })
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({ "requests": requests })).unwrap_or_default()
     }
 
     pub(crate) fn record_headers(&self, headers: &HeaderMap) {

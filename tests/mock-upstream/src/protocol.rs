@@ -49,6 +49,38 @@ fn content_chars(content: Option<&Value>) -> u64 {
     }
 }
 
+/// Models whose name starts with this answer with the text of the last user message, streamed
+/// in pieces of [`ECHO_PIECE_CHARS`] characters (one completion token each), so tests can see
+/// what the provider received come back, split across events.
+pub const ECHO_MODEL_PREFIX: &str = "mock-echo";
+/// Characters per streamed piece of an echo answer.
+pub const ECHO_PIECE_CHARS: usize = 3;
+
+/// The echo answer of a chat request: the last user message's text, in pieces.
+pub fn echo_pieces(messages: &Value) -> Vec<String> {
+    let text = messages
+        .as_array()
+        .and_then(|m| {
+            m.iter()
+                .rev()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .map(|m| match m.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
+            _ => String::new(),
+        })
+        .unwrap_or_default();
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .chunks(ECHO_PIECE_CHARS)
+        .map(|c| c.iter().collect())
+        .collect()
+}
+
 /// The `i`-th streamed content piece: `"mock0"`, then `" mock1"`, `" mock2"`, …
 pub fn reply_piece(i: u64) -> String {
     if i == 0 {
@@ -228,6 +260,8 @@ pub(crate) struct ChatParams<'a> {
     pub limited: bool,
     pub stream: bool,
     pub include_usage: bool,
+    /// The pieces of an echo answer ([`ECHO_MODEL_PREFIX`]).
+    pub echo: Option<std::sync::Arc<[String]>>,
 }
 
 impl<'a> ChatParams<'a> {
@@ -248,6 +282,9 @@ impl<'a> ChatParams<'a> {
             None | Some(Value::Null) => false,
             Some(_) => return Err(invalid_type("stream_options", "an object")),
         };
+        let echo = model
+            .starts_with(ECHO_MODEL_PREFIX)
+            .then(|| std::sync::Arc::from(echo_pieces(messages)));
         Ok(Self {
             model,
             prompt_tokens: count_prompt_tokens(messages),
@@ -257,7 +294,18 @@ impl<'a> ChatParams<'a> {
             limited: max.is_some(),
             stream,
             include_usage,
-        })
+            echo,
+        }
+        .echoing())
+    }
+
+    /// An echo answer is as long as its pieces and ends with `stop`.
+    fn echoing(mut self) -> Self {
+        if let Some(pieces) = &self.echo {
+            self.completion_tokens = pieces.len() as u64;
+            self.limited = false;
+        }
+        self
     }
 
     pub(crate) fn finish_reason(&self) -> &'static str {
@@ -293,7 +341,10 @@ impl<'a> ChatParams<'a> {
             content: &'a str,
             refusal: Option<()>,
         }
-        let text = reply_text(self.completion_tokens);
+        let text = match &self.echo {
+            Some(pieces) => pieces.concat(),
+            None => reply_text(self.completion_tokens),
+        };
         let body = Completion {
             id,
             object: "chat.completion",

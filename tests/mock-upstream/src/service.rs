@@ -26,6 +26,7 @@ enum Endpoint {
     Embeddings,
     Models,
     Model,
+    Moderations,
     NotFound,
 }
 
@@ -33,6 +34,7 @@ fn route(method: &Method, path: &str) -> Endpoint {
     match (method, path) {
         (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
+        (&Method::POST, "/v1/moderations") => Endpoint::Moderations,
         (&Method::GET, "/v1/models") => Endpoint::Models,
         (&Method::GET, p)
             if p.strip_prefix("/v1/models/")
@@ -55,6 +57,9 @@ pub(crate) async fn handle(
         return Ok(match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/health") => {
                 json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
+            }
+            (&Method::GET, "/mock/requests") => {
+                json(StatusCode::OK, Bytes::from(shared.recorded()))
             }
             (&Method::GET, "/mock/stats") => json(
                 StatusCode::OK,
@@ -92,6 +97,9 @@ pub(crate) async fn handle(
     }
 
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    if parts.method == Method::POST {
+        shared.record_body(parts.uri.path(), &body);
+    }
     let native = (parts.method == Method::POST)
         .then(|| native::route(parts.uri.path()))
         .flatten();
@@ -119,7 +127,10 @@ pub(crate) async fn handle(
         let after = faults.stream_error_after;
         return native::handle(&shared, &native, &parts, &body, &faults, after);
     }
-    let json_body = matches!(endpoint, Endpoint::Chat | Endpoint::Embeddings)
+    let json_body = matches!(
+        endpoint,
+        Endpoint::Chat | Endpoint::Embeddings | Endpoint::Moderations
+    )
         .then(|| serde_json::from_slice::<Value>(&body));
     if let Some(Ok(req_json)) = &json_body
         && let Some(spec) = req_json
@@ -149,6 +160,7 @@ pub(crate) async fn handle(
         (_, Some(Err(_))) => Err(ApiError::invalid_json()),
         (Endpoint::Chat, Some(Ok(req_json))) => chat(&shared, &req_json, &faults),
         (Endpoint::Embeddings, Some(Ok(req_json))) => embeddings(&shared, &req_json, &faults),
+        (Endpoint::Moderations, Some(Ok(req_json))) => moderations(&req_json),
         (Endpoint::Models, _) => Ok(json(StatusCode::OK, protocol::models_body())),
         (Endpoint::Model, _) => {
             let id = parts.uri.path().trim_start_matches("/v1/models/");
@@ -235,6 +247,52 @@ fn chat(shared: &Arc<Shared>, req: &Value, faults: &Faults) -> Result<Reply, Api
         .completion_tokens
         .fetch_add(usage.completion_tokens, Ordering::Relaxed);
     Ok(json(StatusCode::OK, body))
+}
+
+/// `POST /v1/moderations` in OpenAI's format. Deterministic: an input is flagged for
+/// `violence` when it contains the word `kill`, for `harassment` when it contains `idiot`
+/// (case-insensitive); scores are 0.97 for a flagged category and 0.01 otherwise.
+fn moderations(req: &Value) -> Result<Reply, ApiError> {
+    let inputs: Vec<String> = match req.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s.clone()),
+                Value::Object(o) => Ok(o.get("text").and_then(Value::as_str).unwrap_or_default().to_owned()),
+                _ => Err(protocol::invalid_type("input", "a string or an array")),
+            })
+            .collect::<Result<_, _>>()?,
+        None | Some(Value::Null) => return Err(protocol::missing("input")),
+        Some(_) => return Err(protocol::invalid_type("input", "a string or an array")),
+    };
+    const CATEGORIES: [(&str, Option<&str>); 4] = [
+        ("violence", Some("kill")),
+        ("harassment", Some("idiot")),
+        ("hate", None),
+        ("self-harm", None),
+    ];
+    let results: Vec<Value> = inputs
+        .iter()
+        .map(|text| {
+            let lower = text.to_lowercase();
+            let mut categories = serde_json::Map::new();
+            let mut scores = serde_json::Map::new();
+            let mut flagged = false;
+            for (name, word) in CATEGORIES {
+                let hit = word.is_some_and(|word| {
+                    lower.split(|c: char| !c.is_alphanumeric()).any(|w| w == word)
+                });
+                flagged |= hit;
+                categories.insert(name.into(), Value::Bool(hit));
+                scores.insert(name.into(), serde_json::json!(if hit { 0.97 } else { 0.01 }));
+            }
+            serde_json::json!({"flagged": flagged, "categories": categories, "category_scores": scores})
+        })
+        .collect();
+    let model = req.get("model").and_then(Value::as_str).unwrap_or("omni-moderation-latest");
+    let body = serde_json::json!({"id": protocol::next_id("modr-"), "model": model, "results": results});
+    Ok(json(StatusCode::OK, Bytes::from(serde_json::to_vec(&body).unwrap_or_default())))
 }
 
 fn embeddings(shared: &Arc<Shared>, req: &Value, faults: &Faults) -> Result<Reply, ApiError> {

@@ -509,6 +509,12 @@ mod inbound {
         );
         let bad = inbound::request(&json!({"model": "m", "messages": []}));
         assert_eq!(bad.err().map(|e| e.field).as_deref(), Some("max_tokens"));
+        // The gateway's own fields reach the policies; other unknown fields do not.
+        let own = inbound::request(&json!({"model": "m", "max_tokens": 5, "messages": [],
+            "weir_template": {"name": "t"}, "other": 1}));
+        let own = own.unwrap_or_default();
+        assert_eq!(own["weir_template"], json!({"name": "t"}));
+        assert!(own.get("other").is_none());
     }
 
     #[test]

@@ -238,6 +238,13 @@ pub fn request(req: &Value) -> Result<Value, TranslateError> {
     if req.get("stream") == Some(&json!(true)) {
         out.insert("stream".into(), json!(true));
     }
+    // The gateway's own fields (`weir_template`...) are for the policies, which see the OpenAI
+    // form of the request: they come along (a policy that reads one removes it).
+    if let Some(fields) = req.as_object() {
+        for (k, v) in fields.iter().filter(|(k, _)| k.starts_with("weir_")) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
     Ok(Value::Object(out))
 }
 
