@@ -76,13 +76,20 @@ function streamBody(instance, stream, ctx, env, handlerRequest, secrets) {
   return new ReadableStream({
     async pull(controller) {
       try {
-        const chunk = await instance.handler.next(stream);
-        if (chunk === undefined) {
-          finished = true;
-          instance.wasi.drain();
-          controller.close();
-        } else if (chunk.length > 0) {
-          controller.enqueue(chunk);
+        // A `next` can yield nothing (every event of that read held back by a policy): read on,
+        // since a pull that enqueues nothing is not called again and the response would hang.
+        for (;;) {
+          const chunk = await instance.handler.next(stream);
+          if (chunk === undefined) {
+            finished = true;
+            instance.wasi.drain();
+            controller.close();
+            return;
+          }
+          if (chunk.length > 0) {
+            controller.enqueue(chunk);
+            return;
+          }
         }
       } catch (error) {
         finished = true;
