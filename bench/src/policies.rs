@@ -291,7 +291,14 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         Runtime::new(RuntimeOptions::default()).context("creating the wasmtime runtime")?;
     let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1_000_000));
     let mut loaded: Vec<(&str, Arc<Policy>, String)> = Vec::new();
-    for name in ["test-policy", "auth", "token-limit", "pii", "guardrail", "prompt"] {
+    for name in [
+        "test-policy",
+        "auth",
+        "token-limit",
+        "pii",
+        "guardrail",
+        "prompt",
+    ] {
         let (bytes, config) = policy_source(name)?;
         let policy = runtime
             .load(name, bytes)

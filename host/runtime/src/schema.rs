@@ -64,7 +64,10 @@ mod tests {
     fn builtin_policies_ship_their_schema() {
         for (name, bytes) in weir_policies::builtins() {
             let schema = config_schema(bytes).unwrap();
-            if matches!(name, "auth" | "token-limit" | "guardrail" | "pii" | "prompt") {
+            if matches!(
+                name,
+                "auth" | "token-limit" | "guardrail" | "pii" | "prompt"
+            ) {
                 let schema = schema.unwrap_or_else(|| panic!("{name} has no config schema"));
                 assert_eq!(schema["type"], "object", "{name}");
             }

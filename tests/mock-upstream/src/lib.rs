@@ -34,9 +34,8 @@ mod service;
 pub use embeddings::{DEFAULT_EMBEDDING_DIMENSIONS, MAX_EMBEDDING_DIMENSIONS, embedding_for_text};
 pub use fault::{FAULT_HEADER, FAULT_MODEL_PREFIX, LATENCY_HEADER};
 pub use protocol::{
-    DEFAULT_COMPLETION_TOKENS, ECHO_MODEL_PREFIX, ECHO_PIECE_CHARS, MAX_COMPLETION_TOKENS, MODEL_IDS,
-    count_prompt_tokens, echo_pieces,
-    count_text_tokens, reply_piece, reply_text,
+    DEFAULT_COMPLETION_TOKENS, ECHO_MODEL_PREFIX, ECHO_PIECE_CHARS, MAX_COMPLETION_TOKENS,
+    MODEL_IDS, count_prompt_tokens, count_text_tokens, echo_pieces, reply_piece, reply_text,
 };
 
 use anyhow::Context as _;

@@ -131,7 +131,7 @@ pub(crate) async fn handle(
         endpoint,
         Endpoint::Chat | Endpoint::Embeddings | Endpoint::Moderations
     )
-        .then(|| serde_json::from_slice::<Value>(&body));
+    .then(|| serde_json::from_slice::<Value>(&body));
     if let Some(Ok(req_json)) = &json_body
         && let Some(spec) = req_json
             .get("model")
@@ -259,7 +259,11 @@ fn moderations(req: &Value) -> Result<Reply, ApiError> {
             .iter()
             .map(|i| match i {
                 Value::String(s) => Ok(s.clone()),
-                Value::Object(o) => Ok(o.get("text").and_then(Value::as_str).unwrap_or_default().to_owned()),
+                Value::Object(o) => Ok(o
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()),
                 _ => Err(protocol::invalid_type("input", "a string or an array")),
             })
             .collect::<Result<_, _>>()?,
@@ -290,9 +294,16 @@ fn moderations(req: &Value) -> Result<Reply, ApiError> {
             serde_json::json!({"flagged": flagged, "categories": categories, "category_scores": scores})
         })
         .collect();
-    let model = req.get("model").and_then(Value::as_str).unwrap_or("omni-moderation-latest");
-    let body = serde_json::json!({"id": protocol::next_id("modr-"), "model": model, "results": results});
-    Ok(json(StatusCode::OK, Bytes::from(serde_json::to_vec(&body).unwrap_or_default())))
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("omni-moderation-latest");
+    let body =
+        serde_json::json!({"id": protocol::next_id("modr-"), "model": model, "results": results});
+    Ok(json(
+        StatusCode::OK,
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+    ))
 }
 
 fn embeddings(shared: &Arc<Shared>, req: &Value, faults: &Faults) -> Result<Reply, ApiError> {
