@@ -639,7 +639,10 @@ async fn policy_components_upload_attach_and_delete() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["auth", "probe", "token-limit"]);
+    assert_eq!(
+        names,
+        ["auth", "guardrail", "pii", "probe", "prompt", "token-limit"]
+    );
     // Built-ins embed the JSON Schema of their configuration; the test policy has none.
     let auth = &catalogue["items"][0];
     assert_eq!(
@@ -647,7 +650,7 @@ async fn policy_components_upload_attach_and_delete() {
         "{auth}"
     );
     assert_eq!(
-        catalogue["items"][2]["config-schema"]["properties"]["tokens-per-minute"]["minimum"],
+        catalogue["items"][5]["config-schema"]["properties"]["tokens-per-minute"]["minimum"],
         1
     );
     assert_eq!(up.json()["config-schema"], Value::Null);

@@ -71,7 +71,11 @@ fn unknown_policy_is_reported() {
         "{MINIMAL}    policies:\n      - policy: auth\n      - policy: nope\n"
     ));
     assert_eq!(e.path, "proxies[0].policies[1].policy");
-    assert!(e.message.contains("available: auth, token-limit"), "{e}");
+    assert!(
+        e.message
+            .contains("available: auth, guardrail, pii, prompt, token-limit"),
+        "{e}"
+    );
 }
 
 #[test]
