@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use weir_core::{Phase, StreamEvent};
 use weir_runtime::{
     ChainRun, ChainSpec, CompletionInfo, MessageView, Outcome, Policy, RequestState, RouteKind,
     Runtime, RuntimeOptions, SlotSpec,
@@ -95,6 +96,8 @@ struct Case {
     complete: bool,
     /// The consumer already known (as if authenticated before the chain).
     consumer: Option<&'static str>,
+    /// Events of a streamed answer each policy sees after on-request (then on-stream-end).
+    stream_events: usize,
 }
 
 const CASES: &[Case] = &[
@@ -103,56 +106,97 @@ const CASES: &[Case] = &[
         policies: &[],
         complete: true,
         consumer: None,
+        stream_events: 0,
     },
     Case {
         label: "test-policy `noop` (bare instance + call)",
         policies: &["test-policy"],
         complete: false,
         consumer: None,
+        stream_events: 0,
     },
     Case {
         label: "auth",
         policies: &["auth"],
         complete: false,
         consumer: None,
+        stream_events: 0,
     },
     Case {
         label: "token-limit",
         policies: &["token-limit"],
         complete: true,
         consumer: Some("bench"),
+        stream_events: 0,
     },
     Case {
         label: "auth + token-limit",
         policies: &["auth", "token-limit"],
         complete: true,
         consumer: None,
+        stream_events: 0,
     },
     Case {
         label: "pii (all built-in entities)",
         policies: &["pii"],
         complete: false,
         consumer: None,
+        stream_events: 0,
     },
     Case {
         label: "guardrail (10 rules)",
         policies: &["guardrail"],
         complete: false,
         consumer: None,
+        stream_events: 0,
     },
     Case {
         label: "prompt (decorators)",
         policies: &["prompt"],
         complete: false,
         consumer: None,
+        stream_events: 0,
     },
     Case {
         label: "auth + pii + guardrail + prompt + token-limit",
         policies: &["auth", "pii", "guardrail", "prompt", "token-limit"],
         complete: true,
         consumer: None,
+        stream_events: 0,
+    },
+    Case {
+        label: "pii + guardrail, 32-event stream",
+        policies: &["pii", "guardrail"],
+        complete: false,
+        consumer: None,
+        stream_events: 32,
+    },
+    Case {
+        label: "auth + pii + guardrail + prompt + token-limit, 32-event stream",
+        policies: &["auth", "pii", "guardrail", "prompt", "token-limit"],
+        complete: true,
+        consumer: None,
+        stream_events: 32,
     },
 ];
+
+/// The request of the stream cases: the 2 KB request with an e-mail address in it, so `pii`
+/// masks and then restores in every event.
+fn stream_event(i: usize) -> StreamEvent {
+    let text = if i % 8 == 3 {
+        " [EMAIL_1] "
+    } else {
+        " and some more words"
+    };
+    StreamEvent {
+        index: i as u32,
+        data: format!(
+            r#"{{"id":"c","object":"chat.completion.chunk","created":1,"model":"mock-gpt","choices":[{{"index":0,"delta":{{"content":"{text}"}},"finish_reason":null}}]}}"#
+        ),
+        text: Some(text.to_owned()),
+        finish_reason: None,
+    }
+}
 
 /// The guardrail configuration of the benchmark: ten rules, six of them on the request.
 const GUARDRAIL_CONFIG: &str = r#"{"rules":[
@@ -249,6 +293,26 @@ fn completion() -> CompletionInfo {
     }
 }
 
+/// The stream phases of one answer: each event through the policies that take part, in reverse
+/// chain order (as the core does), then on-stream-end.
+async fn stream(run: &mut ChainRun, events: usize) -> anyhow::Result<()> {
+    use weir_core::Chain as _;
+    for e in 0..events {
+        let event = stream_event(e);
+        for i in (0..run.len()).rev() {
+            if run.wants(i, Phase::StreamChunk) {
+                run.on_stream_chunk(i, &event).await?;
+            }
+        }
+    }
+    for i in (0..run.len()).rev() {
+        if run.wants(i, Phase::StreamEnd) {
+            run.on_stream_end(i).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs `n` requests through `spec`; the duration of each in nanoseconds, sorted.
 async fn measure(
     spec: &Arc<ChainSpec>,
@@ -265,6 +329,11 @@ async fn measure(
         let mut run = ChainRun::new(spec.clone(), state);
         let mut admission = weir_core::chain::Admission::default();
         let decision = weir_core::chain::request_phase(&mut run, &mut msg, &mut admission).await;
+        if case.stream_events > 0 && matches!(decision, Ok(None)) {
+            stream(&mut run, case.stream_events)
+                .await
+                .with_context(|| format!("{}: stream of request {i}", case.label))?;
+        }
         let errors = if case.complete && matches!(decision, Ok(None)) {
             weir_core::chain::complete_phase(&mut run, &info).await
         } else {
@@ -327,11 +396,19 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         ],
         3,
     );
+    // The stream cases' request has an e-mail address for `pii` to mask and restore.
+    let stream_body = bytes::Bytes::from(String::from_utf8_lossy(&body).replacen(
+        "lazy dog",
+        "lazy dog of jane@example.com",
+        1,
+    ));
     for (c, case) in CASES.iter().enumerate() {
-        measure_case(
-            c, case, case.label, &kv, &loaded, options, &body, &mut table,
-        )
-        .await?;
+        let body = if case.stream_events > 0 {
+            &stream_body
+        } else {
+            &body
+        };
+        measure_case(c, case, case.label, &kv, &loaded, options, body, &mut table).await?;
     }
     if let Some(url) = &options.redis {
         let (url, _local) = redis_url(url)?;
@@ -416,10 +493,11 @@ async fn measure_case(
     table.row(vec![
         label.to_owned(),
         case.policies.len().to_string(),
-        if case.complete {
-            "request + complete"
-        } else {
-            "request"
+        match (case.stream_events > 0, case.complete) {
+            (true, true) => "request + 32 events + end + complete",
+            (true, false) => "request + 32 events + end",
+            (false, true) => "request + complete",
+            (false, false) => "request",
         }
         .to_owned(),
         us_int(median, 1),
@@ -444,6 +522,7 @@ async fn languages(
         policies: &["conformance"],
         complete: false,
         consumer: None,
+        stream_events: 0,
     };
     for (lang, file) in [
         ("JavaScript (componentize-js)", "conformance-js.wasm"),

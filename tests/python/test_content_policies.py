@@ -29,7 +29,7 @@ SSN = "123-45-6789"
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, mock_upstream, keys):
     base = tmp_path_factory.mktemp("content")
-    port, admin = free_port(), free_port()
+    port, admin, closed = free_port(), free_port(), free_port()
     key = "sk-content-" + secrets.token_hex(12)
     auth = f"{{ policy: auth, config: {{ consumers: [{{ id: tester, key-sha256: {sha256_hex(key)} }}] }} }}"
     config = base / "weir.yaml"
@@ -68,6 +68,24 @@ proxies:
             - {{ id: moderation, kind: classifier, url: "{mock_upstream.url}/v1/moderations",
                  headers: {{ authorization: "Bearer {keys.upstream}" }} }}
             - {{ id: mentions-budget, kind: regex, patterns: ["budget"], action: flag }}
+  - name: open-when-down
+    context-path: /open-when-down
+    provider: mock
+    policies:
+      - {auth}
+      - policy: guardrail
+        allow-hosts: [127.0.0.1]
+        config:
+          rules: [{{ id: moderation, kind: classifier, url: "http://127.0.0.1:{closed}/v1/moderations", timeout-ms: 500, on-error: allow }}]
+  - name: closed-when-down
+    context-path: /closed-when-down
+    provider: mock
+    policies:
+      - {auth}
+      - policy: guardrail
+        allow-hosts: [127.0.0.1]
+        config:
+          rules: [{{ id: moderation, kind: classifier, url: "http://127.0.0.1:{closed}/v1/moderations", timeout-ms: 500 }}]
   - name: prompts
     context-path: /prompts
     provider: mock
@@ -241,6 +259,19 @@ def test_links_length_and_classifier(gw):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "how do I kill a process group?"}])
     assert e.value.code == "content_flagged" and "violence" in e.value.message
+
+
+def test_an_unreachable_classifier_fails_open_or_closed_as_configured(gw):
+    r = oai(gw, "/open-when-down").chat.completions.with_raw_response.create(
+        model="mock-gpt", max_tokens=2, messages=[{"role": "user", "content": "hello"}]
+    )
+    assert r.status_code == 200
+    with pytest.raises(openai.InternalServerError) as e:
+        oai(gw, "/closed-when-down").chat.completions.create(
+            model="mock-gpt", max_tokens=2, messages=[{"role": "user", "content": "hello"}]
+        )
+    assert e.value.status_code == 503 and e.value.code == "guardrail_unavailable", e.value
+    assert "guardrail rule `moderation` could not check the content" in e.value.message
 
 
 def test_flags_reach_usage_and_metrics_without_the_text(gw):

@@ -317,3 +317,44 @@ def test_openapi_document_matches_the_server(controlled: Controlled):
     assert result.returncode == 0, f"schemathesis found differences between the document and the server:\n{tail}"
     assert re.search(r"\d+ passed", result.stdout), tail
     assert controlled.proc is not None and controlled.proc.poll() is None, "weir died under schemathesis"
+
+
+def test_prompt_templates_are_managed_through_the_controller(controlled: Controlled, mock_upstream: MockUpstream, keys: Keys):
+    """Templates are the `prompt` policy's configuration: created, versioned (ETag) and changed
+    through the controller, live at once, with the content policies' schemas in the catalogue."""
+    catalogue = {p["name"]: p for p in controlled.call("GET", "/policies").json()["items"]}
+    for name in ("guardrail", "pii", "prompt"):
+        jsonschema.Draft202012Validator.check_schema(catalogue[name]["config-schema"])
+    if controlled.call("GET", "/llm-providers/templated").status_code == 404:
+        made = controlled.call("POST", "/llm-providers", json=provider_body("templated", mock_upstream, keys.upstream))
+        assert made.status_code == 201, made.text
+
+    def proxy(text: str) -> dict:
+        config = {"templates": [{"name": "greet", "messages": [{"role": "user", "content": text}]}]}
+        jsonschema.validate(config, catalogue["prompt"]["config-schema"])
+        return {"name": "templated", "context-path": "/templated", "provider": "templated",
+                "policies": [{"policy": "prompt", "config": config}]}
+
+    bad = controlled.call("POST", "/llm-proxies", json=proxy("Hello {{name"))
+    assert bad.status_code == 422 and bad.json()["error"]["path"] == "policies[0].config.templates[0].messages[0].content", bad.text
+    created = controlled.call("POST", "/llm-proxies", json=proxy("Hello {{name}}, v1"))
+    assert created.status_code == 201, created.text
+    etag = controlled.call("GET", "/llm-proxies/templated").headers["etag"]
+    client = openai.OpenAI(base_url=f"{controlled.gateway}/templated/v1", api_key="unused", max_retries=0)
+
+    def sent(nonce: str) -> str:
+        client.chat.completions.create(
+            model="mock-gpt", max_tokens=2, messages=[],
+            extra_body={"weir_template": {"name": "greet", "variables": {"name": nonce}}},
+        )
+        bodies = httpx.get(f"{mock_upstream.url}/mock/requests", timeout=10).json()["requests"]
+        return [json.dumps(r["body"]) for r in bodies if nonce in json.dumps(r["body"])][-1]
+
+    assert "Hello n1-" in sent("n1-" + os.urandom(4).hex()) and ", v1" in sent("n2-" + os.urandom(4).hex())
+    changed = controlled.call("PUT", "/llm-proxies/templated", json=proxy("Hi {{name}}, v2"), headers={"if-match": etag})
+    assert changed.status_code == 200, changed.text
+    assert changed.headers["etag"] != etag
+    stale = controlled.call("PUT", "/llm-proxies/templated", json=proxy("Hi {{name}}, v3"), headers={"if-match": etag})
+    assert stale.status_code == 412, stale.text
+    body = sent("n3-" + os.urandom(4).hex())
+    assert "Hi n3-" in body and ", v2" in body, body

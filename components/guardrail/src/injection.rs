@@ -329,6 +329,10 @@ const KNOWN: &[&str] = &[
     "exfiltrate",
 ];
 
+fn first_word(phrase: &str) -> &str {
+    phrase.split(' ').next().unwrap_or(phrase)
+}
+
 /// True for characters that hide text: zero-width, bidirectional controls, invisible
 /// operators, the byte-order mark inside text, tag characters.
 pub fn hidden(c: char) -> bool {
@@ -363,105 +367,121 @@ fn fold(c: char) -> char {
 /// Lower case, folded, hidden characters dropped, punctuation as spaces, single letters spelled
 /// out (`i g n o r e`) joined, whitespace collapsed.
 pub fn normalise(text: &str) -> String {
-    let chars: Vec<char> = text
-        .chars()
-        .flat_map(char::to_lowercase)
-        .filter(|c| !hidden(*c))
-        .collect();
-    let mut words: Vec<String> = Vec::new();
+    let mut words = String::with_capacity(text.len() + 1);
     let mut current = String::new();
-    for (i, &c) in chars.iter().enumerate() {
+    let mut chars = text.chars().filter(|c| !hidden(*c)).peekable();
+    while let Some(c) = chars.next() {
+        let c = if c.is_ascii() {
+            c.to_ascii_lowercase()
+        } else {
+            c.to_lowercase().next().unwrap_or(c)
+        };
         // `!|@$` stand for letters only inside a word (`h@ck`), not after one (`now!!!`).
-        let inside = "!|@$".contains(c)
+        let inside = matches!(c, '!' | '|' | '@' | '$')
             && !current.is_empty()
-            && chars.get(i + 1).is_some_and(|n| n.is_alphanumeric());
+            && chars.peek().is_some_and(|n| n.is_alphanumeric());
         if c.is_alphanumeric() || inside {
             current.push(c);
         } else if !current.is_empty() {
-            words.push(std::mem::take(&mut current));
+            push_word(&mut words, &mut current);
         }
     }
     if !current.is_empty() {
-        words.push(current);
+        push_word(&mut words, &mut current);
     }
-    let words: Vec<String> = words
-        .into_iter()
-        .map(|w| {
-            if w.chars().any(char::is_alphabetic) {
-                w.chars()
-                    .map(fold)
-                    .filter(|c| c.is_alphanumeric())
-                    .collect()
-            } else {
-                w
-            }
-        })
-        .filter(|w: &String| !w.is_empty())
-        .collect();
     // Join runs of 4+ single letters: "i g n o r e" -> "ignore".
-    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    let mut out = String::with_capacity(words.len());
+    let tokens: Vec<&str> = words.split(' ').filter(|w| !w.is_empty()).collect();
+    let single = |w: &str| {
+        let mut cs = w.chars();
+        cs.next().is_some_and(char::is_alphabetic) && cs.next().is_none()
+    };
     let mut i = 0;
-    while i < words.len() {
+    while i < tokens.len() {
         let mut j = i;
-        while j < words.len()
-            && words[j].chars().count() == 1
-            && words[j].chars().all(char::is_alphabetic)
-        {
+        while j < tokens.len() && single(tokens[j]) {
             j += 1;
         }
+        if !out.is_empty() {
+            out.push(' ');
+        }
         if j - i >= 4 {
-            out.push(words[i..j].concat());
+            tokens[i..j].iter().for_each(|t| out.push_str(t));
             i = j;
         } else {
-            out.push(words[i].clone());
+            out.push_str(tokens[i]);
             i += 1;
         }
     }
-    out.join(" ")
+    out
 }
 
-/// Damerau–Levenshtein distance of two short words, giving up beyond `max`.
-fn distance(a: &str, b: &str, max: usize) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    if a.len().abs_diff(b.len()) > max {
-        return max + 1;
+/// Appends `current` to `words` (space-separated), folded when it has letters: digits and
+/// symbols inside a word of letters are leetspeak (`1gn0re`), in a number they stay.
+fn push_word(words: &mut String, current: &mut String) {
+    if !words.is_empty() {
+        words.push(' ');
     }
+    if current.chars().any(char::is_alphabetic) {
+        words.extend(current.chars().map(fold).filter(|c| c.is_alphanumeric()));
+    } else {
+        words.push_str(current);
+    }
+    current.clear();
+}
+
+/// Longest word compared with typos allowed (longer ones must match exactly).
+const FUZZY_MAX_LEN: usize = 24;
+
+/// Damerau–Levenshtein (optimal string alignment) distance of two short byte strings, on the
+/// stack: three rows of the table.
+fn distance(a: &[u8], b: &[u8]) -> usize {
     let (n, m) = (a.len(), b.len());
-    let mut d = vec![vec![0usize; m + 1]; n + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
+    let mut two = [0usize; FUZZY_MAX_LEN + 1];
+    let mut one = [0usize; FUZZY_MAX_LEN + 1];
+    let mut cur = [0usize; FUZZY_MAX_LEN + 1];
+    for (j, cell) in one.iter_mut().enumerate().take(m + 1) {
         *cell = j;
     }
     for i in 1..=n {
+        cur[0] = i;
         for j in 1..=m {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            let mut v = (one[j] + 1).min(cur[j - 1] + 1).min(one[j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
+                v = v.min(two[j - 2] + 1);
             }
-            d[i][j] = v;
+            cur[j] = v;
         }
+        two = one;
+        one = cur;
     }
-    d[n][m]
+    one[m]
 }
 
-/// `word` is `target` give or take a typo.
+/// `word` is `target` give or take a typo: one edit for targets of 5 to 8 letters, two from 9;
+/// the first letter (or the first two, swapped) must be right, as in almost every typo.
 fn like(word: &str, target: &str) -> bool {
     if word == target {
         return true;
     }
-    let len = target.chars().count();
-    let max = match len {
-        0..=4 => 0,
+    let (w, t) = (word.as_bytes(), target.as_bytes());
+    let max = match t.len() {
+        0..=4 => return false,
         5..=8 => 1,
         _ => 2,
     };
-    max > 0 && distance(word, target, max) <= max
+    if w.len().abs_diff(t.len()) > max
+        || w.len() > FUZZY_MAX_LEN
+        || t.len() > FUZZY_MAX_LEN
+        || w.len() < 2
+    {
+        return false;
+    }
+    if w[0] != t[0] && !(w[0] == t[1] && w[1] == t[0]) {
+        return false;
+    }
+    distance(w, t) <= max
 }
 
 fn like_any(word: &str, targets: &[&str]) -> bool {
@@ -504,19 +524,35 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
     let norm = normalise(text);
     let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
 
-    // Override: verb, then within 6 words an object (scope words in between are typical).
-    let overridden = words.iter().enumerate().any(|(i, w)| {
-        like_any(w, OVERRIDE_VERBS)
-            && words[i + 1..words.len().min(i + 7)]
+    // What each distinct word is (a prompt repeats its words: classify each once).
+    const VERB: u8 = 1;
+    const OBJECT: u8 = 2;
+    const SCOPE: u8 = 4;
+    const EXTRACT: u8 = 8;
+    let mut seen: std::collections::HashMap<&str, u8> = std::collections::HashMap::new();
+    let classes: Vec<u8> = words
+        .iter()
+        .map(|w| {
+            *seen.entry(w).or_insert_with(|| {
+                [
+                    (OVERRIDE_VERBS, VERB),
+                    (OVERRIDE_OBJECTS, OBJECT),
+                    (OVERRIDE_SCOPE, SCOPE),
+                    (EXTRACT_VERBS, EXTRACT),
+                ]
                 .iter()
-                .enumerate()
-                .any(|(k, o)| {
-                    like_any(o, OVERRIDE_OBJECTS)
-                        && (k == 0
-                            || words[i + 1..i + 1 + k]
-                                .iter()
-                                .any(|s| like_any(s, OVERRIDE_SCOPE)))
-                })
+                .filter(|(list, _)| like_any(w, list))
+                .fold(0, |acc, (_, bit)| acc | bit)
+            })
+        })
+        .collect();
+    // Override: verb, then within 6 words an object (scope words in between are typical).
+    let overridden = (0..words.len()).any(|i| {
+        classes[i] & VERB != 0
+            && (i + 1..words.len().min(i + 7)).any(|j| {
+                classes[j] & OBJECT != 0
+                    && (j == i + 1 || classes[i + 1..j].iter().any(|c| c & SCOPE != 0))
+            })
     });
     if overridden {
         out.push(Signal {
@@ -525,8 +561,8 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
         });
     }
     // Prompt extraction: a verb, then within 8 words one of the objects.
-    let extracting = words.iter().enumerate().any(|(i, w)| {
-        like_any(w, EXTRACT_VERBS) && {
+    let extracting = (0..words.len()).any(|i| {
+        classes[i] & EXTRACT != 0 && {
             let window = &words[i + 1..words.len().min(i + 9)];
             EXTRACT_OBJECTS.iter().any(|o| contains_phrase(window, o))
         }
@@ -538,10 +574,45 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
         });
     }
     let padded = format!(" {norm} ");
-    let mut phrases = 0.0f64;
+    // Every fixed phrase (weighted, known attacks, translations) in one pass over the words:
+    // the phrases are indexed by their first word.
+    let mut index: std::collections::HashMap<&str, Vec<(&str, u8, f64)>> =
+        std::collections::HashMap::with_capacity(PHRASES.len() + KNOWN.len() + FOREIGN.len());
+    let lists: [(&[&str], u8); 2] = [(KNOWN, 1), (FOREIGN, 2)];
     for (phrase, w) in PHRASES {
-        if padded.contains(&format!(" {phrase} ")) {
-            phrases = 1.0 - (1.0 - phrases) * (1.0 - w);
+        index
+            .entry(first_word(phrase))
+            .or_default()
+            .push((phrase, 0, *w));
+    }
+    for (list, kind) in lists {
+        for phrase in list {
+            index
+                .entry(first_word(phrase))
+                .or_default()
+                .push((phrase, kind, 0.85));
+        }
+    }
+    let mut phrases = 0.0f64;
+    let (mut known_hit, mut foreign_hit) = (false, false);
+    let mut hit: Vec<&str> = Vec::new();
+    for i in 0..words.len() {
+        let Some(candidates) = index.get(words[i]) else {
+            continue;
+        };
+        for (phrase, kind, w) in candidates {
+            let matches = phrase
+                .split(' ')
+                .enumerate()
+                .all(|(k, p)| words.get(i + k) == Some(&p));
+            if matches && !hit.contains(phrase) {
+                hit.push(phrase);
+                match kind {
+                    0 => phrases = 1.0 - (1.0 - phrases) * (1.0 - w),
+                    1 => known_hit = true,
+                    _ => foreign_hit = true,
+                }
+            }
         }
     }
     if phrases > 0.0 {
@@ -574,22 +645,16 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
             }
         }
     }
-    if FOREIGN
-        .iter()
-        .any(|p| padded.contains(&format!(" {} ", normalise(p))))
-    {
+    if foreign_hit {
         out.push(Signal {
             name: "instruction-override-translated",
             weight: 0.85,
         });
     }
-    let known_hit = KNOWN
-        .iter()
-        .map(|k| normalise(k))
-        .chain(known.iter().map(|k| normalise(k)))
-        .any(|k| {
-            let phrase: Vec<&str> = k.split(' ').filter(|w| !w.is_empty()).collect();
-            contains_phrase(&words, &phrase)
+    let known_hit = known_hit
+        || known.iter().any(|k| {
+            let k = normalise(k);
+            !k.is_empty() && padded.contains(&format!(" {k} "))
         });
     if known_hit {
         out.push(Signal {
@@ -736,6 +801,18 @@ mod tests {
                 "false positive: {benign} ({:?})",
                 signals(benign, &[])
             );
+        }
+    }
+
+    #[test]
+    fn built_in_phrases_are_written_normalised() {
+        for p in PHRASES
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(KNOWN.iter().copied())
+            .chain(FOREIGN.iter().copied())
+        {
+            assert_eq!(normalise(p), p, "write `{p}` as normalise() would");
         }
     }
 

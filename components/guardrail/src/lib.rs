@@ -23,7 +23,7 @@ pub mod text;
 use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
 
-use regex::{Regex, RegexBuilder};
+use regex_lite::{Regex, RegexBuilder};
 use serde::Deserialize;
 use weir_policy_sdk::{
     ChunkVerdict, ConfigError, Context, Denial, Message, Phase, Policy, StreamEvent, Verdict,
@@ -197,7 +197,7 @@ impl Rule {
         matches!(self.side(), AppliesTo::Response | AppliesTo::Both)
     }
 
-    fn regex(&self, p: &str) -> Result<Regex, regex::Error> {
+    fn regex(&self, p: &str) -> Result<Regex, regex_lite::Error> {
         RegexBuilder::new(p)
             .case_insensitive(self.case_insensitive)
             .size_limit(1 << 20)
@@ -330,7 +330,7 @@ fn check_rule(i: usize, r: &Rule) -> Result<(), ConfigError> {
                     return at(
                         &format!("patterns[{k}]"),
                         format!(
-                            "not a valid regex (Rust `regex` syntax: no look-around, no `\\p{{..}}` classes): {e}"
+                            "not a valid regex (regex-lite syntax: no look-around, no Unicode classes): {e}"
                         ),
                     );
                 }

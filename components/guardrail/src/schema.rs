@@ -6,7 +6,7 @@
 //! `1 == 1.0`), `properties`, `required`, `additionalProperties`, `minProperties`/`maxProperties`,
 //! `items` (2020-12 meaning), `prefixItems`, `minItems`/`maxItems`, `uniqueItems`,
 //! `minLength`/`maxLength` (Unicode scalar values), `minimum`/`maximum`/`exclusiveMinimum`/
-//! `exclusiveMaximum`, `multipleOf`, `pattern` (Rust `regex` syntax), `allOf`/`anyOf`/`oneOf`/`not`, boolean schemas, `$defs`/
+//! `exclusiveMaximum`, `multipleOf`, `pattern` (regex-lite syntax), `allOf`/`anyOf`/`oneOf`/`not`, boolean schemas, `$defs`/
 //! `definitions` and local `$ref` (`#` or any JSON pointer into the schema, with `~0`/`~1` and
 //! percent-decoding; recursion works). Annotations and unknown keywords are ignored; keywords
 //! that would change validation but are not implemented (`patternProperties`,
@@ -96,8 +96,8 @@ struct Rules {
     one_of: Vec<usize>,
     not: Option<usize>,
     ref_: Option<usize>,
-    /// `pattern`: searched anywhere in the string (ECMA-262 semantics, in Rust `regex` syntax).
-    pattern: Option<regex::Regex>,
+    /// `pattern`: searched anywhere in the string (ECMA-262 semantics, in regex-lite syntax).
+    pattern: Option<regex_lite::Regex>,
 }
 
 impl Schema {
@@ -250,11 +250,14 @@ impl<'a> Compiler<'a> {
                 }
                 "pattern" => {
                     let raw = need(val.as_str(), &kp, "must be a string")?;
-                    match regex::RegexBuilder::new(raw).size_limit(1 << 20).build() {
+                    match regex_lite::RegexBuilder::new(raw)
+                        .size_limit(1 << 20)
+                        .build()
+                    {
                         Ok(re) => r.pattern = Some(re),
                         Err(_) => bail!(
                             &kp,
-                            "not a regular expression this validator supports (Rust `regex` syntax: no look-around or back-references)"
+                            "not a regular expression this validator supports (regex-lite syntax: no look-around or back-references)"
                         ),
                     }
                 }

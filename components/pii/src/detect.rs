@@ -1,6 +1,6 @@
 //! Finding personal data in text: built-in entities (with their checksums) and custom patterns.
 
-use regex::Regex;
+use regex_lite::Regex;
 
 /// A built-in kind of personal data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
@@ -169,11 +169,15 @@ impl Detector {
             name: b.name().to_owned(),
             builtin: Some(b),
             // The built-in patterns are constants covered by the tests.
-            regex: Regex::new(b.pattern()).unwrap_or_else(|_| never()),
+            regex: if b == Builtin::Ipv6 {
+                never()
+            } else {
+                Regex::new(b.pattern()).unwrap_or_else(|_| never())
+            },
         }
     }
 
-    pub fn custom(name: &str, pattern: &str) -> Result<Self, regex::Error> {
+    pub fn custom(name: &str, pattern: &str) -> Result<Self, regex_lite::Error> {
         Ok(Self {
             name: name.to_owned(),
             builtin: None,
@@ -182,9 +186,99 @@ impl Detector {
     }
 }
 
+/// Maximal runs of hex digits and colons with at least two colons: the IPv6 candidates (a scan,
+/// where a pattern starting with `[0-9a-f:]*` would be tried at every letter a–f of the text).
+fn ipv6_runs(text: &str) -> Vec<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_hexdigit() || bytes[i] == b':' {
+            let start = i;
+            let mut colons = 0;
+            while i < bytes.len() && (bytes[i].is_ascii_hexdigit() || bytes[i] == b':') {
+                colons += usize::from(bytes[i] == b':');
+                i += 1;
+            }
+            if colons >= 2 {
+                out.push((start, i));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
 fn never() -> Regex {
     #[allow(clippy::unwrap_used)]
     Regex::new(r"[^\s\S]").unwrap()
+}
+
+/// What a text has of the characters the built-in entities need: a detector whose entity
+/// cannot be in the text is not run (most prompts have no `@`, few digits and no colons).
+struct Clues {
+    /// The most digits in one run of digits and number punctuation (` .-()+/`).
+    cluster_digits: usize,
+    at: bool,
+    colons: usize,
+    dashes: bool,
+    dots: bool,
+    /// Two capital letters then two digits somewhere (an IBAN's start).
+    iban_start: bool,
+}
+
+impl Clues {
+    fn of(text: &str) -> Self {
+        let bytes = text.as_bytes();
+        let mut c = Clues {
+            cluster_digits: 0,
+            at: false,
+            colons: 0,
+            dashes: false,
+            dots: false,
+            iban_start: bytes.windows(4).any(|w| {
+                w[0].is_ascii_uppercase()
+                    && w[1].is_ascii_uppercase()
+                    && w[2].is_ascii_digit()
+                    && w[3].is_ascii_digit()
+            }),
+        };
+        let mut run = 0;
+        for &b in bytes {
+            match b {
+                b'0'..=b'9' => {
+                    run += 1;
+                    c.cluster_digits = c.cluster_digits.max(run);
+                }
+                b' ' | b'(' | b')' | b'+' | b'/' => {}
+                b'-' => c.dashes = true,
+                b'.' => c.dots = true,
+                b'@' => {
+                    c.at = true;
+                    run = 0;
+                }
+                b':' => {
+                    c.colons += 1;
+                    run = 0;
+                }
+                _ => run = 0,
+            }
+        }
+        c
+    }
+
+    fn may_hold(&self, b: Builtin) -> bool {
+        match b {
+            Builtin::Email => self.at,
+            Builtin::Phone => self.cluster_digits >= 8,
+            Builtin::CreditCard => self.cluster_digits >= 13,
+            Builtin::Iban => self.iban_start,
+            Builtin::UsSsn => self.cluster_digits >= 9 && self.dashes,
+            Builtin::Ipv4 => self.cluster_digits >= 4 && self.dots,
+            Builtin::Ipv6 => self.colons >= 2,
+        }
+    }
 }
 
 /// One entity found in a text: `detector` indexes the detector list.
@@ -200,17 +294,24 @@ pub struct Found {
 /// first: e-mail, IBAN, card, SSN, IPv6, IPv4, phone).
 pub fn find(detectors: &[&Detector], text: &str) -> Vec<Found> {
     let mut all = Vec::new();
+    let clues = Clues::of(text);
     for (i, d) in detectors.iter().enumerate() {
-        for m in d.regex.find_iter(text) {
-            if m.start() == m.end() {
-                continue;
-            }
-            if d.builtin
-                .is_none_or(|b| b.accepts(text, m.start(), m.end()))
-            {
+        if d.builtin.is_some_and(|b| !clues.may_hold(b)) {
+            continue;
+        }
+        let spans: Vec<(usize, usize)> = if d.builtin == Some(Builtin::Ipv6) {
+            ipv6_runs(text)
+        } else {
+            d.regex
+                .find_iter(text)
+                .map(|m| (m.start(), m.end()))
+                .collect()
+        };
+        for (start, end) in spans {
+            if start < end && d.builtin.is_none_or(|b| b.accepts(text, start, end)) {
                 all.push(Found {
-                    start: m.start(),
-                    end: m.end(),
+                    start,
+                    end,
                     detector: i,
                 });
             }

@@ -164,7 +164,7 @@ impl Policy for Pii {
                 return Err(ConfigError::at(
                     format!("custom[{i}].pattern"),
                     format!(
-                        "not a valid regex (Rust `regex` syntax, no look-around or `\\p{{..}}` classes): {e}"
+                        "not a valid regex (regex-lite syntax: no look-around, no Unicode classes): {e}"
                     ),
                 ));
             }
