@@ -18,7 +18,11 @@
 //!
 //! [`Stats`] counts what the mock *billed*: tokens are added only for responses whose usage
 //! reached hyper (a non-stream 200 body, or a stream whose final usage chunk was written).
-//! Extra endpoints: `GET /mock/stats` (the [`Stats`] as JSON) and `GET /health`.
+//! Extra endpoints: `GET /mock/stats` (the [`Stats`] as JSON), `GET /mock/requests` (the bodies
+//! of the last [`RECORDED_REQUESTS`] POST requests, so tests can check what left the gateway),
+//! `POST /v1/moderations` (OpenAI's moderation format, see `service.rs`) and `GET /health`. Models
+//! named [`ECHO_MODEL_PREFIX`]`*` answer with the last user message, [`ECHO_PIECE_CHARS`]
+//! characters per stream event.
 //!
 //! Performance: a hyper 1 server (`hyper_util::server::conn::auto`, HTTP/1.1 and HTTP/2),
 //! one task per connection, atomics for statistics, responses built with a single serialisation.
