@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import _binary, _wait_ready, free_port, sha256_hex, stop_process
+from conftest import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, _binary, _wait_ready, free_port, sha256_hex, stop_process
 
 EMAIL = "jane.doe@example.com"
 PHONE = "+44 20 7946 0958"
@@ -32,6 +32,15 @@ def gw(tmp_path_factory, mock_upstream, keys):
     port, admin, closed = free_port(), free_port(), free_port()
     key = "sk-content-" + secrets.token_hex(12)
     auth = f"{{ policy: auth, config: {{ consumers: [{{ id: tester, key-sha256: {sha256_hex(key)} }}] }} }}"
+    pii = (
+        "{ policy: pii, config: { entities: [email, phone, credit-card, iban, ipv4, ipv6, { entity: us-ssn, mode: redact }],"
+        ' custom: [{ name: employee-id, pattern: "\\\\bEMP-[0-9]{6}\\\\b" }] } }'
+    )
+    # The same pii policy in front of each provider kind: policies see one format.
+    pii_proxies = "".join(
+        f"  - {{ name: pii{suffix}, context-path: /pii{suffix}, provider: {provider}, policies: [{auth}, {pii}] }}\n"
+        for suffix, provider in (("", "mock"), ("-anthropic", "anthropic"), ("-gemini", "gemini"), ("-bedrock", "bedrock"))
+    )
     config = base / "weir.yaml"
     config.write_text(
         f"""
@@ -41,17 +50,20 @@ providers:
   - name: mock
     base-url: {mock_upstream.url}/v1
     api-key-env: MOCK_UPSTREAM_KEY
+  - name: anthropic
+    kind: anthropic
+    base-url: {mock_upstream.url}/v1
+    api-key-env: MOCK_UPSTREAM_KEY
+  - name: gemini
+    kind: gemini
+    base-url: {mock_upstream.url}/v1beta
+    api-key-env: MOCK_UPSTREAM_KEY
+  - name: bedrock
+    kind: aws-bedrock
+    base-url: {mock_upstream.url}
+    aws: {{ region: us-west-2, access-key-id-env: MOCK_AWS_ID, secret-access-key-env: MOCK_AWS_SECRET }}
 proxies:
-  - name: pii
-    context-path: /pii
-    provider: mock
-    policies:
-      - {auth}
-      - policy: pii
-        config:
-          entities: [email, phone, credit-card, iban, ipv4, ipv6, {{ entity: us-ssn, mode: redact }}]
-          custom: [{{ name: employee-id, pattern: "\\\\bEMP-[0-9]{{6}}\\\\b" }}]
-  - name: guarded
+{pii_proxies}  - name: guarded
     context-path: /guarded
     provider: mock
     policies:
@@ -104,6 +116,8 @@ proxies:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
     env["MOCK_UPSTREAM_KEY"] = keys.upstream
+    env["MOCK_AWS_ID"] = AWS_ACCESS_KEY_ID
+    env["MOCK_AWS_SECRET"] = AWS_SECRET_ACCESS_KEY
     log_path = base / "weir.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -138,13 +152,20 @@ def personal(nonce: str) -> str:
 
 
 def assert_masked(body: dict) -> None:
-    text = json.dumps(body)
-    for value in (EMAIL, PHONE, CARD, SSN, "EMP-123456"):
-        assert value not in text, f"{value!r} reached the provider"
+    assert_masked_anywhere(body)
     user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
     assert "[EMAIL_1]" in user and user.count("[EMAIL_1]") == 2, user
     assert "[PHONE_1]" in user and "[CREDIT_CARD_1]" in user and "[EMPLOYEE_ID_1]" in user, user
     assert "[US_SSN_REDACTED]" in user, user
+
+
+def assert_masked_anywhere(body: dict) -> None:
+    """No personal value in a body of any provider's format, and the placeholders in their place."""
+    text = json.dumps(body)
+    for value in (EMAIL, PHONE, CARD, SSN, "EMP-123456"):
+        assert value not in text, f"{value!r} reached the provider"
+    for placeholder in ("[EMAIL_1]", "[PHONE_1]", "[CREDIT_CARD_1]", "[EMPLOYEE_ID_1]", "[US_SSN_REDACTED]"):
+        assert placeholder in text, (placeholder, text)
 
 
 def restored(nonce: str) -> str:
@@ -188,6 +209,25 @@ def test_pii_with_the_anthropic_sdk(gw):
     ) as stream:
         text = "".join(stream.text_stream)
     assert text == restored(nonce)
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "gemini", "bedrock"])
+def test_pii_in_front_of_each_native_provider(gw, kind):
+    """The upstream speaks its own API (translated by weir); the policy sees one format, so the
+    provider gets placeholders and the answer, streamed or not, comes back restored."""
+    client = oai(gw, f"/pii-{kind}")
+    nonce = secrets.token_hex(6)
+    r = client.chat.completions.create(model="mock-echo", max_tokens=400, messages=[{"role": "user", "content": personal(nonce)}])
+    assert_masked_anywhere(received(gw, nonce))
+    assert r.choices[0].message.content == restored(nonce)
+    nonce = secrets.token_hex(6)
+    stream = client.chat.completions.create(
+        model="mock-echo", max_tokens=400, messages=[{"role": "user", "content": personal(nonce)}], stream=True
+    )
+    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert_masked_anywhere(received(gw, nonce))
+    assert "".join(pieces) == restored(nonce)
+    assert len(pieces) > len(restored(nonce)) // 6, pieces
 
 
 def test_injection_is_refused_in_each_clients_format(gw):

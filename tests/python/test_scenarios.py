@@ -64,6 +64,8 @@ class Deployments:
         config = scenario.config_yaml(
             {
                 "MOCK_URL": self.mock.url,
+                # For policies that call the mock themselves (a guardrail's moderation endpoint).
+                "UPSTREAM_KEY": keys.upstream,
                 "CONSUMER_KEY_SHA256": sha256_hex(keys.consumer),
                 "MCP_URL": self.mcp_url,
                 "TEST_POLICY_WASM": str(TEST_POLICY_WASM),

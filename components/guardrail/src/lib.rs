@@ -16,257 +16,22 @@
 //! ]}
 //! ```
 
+mod classifier;
+mod config;
 pub mod injection;
 pub mod schema;
 pub mod text;
 
-use std::cell::{OnceCell, RefCell};
-use std::collections::BTreeMap;
+use std::cell::RefCell;
 
-use regex_lite::{Regex, RegexBuilder};
-use serde::Deserialize;
 use weir_policy_sdk::{
     ChunkVerdict, ConfigError, Context, Denial, Message, Phase, Policy, StreamEvent, Verdict,
-    http_client, metrics,
+    metrics,
 };
 
+use classifier::classify;
+pub use config::{Action, AppliesTo, ClassifierFormat, Config, Kind, OnError, RegexMode, Rule};
 use schema::Schema;
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    Regex,
-    Length,
-    JsonSchema,
-    Url,
-    Injection,
-    Classifier,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Regex => "regex",
-            Kind::Length => "length",
-            Kind::JsonSchema => "json-schema",
-            Kind::Url => "url",
-            Kind::Injection => "injection",
-            Kind::Classifier => "classifier",
-        }
-    }
-
-    fn code(self) -> &'static str {
-        match self {
-            Kind::Regex => "content_blocked",
-            Kind::Length => "content_length",
-            Kind::JsonSchema => "response_schema_mismatch",
-            Kind::Url => "url_not_allowed",
-            Kind::Injection => "prompt_injection",
-            Kind::Classifier => "content_flagged",
-        }
-    }
-
-    fn default_side(self) -> AppliesTo {
-        match self {
-            Kind::JsonSchema | Kind::Url => AppliesTo::Response,
-            Kind::Regex | Kind::Length | Kind::Injection | Kind::Classifier => AppliesTo::Request,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum AppliesTo {
-    Request,
-    Response,
-    Both,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    #[default]
-    Deny,
-    Flag,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum RegexMode {
-    /// The rule fires when any pattern matches.
-    #[default]
-    DenyList,
-    /// The rule fires when no pattern matches.
-    AllowList,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClassifierFormat {
-    /// OpenAI's `/v1/moderations`: `{"input": …}` → `results[0].flagged` and `categories`.
-    #[default]
-    OpenaiModeration,
-    /// Any endpoint: `{"input": …}` → a boolean at the JSON pointer `flagged-at`.
-    JsonPointer,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnError {
-    /// Fail open: the request goes on, flagged `guardrail.<id>.unavailable`.
-    Allow,
-    /// Fail closed: 503 `guardrail_unavailable`.
-    #[default]
-    Deny,
-}
-
-/// One rule. The fields after `message` belong to one kind each (checked).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Rule {
-    pub id: String,
-    pub kind: Kind,
-    pub applies_to: Option<AppliesTo>,
-    #[serde(default)]
-    pub action: Action,
-    /// Request side: the roles whose text is checked (default `user`).
-    pub roles: Option<Vec<String>>,
-    pub status: Option<u16>,
-    pub code: Option<String>,
-    /// Replaces the explanation in the client's error.
-    pub message: Option<String>,
-    // regex
-    #[serde(default)]
-    pub patterns: Vec<String>,
-    #[serde(default)]
-    pub mode: RegexMode,
-    #[serde(default)]
-    pub case_insensitive: bool,
-    // length
-    pub min_chars: Option<u64>,
-    pub max_chars: Option<u64>,
-    pub min_words: Option<u64>,
-    pub max_words: Option<u64>,
-    pub min_sentences: Option<u64>,
-    pub max_sentences: Option<u64>,
-    // json-schema
-    pub schema: Option<serde_json::Value>,
-    #[serde(default)]
-    pub from_request: bool,
-    // url
-    pub allowed_hosts: Option<Vec<String>>,
-    #[serde(default)]
-    pub require_https: bool,
-    // injection
-    pub threshold: Option<f64>,
-    #[serde(default)]
-    pub known_attacks: Vec<String>,
-    // classifier
-    pub url: Option<String>,
-    #[serde(default)]
-    pub format: ClassifierFormat,
-    pub flagged_at: Option<String>,
-    pub model: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    pub timeout_ms: Option<u32>,
-    #[serde(default)]
-    pub on_error: OnError,
-    /// openai-moderation: only these categories count (default: `flagged`).
-    pub categories: Option<Vec<String>>,
-    #[serde(skip)]
-    compiled: OnceCell<Compiled>,
-}
-
-#[derive(Debug, Default)]
-struct Compiled {
-    regexes: Vec<Regex>,
-    schema: Option<Schema>,
-}
-
-impl Rule {
-    fn side(&self) -> AppliesTo {
-        self.applies_to.unwrap_or(self.kind.default_side())
-    }
-
-    fn on_request(&self) -> bool {
-        matches!(self.side(), AppliesTo::Request | AppliesTo::Both)
-    }
-
-    fn on_response(&self) -> bool {
-        matches!(self.side(), AppliesTo::Response | AppliesTo::Both)
-    }
-
-    fn regex(&self, p: &str) -> Result<Regex, regex_lite::Error> {
-        RegexBuilder::new(p)
-            .case_insensitive(self.case_insensitive)
-            .size_limit(1 << 20)
-            .build()
-    }
-
-    fn compiled(&self) -> &Compiled {
-        self.compiled.get_or_init(|| Compiled {
-            regexes: self
-                .patterns
-                .iter()
-                .filter_map(|p| self.regex(p).ok())
-                .collect(),
-            schema: self.schema.as_ref().and_then(|s| Schema::compile(s).ok()),
-        })
-    }
-
-    fn roles_match(&self, role: &str) -> bool {
-        match &self.roles {
-            Some(roles) => roles.iter().any(|r| r == role),
-            None => role == "user",
-        }
-    }
-
-    /// The fields set that do not belong to this rule's kind.
-    fn foreign_field(&self) -> Option<&'static str> {
-        let k = self.kind;
-        let set: [(&'static str, bool, &[Kind]); 13] = [
-            ("patterns", !self.patterns.is_empty(), &[Kind::Regex]),
-            ("case-insensitive", self.case_insensitive, &[Kind::Regex]),
-            ("min-chars", self.min_chars.is_some(), &[Kind::Length]),
-            ("max-chars", self.max_chars.is_some(), &[Kind::Length]),
-            ("min-words", self.min_words.is_some(), &[Kind::Length]),
-            ("max-words", self.max_words.is_some(), &[Kind::Length]),
-            ("schema", self.schema.is_some(), &[Kind::JsonSchema]),
-            ("from-request", self.from_request, &[Kind::JsonSchema]),
-            ("allowed-hosts", self.allowed_hosts.is_some(), &[Kind::Url]),
-            (
-                "threshold",
-                self.threshold.is_some(),
-                &[Kind::Injection, Kind::Classifier],
-            ),
-            (
-                "known-attacks",
-                !self.known_attacks.is_empty(),
-                &[Kind::Injection],
-            ),
-            ("url", self.url.is_some(), &[Kind::Classifier]),
-            ("flagged-at", self.flagged_at.is_some(), &[Kind::Classifier]),
-        ];
-        set.iter()
-            .find(|(_, present, kinds)| *present && !kinds.contains(&k))
-            .map(|(name, _, _)| *name)
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Config {
-    pub rules: Vec<Rule>,
-    /// On streams, how far back (bytes) a pattern may start before the newest text: a match up
-    /// to this long is caught however the answer is split into events.
-    #[serde(default = "default_window")]
-    pub stream_window: usize,
-}
-
-fn default_window() -> usize {
-    256
-}
 
 /// Why a rule fired: the explanation for the client (never the matched text).
 struct Fired {
@@ -286,8 +51,10 @@ struct State {
     request_schema: Option<Result<Schema, String>>,
     /// The request asked for `{"type": "json_object"}`.
     json_object: bool,
-    /// The streamed answer so far.
+    /// The streamed answer so far (up to `MAX_ANSWER` bytes).
     answer: String,
+    /// What the streamed answer counts, all of it.
+    counts: text::Counts,
     /// Rules already flagged on this request.
     flagged: Vec<String>,
 }
@@ -298,151 +65,6 @@ thread_local! {
 
 /// Most answer text a stream keeps for end-of-stream rules (JSON schema, minimums).
 const MAX_ANSWER: usize = 4 << 20;
-
-fn check_rule(i: usize, r: &Rule) -> Result<(), ConfigError> {
-    let at = |field: &str, m: String| Err(ConfigError::at(format!("rules[{i}].{field}"), m));
-    let valid_id = !r.id.is_empty()
-        && r.id.len() <= 48
-        && r.id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !valid_id {
-        return at("id", "a rule id is 1 to 48 characters of a-z, 0-9 and `-` (it names the rule in errors, metrics and usage records)".into());
-    }
-    if let Some(field) = r.foreign_field() {
-        return at(
-            field,
-            format!("`{field}` does not apply to a `{}` rule", r.kind.name()),
-        );
-    }
-    if let Some(s) = r.status
-        && !(400..=599).contains(&s)
-    {
-        return at("status", "a refusal's status is 400 to 599".into());
-    }
-    match r.kind {
-        Kind::Regex => {
-            if r.patterns.is_empty() {
-                return at("patterns", "a regex rule needs at least one pattern".into());
-            }
-            for (k, p) in r.patterns.iter().enumerate() {
-                if let Err(e) = r.regex(p) {
-                    return at(
-                        &format!("patterns[{k}]"),
-                        format!(
-                            "not a valid regex (regex-lite syntax: no look-around, no Unicode classes): {e}"
-                        ),
-                    );
-                }
-            }
-        }
-        Kind::Length => {
-            let b = [
-                r.min_chars,
-                r.max_chars,
-                r.min_words,
-                r.max_words,
-                r.min_sentences,
-                r.max_sentences,
-            ];
-            if b.iter().all(Option::is_none) {
-                return at(
-                    "max-chars",
-                    "a length rule needs at least one bound: min-/max-chars, -words or -sentences"
-                        .into(),
-                );
-            }
-            for (lo, hi, name) in [
-                (r.min_chars, r.max_chars, "chars"),
-                (r.min_words, r.max_words, "words"),
-                (r.min_sentences, r.max_sentences, "sentences"),
-            ] {
-                if let (Some(lo), Some(hi)) = (lo, hi)
-                    && lo > hi
-                {
-                    return at(
-                        &format!("min-{name}"),
-                        format!("min-{name} ({lo}) is above max-{name} ({hi})"),
-                    );
-                }
-            }
-        }
-        Kind::JsonSchema => {
-            match (&r.schema, r.from_request) {
-                (None, false) => return at("schema", "give a `schema`, or `from-request: true` to check answers against the client's `response_format`".into()),
-                (Some(s), _) => {
-                    if let Err(e) = Schema::compile(s) {
-                        return at("schema", format!("not a schema this policy can check: {e}"));
-                    }
-                }
-                _ => {}
-            }
-            if r.on_request() {
-                return at(
-                    "applies-to",
-                    "a json-schema rule checks answers: `applies-to: response`".into(),
-                );
-            }
-        }
-        Kind::Url => {
-            for (k, h) in r.allowed_hosts.iter().flatten().enumerate() {
-                let bare = h.strip_prefix("*.").unwrap_or(h);
-                if bare.is_empty() || bare.contains(['/', ':', ' ', '*']) {
-                    return at(
-                        &format!("allowed-hosts[{k}]"),
-                        format!(
-                            "`{h}` is not a host name: write `example.com` or `*.example.com`, without scheme or port"
-                        ),
-                    );
-                }
-            }
-        }
-        Kind::Injection => {
-            if let Some(t) = r.threshold
-                && (!(0.0..=1.0).contains(&t) || t == 0.0)
-            {
-                return at(
-                    "threshold",
-                    "the injection score threshold is above 0 and at most 1 (default 0.5)".into(),
-                );
-            }
-        }
-        Kind::Classifier => {
-            let Some(url) = &r.url else {
-                return at(
-                    "url",
-                    "a classifier rule needs the `url` of the moderation endpoint".into(),
-                );
-            };
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return at(
-                    "url",
-                    "the classifier's url starts with https:// (or http://)".into(),
-                );
-            }
-            if r.format == ClassifierFormat::JsonPointer
-                && r.flagged_at.as_deref().is_none_or(|p| !p.starts_with('/'))
-            {
-                return at("flagged-at", "a json-pointer classifier needs `flagged-at`, the JSON pointer of its boolean verdict (e.g. `/flagged`)".into());
-            }
-            if let Some(t) = r.threshold
-                && !(0.0..=1.0).contains(&t)
-            {
-                return at(
-                    "threshold",
-                    "a category score threshold is between 0 and 1".into(),
-                );
-            }
-            if r.timeout_ms.is_some_and(|t| t == 0 || t > 30_000) {
-                return at(
-                    "timeout-ms",
-                    "the classifier's timeout is 1 to 30000 ms".into(),
-                );
-            }
-        }
-    }
-    Ok(())
-}
 
 fn url_host_allowed(host: &str, allowed: &[String]) -> bool {
     allowed.iter().any(|a| match a.strip_prefix("*.") {
@@ -472,37 +94,7 @@ fn evaluate_text(rule: &Rule, text: &str, whole: bool) -> Option<Fired> {
                 RegexMode::AllowList => None,
             }
         }
-        Kind::Length => {
-            let counts = [
-                (
-                    "characters",
-                    text::chars(text),
-                    rule.min_chars,
-                    rule.max_chars,
-                ),
-                ("words", text::words(text), rule.min_words, rule.max_words),
-                (
-                    "sentences",
-                    text::sentences(text),
-                    rule.min_sentences,
-                    rule.max_sentences,
-                ),
-            ];
-            for (name, n, lo, hi) in counts {
-                if let Some(hi) = hi
-                    && n > hi
-                {
-                    return fired(format!("it has {n} {name}, more than the {hi} allowed"));
-                }
-                if let Some(lo) = lo
-                    && whole
-                    && n < lo
-                {
-                    return fired(format!("it has {n} {name}, fewer than the {lo} required"));
-                }
-            }
-            None
-        }
+        Kind::Length => check_length(rule, &text::Counts::of(text), whole),
         Kind::Url => {
             for u in text::urls(text) {
                 if !whole && u.end == text.len() {
@@ -540,96 +132,32 @@ fn evaluate_text(rule: &Rule, text: &str, whole: bool) -> Option<Fired> {
     }
 }
 
-/// The classifier's verdict on `text`: `Ok(None)` passes.
-fn classify(rule: &Rule, text: &str) -> Result<Option<Fired>, String> {
-    let url = rule.url.clone().unwrap_or_default();
-    let mut body = serde_json::json!({ "input": text });
-    if let Some(model) = &rule.model {
-        body["model"] = serde_json::Value::String(model.clone());
-    }
-    let mut headers: Vec<(String, String)> =
-        vec![("content-type".into(), "application/json".into())];
-    headers.extend(
-        rule.headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
-    );
-    let response = http_client::send(&http_client::OutgoingRequest {
-        method: "POST".into(),
-        url,
-        headers,
-        body: Some(body.to_string().into_bytes()),
-        timeout_ms: rule.timeout_ms.unwrap_or(2000),
-    })
-    .map_err(|e| match e {
-        http_client::HttpError::Denied(m) => format!("the gateway does not let this policy reach the classifier ({m}): add its host to the entry's `allow-hosts`"),
-        http_client::HttpError::Timeout => "the classifier did not answer in time".into(),
-        http_client::HttpError::Failed(m) => format!("the classifier could not be reached: {m}"),
-    })?;
-    if !(200..300).contains(&response.status) {
-        return Err(format!("the classifier answered HTTP {}", response.status));
-    }
-    let doc: serde_json::Value = serde_json::from_slice(&response.body)
-        .map_err(|_| "the classifier's answer is not JSON".to_owned())?;
-    match rule.format {
-        ClassifierFormat::OpenaiModeration => {
-            let result = doc
-                .pointer("/results/0")
-                .ok_or("the classifier's answer has no `results[0]` (OpenAI moderation format)")?;
-            let scores = result.get("category_scores").and_then(|s| s.as_object());
-            let categories = result.get("categories").and_then(|s| s.as_object());
-            let mut hits: Vec<String> = Vec::new();
-            match (&rule.categories, rule.threshold) {
-                (wanted, Some(t)) => {
-                    for (name, score) in scores.into_iter().flatten() {
-                        let counted = wanted.as_ref().is_none_or(|w| w.iter().any(|c| c == name));
-                        if counted && score.as_f64().is_some_and(|s| s >= t) {
-                            hits.push(name.clone());
-                        }
-                    }
-                }
-                (Some(wanted), None) => {
-                    for (name, on) in categories.into_iter().flatten() {
-                        if on.as_bool() == Some(true) && wanted.iter().any(|c| c == name) {
-                            hits.push(name.clone());
-                        }
-                    }
-                }
-                (None, None) => {
-                    if result.get("flagged").and_then(serde_json::Value::as_bool) == Some(true) {
-                        for (name, on) in categories.into_iter().flatten() {
-                            if on.as_bool() == Some(true) {
-                                hits.push(name.clone());
-                            }
-                        }
-                        if hits.is_empty() {
-                            hits.push("flagged".into());
-                        }
-                    }
-                }
-            }
-            // Category names come from the endpoint: keep only plain ones in messages.
-            hits.retain(|h| {
-                h.len() <= 64
-                    && h.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b))
-            });
-            Ok((!hits.is_empty()).then(|| Fired {
-                reason: format!("the moderation endpoint flagged it ({})", hits.join(", ")),
-            }))
+/// A `length` rule on counted text; minimums only on a `whole` text.
+fn check_length(rule: &Rule, counts: &text::Counts, whole: bool) -> Option<Fired> {
+    let bounds = [
+        ("characters", counts.chars, rule.min_chars, rule.max_chars),
+        ("words", counts.words, rule.min_words, rule.max_words),
+        (
+            "sentences",
+            counts.sentences(),
+            rule.min_sentences,
+            rule.max_sentences,
+        ),
+    ];
+    for (name, n, lo, hi) in bounds {
+        if let Some(hi) = hi
+            && n > hi
+        {
+            return fired(format!("it has {n} {name}, more than the {hi} allowed"));
         }
-        ClassifierFormat::JsonPointer => {
-            let pointer = rule.flagged_at.as_deref().unwrap_or("/flagged");
-            match doc.pointer(pointer) {
-                Some(serde_json::Value::Bool(flagged)) => Ok(flagged.then(|| Fired {
-                    reason: "the classifier flagged it".into(),
-                })),
-                _ => Err(format!(
-                    "the classifier's answer has no boolean at `{pointer}`"
-                )),
-            }
+        if let Some(lo) = lo
+            && whole
+            && n < lo
+        {
+            return fired(format!("it has {n} {name}, fewer than the {lo} required"));
         }
     }
+    None
 }
 
 fn side_name(response: bool) -> &'static str {
@@ -783,27 +311,7 @@ impl Policy for Guardrail {
     ];
 
     fn check(config: &Config) -> Result<(), ConfigError> {
-        if config.rules.is_empty() {
-            return Err(ConfigError::at("rules", "add at least one rule"));
-        }
-        let mut ids: Vec<&str> = Vec::new();
-        for (i, r) in config.rules.iter().enumerate() {
-            check_rule(i, r)?;
-            if ids.contains(&r.id.as_str()) {
-                return Err(ConfigError::at(
-                    format!("rules[{i}].id"),
-                    format!("the rule id `{}` is used twice", r.id),
-                ));
-            }
-            ids.push(&r.id);
-        }
-        if !(16..=65_536).contains(&config.stream_window) {
-            return Err(ConfigError::at(
-                "stream-window",
-                "the stream window is 16 to 65536 bytes",
-            ));
-        }
-        Ok(())
+        config.check()
     }
 
     fn on_request(config: &Config, cx: &Context, request: &Message) -> Verdict {
@@ -867,24 +375,25 @@ impl Policy for Guardrail {
         if piece.is_empty() || !config.rules.iter().any(Rule::on_response) {
             return ChunkVerdict::Pass;
         }
-        let (window, whole) = STATE.with_borrow_mut(|s| {
+        let start = STATE.with_borrow_mut(|s| {
             let before = s.answer.len();
             if s.answer.len() + piece.len() <= MAX_ANSWER {
                 s.answer.push_str(&piece);
             }
+            s.counts.feed(&piece);
             let mut start = before.saturating_sub(config.stream_window);
             while !s.answer.is_char_boundary(start) {
                 start -= 1;
             }
-            (s.answer[start..].to_owned(), s.answer.clone())
+            start
         });
         for rule in config.rules.iter().filter(|r| r.on_response()) {
-            let why = match rule.kind {
-                Kind::Regex | Kind::Url => evaluate_text(rule, &window, false),
+            let why = STATE.with_borrow(|s| match rule.kind {
+                Kind::Regex | Kind::Url => evaluate_text(rule, &s.answer[start..], false),
                 // Maximums can only grow: check them on the whole answer so far.
-                Kind::Length => evaluate_text(rule, &whole, false),
+                Kind::Length => check_length(rule, &s.counts, false),
                 _ => None,
-            };
+            });
             if let Some(why) = why
                 && let Some(d) = act(cx, rule, why, true)
             {

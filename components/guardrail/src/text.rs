@@ -2,41 +2,66 @@
 
 /// Characters (Unicode scalar values).
 pub fn chars(text: &str) -> u64 {
-    text.chars().count() as u64
+    Counts::of(text).chars
 }
 
 /// Words: runs of letters, digits, `'` or `-` (so `don't` and `state-of-the-art` are one).
 pub fn words(text: &str) -> u64 {
-    let mut n = 0;
-    let mut inside = false;
-    for c in text.chars() {
-        let part = c.is_alphanumeric() || (inside && (c == '\'' || c == '-' || c == '’'));
-        if part && !inside {
-            n += 1;
-        }
-        inside = part;
-    }
-    n
+    Counts::of(text).words
 }
 
 /// Sentences: text up to `.`, `!`, `?` (or `。！？`) followed by whitespace or the end, counting
 /// only pieces that have a word; a trailing piece without a full stop counts too.
 pub fn sentences(text: &str) -> u64 {
-    let mut n = 0;
-    let mut has_word = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_alphanumeric() {
-            has_word = true;
-        }
-        let end = matches!(c, '.' | '!' | '?' | '。' | '！' | '？')
-            && chars.peek().is_none_or(|n| n.is_whitespace());
-        if end && has_word {
-            n += 1;
-            has_word = false;
+    Counts::of(text).sentences()
+}
+
+/// Characters, words and sentences of a text fed in pieces (a streamed answer): feeding the
+/// pieces one after the other counts exactly what counting their concatenation would.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    pub chars: u64,
+    pub words: u64,
+    /// Sentences ended so far.
+    ended: u64,
+    /// Inside a word.
+    inside: bool,
+    /// The current sentence has a word.
+    has_word: bool,
+    /// The last character ends a sentence if whitespace (or the end) follows.
+    stop: bool,
+}
+
+impl Counts {
+    pub fn of(text: &str) -> Self {
+        let mut c = Self::default();
+        c.feed(text);
+        c
+    }
+
+    pub fn feed(&mut self, text: &str) {
+        for c in text.chars() {
+            self.chars += 1;
+            if self.stop && c.is_whitespace() && self.has_word {
+                self.ended += 1;
+                self.has_word = false;
+            }
+            let part = c.is_alphanumeric() || (self.inside && (c == '\'' || c == '-' || c == '’'));
+            if part && !self.inside {
+                self.words += 1;
+            }
+            self.inside = part;
+            if c.is_alphanumeric() {
+                self.has_word = true;
+            }
+            self.stop = matches!(c, '.' | '!' | '?' | '。' | '！' | '？');
         }
     }
-    n + u64::from(has_word)
+
+    /// Sentences, the one still open included.
+    pub fn sentences(&self) -> u64 {
+        self.ended + u64::from(self.has_word)
+    }
 }
 
 /// Where a link is in a text.
@@ -126,6 +151,28 @@ mod tests {
         assert_eq!(sentences("Version 1.2 is out. Great"), 2);
         assert_eq!(sentences(""), 0);
         assert_eq!(chars("héllo"), 5);
+    }
+
+    #[test]
+    fn counting_in_pieces_is_counting_the_whole() {
+        let text = "Version 1.2 is out. Don't wait! state-of-the-art?  Ünïcödé… end";
+        let whole = Counts::of(text);
+        let cuts: Vec<usize> = (0..=text.len())
+            .filter(|i| text.is_char_boundary(*i))
+            .collect();
+        for &a in &cuts {
+            for &b in cuts.iter().filter(|b| **b >= a) {
+                let mut c = Counts::default();
+                for piece in [&text[..a], &text[a..b], &text[b..]] {
+                    c.feed(piece);
+                }
+                assert_eq!(
+                    (c.chars, c.words, c.sentences()),
+                    (whole.chars, whole.words, whole.sentences()),
+                    "cut at {a} and {b}"
+                );
+            }
+        }
     }
 
     #[test]

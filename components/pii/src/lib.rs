@@ -74,38 +74,36 @@ fn yes() -> bool {
 }
 
 impl Config {
+    /// The detectors, built once: by `check` when the configuration is parsed.
     fn detectors(&self) -> &[(Detector, Mode)] {
-        self.detectors.get_or_init(|| {
-            let mut out: Vec<(Detector, Mode)> = Vec::new();
-            match &self.entities {
-                None => out.extend(
-                    Builtin::ALL
-                        .iter()
-                        .map(|b| (Detector::builtin(*b), self.mode)),
-                ),
-                Some(list) => {
-                    // In the order of precedence of overlapping matches, not the config's.
-                    for b in Builtin::ALL {
-                        let mode = list.iter().find_map(|e| match e {
-                            EntitySetting::Name(n) if *n == b => Some(self.mode),
-                            EntitySetting::With { entity, mode } if *entity == b => {
-                                Some(mode.unwrap_or(self.mode))
-                            }
-                            _ => None,
-                        });
-                        if let Some(mode) = mode {
-                            out.push((Detector::builtin(b), mode));
-                        }
+        self.detectors
+            .get_or_init(|| self.build_detectors().unwrap_or_default())
+    }
+
+    /// Built-in detectors in order of precedence of overlapping matches (not the config's),
+    /// then the custom ones; `Err((i, e))` when `custom[i]`'s pattern does not compile.
+    fn build_detectors(&self) -> Result<Vec<(Detector, Mode)>, (usize, regex_lite::Error)> {
+        let mut out: Vec<(Detector, Mode)> = Vec::new();
+        for b in Builtin::ALL {
+            let mode = match &self.entities {
+                None => Some(self.mode),
+                Some(list) => list.iter().find_map(|e| match e {
+                    EntitySetting::Name(n) if *n == b => Some(self.mode),
+                    EntitySetting::With { entity, mode } if *entity == b => {
+                        Some(mode.unwrap_or(self.mode))
                     }
-                }
+                    _ => None,
+                }),
+            };
+            if let Some(mode) = mode {
+                out.push((Detector::builtin(b), mode));
             }
-            for c in &self.custom {
-                if let Ok(d) = Detector::custom(&c.name, &c.pattern) {
-                    out.push((d, c.mode.unwrap_or(self.mode)));
-                }
-            }
-            out
-        })
+        }
+        for (i, c) in self.custom.iter().enumerate() {
+            let d = Detector::custom(&c.name, &c.pattern).map_err(|e| (i, e))?;
+            out.push((d, c.mode.unwrap_or(self.mode)));
+        }
+        Ok(out)
     }
 
     fn masks_role(&self, role: &str) -> bool {
@@ -160,14 +158,6 @@ impl Policy for Pii {
                 ));
             }
             names.push(&c.name);
-            if let Err(e) = Detector::custom(&c.name, &c.pattern) {
-                return Err(ConfigError::at(
-                    format!("custom[{i}].pattern"),
-                    format!(
-                        "not a valid regex (regex-lite syntax: no look-around, no Unicode classes): {e}"
-                    ),
-                ));
-            }
         }
         if config.entities.as_ref().is_some_and(Vec::is_empty) && config.custom.is_empty() {
             return Err(ConfigError::at(
@@ -175,6 +165,16 @@ impl Policy for Pii {
                 "no entity to look for: list built-in entities, add `custom` ones, or leave `entities` out for all built-ins",
             ));
         }
+        // Compiled here, once, and kept for the requests this parsed configuration serves.
+        let detectors = config.build_detectors().map_err(|(i, e)| {
+            ConfigError::at(
+                format!("custom[{i}].pattern"),
+                format!(
+                    "not a valid regex (regex-lite syntax: no look-around, no Unicode classes): {e}"
+                ),
+            )
+        })?;
+        let _ = config.detectors.set(detectors);
         Ok(())
     }
 

@@ -294,6 +294,36 @@ struct Chat {
     stream: bool,
     prompt_tokens: u64,
     words: u64,
+    /// The pieces of an echo answer (a `mock-echo*` model): the last user message's text.
+    echo: Option<Vec<String>>,
+}
+
+impl Chat {
+    /// `messages` in the `role`/`content` shape (Gemini's `contents` converted by the caller).
+    fn echoing(mut self, messages: &Value) -> Self {
+        if self.model.starts_with(protocol::ECHO_MODEL_PREFIX) {
+            let pieces = protocol::echo_pieces(messages);
+            self.words = pieces.len() as u64;
+            self.echo = Some(pieces);
+        }
+        self
+    }
+
+    /// The `i`-th streamed piece of the answer.
+    fn piece(&self, i: u64) -> String {
+        match &self.echo {
+            Some(pieces) => pieces.get(i as usize).cloned().unwrap_or_default(),
+            None => reply_piece(i),
+        }
+    }
+
+    /// The whole answer; the pieces concatenate to it.
+    fn text(&self) -> String {
+        match &self.echo {
+            Some(pieces) => pieces.concat(),
+            None => reply_text(self.words),
+        }
+    }
 }
 
 fn text_chars(v: &Value) -> u64 {
@@ -375,7 +405,9 @@ fn parse(native: &Native, req: &Value) -> Result<Chat, String> {
                 stream: req.get("stream") == Some(&json!(true)),
                 prompt_tokens: prompt,
                 words: words(Some(max)),
-            })
+                echo: None,
+            }
+            .echoing(&Value::Array(messages.clone())))
         }
         Native::Gemini { model, stream } => {
             let contents = req
@@ -403,6 +435,11 @@ fn parse(native: &Native, req: &Value) -> Result<Chat, String> {
                     .ok_or_else(|| format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."))?;
                 prompt += message_tokens(text_chars(&Value::Array(parts.clone())));
             }
+            // The `role`/`content` shape of the conversation, for the echo models.
+            let messages: Vec<Value> = contents
+                .iter()
+                .map(|c| json!({"role": c.get("role").cloned().unwrap_or(json!("user")), "content": c.get("parts").cloned().unwrap_or_default()}))
+                .collect();
             Ok(Chat {
                 model: model.clone(),
                 stream: *stream,
@@ -411,7 +448,9 @@ fn parse(native: &Native, req: &Value) -> Result<Chat, String> {
                     req.pointer("/generationConfig/maxOutputTokens")
                         .and_then(Value::as_u64),
                 ),
-            })
+                echo: None,
+            }
+            .echoing(&Value::Array(messages)))
         }
         Native::Bedrock { model, stream } => {
             let messages = req
@@ -448,7 +487,9 @@ fn parse(native: &Native, req: &Value) -> Result<Chat, String> {
                     req.pointer("/inferenceConfig/maxTokens")
                         .and_then(Value::as_u64),
                 ),
-            })
+                echo: None,
+            }
+            .echoing(&Value::Array(messages.clone())))
         }
         Native::Azure | Native::Foundry | Native::Mistral => Err(invalid("not a native chat")),
     }
@@ -533,7 +574,7 @@ pub(crate) fn handle(
     }
     let usage = (chat.prompt_tokens, chat.words);
     if !chat.stream {
-        let text = reply_text(chat.words);
+        let text = chat.text();
         let id = protocol::next_id("");
         let body = match native {
             Native::Anthropic => json!({
@@ -796,7 +837,7 @@ fn stream_frames(native: &Native, chat: &Chat) -> (Vec<Bytes>, &'static str) {
             f.push(sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
             f.push(sse(Some("ping"), &json!({"type": "ping"})));
             for i in 0..c {
-                f.push(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": reply_piece(i)}})));
+                f.push(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": chat.piece(i)}})));
             }
             f.push(sse(
                 Some("content_block_stop"),
@@ -809,7 +850,7 @@ fn stream_frames(native: &Native, chat: &Chat) -> (Vec<Bytes>, &'static str) {
         Native::Gemini { .. } => {
             let id = protocol::next_id("");
             for i in 0..c {
-                let mut chunk = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": reply_piece(i)}]}, "index": 0}],
+                let mut chunk = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": chat.piece(i)}]}, "index": 0}],
                     "modelVersion": chat.model, "responseId": id});
                 if i + 1 == c {
                     chunk["candidates"][0]["finishReason"] = json!("STOP");
@@ -828,7 +869,7 @@ fn stream_frames(native: &Native, chat: &Chat) -> (Vec<Bytes>, &'static str) {
             for i in 0..c {
                 f.push(event_stream(
                     "contentBlockDelta",
-                    &json!({"contentBlockIndex": 0, "delta": {"text": reply_piece(i)}}),
+                    &json!({"contentBlockIndex": 0, "delta": {"text": chat.piece(i)}}),
                 ));
             }
             f.push(event_stream(
