@@ -7,6 +7,7 @@ use regex_lite::{Regex, RegexBuilder};
 use serde::Deserialize;
 use weir_policy_sdk::ConfigError;
 
+use crate::prefilter::Required;
 use crate::schema::Schema;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -155,9 +156,27 @@ pub struct Rule {
     compiled: OnceCell<Compiled>,
 }
 
+/// A compiled pattern and its literal prefilter.
+#[derive(Debug)]
+pub(crate) struct Pattern {
+    regex: Regex,
+    required: Option<Required>,
+}
+
+impl Pattern {
+    /// Whether the pattern matches `text`; `lower` is `text` with ASCII letters lower-cased,
+    /// made on first use and shared by the rule's patterns.
+    pub(crate) fn is_match(&self, text: &str, lower: &OnceCell<String>) -> bool {
+        self.required
+            .as_ref()
+            .is_none_or(|r| r.may_match(text, lower.get_or_init(|| text.to_ascii_lowercase())))
+            && self.regex.is_match(text)
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Compiled {
-    pub(crate) regexes: Vec<Regex>,
+    pub(crate) regexes: Vec<Pattern>,
     pub(crate) schema: Option<Schema>,
 }
 
@@ -174,11 +193,15 @@ impl Rule {
         matches!(self.side(), AppliesTo::Response | AppliesTo::Both)
     }
 
-    fn regex(&self, p: &str) -> Result<Regex, regex_lite::Error> {
-        RegexBuilder::new(p)
+    fn regex(&self, p: &str) -> Result<Pattern, regex_lite::Error> {
+        let regex = RegexBuilder::new(p)
             .case_insensitive(self.case_insensitive)
             .size_limit(1 << 20)
-            .build()
+            .build()?;
+        Ok(Pattern {
+            regex,
+            required: Required::of(p, self.case_insensitive),
+        })
     }
 
     pub(crate) fn compiled(&self) -> &Compiled {

@@ -329,6 +329,31 @@ const KNOWN: &[&str] = &[
     "exfiltrate",
 ];
 
+/// FNV-1a: the maps below are keyed by short words and built per request, where SipHash's
+/// protection against chosen collisions costs more than it guards (a map per call, no state).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 fn first_word(phrase: &str) -> &str {
     phrase.split(' ').next().unwrap_or(phrase)
 }
@@ -529,7 +554,7 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
     const OBJECT: u8 = 2;
     const SCOPE: u8 = 4;
     const EXTRACT: u8 = 8;
-    let mut seen: std::collections::HashMap<&str, u8> = std::collections::HashMap::new();
+    let mut seen: FnvMap<&str, u8> = FnvMap::default();
     let classes: Vec<u8> = words
         .iter()
         .map(|w| {
@@ -576,8 +601,10 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
     let padded = format!(" {norm} ");
     // Every fixed phrase (weighted, known attacks, translations) in one pass over the words:
     // the phrases are indexed by their first word.
-    let mut index: std::collections::HashMap<&str, Vec<(&str, u8, f64)>> =
-        std::collections::HashMap::with_capacity(PHRASES.len() + KNOWN.len() + FOREIGN.len());
+    let mut index: FnvMap<&str, Vec<(&str, u8, f64)>> = FnvMap::with_capacity_and_hasher(
+        PHRASES.len() + KNOWN.len() + FOREIGN.len(),
+        Default::default(),
+    );
     let lists: [(&[&str], u8); 2] = [(KNOWN, 1), (FOREIGN, 2)];
     for (phrase, w) in PHRASES {
         index
@@ -596,15 +623,17 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
     let mut phrases = 0.0f64;
     let (mut known_hit, mut foreign_hit) = (false, false);
     let mut hit: Vec<&str> = Vec::new();
-    for i in 0..words.len() {
-        let Some(candidates) = index.get(words[i]) else {
+    for word in &words {
+        let Some(candidates) = index.get(word) else {
             continue;
         };
         for (phrase, kind, w) in candidates {
-            let matches = phrase
-                .split(' ')
-                .enumerate()
-                .all(|(k, p)| words.get(i + k) == Some(&p));
+            // `words` are slices of `norm`, one space apart: the phrase follows `word` when
+            // `norm` goes on with it and a word ends there.
+            let at = word.as_ptr() as usize - norm.as_ptr() as usize;
+            let rest = &norm[at..];
+            let matches = rest.starts_with(phrase)
+                && rest.as_bytes().get(phrase.len()).is_none_or(|b| *b == b' ');
             if matches && !hit.contains(phrase) {
                 hit.push(phrase);
                 match kind {

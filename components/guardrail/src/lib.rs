@@ -19,6 +19,7 @@
 mod classifier;
 mod config;
 pub mod injection;
+pub mod prefilter;
 pub mod schema;
 pub mod text;
 
@@ -82,15 +83,15 @@ fn evaluate_text(rule: &Rule, text: &str, whole: bool) -> Option<Fired> {
     match rule.kind {
         Kind::Regex => {
             let regexes = &rule.compiled().regexes;
+            let lower = std::cell::OnceCell::new();
+            let any = || regexes.iter().any(|r| r.is_match(text, &lower));
             match rule.mode {
-                RegexMode::DenyList => regexes.iter().any(|r| r.is_match(text)).then(|| Fired {
+                RegexMode::DenyList => any().then(|| Fired {
                     reason: "it matches a forbidden pattern".into(),
                 }),
-                RegexMode::AllowList if whole => {
-                    (!regexes.iter().any(|r| r.is_match(text))).then(|| Fired {
-                        reason: "it matches none of the allowed patterns".into(),
-                    })
-                }
+                RegexMode::AllowList if whole => (!any()).then(|| Fired {
+                    reason: "it matches none of the allowed patterns".into(),
+                }),
                 RegexMode::AllowList => None,
             }
         }
