@@ -158,6 +158,13 @@ const CASES: &[Case] = &[
         stream_events: 0,
     },
     Case {
+        label: "router (weighted, 3 targets, circuit breaker)",
+        policies: &["router"],
+        complete: true,
+        consumer: None,
+        stream_events: 0,
+    },
+    Case {
         label: "auth + pii + guardrail + prompt + token-limit",
         policies: &["auth", "pii", "guardrail", "prompt", "token-limit"],
         complete: true,
@@ -212,6 +219,16 @@ const GUARDRAIL_CONFIG: &str = r#"{"rules":[
   {"id":"shape","kind":"json-schema","from-request":true}
 ]}"#;
 
+/// The router configuration of the benchmark: a content route that does not apply, then a
+/// weighted route over three targets, each checked against its circuit breaker (memory store).
+const ROUTER_CONFIG: &str = r#"{"routes":[
+  {"name":"long","when":{"min-prompt-tokens":100000},"targets":[{"provider":"big"}]},
+  {"name":"main","targets":[
+    {"provider":"a","model":"m1","weight":3},
+    {"provider":"b","model":"m2","weight":1},
+    {"provider":"c","model":"m3","weight":0}]}
+]}"#;
+
 /// Component bytes and configuration of a policy.
 fn policy_source(name: &str) -> anyhow::Result<(&'static [u8], String)> {
     Ok(match name {
@@ -230,6 +247,7 @@ fn policy_source(name: &str) -> anyhow::Result<(&'static [u8], String)> {
             r#"{"prepend":[{"role":"system","content":"You are ACME's assistant."}],"append":[{"role":"user","content":"Answer in English."}]}"#
                 .to_owned(),
         ),
+        "router" => (weir_policies::ROUTER, ROUTER_CONFIG.to_owned()),
         "token-limit" => (
             weir_policies::TOKEN_LIMIT,
             r#"{"tokens-per-minute":1000000000000000,"requests-per-minute":1000000000000000}"#
@@ -289,7 +307,15 @@ fn completion() -> CompletionInfo {
         }),
         latency_ms: 5,
         error: None,
-        attempts: Vec::new(),
+        // One answered attempt (the router's on-complete records it against its breaker).
+        attempts: vec![weir_core::Attempt {
+            provider: "a".into(),
+            model: Some("m1".into()),
+            status: Some(200),
+            error: None,
+            latency_ms: 4,
+            billed: true,
+        }],
     }
 }
 
@@ -367,6 +393,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         "pii",
         "guardrail",
         "prompt",
+        "router",
     ] {
         let (bytes, config) = policy_source(name)?;
         let policy = runtime

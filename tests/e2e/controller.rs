@@ -641,7 +641,15 @@ async fn policy_components_upload_attach_and_delete() {
         .collect();
     assert_eq!(
         names,
-        ["auth", "guardrail", "pii", "probe", "prompt", "token-limit"]
+        [
+            "auth",
+            "guardrail",
+            "pii",
+            "probe",
+            "prompt",
+            "router",
+            "token-limit"
+        ]
     );
     // Built-ins embed the JSON Schema of their configuration; the test policy has none.
     let auth = &catalogue["items"][0];
@@ -650,7 +658,7 @@ async fn policy_components_upload_attach_and_delete() {
         "{auth}"
     );
     assert_eq!(
-        catalogue["items"][5]["config-schema"]["properties"]["tokens-per-minute"]["minimum"],
+        catalogue["items"][6]["config-schema"]["properties"]["tokens-per-minute"]["minimum"],
         1
     );
     assert_eq!(up.json()["config-schema"], Value::Null);

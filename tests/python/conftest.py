@@ -111,11 +111,11 @@ class MockUpstream:
         return httpx.get(f"{self.url}/mock/stats", timeout=5).json()
 
 
-def start_mock(log_dir: Path, keys: Keys, *extra: str) -> MockUpstream:
-    """Starts `weir-mock-upstream` (extra arguments, e.g. `--chunk-delay-ms 100`); stop it with
-    `stop_process(mock.proc)`."""
+def start_mock(log_dir: Path, keys: Keys, *extra: str, port: int | None = None) -> MockUpstream:
+    """Starts `weir-mock-upstream` (extra arguments, e.g. `--chunk-delay-ms 100`), on `port` or a
+    free one; stop it with `stop_process(mock.proc)`."""
     binary = _binary("MOCK_BIN", "target/debug/weir-mock-upstream")
-    port = free_port()
+    port = port or free_port()
     log_path = log_dir / "mock-stderr.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(

@@ -6,7 +6,14 @@ use std::net::SocketAddr;
 use crate::{ConfigError, GatewayConfig};
 
 /// Names of the policies built into weir.
-pub const BUILTIN_POLICIES: &[&str] = &["auth", "token-limit", "guardrail", "pii", "prompt"];
+pub const BUILTIN_POLICIES: &[&str] = &[
+    "auth",
+    "token-limit",
+    "guardrail",
+    "pii",
+    "prompt",
+    "router",
+];
 
 fn check_name(path: String, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
