@@ -417,6 +417,23 @@ proxies:
     )
 
 
+def start_weir(config: Path, base: Path, port: int, upstream_key: str, **extra_env: str) -> tuple[subprocess.Popen, Path]:
+    """Starts `weir --config CONFIG --data-dir BASE/data` with no `WEIR_*` variables of this
+    environment, the mock's key in `MOCK_UPSTREAM_KEY` (and `extra_env`), logging to
+    `BASE/weir.log`; returns once it serves on `port`. Stop it with `stop_process`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+    env["MOCK_UPSTREAM_KEY"] = upstream_key
+    env.update(extra_env)
+    log_path = base / "weir.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(config), "--data-dir", str(base / "data")],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )
+    _wait_ready(proc, port, log_path)
+    return proc, log_path
+
+
 def _wait_ready(proc: subprocess.Popen, port: int, log_path: Path, path: str = "/v1/models") -> None:
     """Polls until weir answers HTTP on its port (any status: an unauthenticated /v1/models is 401)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S

@@ -9,16 +9,14 @@ three characters per event, so placeholders and forbidden phrases arrive split a
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 
 import anthropic
 import httpx
 import openai
 import pytest
 
-from conftest import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, _binary, _wait_ready, free_port, sha256_hex, stop_process
+from conftest import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, free_port, sha256_hex, start_weir, stop_process
 
 EMAIL = "jane.doe@example.com"
 PHONE = "+44 20 7946 0958"
@@ -114,17 +112,7 @@ proxies:
               defaults: {{ words: "20" }}
 """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
-    env["MOCK_UPSTREAM_KEY"] = keys.upstream
-    env["MOCK_AWS_ID"] = AWS_ACCESS_KEY_ID
-    env["MOCK_AWS_SECRET"] = AWS_SECRET_ACCESS_KEY
-    log_path = base / "weir.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(config), "--data-dir", str(base / "data")],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )
-    _wait_ready(proc, port, log_path)
+    proc, log_path = start_weir(config, base, port, keys.upstream, MOCK_AWS_ID=AWS_ACCESS_KEY_ID, MOCK_AWS_SECRET=AWS_SECRET_ACCESS_KEY)
     try:
         yield {"port": port, "admin": admin, "key": key, "mock": mock_upstream.url, "log": log_path, "data": base / "data"}
     finally:

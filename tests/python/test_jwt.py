@@ -11,8 +11,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from conftest import _binary, _wait_ready, free_port, stop_process
+from conftest import free_port, start_weir, stop_process
 
 ISSUER = "https://idp.test/"
 AUDIENCE = "weir"
@@ -129,15 +127,7 @@ proxies:
           jwt: {{ jwks-url: "http://127.0.0.1:{closed}/jwks.json" }}
 """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
-    env["MOCK_UPSTREAM_KEY"] = keys.upstream
-    log_path = base / "weir.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(config), "--data-dir", str(base / "data")],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )
-    _wait_ready(proc, port, log_path)
+    proc, log_path = start_weir(config, base, port, keys.upstream)
     try:
         yield {"port": port, "admin": admin, "idp": idp, "log": log_path}
     finally:

@@ -10,16 +10,14 @@ The mock provider injects the faults: a target's model `mock-fault:status-503` a
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 import time
 
 import httpx
 import openai
 import pytest
 
-from conftest import _binary, _wait_ready, free_port, sha256_hex, start_mock, stop_process
+from conftest import free_port, sha256_hex, start_mock, start_weir, stop_process
 
 COOL_DOWN_MS = 1500
 
@@ -64,15 +62,7 @@ providers:
 proxies:
 {proxies}"""
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
-    env["MOCK_UPSTREAM_KEY"] = keys.upstream
-    log_path = base / "weir.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(config), "--data-dir", str(base / "data")],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )
-    _wait_ready(proc, port, log_path)
+    proc, log_path = start_weir(config, base, port, keys.upstream)
     try:
         yield {"port": port, "admin": admin, "key": key, "flaky": flaky, "data": base / "data", "log": log_path,
                "base": base, "keys": keys, "mock": mock_upstream}
