@@ -50,6 +50,13 @@ pub struct PlanRoute {
     pub mcp: Option<PlanMcpServer>,
     /// Provider policies first, then the proxy's, in chain order.
     pub policies: Vec<PlanPolicy>,
+    /// LLM routes: when failed attempts are retried.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub retry: crate::Retry,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -57,6 +57,9 @@ pub trait Platform: Clone {
         timeout_ms: u64,
     ) -> impl Future<Output = Result<Bytes, UpstreamFailure>>;
 
+    /// Waits `ms` milliseconds (the backoff between two attempts).
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()>;
+
     /// Stores a usage record (and counts it in metrics).
     fn record(&self, record: UsageRecord);
 

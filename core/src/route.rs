@@ -209,6 +209,8 @@ pub struct RouteInfo {
     pub limits: Limits,
     /// The endpoints the route exposes (its provider's access control); all when `None`.
     pub exposed: Option<Vec<Endpoint>>,
+    /// When a failed attempt is retried (LLM proxies).
+    pub retry: Arc<crate::Retry>,
 }
 
 /// Finds the route whose context path prefixes `path` (routes sorted longest prefix first);

@@ -325,7 +325,7 @@ fn finish_message<P: Platform>(call: &Call<P>, message: MessageView) -> Response
 async fn answered_upstream<P: Platform, C: Chain>(
     call: &mut Call<P>,
     chain: &mut C,
-    resp: UpstreamResponse<P::Body>,
+    resp: UpstreamResponse<upstream::Body<P::Body>>,
 ) -> Result<Exit<P::Body>, GatewayError> {
     let Some(upstream) = call.upstream.clone() else {
         return Err(GatewayError::Unavailable {
@@ -334,12 +334,7 @@ async fn answered_upstream<P: Platform, C: Chain>(
         });
     };
     let kind = upstream.kind;
-    let is_stream = resp.headers.iter().any(|(n, v)| {
-        n == "content-type"
-            && (v.starts_with("text/event-stream")
-                || (kind == weir_llm::ProviderKind::AwsBedrock
-                    && v.starts_with("application/vnd.amazon.eventstream")))
-    });
+    let is_stream = upstream::is_stream(&upstream, &resp);
     let translated = !kind.is_openai_compatible() || call.wire != Wire::Openai;
     let mut headers: Headers = resp
         .headers
@@ -348,47 +343,30 @@ async fn answered_upstream<P: Platform, C: Chain>(
         .filter(|(n, _)| !(translated && n == "content-type"))
         .collect();
     headers.push(("x-request-id".into(), call.request_id.clone()));
-    if (200..300).contains(&resp.status) && is_stream {
-        if translated {
-            headers.push(("content-type".into(), "text/event-stream".into()));
+    let body = match resp.body {
+        upstream::Body::Unread(body) if (200..300).contains(&resp.status) && is_stream => {
+            if translated {
+                headers.push(("content-type".into(), "text/event-stream".into()));
+            }
+            return Ok(Exit::Stream {
+                status: resp.status,
+                headers,
+                body: StreamBody::Upstream(body),
+                limit: chain.len(),
+                answered: false,
+            });
         }
-        return Ok(Exit::Stream {
-            status: resp.status,
-            headers,
-            body: StreamBody::Upstream(resp.body),
-            limit: chain.len(),
-            answered: false,
-        });
-    }
-
-    let body = call
-        .platform
-        .read_body(
-            resp.body,
-            call.route.limits.max_response_bytes,
-            upstream.timeout_ms,
-        )
-        .await
-        .map_err(|failure| match failure {
-            UpstreamFailure::Unreachable(detail) => GatewayError::Upstream {
-                status: 502,
-                code: "upstream_response_failed",
-                message: format!(
-                    "The upstream provider `{}` broke off its response.",
-                    upstream.name
-                ),
-                detail: Some(detail),
-            },
-            UpstreamFailure::Timeout => GatewayError::Upstream {
-                status: 504,
-                code: "upstream_timeout",
-                message: format!(
-                    "The upstream provider `{}` did not finish its response in time.",
-                    upstream.name
-                ),
-                detail: None,
-            },
-        })?;
+        upstream::Body::Unread(body) => call
+            .platform
+            .read_body(
+                body,
+                call.route.limits.max_response_bytes,
+                upstream.timeout_ms,
+            )
+            .await
+            .map_err(|failure| upstream::broke_off(&upstream, failure))?,
+        upstream::Body::Read(bytes) => bytes,
+    };
     let mut status = resp.status;
     if status == 401 || status == 403 {
         // The upstream refused *our* credential: the client cannot fix that.

@@ -3,10 +3,11 @@
 //! provider's own format with the gateway's credential.
 //!
 //! Attempts belong to the loop, choices to policies: a policy orders the targets, the loop
-//! moves to the next one only when an attempt failed before anything was billed or sent to the
-//! client (connection failure, timeout before the response headers, or a status that means
-//! "not now": 429, 500, 502, 503, 504, 529). Every attempt is in the usage record and in
-//! on-complete.
+//! retries a target (with backoff, see [`crate::Retry`]) or moves to the next one only when an
+//! attempt failed before anything was billed or sent to the client (connection failure,
+//! timeout before the response headers, or a status that means "not now": by default 429,
+//! 500, 502, 503, 504, 529), and after an accepted answer broke off only where the operator
+//! allowed it. Every attempt is in the usage record and in on-complete.
 
 use std::sync::Arc;
 
@@ -14,12 +15,10 @@ use bytes::Bytes;
 
 use crate::call::Call;
 use crate::platform::{CLIENT_SECRETS, HOP_BY_HOP, Platform, UpstreamRequest, UpstreamResponse};
+use crate::retry::retry_after;
 use crate::route::{Endpoint, Upstream};
 use crate::types::{Attempt, Headers, MessageView, PolicyFault, Target};
 use crate::{GatewayError, UpstreamFailure};
-
-/// Statuses after which the next target is tried (nothing was billed).
-const FAILOVER_STATUSES: &[u16] = &[429, 500, 502, 503, 504, 529];
 
 /// The targets chosen by policy `chooser` (its name), or the route's provider.
 pub(crate) struct Targets {
@@ -27,17 +26,38 @@ pub(crate) struct Targets {
     pub list: Vec<Target>,
 }
 
-/// Tries the targets in order; returns the first answer that is not a reason to fail over (the
-/// last answer when every target failed with a status).
+/// An answer's body: still to be read, or read already (when a broken-off answer would have
+/// been retried, see [`crate::Retry::after_accepted`]).
+#[derive(Debug)]
+pub(crate) enum Body<B> {
+    Unread(B),
+    Read(Bytes),
+}
+
+/// What to do after a failed attempt.
+enum Next {
+    /// The same target again, after this wait.
+    Retry(u64),
+    /// The next target (or, after the last, give up).
+    Move,
+}
+
+/// Tries the targets in order, each up to `1 + retry.attempts` times; returns the first answer
+/// that is not a failed attempt (the last answer when every attempt failed with a status).
 pub(crate) async fn attempt<P: Platform>(
     call: &mut Call<P>,
     endpoint: Endpoint,
     message: &MessageView,
     targets: Targets,
-) -> Result<UpstreamResponse<P::Body>, GatewayError> {
+) -> Result<UpstreamResponse<Body<P::Body>>, GatewayError> {
+    let retry = call.route.retry.clone();
+    let started = call.platform.monotonic_ms();
+    let left = |now: u64| {
+        (retry.budget_ms > 0).then(|| retry.budget_ms.saturating_sub(now.saturating_sub(started)))
+    };
     let mut last: Option<GatewayError> = None;
     let n = targets.list.len();
-    for (k, target) in targets.list.iter().enumerate() {
+    'targets: for (k, target) in targets.list.iter().enumerate() {
         let more = k + 1 < n;
         let Some(upstream) = call.route.upstreams.get(&target.provider).cloned() else {
             return Err(GatewayError::Policy(PolicyFault {
@@ -51,43 +71,95 @@ pub(crate) async fn attempt<P: Platform>(
         };
         call.upstream = Some(upstream.clone());
         let model = target.model.clone().or_else(|| call.llm.model.clone());
-        let mut record = Attempt {
-            provider: upstream.name.clone(),
-            model: model.clone(),
-            status: None,
-            error: None,
-            latency_ms: 0,
-            billed: false,
-        };
-        let prepared = prepare(call, &upstream, endpoint, message, target, model.as_deref());
-        let request = match prepared {
-            Ok(r) => r,
-            Err(err) => {
-                record.error = Some(err.code());
-                call.attempts.push(record);
-                if more && err.retry_safe() {
-                    last = Some(err);
-                    continue;
-                }
-                return Err(err);
+        let mut tries: u32 = 0;
+        loop {
+            let budget = left(call.platform.monotonic_ms());
+            if budget == Some(0) && last.is_some() {
+                break 'targets;
             }
-        };
-        call.llm.model = model;
-        let sent_ms = call.platform.monotonic_ms();
-        let sent = call.platform.send(request).await;
-        let latency = call.platform.monotonic_ms().saturating_sub(sent_ms);
-        record.latency_ms = latency;
-        call.upstream_ms = Some(latency);
-        match sent {
-            Ok(resp) => {
-                let ok = (200..300).contains(&resp.status);
-                record.status = Some(resp.status);
-                record.billed = ok;
-                if !ok {
-                    record.error = Some("upstream_http_error");
+            let mut record = Attempt {
+                provider: upstream.name.clone(),
+                model: model.clone(),
+                status: None,
+                error: None,
+                latency_ms: 0,
+                billed: false,
+            };
+            let prepared = prepare(call, &upstream, endpoint, message, target, model.as_deref());
+            let mut request = match prepared {
+                Ok(r) => r,
+                Err(err) => {
+                    record.error = Some(err.code());
+                    call.attempts.push(record);
+                    if more && err.retry_safe() {
+                        last = Some(err);
+                        continue 'targets;
+                    }
+                    return Err(err);
                 }
-                call.attempts.push(record);
-                if more && FAILOVER_STATUSES.contains(&resp.status) {
+            };
+            if let Some(b) = budget {
+                request.timeout_ms = request.timeout_ms.min(b.max(1));
+            }
+            let timeout_ms = request.timeout_ms;
+            call.llm.model = model.clone();
+            let sent_ms = call.platform.monotonic_ms();
+            let sent = call.platform.send(request).await;
+            let latency = call.platform.monotonic_ms().saturating_sub(sent_ms);
+            record.latency_ms = latency;
+            call.upstream_ms = Some(latency);
+            let next = match sent {
+                Ok(resp) if !retry.on_status.contains(&resp.status) => {
+                    let ok = (200..300).contains(&resp.status);
+                    record.status = Some(resp.status);
+                    record.billed = ok;
+                    if !ok {
+                        record.error = Some("upstream_http_error");
+                    }
+                    if !(ok && retry.after_accepted(endpoint) && !is_stream(&upstream, &resp)) {
+                        call.attempts.push(record);
+                        return Ok(UpstreamResponse {
+                            status: resp.status,
+                            headers: resp.headers,
+                            body: Body::Unread(resp.body),
+                        });
+                    }
+                    // The operator allows a retry of an answer that breaks off here: read it.
+                    let max = call.route.limits.max_response_bytes;
+                    match call.platform.read_body(resp.body, max, timeout_ms).await {
+                        Ok(bytes) => {
+                            call.attempts.push(record);
+                            return Ok(UpstreamResponse {
+                                status: resp.status,
+                                headers: resp.headers,
+                                body: Body::Read(bytes),
+                            });
+                        }
+                        Err(failure) => {
+                            let err = broke_off(&upstream, failure);
+                            record.error = Some(err.code());
+                            call.attempts.push(record);
+                            call.log_error(&err);
+                            last = Some(err);
+                            backoff(&retry, &call.request_id, call.attempts.len(), tries, None)
+                        }
+                    }
+                }
+                Ok(resp) => {
+                    record.status = Some(resp.status);
+                    record.error = Some("upstream_http_error");
+                    call.attempts.push(record);
+                    let hint = retry_after(&resp.headers);
+                    let next = backoff(&retry, &call.request_id, call.attempts.len(), tries, hint);
+                    let waits = matches!(next, Next::Retry(w) if left(call.platform.monotonic_ms()).is_none_or(|b| w < b));
+                    if !more && !waits {
+                        // The last word: the client gets the provider's own answer.
+                        return Ok(UpstreamResponse {
+                            status: resp.status,
+                            headers: resp.headers,
+                            body: Body::Unread(resp.body),
+                        });
+                    }
                     last = Some(GatewayError::Upstream {
                         status: 502,
                         code: "upstream_http_error",
@@ -97,16 +169,25 @@ pub(crate) async fn attempt<P: Platform>(
                         ),
                         detail: None,
                     });
-                    continue;
+                    next
                 }
-                return Ok(resp);
-            }
-            Err(failure) => {
-                let err = failed(&upstream, failure);
-                record.error = Some(err.code());
-                call.attempts.push(record);
-                call.log_error(&err);
-                last = Some(err);
+                Err(failure) => {
+                    let err = failed(&upstream, failure, timeout_ms);
+                    record.error = Some(err.code());
+                    call.attempts.push(record);
+                    call.log_error(&err);
+                    last = Some(err);
+                    backoff(&retry, &call.request_id, call.attempts.len(), tries, None)
+                }
+            };
+            match next {
+                Next::Retry(wait)
+                    if left(call.platform.monotonic_ms()).is_none_or(|b| wait < b) =>
+                {
+                    tries += 1;
+                    call.platform.sleep(wait).await;
+                }
+                _ => continue 'targets,
             }
         }
     }
@@ -116,7 +197,60 @@ pub(crate) async fn attempt<P: Platform>(
     }))
 }
 
-fn failed(upstream: &Upstream, failure: UpstreamFailure) -> GatewayError {
+/// After failed try number `tries` of a target: wait and retry it, or move on. A provider's
+/// `retry-after` longer than `max-backoff-ms` moves on at once.
+fn backoff(
+    retry: &crate::Retry,
+    request_id: &str,
+    attempts: usize,
+    tries: u32,
+    hint: Option<u64>,
+) -> Next {
+    if tries >= retry.attempts {
+        return Next::Move;
+    }
+    match hint {
+        Some(ms) if ms > retry.max_backoff_ms => Next::Move,
+        Some(ms) => Next::Retry(ms),
+        None => Next::Retry(retry.backoff(tries, crate::retry::seed(request_id, attempts))),
+    }
+}
+
+/// Whether an answer is a stream (its bytes go to the client as they come).
+pub(crate) fn is_stream<B>(upstream: &Upstream, resp: &UpstreamResponse<B>) -> bool {
+    resp.headers.iter().any(|(n, v)| {
+        n == "content-type"
+            && (v.starts_with("text/event-stream")
+                || (upstream.kind == weir_llm::ProviderKind::AwsBedrock
+                    && v.starts_with("application/vnd.amazon.eventstream")))
+    })
+}
+
+/// The error for an answer whose body could not be read to its end.
+pub(crate) fn broke_off(upstream: &Upstream, failure: UpstreamFailure) -> GatewayError {
+    match failure {
+        UpstreamFailure::Unreachable(detail) => GatewayError::Upstream {
+            status: 502,
+            code: "upstream_response_failed",
+            message: format!(
+                "The upstream provider `{}` broke off its response.",
+                upstream.name
+            ),
+            detail: Some(detail),
+        },
+        UpstreamFailure::Timeout => GatewayError::Upstream {
+            status: 504,
+            code: "upstream_timeout",
+            message: format!(
+                "The upstream provider `{}` did not finish its response in time.",
+                upstream.name
+            ),
+            detail: None,
+        },
+    }
+}
+
+fn failed(upstream: &Upstream, failure: UpstreamFailure, timeout_ms: u64) -> GatewayError {
     match failure {
         UpstreamFailure::Unreachable(detail) => GatewayError::Upstream {
             status: 502,
@@ -131,8 +265,8 @@ fn failed(upstream: &Upstream, failure: UpstreamFailure) -> GatewayError {
             status: 504,
             code: "upstream_timeout",
             message: format!(
-                "The upstream provider `{}` did not answer within {} ms.",
-                upstream.name, upstream.timeout_ms
+                "The upstream provider `{}` did not answer within {timeout_ms} ms.",
+                upstream.name
             ),
             detail: None,
         },

@@ -165,8 +165,15 @@ class Run:
         return step.expect_on.get(self.target.name, step.expect)
 
     def _chat(self, step: Step) -> None:
+        started = time.monotonic()
         out = self.chat(step.args)
-        self.check(out, self.expect(step))
+        took_ms = (time.monotonic() - started) * 1000
+        expect = self.expect(step)
+        self.check(out, expect)
+        if "took-at-least-ms" in expect:
+            assert took_ms >= float(expect["took-at-least-ms"]), (
+                f"the request took {took_ms:.0f} ms, less than the {expect['took-at-least-ms']} ms it must have waited"
+            )
 
     def _mcp(self, step: Step) -> None:
         """An MCP session through the gateway with the official `mcp` client."""

@@ -4,7 +4,10 @@ circuit breaker that opens, stays open, half-opens and closes against a provider
 and then comes up (a second mock process started on its port).
 
 The mock provider injects the faults: a target's model `mock-fault:status-503` answers 503,
-`mock-fault:reset` drops the connection, `mock-fault:cut-after-2` cuts a stream after two chunks.
+`mock-fault:reset` drops the connection, `mock-fault:cut-after-2` cuts a stream after two chunks;
+`first-N` limits a spec's faults to its first N requests, so a retry sees the provider recover.
+The proxies `retry`, `patient`, `hasty`, `budget` and `accepted` have one provider and the
+proxy's `retry` settings (weir-core's attempt loop, no router).
 """
 
 from __future__ import annotations
@@ -47,6 +50,16 @@ def gw(tmp_path_factory, mock_upstream, keys):
                 " { name: long, when: { min-prompt-tokens: 1000 }, targets: [{ provider: mock, model: mock-long }] },"
                 " { name: gold, when: { header: { name: x-tier, values: [gold] } }, targets: [{ provider: mock, model: mock-gold }] }] }",
             ),
+        ]
+        + [
+            f"  - {{ name: {name}, context-path: /{name}, provider: mock, retry: {retry}, policies: [{auth}] }}\n"
+            for name, retry in [
+                ("retry", "{ attempts: 2, backoff-ms: 20 }"),
+                ("patient", "{ attempts: 1, backoff-ms: 20, max-backoff-ms: 3000 }"),
+                ("hasty", "{ attempts: 1, backoff-ms: 20, max-backoff-ms: 500 }"),
+                ("budget", "{ attempts: 10, backoff-ms: 200, budget-ms: 700 }"),
+                ("accepted", "{ attempts: 1, backoff-ms: 20, after-accepted: [embeddings] }"),
+            ]
         ]
     )
     config = base / "weir.yaml"
@@ -213,3 +226,82 @@ def test_routes_by_model_alias_prompt_length_and_header(gw):
         line.startswith("weir_policy_router_decisions_total") and 'route="fast"' in line and 'target="anthropic/mock-fast"' in line
         for line in metrics.splitlines()
     ), metrics
+
+
+def test_embeddings_are_not_routed_unless_configured(gw):
+    """The `failover` proxy's route (any model) sends chat to a 503 target first; an embeddings
+    request is not a chat request and goes to the proxy's own provider with the client's model."""
+    r = oai(gw, "failover").embeddings.with_raw_response.create(model="mock-embed", input="hello")
+    assert len(r.parse().data[0].embedding) > 0
+    record = usage_of(gw, r.headers["x-request-id"])
+    assert attempts(record) == [("mock", "mock-embed", 200, True)], record
+
+
+def fault(spec: str) -> str:
+    """A fault spec of its own (`first-N` counts per spec)."""
+    return f"mock-fault:{spec},key-{secrets.token_hex(4)}"
+
+
+def test_a_target_is_retried_with_backoff_until_it_answers(gw):
+    model = fault("first-2,status-500")
+    r = ask(gw, "retry", model=model)
+    assert r.parse().choices[0].message.content
+    record = usage_of(gw, r.headers["x-request-id"])
+    assert attempts(record) == [("mock", model, 500, False), ("mock", model, 500, False), ("mock", model, 200, True)], record
+    # Three failures are more than two retries: the client gets the provider's last answer.
+    model = fault("first-3,status-500")
+    with pytest.raises(openai.InternalServerError):
+        ask(gw, "retry", model=model)
+
+
+def test_retry_after_is_honoured_up_to_max_backoff(gw):
+    """The mock's 429 carries `retry-after: 1`: `patient` (max-backoff-ms 3000) waits the second
+    and gets the answer; `hasty` (500) does not wait, and with no other target the 429 is the
+    client's answer, its retry-after kept."""
+    model = fault("first-1,status-429")
+    started = time.monotonic()
+    r = ask(gw, "patient", model=model)
+    assert r.parse().choices[0].message.content
+    assert time.monotonic() - started >= 1.0
+    assert [s for _, _, s, _ in attempts(usage_of(gw, r.headers["x-request-id"]))] == [429, 200]
+    model = fault("first-1,status-429")
+    with pytest.raises(openai.RateLimitError) as e:
+        ask(gw, "hasty", model=model)
+    assert e.value.response.headers.get("retry-after") == "1"
+    record = usage_of(gw, e.value.response.headers["x-request-id"])
+    assert attempts(record) == [("mock", model, 429, False)], record
+
+
+def test_the_time_budget_ends_the_retries(gw):
+    """Ten retries with 200 ms backoff would take seconds; the 700 ms budget stops them, and no
+    attempt starts after it."""
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as e:
+        ask(gw, "budget", model="mock-fault:status-500")
+    took = time.monotonic() - started
+    record = usage_of(gw, e.value.response.headers["x-request-id"])
+    assert 2 <= len(record["attempts"]) < 6, record
+    assert took < 5, took
+
+
+def test_an_answer_cut_after_the_upstream_accepted_it_is_retried_only_where_opted_in(gw):
+    """A non-streamed embeddings answer that breaks off may have been billed: `retry` does not
+    try again (one attempt, billed, a 502 to the client); `accepted` opted in for embeddings and
+    gets the answer at the second attempt, both attempts recorded as billed."""
+    model = fault("first-1,cut-after-1")
+    with pytest.raises(openai.APIStatusError) as e:
+        oai(gw, "retry").embeddings.create(model=model, input="hello")
+    assert e.value.status_code == 502, e.value
+    record = usage_of(gw, e.value.response.headers["x-request-id"])
+    assert [(s, b) for _, _, s, b in attempts(record)] == [(200, True)], record
+    model = fault("first-1,cut-after-1")
+    r = oai(gw, "accepted").embeddings.with_raw_response.create(model=model, input="hello")
+    assert len(r.parse().data[0].embedding) > 0
+    record = usage_of(gw, r.headers["x-request-id"])
+    assert [(s, b) for _, _, s, b in attempts(record)] == [(200, True), (200, True)], record
+    assert record["attempts"][0]["error"] == "upstream_response_failed", record
+    # The same cut on a chat answer is not retried there: only embeddings opted in.
+    model = fault("first-1,cut-after-1")
+    with pytest.raises(openai.APIStatusError) as e:
+        ask(gw, "accepted", model=model)
+    assert e.value.status_code == 502, e.value

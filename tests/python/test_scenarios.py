@@ -70,6 +70,9 @@ class Deployments:
                 "MCP_URL": self.mcp_url,
                 "TEST_POLICY_WASM": str(TEST_POLICY_WASM),
                 "ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
+                # Distinct per run: the mock counts `first-N` faults per spec, and every target
+                # shares the mock.
+                "RUN_KEY": secrets.token_hex(6),
             }
         )
         workdir = self.tmp_path_factory.mktemp(f"{scenario.name}-{target}")

@@ -22,7 +22,9 @@ fn missing(slot: u32) -> Denial {
     Denial {
         status: 500,
         code: "edge_plan_invalid".into(),
-        message: format!("the plan calls a policy slot the composition does not have ({slot} past the last)"),
+        message: format!(
+            "the plan calls a policy slot the composition does not have ({slot} past the last)"
+        ),
         headers: Vec::new(),
     }
 }

@@ -423,7 +423,11 @@ impl http_client::Guest for EdgeRuntime {
 // === embeddings ===
 
 impl embeddings::Guest for EdgeRuntime {
-    fn embed(provider: String, model: String, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn embed(
+        provider: String,
+        model: String,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let found = CHAIN.with(|c| {
             c.borrow()
                 .providers
@@ -525,7 +529,12 @@ impl vectors::Guest for EdgeRuntime {
         let key = index_key(&index)?;
         let ix = load(&key)?;
         let hits = ix
-            .query(&vector, limit.min(1000) as usize, min_score, platform::now_ms())
+            .query(
+                &vector,
+                limit.min(1000) as usize,
+                min_score,
+                platform::now_ms(),
+            )
             .map_err(VectorError::Invalid)?;
         Ok(hits
             .into_iter()

@@ -131,6 +131,10 @@ impl weir_core::Platform for EdgePlatform {
     fn monotonic_ms(&self) -> u64 {
         platform::now_ms()
     }
+
+    async fn sleep(&self, ms: u64) {
+        platform::sleep(u32::try_from(ms).unwrap_or(u32::MAX));
+    }
 }
 
 impl EdgePlatform {
@@ -404,6 +408,7 @@ fn serve(plan: &Plan, secrets: &[(String, String)], request: Request) -> Respons
             max_body_bytes: plan.max_body_bytes,
             max_response_bytes: plan.max_response_bytes,
         },
+        retry: Arc::new(route.retry.clone()),
     };
     let client = ClientRequest {
         method: request.method,

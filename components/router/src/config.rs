@@ -13,8 +13,23 @@ pub struct Config {
     /// Tried in order: the first route whose conditions hold decides the targets. When none
     /// does, the request goes to the proxy's own provider.
     pub routes: Vec<Route>,
+    /// The proxy endpoints the router acts on (`chat/completions`, `messages`, `completions`,
+    /// `embeddings`); requests to the others go to the proxy's own provider.
+    #[serde(default = "chat_endpoints")]
+    pub endpoints: Vec<String>,
     #[serde(default)]
     pub circuit_breaker: Breaker,
+}
+
+/// The endpoints a router acts on unless configured otherwise: the chat ones (a model alias
+/// such as `fast` means a chat model, not an embedding model).
+pub const CHAT_ENDPOINTS: [&str; 3] = ["chat/completions", "messages", "completions"];
+
+/// The endpoints a router may act on (`models` lists the proxy's provider's models).
+const ROUTABLE: [&str; 4] = ["chat/completions", "messages", "completions", "embeddings"];
+
+fn chat_endpoints() -> Vec<String> {
+    CHAT_ENDPOINTS.iter().map(|e| (*e).to_owned()).collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +210,16 @@ impl Config {
                 ));
             }
             names.push(name);
+        }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            if !ROUTABLE.contains(&e.as_str()) {
+                return Err(ConfigError::at(
+                    format!("endpoints[{i}]"),
+                    format!(
+                        "`{e}` is not an endpoint the router can route: use one of {ROUTABLE:?}"
+                    ),
+                ));
+            }
         }
         let b = &self.circuit_breaker;
         if b.failures == 0 || b.failures > 1000 {

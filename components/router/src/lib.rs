@@ -115,6 +115,9 @@ impl Policy for Router {
         let Some(llm) = cx.llm() else {
             return Verdict::proceed();
         };
+        if !config.endpoints.iter().any(|e| *e == cx.endpoint()) {
+            return Verdict::proceed();
+        }
         let facts = Request {
             cx,
             message: request,

@@ -412,6 +412,11 @@ mod tests {
             Some("routes[1].name")
         );
         assert_eq!(
+            path(r#"{"routes": [{"targets": [{"provider": "a"}]}], "endpoints": ["models"]}"#)
+                .as_deref(),
+            Some("endpoints[0]")
+        );
+        assert_eq!(
             path(r#"{"routes": [{"targets": [{"provider": "a", "wieght": 2}]}]}"#).as_deref(),
             Some("routes[0].targets[0].wieght")
         );

@@ -149,7 +149,10 @@ impl Policy for TestPolicy {
                 }
                 Verdict::edit(edits)
             }
-            Mode::Answer => answer(config.text.as_deref().unwrap_or("answered by the gateway"), cx),
+            Mode::Answer => answer(
+                config.text.as_deref().unwrap_or("answered by the gateway"),
+                cx,
+            ),
             Mode::Vector => vector_lookup(config, cx, request),
             Mode::McpFilter => mcp_filter(config, request),
             Mode::Metrics => {
@@ -183,7 +186,9 @@ impl Policy for TestPolicy {
             Mode::Vector => vector_store(config, cx, response),
             Mode::McpFilter => {
                 let result = response.rpc().iter().any(|m| m.result.is_some());
-                Verdict::edit(Edits::none().set_header("x-test-rpc", if result { "result" } else { "none" }))
+                Verdict::edit(
+                    Edits::none().set_header("x-test-rpc", if result { "result" } else { "none" }),
+                )
             }
             Mode::Count => {
                 let n = cx
@@ -216,7 +221,10 @@ impl Policy for TestPolicy {
             // Hold back the longest end of the text that could begin `from`.
             let keep = (1..from.len().min(replaced.len() + 1))
                 .rev()
-                .find(|&n| replaced.is_char_boundary(replaced.len() - n) && from.starts_with(&replaced[replaced.len() - n..]))
+                .find(|&n| {
+                    replaced.is_char_boundary(replaced.len() - n)
+                        && from.starts_with(&replaced[replaced.len() - n..])
+                })
                 .unwrap_or(0);
             let (send, rest) = replaced.split_at(replaced.len() - keep);
             let send = send.to_owned();
@@ -303,9 +311,9 @@ fn fetch(url: &str) -> Verdict {
         timeout_ms: 2000,
     };
     match http_client::send(&request) {
-        Ok(resp) => Verdict::edit(
-            Edits::none().set_header("x-weir-fetch-status", resp.status.to_string()),
-        ),
+        Ok(resp) => {
+            Verdict::edit(Edits::none().set_header("x-weir-fetch-status", resp.status.to_string()))
+        }
         Err(HttpError::Denied(m)) => Verdict::deny(403, "fetch_denied", m),
         Err(HttpError::Timeout) => Verdict::deny(502, "fetch_failed", "timed out"),
         Err(HttpError::Failed(m)) => Verdict::deny(502, "fetch_failed", m),
@@ -318,7 +326,9 @@ fn edit(config: &Config) -> Verdict {
         edits = edits.llm(LlmEdit::SetModel(m.clone()));
     }
     if let Some(s) = &config.system {
-        edits = edits.llm(LlmEdit::PrependMessages(vec![ChatMessage::text("system", s)]));
+        edits = edits.llm(LlmEdit::PrependMessages(vec![ChatMessage::text(
+            "system", s,
+        )]));
     }
     for (name, value) in &config.parameters {
         edits = edits.llm(LlmEdit::SetParameter(weir_policy_sdk::Parameter {
@@ -385,7 +395,8 @@ fn vector_lookup(config: &Config, cx: &Context, request: &Message) -> Verdict {
             let Verdict::Answer(mut a) = answer(&text, cx) else {
                 return Verdict::proceed();
             };
-            a.headers.push(("x-test-vector".into(), format!("hit {:.3}", hits[0].score)));
+            a.headers
+                .push(("x-test-vector".into(), format!("hit {:.3}", hits[0].score)));
             Verdict::Answer(a)
         }
         Ok(_) => {
@@ -408,8 +419,18 @@ fn vector_store(config: &Config, cx: &Context, response: &Message) -> Verdict {
         .and_then(|c| c.text)
         .unwrap_or_default();
     let index = config.index.as_deref().unwrap_or("answers");
-    let stored = vectors::upsert(index, &cx.request_id(), &vector, text.as_bytes(), Some(60_000));
-    let mark = if stored.is_ok() { "miss" } else { "store-failed" };
+    let stored = vectors::upsert(
+        index,
+        &cx.request_id(),
+        &vector,
+        text.as_bytes(),
+        Some(60_000),
+    );
+    let mark = if stored.is_ok() {
+        "miss"
+    } else {
+        "store-failed"
+    };
     Verdict::edit(Edits::none().set_header("x-test-vector", mark))
 }
 

@@ -32,6 +32,10 @@ pub enum Up {
     Timeout,
     /// Answers, but reading the body fails.
     BrokenBody,
+    /// A status with these headers (and a small JSON error body).
+    Status(u16, Vec<(&'static str, &'static str)>),
+    /// Takes this many milliseconds (on the fake clock), then does the same as the other.
+    Slow(u64, Box<Up>),
 }
 
 impl Up {
@@ -65,6 +69,12 @@ pub struct PlatformState {
     pub usage: Vec<UsageRecord>,
     pub denied: Vec<(String, String)>,
     pub warnings: Vec<String>,
+    /// The fake monotonic clock: moved by sleeps and slow replies only.
+    pub clock: u64,
+    /// Every sleep the loop asked for.
+    pub sleeps: Vec<u64>,
+    /// The clock when each request was sent.
+    pub sent_at: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -84,6 +94,10 @@ impl FakePlatform {
     pub fn sent(&self) -> Vec<UpstreamRequest> {
         self.0.borrow().sent.clone()
     }
+
+    pub fn sleeps(&self) -> Vec<u64> {
+        self.0.borrow().sleeps.clone()
+    }
 }
 
 #[derive(Debug)]
@@ -100,12 +114,38 @@ impl Platform for FakePlatform {
         request: UpstreamRequest,
     ) -> Result<UpstreamResponse<FakeBody>, UpstreamFailure> {
         let mut s = self.0.borrow_mut();
-        s.sent.push(request);
-        match s
+        let at = s.clock;
+        s.sent_at.push(at);
+        let mut reply = s
             .replies
             .pop_front()
-            .expect("an upstream reply is scripted")
-        {
+            .expect("an upstream reply is scripted");
+        while let Up::Slow(ms, then) = reply {
+            if ms > request.timeout_ms {
+                s.clock += request.timeout_ms;
+                s.sent.push(request);
+                return Err(UpstreamFailure::Timeout);
+            }
+            s.clock += ms;
+            reply = *then;
+        }
+        s.sent.push(request);
+        match reply {
+            Up::Slow(..) => unreachable!(),
+            Up::Status(status, headers) => Ok(UpstreamResponse {
+                status,
+                headers: std::iter::once((
+                    "content-type".to_owned(),
+                    "application/json".to_owned(),
+                ))
+                .chain(
+                    headers
+                        .iter()
+                        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+                )
+                .collect(),
+                body: FakeBody::Fine(br#"{"error":{"message":"not now"}}"#.to_vec()),
+            }),
             Up::Answer {
                 status,
                 content_type,
@@ -159,7 +199,13 @@ impl Platform for FakePlatform {
     }
 
     fn monotonic_ms(&self) -> u64 {
-        0
+        self.0.borrow().clock
+    }
+
+    async fn sleep(&self, ms: u64) {
+        let mut s = self.0.borrow_mut();
+        s.sleeps.push(ms);
+        s.clock += ms;
     }
 }
 
@@ -352,6 +398,7 @@ pub fn route() -> RouteInfo {
             max_response_bytes: 1 << 20,
         },
         exposed: None,
+        retry: Arc::default(),
     }
 }
 

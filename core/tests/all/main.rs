@@ -11,4 +11,5 @@
 mod exits;
 mod fakes;
 mod mcp;
+mod retries;
 mod streams;

@@ -278,6 +278,11 @@ pub struct Proxy {
     /// the proxy authenticates with them: an `auth` policy with these consumers runs first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_keys: Vec<crate::ApiKey>,
+    /// When a failed upstream attempt is tried again on the same target, how long to wait, and
+    /// the time all attempts of a request may take (the targets come from a `router` policy,
+    /// or are the proxy's provider).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub retry: weir_core::Retry,
 }
 
 /// One policy in a chain.

@@ -291,3 +291,33 @@ fn allow_hosts_take_ipv6_addresses() {
     );
     assert_eq!(err(&bad).path, "proxies[0].policies[0].allow-hosts[0]");
 }
+
+#[test]
+fn retry_settings_are_read_and_checked() {
+    let with = |retry: &str| format!("{MINIMAL}    retry: {retry}\n");
+    let c = GatewayConfig::from_yaml(&with(
+        "{attempts: 2, backoff-ms: 50, budget-ms: 3000, after-accepted: [embeddings]}",
+    ))
+    .unwrap();
+    let r = &c.proxies[0].retry;
+    assert_eq!((r.attempts, r.backoff_ms, r.budget_ms), (2, 50, 3000));
+    assert_eq!(r.after_accepted, ["embeddings"]);
+    assert_eq!(r.on_status, weir_core::DEFAULT_RETRY_STATUSES);
+    assert_eq!(
+        err(&with("{attempts: 11}")).path,
+        "proxies[0].retry.attempts"
+    );
+    assert_eq!(
+        err(&with("{on-status: [503, 404]}")).path,
+        "proxies[0].retry.on-status[1]"
+    );
+    assert_eq!(
+        err(&with("{after-accepted: [messages]}")).path,
+        "proxies[0].retry.after-accepted[0]"
+    );
+    assert_eq!(
+        err(&with("{backoff-ms: 0}")).path,
+        "proxies[0].retry.backoff-ms"
+    );
+    assert!(err(&with("{attemps: 2}")).to_string().contains("attemps"));
+}

@@ -279,6 +279,12 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
             ));
         }
         check_instances(&c.chain(i))?;
+        if let Err((field, message)) = p.retry.check() {
+            return Err(ConfigError::at(
+                format!("proxies[{i}].retry.{field}"),
+                message,
+            ));
+        }
         let mut ids = HashSet::new();
         for (k, key) in p.api_keys.iter().enumerate() {
             check_name(format!("proxies[{i}].api-keys[{k}].id"), &key.id)?;

@@ -16,6 +16,7 @@ const ASYNC_IMPORTS: &[&str] = &[
     "kv-delete",
     "kv-increment",
     "fetch",
+    "sleep",
     "read-body",
 ];
 /// The handler functions that may suspend (they call async imports).

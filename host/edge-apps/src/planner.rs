@@ -187,6 +187,7 @@ pub async fn make_plan(
             provider: Some(proxy.provider.clone()),
             mcp: None,
             policies,
+            retry: proxy.retry.clone(),
         });
     }
     for (i, proxy) in config.mcp_proxies.iter().enumerate() {
@@ -210,6 +211,7 @@ pub async fn make_plan(
                 timeout_ms: 60_000,
             }),
             policies,
+            retry: weir_core::Retry::default(),
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

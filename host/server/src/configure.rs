@@ -417,6 +417,7 @@ impl State {
                     upstreams: upstreams.clone(),
                     mcp: None,
                     limits,
+                    retry: Arc::new(proxy.retry.clone()),
                     exposed: config.provider(&proxy.provider).and_then(|p| {
                         p.expose.as_ref().map(|names| {
                             names
@@ -451,6 +452,7 @@ impl State {
                     }),
                     limits,
                     exposed: None,
+                    retry: Arc::default(),
                 },
                 chain,
             });

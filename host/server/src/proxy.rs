@@ -147,6 +147,10 @@ impl weir_core::Platform for ServerPlatform {
     fn monotonic_ms(&self) -> u64 {
         monotonic_ms()
     }
+
+    async fn sleep(&self, ms: u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 pub(crate) async fn handle(

@@ -7,12 +7,15 @@
 //! | fault          | effect                                                                   |
 //! | -------------- | ------------------------------------------------------------------------ |
 //! | `status-NNN`   | answer with that 4xx/5xx status and an OpenAI error body (429 and 503    |
-//! |                | carry `retry-after: 1`)                                                  |
+//! |                | carry `retry-after: 1`; on the native paths, Anthropic's 429)            |
 //! | `reset`        | close the connection without any response                                |
 //! | `cut-after-N`  | streams: send N content chunks, then abort the body (no usage, no DONE); |
 //! |                | non-streams: send half of the body, then abort                           |
 //! | `latency-MS`   | sleep MS milliseconds before answering                                   |
 //! | `stream-error-after-N` | native streams: the provider's error event after N frames        |
+//! | `first-N`      | the other faults of the spec hit only its first N requests; later ones   |
+//! |                | with the same spec are served normally (retries see a recovery)          |
+//! | `key-WORD`     | no effect but to make the spec, and so its `first-N` count, distinct     |
 
 use std::time::Duration;
 
@@ -36,11 +39,17 @@ pub(crate) struct Faults {
     pub latency: Duration,
     /// Native streams: the provider's in-stream error event after this many frames.
     pub stream_error_after: Option<u64>,
+    /// The faults hit only the first N requests carrying the same specs.
+    pub first: Option<u64>,
+    /// The specs read, which key the `first-N` count.
+    pub specs: String,
 }
 
 impl Faults {
     /// Adds the faults of a comma-separated spec; the error names the offending item.
     pub(crate) fn add_spec(&mut self, spec: &str) -> Result<(), String> {
+        self.specs.push_str(spec);
+        self.specs.push(';');
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if item == "reset" {
                 self.reset = true;
@@ -63,6 +72,12 @@ impl Faults {
                     .parse::<u64>()
                     .map_err(|_| format!("invalid mock fault `{item}`"))?;
                 self.stream_error_after = Some(n);
+            } else if let Some(n) = item.strip_prefix("first-") {
+                let n = n
+                    .parse::<u64>()
+                    .map_err(|_| format!("invalid mock fault `{item}`"))?;
+                self.first = Some(n);
+            } else if item.strip_prefix("key-").is_some_and(|k| !k.is_empty()) {
             } else if let Some(ms) = item.strip_prefix("latency-") {
                 let ms = ms
                     .parse::<u64>()
@@ -73,6 +88,22 @@ impl Faults {
             }
         }
         Ok(())
+    }
+}
+
+impl Faults {
+    /// Counts a `first-N` spec's request in `counts` and lifts its faults after the N-th.
+    pub(crate) fn count_first(
+        &mut self,
+        counts: &std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    ) {
+        let Some(n) = self.first else { return };
+        let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = counts.entry(std::mem::take(&mut self.specs)).or_default();
+        *seen += 1;
+        if *seen > n {
+            *self = Self::default();
+        }
     }
 }
 
@@ -95,10 +126,30 @@ mod tests {
                 cut_after: Some(2),
                 latency: Duration::from_millis(50),
                 stream_error_after: None,
+                first: None,
+                specs: "latency-50, cut-after-2,status-503,reset;".into(),
             }
         );
         assert!(f.add_spec("status-200").is_err());
         assert!(f.add_spec("explode").is_err());
         assert!(f.add_spec("cut-after-x").is_err());
+        assert!(f.add_spec("key-").is_err());
+    }
+
+    #[test]
+    fn first_n_lifts_the_faults_after_n_requests_of_the_same_spec() {
+        let counts = std::sync::Mutex::default();
+        let hit = |spec: &str| {
+            let mut f = Faults::default();
+            f.add_spec(spec).unwrap();
+            f.count_first(&counts);
+            f.status
+        };
+        assert_eq!(hit("first-2,status-503,key-a"), Some(503));
+        assert_eq!(hit("first-1,status-503,key-b"), Some(503));
+        assert_eq!(hit("first-2,status-503,key-a"), Some(503));
+        assert_eq!(hit("first-2,status-503,key-a"), None);
+        assert_eq!(hit("first-1,status-503,key-b"), None);
+        assert_eq!(hit("status-503"), Some(503));
     }
 }

@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     pub(crate) completed_streams: AtomicU64,
     pub(crate) cut_streams: AtomicU64,
     last_headers: Mutex<HeaderMap>,
+    /// Requests seen per fault spec carrying `first-N`.
+    pub(crate) first_counts: Mutex<std::collections::HashMap<String, u64>>,
     /// The bodies of the most recent POST requests (`GET /mock/requests`), newest last.
     bodies: Mutex<std::collections::VecDeque<(String, bytes::Bytes)>>,
 }
@@ -121,6 +123,7 @@ impl Shared {
             cut_streams: AtomicU64::new(0),
             bodies: Mutex::new(std::collections::VecDeque::new()),
             last_headers: Mutex::new(HeaderMap::new()),
+            first_counts: Mutex::default(),
         })
     }
 

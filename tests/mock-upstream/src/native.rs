@@ -183,6 +183,11 @@ fn native_error(native: &Native, status: StatusCode, message: &str) -> Reply {
     if let Some((n, v)) = extra {
         resp.headers_mut().insert(n, HeaderValue::from_static(v));
     }
+    if *native == Native::Anthropic && code == 429 {
+        // Anthropic's rate-limit answers say when to come back.
+        resp.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+    }
     resp
 }
 

@@ -120,6 +120,7 @@ pub(crate) async fn handle(
         {
             fault_error = Some(e);
         }
+        faults.count_first(&shared.first_counts);
         delay(&shared, &faults).await;
         if let Some(early) = refuse(fault_error, &faults) {
             return early;
@@ -141,6 +142,7 @@ pub(crate) async fn handle(
     {
         fault_error = Some(e);
     }
+    faults.count_first(&shared.first_counts);
 
     delay(&shared, &faults).await;
     if let Some(expected) = &shared.expected_auth

@@ -321,6 +321,9 @@ function makePlatform(env) {
     nowMs() {
       return BigInt(Date.now());
     },
+    async sleep(ms) {
+      await new Promise((resolve) => setTimeout(resolve, ms));
+    },
   };
   return platform;
 }

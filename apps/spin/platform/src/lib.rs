@@ -26,9 +26,7 @@ mod bindings {
     });
 }
 
-use bindings::exports::weir::edge::platform::{
-    self, HttpError, HttpHead, HttpRequest, KvError,
-};
+use bindings::exports::weir::edge::platform::{self, HttpError, HttpHead, HttpRequest, KvError};
 
 /// The Spin key-value store the gateway uses (`key_value_stores = ["default"]` in spin.toml).
 const STORE: &str = "default";
@@ -146,6 +144,10 @@ impl platform::Guest for Platform {
 
     fn now_ms() -> u64 {
         now_ms()
+    }
+
+    fn sleep(ms: u32) {
+        wasi::clocks::monotonic_clock::subscribe_duration(u64::from(ms) * 1_000_000).block();
     }
 }
 
