@@ -123,6 +123,8 @@ providers:
   - name: mock
     base-url: {mock_upstream.url}/v1
     api-key-env: MOCK_UPSTREAM_KEY
+  # Nothing listens on the discard port: every attempt fails to connect.
+  - {{{{ name: dead, base-url: "http://127.0.0.1:9/v1", api-key-env: MOCK_UPSTREAM_KEY }}}}
 proxies:
   - name: limited
     context-path: /
@@ -154,6 +156,14 @@ proxies:
     policies:
       - policy: token-limit
         config: {{{{ requests-per-minute: 100000, on-store-error: allow }}}}
+  - name: routed
+    context-path: /routed
+    provider: mock
+    policies:
+      - policy: router
+        config:
+          circuit-breaker: {{{{ failures: 2, cool-down-ms: 120000 }}}}
+          routes: [{{{{ name: main, strategy: failover, targets: [{{{{ provider: dead }}}}, {{{{ provider: mock }}}}] }}}}]
 """
     nodes = [Replica(base, i, config, env) for i in range(2)]
     try:
@@ -304,6 +314,47 @@ def test_the_shared_configuration_survives_restarts(replicas):
     assert served(b.port, "/kept") == 200
     assert served(b.port, "/while-down") == 200
     assert replicas["upstream_key"] not in b.api("GET", "/config").text
+
+
+def tried(node: Replica, request_id: str) -> list[str]:
+    """The providers a request's attempts went to, from the replica's usage record."""
+    path = node.data / "usage.jsonl"
+    deadline = time.monotonic() + 10
+    while True:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                record = json.loads(line) if line.strip() else {}
+                if record.get("request_id") == request_id:
+                    return [a["provider"] for a in record["attempts"]]
+        assert time.monotonic() < deadline, f"no usage record for {request_id}"
+        time.sleep(0.02)
+
+
+def test_a_circuit_opened_through_one_replica_is_open_on_the_other(replicas):
+    """The router's breaker lives in Redis: two failures through replica a open `dead`'s circuit,
+    and replica b no longer tries it; both admin APIs show it open, and both stay ready (the
+    proxy still has a healthy target)."""
+    a, b = replicas["nodes"]
+
+    def ask(node: Replica) -> list[str]:
+        r = httpx.post(
+            f"http://127.0.0.1:{node.port}/routed/v1/chat/completions",
+            json={"model": "mock-gpt", "messages": MESSAGES, "max_tokens": MAX_TOKENS}, timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        return tried(node, r.headers["x-request-id"])
+
+    # (Waiting for each usage record orders the requests: the breaker counts in on-complete.)
+    assert ask(a) == ["dead", "mock"]
+    assert ask(a) == ["dead", "mock"]
+    assert ask(b) == ["mock"]
+    assert ask(a) == ["mock"]
+    for node in (a, b):
+        body = httpx.get(f"http://127.0.0.1:{node.admin}/circuits", timeout=10).json()
+        (router,) = [r for r in body["routers"] if r["proxy"] == "routed"]
+        states = {t["target"]: t["state"] for t in router["targets"]}
+        assert states == {"dead/*": "open", "mock/*": "closed"}, body
+        assert httpx.get(f"http://127.0.0.1:{node.admin}/ready", timeout=10).status_code == 200
 
 
 def test_a_redis_outage_is_what_each_policy_chose_and_recovers(replicas):

@@ -104,6 +104,14 @@ def attempts(record: dict) -> list[tuple[str, str | None, int | None, bool]]:
     return [(a["provider"], a.get("model"), a.get("status"), a["billed"]) for a in record["attempts"]]
 
 
+def circuit(gw, proxy: str, target: str) -> dict:
+    """One target's circuit as the admin API shows it."""
+    body = httpx.get(f"http://127.0.0.1:{gw['admin']}/circuits", timeout=10).json()
+    (router,) = [r for r in body["routers"] if r["proxy"] == proxy]
+    (found,) = [t for t in router["targets"] if t["target"] == target]
+    return found
+
+
 def ask(gw, path: str, **kw):
     kw.setdefault("messages", [{"role": "user", "content": "hello"}])
     kw.setdefault("max_tokens", 5)
@@ -169,6 +177,8 @@ def test_a_breaker_opens_stays_open_half_opens_and_closes(gw):
     r = ask(gw, "breaker")
     assert [p for p, *_ in attempts(usage_of(gw, r.headers["x-request-id"]))] == ["mock"]
     opened = time.monotonic()
+    assert circuit(gw, "breaker", "flaky/mock-gpt")["state"] == "open"
+    assert circuit(gw, "breaker", "mock/mock-gpt")["state"] == "closed"
     metrics = httpx.get(f"http://127.0.0.1:{gw['admin']}/metrics", timeout=10).text
     assert any(
         line.startswith("weir_policy_router_ejections_total") and 'target="flaky/mock-gpt"' in line and line.endswith(" 1")
@@ -195,11 +205,13 @@ def test_a_breaker_opens_stays_open_half_opens_and_closes(gw):
             r = ask(gw, "breaker")
             assert [p for p, *_ in attempts(usage_of(gw, r.headers["x-request-id"]))] == ["flaky"]
         assert flaky.stats()["requests"] >= 4
+        assert circuit(gw, "breaker", "flaky/mock-gpt") == {"target": "flaky/mock-gpt", "routes": ["main"], "state": "closed", "failures": 0}
     finally:
         stop_process(flaky.proc)
 
 
 def test_every_target_left_out_is_a_503_with_retry_after(gw):
+    assert httpx.get(f"http://127.0.0.1:{gw['admin']}/ready", timeout=10).status_code == 200
     with pytest.raises(openai.APIStatusError) as e:
         ask(gw, "dead")
     assert e.value.status_code == 502, e.value
@@ -208,6 +220,14 @@ def test_every_target_left_out_is_a_503_with_retry_after(gw):
         ask(gw, "dead")
     assert e.value.status_code == 503 and e.value.code == "no_healthy_target", e.value
     assert 1 <= int(e.value.response.headers["retry-after"]) <= 60
+    # The admin API shows the open circuit, and with every target of a proxy out the replica is
+    # not ready (the other proxies' targets are fine).
+    dead = circuit(gw, "dead", "dead/*")
+    assert dead["state"] == "open" and dead["routes"] == ["route-0"], dead
+    assert dead["open_until_ms"] > time.time() * 1000 + 50_000, dead
+    ready = httpx.get(f"http://127.0.0.1:{gw['admin']}/ready", timeout=10)
+    assert ready.status_code == 503, ready.text
+    assert "dead" in ready.json()["checks"]["targets"] and "breaker" not in ready.json()["checks"]["targets"], ready.text
 
 
 def test_routes_by_model_alias_prompt_length_and_header(gw):

@@ -1,5 +1,5 @@
-//! The admin listener (default 127.0.0.1:9094): liveness, readiness, Prometheus metrics and the
-//! configuration without secrets. Meant for a private network or loopback only.
+//! The admin listener (default 127.0.0.1:9094): liveness, readiness, Prometheus metrics, the
+//! configuration without secrets, usage and the routers' circuits. Meant for a private network or loopback only.
 
 use std::convert::Infallible;
 
@@ -8,8 +8,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::Gateway;
 use crate::body::{self, Body};
+use crate::{Gateway, circuits};
 
 fn respond(
     status: StatusCode,
@@ -25,8 +25,15 @@ fn respond(
     resp
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Readiness: a configuration is loaded (a gateway state exists only once every component is
-/// compiled and every policy configuration validated) and the key-value store answers.
+/// compiled and every policy configuration validated), the key-value store answers, and every
+/// proxy with a router has a target whose circuit is not open.
 async fn ready(gateway: &Gateway) -> Response<Body> {
     let state = gateway.state();
     let components = state.catalogue.len();
@@ -39,10 +46,33 @@ async fn ready(gateway: &Gateway) -> Response<Body> {
             "status": "not_ready",
             "checks": {"config": "ok", "components": components, "shutdown": "draining"},
         }),
-        Ok(()) => serde_json::json!({
-            "status": "ready",
-            "checks": {"config": "ok", "components": components, "kv": "ok"},
-        }),
+        Ok(()) => {
+            // The store answered a moment ago; should it fail now, routing fails open too.
+            let out: Vec<String> = circuits::read(&state.config, &state.shared.kv, now_ms())
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(circuits::Router::all_open)
+                .map(|r| r.proxy)
+                .collect();
+            if out.is_empty() {
+                serde_json::json!({
+                    "status": "ready",
+                    "checks": {"config": "ok", "components": components, "kv": "ok", "targets": "ok"},
+                })
+            } else {
+                serde_json::json!({
+                    "status": "not_ready",
+                    "checks": {
+                        "config": "ok", "components": components, "kv": "ok",
+                        "targets": format!(
+                            "every target's circuit is open for the proxies {} (GET /circuits)",
+                            out.join(", ")
+                        ),
+                    },
+                })
+            }
+        }
         Err(e) => serde_json::json!({
             "status": "not_ready",
             "checks": {"config": "ok", "components": components, "kv": e},
@@ -83,6 +113,18 @@ async fn handle(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
                 r#"{"error":"config"}"#,
             ),
         },
+        "/circuits" => match circuits::read(&state.config, &state.shared.kv, now_ms()).await {
+            Ok(routers) => respond(
+                StatusCode::OK,
+                "application/json",
+                serde_json::json!({ "now_ms": now_ms(), "routers": routers }).to_string(),
+            ),
+            Err(e) => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/json",
+                serde_json::json!({ "error": e.to_string() }).to_string(),
+            ),
+        },
         "/usage" => {
             // Spend per consumer (`/usage?consumer=alice` for one): since this process started,
             // or, with a shared store, for every replica since the store was new
@@ -113,7 +155,7 @@ async fn handle(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
         _ => respond(
             StatusCode::NOT_FOUND,
             "application/json",
-            r#"{"error":"not found: try /health, /ready, /metrics, /config, /usage"}"#,
+            r#"{"error":"not found: try /health, /ready, /metrics, /config, /usage, /circuits"}"#,
         ),
     }
 }

@@ -64,7 +64,7 @@ pub(crate) struct Shared {
     pub usage: UsageLog,
     pub metrics: Arc<crate::metrics::Metrics>,
     runtime: Runtime,
-    kv: Arc<dyn KvStore>,
+    pub(crate) kv: Arc<dyn KvStore>,
     vectors: Arc<dyn VectorStore>,
     /// The providers of the configuration being served (embeddings for policies use them).
     pub upstreams: Arc<arc_swap::ArcSwap<Upstreams>>,

@@ -16,6 +16,7 @@
 
 mod admin;
 mod body;
+mod circuits;
 mod configure;
 mod kv;
 mod metrics;
