@@ -152,6 +152,28 @@ proxies:
         config:
           tokens-per-minute: 1000000000000000
           requests-per-minute: 1000000000000000
+  - name: routed
+    context-path: /routed
+    provider: mock
+    policies:
+      - policy: auth
+        config: {{consumers: [{{id: bench, key-sha256: {key_sha256}}}]}}
+      - policy: router
+        config:
+          circuit-breaker: {{enabled: false}}
+          routes: [{{strategy: failover, targets: [{{provider: mock, model: mock-gpt}}]}}]
+  - name: failover
+    context-path: /failover
+    provider: mock
+    policies:
+      - policy: auth
+        config: {{consumers: [{{id: bench, key-sha256: {key_sha256}}}]}}
+      - policy: router
+        config:
+          circuit-breaker: {{enabled: false}}
+          routes:
+            - strategy: failover
+              targets: [{{provider: mock, model: 'mock-fault:status-503'}}, {{provider: mock, model: mock-gpt}}]
 "
     )
 }
@@ -337,23 +359,27 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     weir.wait_listening(weir_addr).await?;
 
     let body = crate::chat_body();
-    let target = |addr: SocketAddr| -> anyhow::Result<Arc<Target>> {
+    let at = |addr: SocketAddr, prefix: &str| -> anyhow::Result<Arc<Target>> {
         Ok(Arc::new(Target {
-            uri: format!("http://{addr}/v1/chat/completions").parse()?,
+            uri: format!("http://{addr}{prefix}/v1/chat/completions").parse()?,
             authorization: HeaderValue::from_str(&format!("Bearer {}", crate::BENCH_KEY))?,
             body: body.clone(),
         }))
     };
-    let (to_mock, to_weir) = (target(mock_addr)?, target(weir_addr)?);
+    let (to_mock, to_weir) = (at(mock_addr, "")?, at(weir_addr, "")?);
+    let (routed, failover) = (at(weir_addr, "/routed")?, at(weir_addr, "/failover")?);
     let probe = load::client();
     load::send(&probe, &to_mock)
         .await
         .map_err(|e| anyhow::anyhow!("the mock's answer to a probe: {e}"))?;
-    if let Err(e) = load::send(&probe, &to_weir).await {
-        anyhow::bail!(
-            "weir's answer to a probe: {e}\nweir's log:\n{}",
-            weir.log_tail()
-        );
+    for t in [&to_weir, &routed, &failover] {
+        if let Err(e) = load::send(&probe, t).await {
+            anyhow::bail!(
+                "weir's answer to a probe of {}: {e}\nweir's log:\n{}",
+                t.uri,
+                weir.log_tail()
+            );
+        }
     }
     drop(probe);
 
@@ -393,6 +419,23 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     let weir_half = bench
         .scenario(&mut table, "(c) through weir", &to_weir, Load::Open(rate))
         .await;
+    // One connection: the latency of a lone request, without queueing.
+    let one_target = bench
+        .scenario(
+            &mut table,
+            "(d) weir, router, 1 target",
+            &routed,
+            Load::Closed(1),
+        )
+        .await;
+    let failed_over = bench
+        .scenario(
+            &mut table,
+            "(d) weir, router, failover after a 503",
+            &failover,
+            Load::Closed(1),
+        )
+        .await;
 
     if let Some(status) = weir.process.try_wait()? {
         anyhow::bail!(
@@ -418,6 +461,20 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         through.rate() / direct.rate().max(1e-9) * 100.0,
         through.rate(),
         direct.rate()
+    ));
+    let failover_added = |p: f64| {
+        let (f, o) = (
+            percentile(&failed_over.latencies, p) as f64,
+            percentile(&one_target.latencies, p) as f64,
+        );
+        format!("{:+.0} µs", (f - o) / 1000.0)
+    };
+    table.note(format!(
+        "Failover (d): auth + router (breaker off); the first target answers 503 at once, the second 200. \
+         Added over one target that answers: p50 {}, p99 {} (a second upstream round trip and the attempt \
+         bookkeeping; a real provider's time to fail comes on top).",
+        failover_added(50.0),
+        failover_added(99.0)
     ));
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
     table.note(format!(

@@ -129,6 +129,12 @@ def test_a_503_fails_over_to_an_anthropic_target_and_the_sdk_sees_one_clean_answ
         ("anthropic", "mock-gpt", 200, True),
     ], record
     assert record["provider"] == "anthropic" and record["status"] == 200
+    metrics = httpx.get(f"http://127.0.0.1:{gw['admin']}/metrics", timeout=10).text
+    assert any(
+        line.startswith("weir_policy_router_failovers_total")
+        and 'from="mock/mock-fault:status-503"' in line and 'to="anthropic/mock-gpt"' in line
+        for line in metrics.splitlines()
+    ), metrics
 
 
 def test_a_reset_before_the_answer_fails_over_streamed_too(gw):

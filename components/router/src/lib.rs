@@ -208,6 +208,8 @@ impl Policy for Router {
             return;
         };
         let now = cx.received_at_ms() + done.latency_ms;
+        // The targets tried, in order (retries of one target count once).
+        let mut tried: Vec<String> = Vec::new();
         for attempt in &done.attempts {
             // The route's target this attempt was: the same provider, and the same model or
             // the client's.
@@ -217,6 +219,9 @@ impl Policy for Router {
                 continue;
             };
             let key = target.key();
+            if tried.last() != Some(&key) {
+                tried.push(key.clone());
+            }
             let ok = attempt.status.is_some_and(|s| (200..300).contains(&s));
             // A client error (400, 401...) says nothing about the target's health.
             let failed = !ok && attempt.status.is_none_or(|s| s == 429 || s >= 500);
@@ -265,6 +270,15 @@ impl Policy for Router {
                 }
                 None => {}
             }
+        }
+        if let [first, .., last] = tried.as_slice() {
+            // A request that moved on from its first target: which one answered (or was the
+            // last tried).
+            metrics::counter_add(
+                "router_failovers",
+                1,
+                &[("from".into(), first.clone()), ("to".into(), last.clone())],
+            );
         }
     }
 }
