@@ -344,7 +344,7 @@ async fn answered_upstream<P: Platform, C: Chain>(
         .collect();
     headers.push(("x-request-id".into(), call.request_id.clone()));
     let body = match resp.body {
-        upstream::Body::Unread(body) if (200..300).contains(&resp.status) && is_stream => {
+        upstream::Body::Unread { body, .. } if (200..300).contains(&resp.status) && is_stream => {
             if translated {
                 headers.push(("content-type".into(), "text/event-stream".into()));
             }
@@ -356,15 +356,20 @@ async fn answered_upstream<P: Platform, C: Chain>(
                 answered: false,
             });
         }
-        upstream::Body::Unread(body) => call
-            .platform
-            .read_body(
-                body,
-                call.route.limits.max_response_bytes,
-                upstream.timeout_ms,
-            )
-            .await
-            .map_err(|failure| upstream::broke_off(&upstream, failure))?,
+        upstream::Body::Unread { body, timeout_ms } => {
+            let max = call.route.limits.max_response_bytes;
+            match call.platform.read_body(body, max, timeout_ms).await {
+                Ok(bytes) => bytes,
+                Err(failure) => {
+                    let err = upstream::broke_off(&upstream, failure);
+                    // The attempt that answered did not finish: its record says so.
+                    if let Some(a) = call.attempts.last_mut() {
+                        a.error = Some(err.code());
+                    }
+                    return Err(err);
+                }
+            }
+        }
         upstream::Body::Read(bytes) => bytes,
     };
     let mut status = resp.status;

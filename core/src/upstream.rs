@@ -30,8 +30,20 @@ pub(crate) struct Targets {
 /// been retried, see [`crate::Retry::after_accepted`]).
 #[derive(Debug)]
 pub(crate) enum Body<B> {
-    Unread(B),
+    /// To be read within `timeout_ms` (the attempt's timeout, cut to the time budget).
+    Unread {
+        body: B,
+        timeout_ms: u64,
+    },
     Read(Bytes),
+}
+
+/// A failed answer kept as the client's answer should the budget end first.
+struct Failed<B> {
+    resp: UpstreamResponse<B>,
+    upstream: Arc<Upstream>,
+    model: Option<String>,
+    timeout_ms: u64,
 }
 
 /// What to do after a failed attempt.
@@ -56,6 +68,9 @@ pub(crate) async fn attempt<P: Platform>(
         (retry.budget_ms > 0).then(|| retry.budget_ms.saturating_sub(now.saturating_sub(started)))
     };
     let mut last: Option<GatewayError> = None;
+    // The most recent failed answer (a status in `on-status`), returned as it is when the
+    // budget ends before another attempt: the client gets the provider's own word.
+    let mut last_answer: Option<Failed<P::Body>> = None;
     let n = targets.list.len();
     'targets: for (k, target) in targets.list.iter().enumerate() {
         let more = k + 1 < n;
@@ -103,6 +118,7 @@ pub(crate) async fn attempt<P: Platform>(
             }
             let timeout_ms = request.timeout_ms;
             call.llm.model = model.clone();
+            last_answer = None;
             let sent_ms = call.platform.monotonic_ms();
             let sent = call.platform.send(request).await;
             let latency = call.platform.monotonic_ms().saturating_sub(sent_ms);
@@ -116,16 +132,28 @@ pub(crate) async fn attempt<P: Platform>(
                     if !ok {
                         record.error = Some("upstream_http_error");
                     }
-                    if !(ok && retry.after_accepted(endpoint) && !is_stream(&upstream, &resp)) {
+                    let max = call.route.limits.max_response_bytes;
+                    // An answer announced larger than the limit fails the same way every time.
+                    let too_large = resp.headers.iter().any(|(n, v)| {
+                        n == "content-length" && v.parse::<usize>().is_ok_and(|l| l > max)
+                    });
+                    if !(ok
+                        && retry.after_accepted(endpoint)
+                        && !call.llm.stream
+                        && !is_stream(&upstream, &resp)
+                        && !too_large)
+                    {
                         call.attempts.push(record);
                         return Ok(UpstreamResponse {
                             status: resp.status,
                             headers: resp.headers,
-                            body: Body::Unread(resp.body),
+                            body: Body::Unread {
+                                body: resp.body,
+                                timeout_ms,
+                            },
                         });
                     }
                     // The operator allows a retry of an answer that breaks off here: read it.
-                    let max = call.route.limits.max_response_bytes;
                     match call.platform.read_body(resp.body, max, timeout_ms).await {
                         Ok(bytes) => {
                             call.attempts.push(record);
@@ -141,7 +169,10 @@ pub(crate) async fn attempt<P: Platform>(
                             call.attempts.push(record);
                             call.log_error(&err);
                             last = Some(err);
-                            backoff(&retry, &call.request_id, call.attempts.len(), tries, None)
+                            fit(
+                                backoff(&retry, &call.request_id, call.attempts.len(), tries, None),
+                                left(call.platform.monotonic_ms()),
+                            )
                         }
                     }
                 }
@@ -150,14 +181,19 @@ pub(crate) async fn attempt<P: Platform>(
                     record.error = Some("upstream_http_error");
                     call.attempts.push(record);
                     let hint = retry_after(&resp.headers);
-                    let next = backoff(&retry, &call.request_id, call.attempts.len(), tries, hint);
-                    let waits = matches!(next, Next::Retry(w) if left(call.platform.monotonic_ms()).is_none_or(|b| w < b));
-                    if !more && !waits {
+                    let next = fit(
+                        backoff(&retry, &call.request_id, call.attempts.len(), tries, hint),
+                        left(call.platform.monotonic_ms()),
+                    );
+                    if !more && matches!(next, Next::Move) {
                         // The last word: the client gets the provider's own answer.
                         return Ok(UpstreamResponse {
                             status: resp.status,
                             headers: resp.headers,
-                            body: Body::Unread(resp.body),
+                            body: Body::Unread {
+                                body: resp.body,
+                                timeout_ms,
+                            },
                         });
                     }
                     last = Some(GatewayError::Upstream {
@@ -169,6 +205,12 @@ pub(crate) async fn attempt<P: Platform>(
                         ),
                         detail: None,
                     });
+                    last_answer = Some(Failed {
+                        resp,
+                        upstream: upstream.clone(),
+                        model: model.clone(),
+                        timeout_ms,
+                    });
                     next
                 }
                 Err(failure) => {
@@ -177,24 +219,53 @@ pub(crate) async fn attempt<P: Platform>(
                     call.attempts.push(record);
                     call.log_error(&err);
                     last = Some(err);
-                    backoff(&retry, &call.request_id, call.attempts.len(), tries, None)
+                    fit(
+                        backoff(&retry, &call.request_id, call.attempts.len(), tries, None),
+                        left(call.platform.monotonic_ms()),
+                    )
                 }
             };
             match next {
-                Next::Retry(wait)
-                    if left(call.platform.monotonic_ms()).is_none_or(|b| wait < b) =>
-                {
+                Next::Retry(wait) => {
                     tries += 1;
                     call.platform.sleep(wait).await;
                 }
-                _ => continue 'targets,
+                Next::Move => continue 'targets,
             }
         }
+    }
+    if let Some(Failed {
+        resp,
+        upstream,
+        model,
+        timeout_ms,
+    }) = last_answer
+    {
+        // The answer is translated as its provider's.
+        call.upstream = Some(upstream);
+        call.llm.model = model;
+        return Ok(UpstreamResponse {
+            status: resp.status,
+            headers: resp.headers,
+            body: Body::Unread {
+                body: resp.body,
+                timeout_ms,
+            },
+        });
     }
     Err(last.unwrap_or_else(|| GatewayError::Unavailable {
         code: "no_target",
         message: "No upstream target to try.".into(),
     }))
+}
+
+/// A retry whose wait would end the time budget (`left`, when there is one) moves on instead;
+/// decided once, from one reading of the clock.
+fn fit(next: Next, left: Option<u64>) -> Next {
+    match next {
+        Next::Retry(wait) if left.is_some_and(|b| wait >= b) => Next::Move,
+        next => next,
+    }
 }
 
 /// After failed try number `tries` of a target: wait and retry it, or move on. A provider's

@@ -250,6 +250,44 @@ fn the_budget_bounds_attempts_and_waits_and_cuts_the_last_timeout() {
 }
 
 #[test]
+fn a_retry_that_would_outlast_the_budget_leaves_the_providers_answer() {
+    // 503 at once; a 400 ms wait fits the 1000 ms budget, an 800 ms one does not: the client
+    // gets the provider's own 503 (not a gateway error) after two attempts.
+    let out = served(
+        with_retry(Retry {
+            attempts: 5,
+            backoff_ms: 400,
+            max_backoff_ms: 800,
+            budget_ms: 1000,
+            ..Retry::default()
+        }),
+        (0..6).map(|_| Up::Status(503, vec![])).collect(),
+        vec![],
+    );
+    assert_eq!(out.status, 503, "{}", out.text());
+    let n = out.platform.sent().len();
+    assert!((2..=3).contains(&n), "{n} attempts");
+    assert!(out.platform.0.borrow().clock < 1000);
+
+    // The budget runs out while the first target answers 503: the next target is not tried,
+    // and the answer is the first target's own.
+    let out = served(
+        with_retry(Retry {
+            budget_ms: 1000,
+            ..Retry::default()
+        }),
+        vec![Up::Slow(1000, Box::new(Up::Status(503, vec![]))), ok()],
+        vec![to(&["main", "backup"])],
+    );
+    assert_eq!(out.status, 503, "{}", out.text());
+    assert_eq!(
+        attempts(&out),
+        vec![("main".into(), Some(503), Some("upstream_http_error"), false)]
+    );
+    assert_eq!(out.record().provider, "main");
+}
+
+#[test]
 fn no_retry_once_the_stream_started() {
     let out = serve_on(
         with_retry(retrying(3)),
