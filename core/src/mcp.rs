@@ -368,6 +368,15 @@ async fn admitted<P: Platform, C: Chain>(
             ),
             detail: None,
         },
+        UpstreamFailure::TooLarge(max) => GatewayError::Upstream {
+            status: 502,
+            code: "upstream_response_too_large",
+            message: format!(
+                "The MCP server of `{}` answered more than {max} bytes (limits.max-response-bytes).",
+                call.route.name
+            ),
+            detail: None,
+        },
     })?;
     let mut headers: Headers = resp
         .headers

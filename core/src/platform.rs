@@ -35,6 +35,9 @@ pub enum UpstreamFailure {
     Unreachable(String),
     /// No answer within the upstream's timeout.
     Timeout,
+    /// The answer's body is larger than the limit (`limits.max-response-bytes`, in bytes): it
+    /// would be as large again, so it is never retried.
+    TooLarge(usize),
 }
 
 /// What the loop needs from the platform it runs on: the `weir` server (hyper, tokio) or an

@@ -164,10 +164,15 @@ pub(crate) async fn attempt<P: Platform>(
                             });
                         }
                         Err(failure) => {
+                            let again = !matches!(failure, UpstreamFailure::TooLarge(_));
                             let err = broke_off(&upstream, failure);
                             record.error = Some(err.code());
                             call.attempts.push(record);
                             call.log_error(&err);
+                            if !again {
+                                // As large again next time: the client gets the error.
+                                return Err(err);
+                            }
                             last = Some(err);
                             fit(
                                 backoff(&retry, &call.request_id, call.attempts.len(), tries, None),
@@ -318,6 +323,19 @@ pub(crate) fn broke_off(upstream: &Upstream, failure: UpstreamFailure) -> Gatewa
             ),
             detail: None,
         },
+        UpstreamFailure::TooLarge(max) => too_large_answer(upstream, max),
+    }
+}
+
+fn too_large_answer(upstream: &Upstream, max: usize) -> GatewayError {
+    GatewayError::Upstream {
+        status: 502,
+        code: "upstream_response_too_large",
+        message: format!(
+            "The upstream provider `{}` answered more than {max} bytes (limits.max-response-bytes).",
+            upstream.name
+        ),
+        detail: None,
     }
 }
 
@@ -341,6 +359,7 @@ fn failed(upstream: &Upstream, failure: UpstreamFailure, timeout_ms: u64) -> Gat
             ),
             detail: None,
         },
+        UpstreamFailure::TooLarge(max) => too_large_answer(upstream, max),
     }
 }
 

@@ -44,6 +44,33 @@ async fn connection_reset_is_a_502() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_the_response_limit_is_a_502_naming_the_limit() {
+    let config = ConfigBuilder {
+        extra: "limits: {max-response-bytes: 64}\n".into(),
+        ..Default::default()
+    };
+    let env = TestEnv::start(config).await.unwrap();
+    let r = env
+        .chat("/", ALICE_KEY, body("mock-gpt", false))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"]["code"], "upstream_response_too_large");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("64 bytes")),
+        "{}",
+        r.json()
+    );
+    let records = env.wait_usage(1).await;
+    assert_eq!(
+        records[0].attempts[0].error,
+        Some("upstream_response_too_large")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_is_a_504() {
     let config = ConfigBuilder {
         upstream_timeout_ms: 300,

@@ -358,3 +358,29 @@ def test_prompt_templates_are_managed_through_the_controller(controlled: Control
     assert stale.status_code == 412, stale.text
     body = sent("n3-" + os.urandom(4).hex())
     assert "Hi n3-" in body and ", v2" in body, body
+
+
+def test_retries_and_routes_are_managed_through_the_controller(controlled: Controlled, mock_upstream: MockUpstream, keys: Keys):
+    """A proxy's `retry` settings and its router's targets are set through the controller,
+    checked with the field named, and live at once."""
+    if controlled.call("GET", "/llm-providers/routed").status_code == 404:
+        made = controlled.call("POST", "/llm-providers", json=provider_body("routed", mock_upstream, keys.upstream))
+        assert made.status_code == 201, made.text
+    # Fails twice, then answers (the mock counts the spec's requests).
+    flaky = f"mock-fault:first-2,status-500,key-{os.urandom(4).hex()}"
+
+    def proxy(retry: dict) -> dict:
+        router = {"circuit-breaker": {"enabled": False}, "routes": [{"models": ["flaky"], "targets": [{"provider": "routed", "model": flaky}]}]}
+        return {"name": "routed", "context-path": "/routed", "provider": "routed", "retry": retry,
+                "policies": [{"policy": "router", "config": router}]}
+
+    bad = controlled.call("POST", "/llm-proxies", json=proxy({"attempts": 11}))
+    assert bad.status_code == 422 and bad.json()["error"]["path"].endswith("retry.attempts"), bad.text
+    bad = controlled.call("POST", "/llm-proxies", json=proxy({"on-status": [503, 404]}))
+    assert bad.status_code == 422 and bad.json()["error"]["path"].endswith("retry.on-status[1]"), bad.text
+    created = controlled.call("POST", "/llm-proxies", json=proxy({"attempts": 2, "backoff-ms": 10}))
+    assert created.status_code == 201, created.text
+    assert controlled.call("GET", "/llm-proxies/routed").json()["retry"]["attempts"] == 2
+    client = openai.OpenAI(base_url=f"{controlled.gateway}/routed/v1", api_key="unused", max_retries=0)
+    answer = client.chat.completions.create(model="flaky", max_tokens=2, messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content and answer.model == flaky, answer

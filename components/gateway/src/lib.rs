@@ -104,9 +104,7 @@ impl weir_core::Platform for EdgePlatform {
                     out.extend_from_slice(&chunk);
                     if out.len() > max {
                         platform::close_body(body);
-                        return Err(UpstreamFailure::Unreachable(format!(
-                            "the response exceeds the limit of {max} bytes"
-                        )));
+                        return Err(UpstreamFailure::TooLarge(max));
                     }
                 }
                 None => return Ok(Bytes::from(out)),

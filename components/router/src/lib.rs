@@ -223,7 +223,8 @@ impl Policy for Router {
                 tried.push(key.clone());
             }
             // An answer that broke off (2xx with an error) is a failure too.
-            let ok = attempt.status.is_some_and(|s| (200..300).contains(&s)) && attempt.error.is_none();
+            let ok =
+                attempt.status.is_some_and(|s| (200..300).contains(&s)) && attempt.error.is_none();
             // A client error (400, 401...) says nothing about the target's health.
             let failed = !ok && attempt.status.is_none_or(|s| s == 429 || s >= 500);
             let result = if ok {

@@ -170,10 +170,11 @@ impl Platform for FakePlatform {
     async fn read_body(
         &self,
         body: FakeBody,
-        _max: usize,
+        max: usize,
         _timeout_ms: u64,
     ) -> Result<Bytes, UpstreamFailure> {
         match body {
+            FakeBody::Fine(b) if b.len() > max => Err(UpstreamFailure::TooLarge(max)),
             FakeBody::Fine(b) => Ok(Bytes::from(b)),
             FakeBody::Broken => Err(UpstreamFailure::Unreachable("reset by peer".into())),
         }

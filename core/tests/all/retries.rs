@@ -288,6 +288,31 @@ fn a_retry_that_would_outlast_the_budget_leaves_the_providers_answer() {
 }
 
 #[test]
+fn an_answer_over_the_size_limit_is_never_retried() {
+    let allowed = Retry {
+        after_accepted: vec!["chat/completions".into()],
+        ..retrying(3)
+    };
+    for retry in [retrying(3), allowed] {
+        let mut route = with_retry(retry);
+        route.limits.max_response_bytes = 16;
+        let out = served(route, vec![ok(), ok()], vec![]);
+        assert_eq!(out.status, 502, "{}", out.text());
+        assert_eq!(out.json()["error"]["code"], "upstream_response_too_large");
+        assert_eq!(out.platform.sent().len(), 1, "as large again: not retried");
+        assert_eq!(
+            attempts(&out),
+            vec![(
+                "main".into(),
+                Some(200),
+                Some("upstream_response_too_large"),
+                true
+            )]
+        );
+    }
+}
+
+#[test]
 fn no_retry_once_the_stream_started() {
     let out = serve_on(
         with_retry(retrying(3)),

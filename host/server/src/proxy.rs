@@ -121,6 +121,9 @@ impl weir_core::Platform for ServerPlatform {
         let timeout = std::time::Duration::from_millis(timeout_ms);
         match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
             Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(UpstreamFailure::TooLarge(max))
+            }
             Ok(Err(e)) => Err(UpstreamFailure::Unreachable(with_causes(e.as_ref()))),
             Err(_) => Err(UpstreamFailure::Timeout),
         }
