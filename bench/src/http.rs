@@ -314,6 +314,15 @@ impl Bench<'_> {
     }
 }
 
+/// How much later `slower` answered than `base` at percentile `p`, e.g. `+143 µs`.
+fn added_latency(slower: &Results, base: &Results, p: f64) -> String {
+    let (a, b) = (
+        percentile(&slower.latencies, p) as f64,
+        percentile(&base.latencies, p) as f64,
+    );
+    format!("{:+.0} µs", (a - b) / 1000.0)
+}
+
 /// Runs part B; returns its table and the number of failed requests.
 pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     let weir_bin = binary(options.weir_bin.as_ref(), "weir")?;
@@ -443,13 +452,7 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
             weir.log_tail()
         );
     }
-    let added = |p: f64| {
-        let (w, m) = (
-            percentile(&weir_half.latencies, p) as f64,
-            percentile(&mock_half.latencies, p) as f64,
-        );
-        format!("{:+.0} µs", (w - m) / 1000.0)
-    };
+    let added = |p: f64| added_latency(&weir_half, &mock_half, p);
     table.note(format!(
         "Latency added by weir at {rate:.0} req/s (half of (b)'s maximum), vs the mock alone at the same rate: \
          p50 {}, p99 {}.",
@@ -462,13 +465,7 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         through.rate(),
         direct.rate()
     ));
-    let failover_added = |p: f64| {
-        let (f, o) = (
-            percentile(&failed_over.latencies, p) as f64,
-            percentile(&one_target.latencies, p) as f64,
-        );
-        format!("{:+.0} µs", (f - o) / 1000.0)
-    };
+    let failover_added = |p: f64| added_latency(&failed_over, &one_target, p);
     table.note(format!(
         "Failover (d): auth + router (breaker off); the first target answers 503 at once, the second 200. \
          Added over one target that answers: p50 {}, p99 {} (a second upstream round trip and the attempt \
