@@ -37,6 +37,9 @@ pub struct Settlement {
     pub usage: Option<weir_llm::Usage>,
     pub model: Option<String>,
     pub ttft_ms: Option<u64>,
+    /// The usage a policy's answer reports (a cache hit: what the stored answer cost when it
+    /// was made), priced as saved in the usage record.
+    pub saved: Option<weir_llm::Usage>,
 }
 
 impl<P: Platform> Call<P> {
@@ -71,6 +74,7 @@ impl<P: Platform> Call<P> {
             usage,
             model,
             ttft_ms,
+            saved,
         } = settlement;
         if chain.has_phase(Phase::Complete) {
             let info = CompletionInfo {
@@ -97,6 +101,22 @@ impl<P: Platform> Call<P> {
             }
             _ => None,
         };
+        let cache = chain
+            .attribute(crate::types::CACHE_ATTRIBUTE)
+            .and_then(|v| CacheRecord::parse(&v))
+            .map(|mut c| {
+                if end.outcome == Outcome::Answered
+                    && c.result == "hit"
+                    && let Some(saved) = &saved
+                {
+                    c.saved_tokens = Some(saved.total_tokens);
+                    c.saved_cost_usd = model.as_ref().and_then(|m| {
+                        let up = &self.route.upstream;
+                        up.prices.cost(&up.name, m, saved)
+                    });
+                }
+                c
+            });
         self.platform.record(UsageRecord {
             timestamp_ms: self.platform.now_ms(),
             request_id: self.request_id.clone(),
@@ -126,6 +146,7 @@ impl<P: Platform> Call<P> {
                 .attribute(crate::types::FLAGS_ATTRIBUTE)
                 .map(|v| crate::types::parse_flags(&v))
                 .unwrap_or_default(),
+            cache,
         });
     }
 }

@@ -143,7 +143,23 @@ async fn run<P: Platform, C: Chain>(
     endpoint: Endpoint,
     request: ClientRequest,
 ) -> Answer<P, C> {
-    let exit = admitted(&mut call, &mut chain, endpoint, request).await;
+    let mut exit = admitted(&mut call, &mut chain, endpoint, request).await;
+    if let Some(cache) = chain
+        .attribute(crate::types::CACHE_ATTRIBUTE)
+        .and_then(|v| crate::types::CacheRecord::parse(&v))
+    {
+        // What a cache policy did, for the client (a hit's own headers stay as they are).
+        let headers = match &mut exit {
+            Ok(Exit::Full { response, .. }) => Some(&mut response.headers),
+            Ok(Exit::Stream { headers, .. }) => Some(headers),
+            Err(_) => None,
+        };
+        if let Some(headers) = headers
+            && !headers.iter().any(|(n, _)| n == "x-weir-cache")
+        {
+            headers.extend(cache.headers());
+        }
+    }
     match exit {
         Ok(Exit::Full {
             response,
@@ -290,7 +306,13 @@ async fn stopped<P: Platform, C: Chain>(
                     if let Some(stop) = chain::response_phase(chain, &mut message, policy).await? {
                         return Box::pin(stopped(call, chain, stop, None)).await;
                     }
-                    (End::new(200, Outcome::Answered), Settlement::default())
+                    let (saved, model) = weir_llm::usage::from_json(&message.body);
+                    let settlement = Settlement {
+                        saved,
+                        model,
+                        ..Settlement::default()
+                    };
+                    (End::new(200, Outcome::Answered), settlement)
                 }
             };
             Ok(Exit::Full {
@@ -423,6 +445,7 @@ async fn answered_upstream<P: Platform, C: Chain>(
         usage,
         model,
         ttft_ms: None,
+        saved: None,
     };
     if !ok {
         return Ok(Exit::Full {

@@ -345,6 +345,99 @@ pub struct UsageRecord {
     /// request attribute [`FLAGS_ATTRIBUTE`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
+    /// What a cache policy did (from the request attribute [`CACHE_ATTRIBUTE`]); on a hit,
+    /// what it saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheRecord>,
+}
+
+/// The request attribute a cache policy writes its lookups to: space-separated
+/// `<layer>:<result>[:<similarity>]` tokens, layer `exact` or `semantic`, result `hit`, `miss`,
+/// `bypass` (the client's `cache-control`), `skip` (the request is not eligible) or `error` (the
+/// lookup failed; the request went on uncached). The gateway turns it into the `x-weir-cache`
+/// response header, [`UsageRecord::cache`] and the `weir_cache_requests_total` metric.
+pub const CACHE_ATTRIBUTE: &str = "usage.cache";
+
+/// One lookup of a cache layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CacheLookup {
+    pub layer: &'static str,
+    pub result: &'static str,
+    /// The cosine similarity of a semantic hit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
+}
+
+/// The cache part of a usage record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CacheRecord {
+    /// `hit`, `miss` or `bypass`: the `x-weir-cache` header's value.
+    pub result: &'static str,
+    pub lookups: Vec<CacheLookup>,
+    /// On a hit: the tokens the stored answer cost when it was made, saved this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_tokens: Option<u64>,
+    /// On a hit: what those tokens would have cost, from the price table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_cost_usd: Option<f64>,
+}
+
+impl CacheRecord {
+    /// Reads a [`CACHE_ATTRIBUTE`] value; `None` when it holds no valid lookup.
+    pub fn parse(value: &str) -> Option<CacheRecord> {
+        let mut lookups = Vec::new();
+        for token in value.split_ascii_whitespace().take(4) {
+            let mut parts = token.split(':');
+            let layer = match parts.next() {
+                Some("exact") => "exact",
+                Some("semantic") => "semantic",
+                _ => continue,
+            };
+            let result = match parts.next() {
+                Some("hit") => "hit",
+                Some("miss") => "miss",
+                Some("bypass") => "bypass",
+                Some("skip") => "skip",
+                Some("error") => "error",
+                _ => continue,
+            };
+            let similarity = parts
+                .next()
+                .and_then(|s| s.parse::<f32>().ok())
+                .filter(|s| s.is_finite() && (-1.0..=1.0).contains(s));
+            lookups.push(CacheLookup {
+                layer,
+                result,
+                similarity,
+            });
+        }
+        if lookups.is_empty() {
+            return None;
+        }
+        let result = if lookups.iter().any(|l| l.result == "hit") {
+            "hit"
+        } else if lookups.iter().any(|l| l.result == "bypass") {
+            "bypass"
+        } else {
+            "miss"
+        };
+        Some(CacheRecord {
+            result,
+            lookups,
+            saved_tokens: None,
+            saved_cost_usd: None,
+        })
+    }
+
+    /// The response headers that say what the cache did (`x-weir-cache`, and the similarity
+    /// of a semantic hit).
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut out = vec![("x-weir-cache".to_owned(), self.result.to_owned())];
+        if let Some(s) = self.lookups.iter().find_map(|l| l.similarity) {
+            out.push(("x-weir-cache-similarity".to_owned(), format!("{s:.4}")));
+        }
+        out
+    }
 }
 
 /// The request attribute policies append their flags to (space-separated `policy.name` tokens),

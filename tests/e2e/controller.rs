@@ -643,6 +643,7 @@ async fn policy_components_upload_attach_and_delete() {
         names,
         [
             "auth",
+            "cache",
             "guardrail",
             "pii",
             "probe",

@@ -585,6 +585,7 @@ fn trapped(plan: &Plan, request: Request, instance: &str, phase: &str, detail: &
         cost_usd: None,
         attempts: Vec::new(),
         flags: Vec::new(),
+        cache: None,
     };
     let platform = EdgePlatform::default();
     weir_core::Platform::record(&platform, record);

@@ -13,6 +13,7 @@ pub const BUILTIN_POLICIES: &[&str] = &[
     "pii",
     "prompt",
     "router",
+    "cache",
 ];
 
 fn check_name(path: String, name: &str) -> Result<(), ConfigError> {

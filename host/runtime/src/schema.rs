@@ -66,7 +66,7 @@ mod tests {
             let schema = config_schema(bytes).unwrap();
             if matches!(
                 name,
-                "auth" | "token-limit" | "guardrail" | "pii" | "prompt" | "router"
+                "auth" | "token-limit" | "guardrail" | "pii" | "prompt" | "router" | "cache"
             ) {
                 let schema = schema.unwrap_or_else(|| panic!("{name} has no config schema"));
                 assert_eq!(schema["type"], "object", "{name}");

@@ -86,8 +86,56 @@ async fn ready(gateway: &Gateway) -> Response<Body> {
     respond(status, "application/json", body.to_string())
 }
 
+/// `POST /cache/purge?proxy=<name>[&consumer=<id>]` (see [`crate::purge`]).
+async fn purge(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != http::Method::POST {
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "application/json",
+            r#"{"error":"use POST /cache/purge?proxy=<name>[&consumer=<id>]"}"#,
+        );
+    }
+    let query = req.uri().query().unwrap_or_default();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            // Proxy and consumer names are `[A-Za-z0-9._-]`: nothing to decode.
+            .map(str::to_owned)
+    };
+    let Some(proxy) = param("proxy") else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "application/json",
+            r#"{"error":"name the proxy: POST /cache/purge?proxy=<name>[&consumer=<id>]"}"#,
+        );
+    };
+    let consumer = param("consumer");
+    let state = gateway.state();
+    match crate::purge::purge(&state.config, &state.shared.kv, &proxy, consumer.as_deref()).await {
+        Ok(purged) => respond(
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({"proxy": proxy, "consumer": consumer, "purged": purged}).to_string(),
+        ),
+        Err(crate::purge::PurgeError::NotFound(m)) => respond(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            serde_json::json!({ "error": m }).to_string(),
+        ),
+        Err(crate::purge::PurgeError::Store(e)) => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            serde_json::json!({ "error": format!("the key-value store failed: {e}") }).to_string(),
+        ),
+    }
+}
+
 async fn handle(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
     let state = gateway.state();
+    if req.uri().path() == "/cache/purge" {
+        return purge(gateway, req).await;
+    }
     if req.method() != http::Method::GET {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -155,7 +203,7 @@ async fn handle(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
         _ => respond(
             StatusCode::NOT_FOUND,
             "application/json",
-            r#"{"error":"not found: try /health, /ready, /metrics, /config, /usage, /circuits"}"#,
+            r#"{"error":"not found: try /health, /ready, /metrics, /config, /usage, /circuits, POST /cache/purge"}"#,
         ),
     }
 }

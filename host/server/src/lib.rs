@@ -17,6 +17,7 @@
 mod admin;
 mod body;
 mod circuits;
+mod purge;
 mod configure;
 mod kv;
 mod metrics;

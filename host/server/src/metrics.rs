@@ -55,6 +55,10 @@ struct Inner {
     upstream: BTreeMap<String, Histogram>,
     /// (proxy, error code) → count
     errors: BTreeMap<(String, &'static str), u64>,
+    /// (proxy, layer, result) → count
+    cache_requests: BTreeMap<(String, &'static str, &'static str), u64>,
+    /// proxy → (tokens, US dollars) that cache hits saved
+    cache_saved: BTreeMap<String, (u64, f64)>,
     /// (backend, operation, outcome) → count
     kv_operations: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     /// backend → operation time
@@ -126,6 +130,18 @@ impl Metrics {
             *m.cost
                 .entry((r.provider.clone(), model, consumer))
                 .or_default() += c;
+        }
+        if let Some(cache) = &r.cache {
+            for l in &cache.lookups {
+                *m.cache_requests
+                    .entry((r.proxy.clone(), l.layer, l.result))
+                    .or_default() += 1;
+            }
+            if let Some(tokens) = cache.saved_tokens {
+                let saved = m.cache_saved.entry(r.proxy.clone()).or_default();
+                saved.0 += tokens;
+                saved.1 += cache.saved_cost_usd.unwrap_or(0.0);
+            }
         }
     }
 
@@ -240,6 +256,30 @@ impl Metrics {
                 esc(proxy),
                 esc(policy),
                 esc(code)
+            );
+        }
+        out.push_str("# HELP weir_cache_requests_total Cache lookups, by layer (exact, semantic) and result (hit, miss, bypass, skip, error).\n# TYPE weir_cache_requests_total counter\n");
+        for ((proxy, layer, result), n) in &m.cache_requests {
+            let _ = writeln!(
+                out,
+                "weir_cache_requests_total{{proxy=\"{}\",layer=\"{layer}\",result=\"{result}\"}} {n}",
+                esc(proxy)
+            );
+        }
+        out.push_str("# HELP weir_cache_saved_tokens_total Tokens that cache hits did not spend (what the stored answers cost when made).\n# TYPE weir_cache_saved_tokens_total counter\n");
+        for (proxy, (tokens, _)) in &m.cache_saved {
+            let _ = writeln!(
+                out,
+                "weir_cache_saved_tokens_total{{proxy=\"{}\"}} {tokens}",
+                esc(proxy)
+            );
+        }
+        out.push_str("# HELP weir_cache_saved_cost_usd_total What those tokens would have cost, from the price table (US dollars).\n# TYPE weir_cache_saved_cost_usd_total counter\n");
+        for (proxy, (_, usd)) in &m.cache_saved {
+            let _ = writeln!(
+                out,
+                "weir_cache_saved_cost_usd_total{{proxy=\"{}\"}} {usd}",
+                esc(proxy)
             );
         }
         out.push_str("# HELP weir_kv_operations_total Key-value store operations, by outcome (ok, unavailable, invalid).\n# TYPE weir_kv_operations_total counter\n");
@@ -400,6 +440,7 @@ mod tests {
             cost_usd: None,
             attempts: Vec::new(),
             flags: Vec::new(),
+            cache: None,
         }
     }
 

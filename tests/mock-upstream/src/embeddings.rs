@@ -1,5 +1,10 @@
 //! `/v1/embeddings`: request validation and deterministic, unit-length vectors derived from a
 //! hash of each input (FNV-1a seeding splitmix64), as floats or base64 little-endian `f32`s.
+//!
+//! The model [`WORDS_MODEL`] embeds a text as the sum of one such vector per word (lower case,
+//! without punctuation and a few function words), 256 dimensions unless asked otherwise: texts
+//! that share words are close, so a rewording that keeps the words ("How can I reset my
+//! password?" / "how do i reset my password") is a near neighbour, as with a real model.
 
 use crate::protocol::{ApiError, count_text_tokens, missing, required_str};
 use bytes::Bytes;
@@ -10,6 +15,38 @@ use serde_json::Value;
 pub const DEFAULT_EMBEDDING_DIMENSIONS: usize = 8;
 /// Upper bound on `dimensions`.
 pub const MAX_EMBEDDING_DIMENSIONS: usize = 4096;
+/// The bag-of-words model (see the module documentation).
+pub const WORDS_MODEL: &str = "mock-words";
+/// Its dimensions when the request does not set `dimensions`.
+const WORDS_DIMENSIONS: usize = 256;
+/// Words the bag-of-words model leaves out.
+const FUNCTION_WORDS: &[&str] = &[
+    "a", "an", "the", "do", "does", "i", "can", "how", "what", "is", "are", "to", "of", "my",
+    "me", "you", "please", "tell",
+];
+
+/// Bag-of-words embedding: the normalised sum of one vector per content word.
+pub fn embedding_for_words(text: &str, dimensions: usize) -> Vec<f32> {
+    let mut sum = vec![0f32; dimensions];
+    let lower = text.to_lowercase();
+    let words = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !FUNCTION_WORDS.contains(w));
+    let mut any = false;
+    for word in words {
+        any = true;
+        for (s, x) in sum.iter_mut().zip(embedding_for_text(word, dimensions)) {
+            *s += x;
+        }
+    }
+    if !any {
+        return embedding_for_text(text, dimensions);
+    }
+    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+    sum.iter_mut().for_each(|x| *x /= norm.max(f32::MIN_POSITIVE));
+    sum
+}
+
 /// Deterministic, unit-length embedding of `dimensions` values for one text input.
 pub fn embedding_for_text(text: &str, dimensions: usize) -> Vec<f32> {
     embedding_from_seed(fnv1a(0xcbf2_9ce4_8422_2325, text.as_bytes()), dimensions)
@@ -53,6 +90,7 @@ fn embedding_from_seed(mut state: u64, dimensions: usize) -> Vec<f32> {
 pub(crate) fn embeddings_body(req: &Value) -> Result<(Bytes, u64), ApiError> {
     let model = required_str(req, "model")?;
     let dimensions = match req.get("dimensions") {
+        None | Some(Value::Null) if model == WORDS_MODEL => WORDS_DIMENSIONS,
         None | Some(Value::Null) => DEFAULT_EMBEDDING_DIMENSIONS,
         Some(v) => match v.as_u64() {
             Some(n) if n >= 1 && n <= MAX_EMBEDDING_DIMENSIONS as u64 => n as usize,
@@ -88,6 +126,9 @@ pub(crate) fn embeddings_body(req: &Value) -> Result<(Bytes, u64), ApiError> {
     // Each input is a text or a token array; yields (embedding, tokens).
     let embed_one = |v: &Value| -> Result<(Vec<f32>, u64), ApiError> {
         match v {
+            Value::String(s) if !s.is_empty() && model == WORDS_MODEL => {
+                Ok((embedding_for_words(s, dimensions), count_text_tokens(s)))
+            }
             Value::String(s) if !s.is_empty() => {
                 Ok((embedding_for_text(s, dimensions), count_text_tokens(s)))
             }
@@ -192,6 +233,12 @@ mod tests {
         let a = embedding_for_text("hi", 16);
         assert_eq!(a, embedding_for_text("hi", 16));
         assert_ne!(a, embedding_for_text("ho", 16));
+        let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let q = embedding_for_words("How can I reset my password?", 256);
+        let close = embedding_for_words("how do i reset my password", 256);
+        let far = embedding_for_words("What is the capital of France?", 256);
+        assert!(cos(&q, &close) > 0.99, "{}", cos(&q, &close));
+        assert!(cos(&q, &far) < 0.5, "{}", cos(&q, &far));
         let norm: f32 = a.iter().map(|x| x * x).sum();
         assert!((norm - 1.0).abs() < 1e-4);
     }

@@ -1,0 +1,530 @@
+//! The second check of a semantic hit: after the nearest neighbour is found by cosine
+//! similarity, are the two prompts really the same question?
+//!
+//! Embeddings of a small model put "How do I enable two-factor authentication?" next to "How
+//! do I disable two-factor authentication?", and "capital of Australia" next to "capital of
+//! Austria", closer than many true paraphrases. What those near misses have in common is that
+//! the prompts share their words but for the few that carry the difference. So the check
+//! compares words, with no model and in microseconds:
+//!
+//! - numbers (digits and number words) must be the same;
+//! - negation (`not`, `never`, `no`, `without`, `n't`...) must agree;
+//! - the content words (stop words and question framing left out, plurals and verb endings
+//!   folded) are compared: when each prompt has content words that the other lacks (a
+//!   *substitution*: `enable` for `disable`, `Austria` for `Australia`, `sort` for
+//!   `reverse`), the question changed unless the embeddings are near-identical
+//!   ([`Check::substitution_score`]) and no substituted word is a name, an opposite or a
+//!   prefixed negation of the other (`lock` / `unlock`); words added on one side only
+//!   ("...capital *city*?") and reworded framing pass.
+
+use std::collections::BTreeSet;
+
+/// Words that carry no question of their own: articles, pronouns, auxiliaries, prepositions
+/// and the framing of a request ("can you tell me how to...").
+const STOP_WORDS: &[&str] = &[
+    "a",
+    "about",
+    "all",
+    "also",
+    "am",
+    "an",
+    "and",
+    "any",
+    "anyone",
+    "are",
+    "as",
+    "at",
+    "be",
+    "been",
+    "being",
+    "best",
+    "but",
+    "by",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "doing",
+    "done",
+    "easiest",
+    "easy",
+    "exactly",
+    "explain",
+    "for",
+    "from",
+    "get",
+    "give",
+    "go",
+    "going",
+    "good",
+    "guide",
+    "had",
+    "has",
+    "have",
+    "help",
+    "here",
+    "hey",
+    "hi",
+    "how",
+    "i",
+    "id",
+    "if",
+    "im",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "ive",
+    "just",
+    "know",
+    "let",
+    "like",
+    "me",
+    "mine",
+    "my",
+    "need",
+    "of",
+    "on",
+    "one",
+    "or",
+    "our",
+    "please",
+    "possible",
+    "proper",
+    "question",
+    "quick",
+    "quickly",
+    "really",
+    "right",
+    "s",
+    "say",
+    "shall",
+    "should",
+    "show",
+    "simple",
+    "so",
+    "some",
+    "someone",
+    "step",
+    "steps",
+    "tell",
+    "thanks",
+    "that",
+    "the",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "thing",
+    "this",
+    "those",
+    "to",
+    "understand",
+    "us",
+    "use",
+    "want",
+    "was",
+    "way",
+    "ways",
+    "we",
+    "were",
+    "what",
+    "whats",
+    "when",
+    "where",
+    "which",
+    "who",
+    "whom",
+    "whos",
+    "why",
+    "will",
+    "wondering",
+    "with",
+    "would",
+    "you",
+    "your",
+    "yours",
+];
+
+const NEGATIONS: &[&str] = &[
+    "not", "no", "never", "none", "nobody", "nothing", "nowhere", "neither", "nor", "without",
+    "cannot", "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont",
+    "wouldnt", "shouldnt", "couldnt", "havent", "hasnt", "hadnt", "aint",
+];
+
+const NUMBER_WORDS: &[(&str, u32)] = &[
+    ("zero", 0),
+    ("two", 2),
+    ("three", 3),
+    ("four", 4),
+    ("five", 5),
+    ("six", 6),
+    ("seven", 7),
+    ("eight", 8),
+    ("nine", 9),
+    ("ten", 10),
+    ("eleven", 11),
+    ("twelve", 12),
+    ("twenty", 20),
+    ("thirty", 30),
+    ("fifty", 50),
+    ("hundred", 100),
+    ("thousand", 1000),
+    ("million", 1_000_000),
+    ("billion", 1_000_000_000),
+    ("half", 1002),
+    ("double", 1003),
+    ("twice", 1003),
+    ("first", 2001),
+    ("second", 2002),
+    ("third", 2003),
+    ("last", 2099),
+];
+
+/// Pairs of opposites that are not prefixed negations of each other (compared folded).
+const OPPOSITES: &[(&str, &str)] = &[
+    ("open", "close"),
+    ("enable", "disable"),
+    ("encrypt", "decrypt"),
+    ("connect", "disconnect"),
+    ("subscribe", "unsubscribe"),
+    ("on", "off"),
+    ("increase", "decrease"),
+    ("upload", "download"),
+    ("import", "export"),
+    ("add", "remove"),
+    ("add", "delete"),
+    ("create", "delete"),
+    ("start", "stop"),
+    ("buy", "sell"),
+    ("before", "after"),
+    ("yesterday", "tomorrow"),
+    ("min", "max"),
+    ("minimum", "maximum"),
+    ("push", "pull"),
+    ("input", "output"),
+    ("send", "receive"),
+    ("show", "hide"),
+    ("left", "right"),
+    ("up", "down"),
+    ("more", "less"),
+    ("most", "least"),
+    ("high", "low"),
+    ("higher", "lower"),
+    ("hot", "cold"),
+    ("win", "lose"),
+    ("login", "logout"),
+    ("sign", "unsign"),
+    ("first", "last"),
+    ("big", "small"),
+    ("large", "small"),
+    ("fast", "slow"),
+    ("early", "late"),
+    ("north", "south"),
+    ("east", "west"),
+    ("past", "future"),
+    ("borrow", "lend"),
+    ("enter", "exit"),
+    ("accept", "reject"),
+    ("allow", "block"),
+    ("allow", "deny"),
+    ("encode", "decode"),
+    ("compress", "decompress"),
+    ("expand", "collapse"),
+    ("merge", "split"),
+    ("join", "leave"),
+];
+
+const NEGATING_PREFIXES: &[&str] = &["un", "dis", "de", "in", "im", "il", "ir", "non", "anti"];
+
+/// One prompt, taken apart for the comparison.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Words {
+    /// Numbers, sorted.
+    numbers: Vec<String>,
+    /// How many negations.
+    negations: usize,
+    /// Folded content words.
+    content: BTreeSet<String>,
+    /// Folded content words that look like names (capitalised inside a sentence, or all caps).
+    names: BTreeSet<String>,
+}
+
+/// Lower-case, without the endings that do not change the question (plural, `-ing`, `-ed`,
+/// possessive) and without a final `e` (`close`, `closed`, `closes` and `closing` are one word).
+pub fn fold(word: &str) -> String {
+    let mut w = word.to_lowercase().replace('\u{2019}', "'");
+    if let Some(stem) = w.strip_suffix("'s") {
+        w = stem.to_owned();
+    }
+    w.retain(|c| c != '\'');
+    let n = w.len();
+    let stem = if n >= 5 && w.ends_with("ies") {
+        format!("{}y", &w[..n - 3])
+    } else if n >= 5
+        && (w.ends_with("sses")
+            || w.ends_with("shes")
+            || w.ends_with("ches")
+            || w.ends_with("xes")
+            || w.ends_with("zes"))
+    {
+        w[..n - 2].to_owned()
+    } else if n >= 4
+        && w.ends_with('s')
+        && !(w.ends_with("ss") || w.ends_with("us") || w.ends_with("is"))
+    {
+        w[..n - 1].to_owned()
+    } else if n >= 6 && w.ends_with("ing") {
+        w[..n - 3].to_owned()
+    } else if n >= 5 && w.ends_with("ed") {
+        w[..n - 2].to_owned()
+    } else {
+        w
+    };
+    match stem.strip_suffix('e') {
+        Some(s) if s.len() >= 3 => s.to_owned(),
+        _ => stem,
+    }
+}
+
+fn is_digit_at(chars: &[char], i: usize) -> bool {
+    chars.get(i).is_some_and(char::is_ascii_digit)
+}
+
+impl Words {
+    /// Takes a prompt apart.
+    pub fn of(text: &str) -> Words {
+        let mut out = Words::default();
+        let chars: Vec<char> = text.chars().collect();
+        let mut sentence_start = true;
+        let mut i = 0;
+        while i < chars.len() {
+            if !chars[i].is_alphanumeric() {
+                if matches!(chars[i], '.' | '?' | '!' | ':' | ';' | '\n') {
+                    sentence_start = true;
+                }
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < chars.len() {
+                let c = chars[i];
+                let inside_number = matches!(c, '.' | ',')
+                    && i > 0
+                    && is_digit_at(&chars, i - 1)
+                    && is_digit_at(&chars, i + 1);
+                if c.is_alphanumeric() || c == '\'' || c == '\u{2019}' || inside_number {
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+            let token: String = chars[start..i].iter().collect();
+            out.add(&token, sentence_start);
+            sentence_start = false;
+        }
+        out.numbers.sort();
+        out
+    }
+
+    fn add(&mut self, token: &str, sentence_start: bool) {
+        let lower = token.to_lowercase().replace('\u{2019}', "'");
+        let plain: String = lower.chars().filter(|c| *c != '\'').collect();
+        if token.starts_with(|c: char| c.is_ascii_digit()) {
+            let digits: String = plain.chars().filter(|c| *c != ',').collect();
+            self.numbers.push(digits);
+        } else if let Some((_, n)) = NUMBER_WORDS.iter().find(|(w, _)| *w == plain) {
+            self.numbers.push(n.to_string());
+        } else if NEGATIONS.contains(&plain.as_str()) || lower.ends_with("n't") {
+            self.negations += 1;
+        } else if !STOP_WORDS.contains(&plain.as_str()) {
+            let folded = fold(token);
+            let mut letters = token.chars().filter(|c| c.is_alphabetic());
+            let capital = letters.next().is_some_and(char::is_uppercase);
+            let inner_capital = letters.any(char::is_uppercase);
+            if (capital && !sentence_start) || inner_capital {
+                self.names.insert(folded.clone());
+            }
+            self.content.insert(folded);
+        }
+    }
+}
+
+/// The settings of the check.
+#[derive(Debug, Clone, Copy)]
+pub struct Check {
+    /// The similarity from which prompts whose content words were substituted may still be the
+    /// same question (when no substituted word is a name or an opposite).
+    pub substitution_score: f32,
+}
+
+/// Why a candidate was refused (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Numbers,
+    Negation,
+    Opposite,
+    Name,
+    Substitution,
+}
+
+fn opposite(a: &str, b: &str) -> bool {
+    OPPOSITES.iter().any(|(x, y)| {
+        let (x, y) = (fold(x), fold(y));
+        (x == a && y == b) || (x == b && y == a)
+    }) || NEGATING_PREFIXES
+        .iter()
+        .any(|p| a.strip_prefix(p) == Some(b) || b.strip_prefix(p) == Some(a))
+}
+
+impl Check {
+    /// Whether `query` asks the same as `stored`, given their cosine `score` (which already
+    /// passed the threshold).
+    pub fn same_question(&self, query: &Words, stored: &Words, score: f32) -> Result<(), Refusal> {
+        if query.numbers != stored.numbers {
+            return Err(Refusal::Numbers);
+        }
+        if query.negations % 2 != stored.negations % 2 {
+            return Err(Refusal::Negation);
+        }
+        let only_query: Vec<&String> = query.content.difference(&stored.content).collect();
+        let only_stored: Vec<&String> = stored.content.difference(&query.content).collect();
+        for a in &only_query {
+            for b in &only_stored {
+                if opposite(a, b) {
+                    return Err(Refusal::Opposite);
+                }
+            }
+        }
+        // A name in one prompt only: another entity (Austria, Rust, iPhone).
+        if only_query.iter().any(|w| query.names.contains(*w))
+            || only_stored.iter().any(|w| stored.names.contains(*w))
+        {
+            return Err(Refusal::Name);
+        }
+        if !only_query.is_empty() && !only_stored.is_empty() && score < self.substitution_score {
+            return Err(Refusal::Substitution);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(a: &str, b: &str, score: f32) -> Result<(), Refusal> {
+        Check {
+            substitution_score: 0.95,
+        }
+        .same_question(&Words::of(a), &Words::of(b), score)
+    }
+
+    #[test]
+    fn rewordings_pass() {
+        assert_eq!(
+            check(
+                "How do I reset my password?",
+                "How can I reset my password?",
+                0.9
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                "What's the capital of France?",
+                "What is the capital city of France",
+                0.9
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                "Please explain how photosynthesis works",
+                "how does photosynthesis work",
+                0.9
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn near_misses_are_refused() {
+        assert_eq!(
+            check(
+                "How do I enable two-factor authentication?",
+                "How do I disable two-factor authentication?",
+                0.97
+            ),
+            Err(Refusal::Opposite)
+        );
+        assert_eq!(
+            check(
+                "What is the capital of Australia?",
+                "What is the capital of Austria?",
+                0.97
+            ),
+            Err(Refusal::Name)
+        );
+        assert_eq!(
+            check(
+                "When does the store open?",
+                "When does the store close?",
+                0.97
+            ),
+            Err(Refusal::Opposite)
+        );
+        assert_eq!(
+            check("Convert 5 miles to km", "Convert 10 miles to km", 0.99),
+            Err(Refusal::Numbers)
+        );
+        assert_eq!(
+            check(
+                "Is it safe to drink tap water?",
+                "Is it not safe to drink tap water?",
+                0.99
+            ),
+            Err(Refusal::Negation)
+        );
+        assert_eq!(
+            check(
+                "How do I lock my screen?",
+                "How do I unlock my screen?",
+                0.99
+            ),
+            Err(Refusal::Opposite)
+        );
+        assert_eq!(
+            check(
+                "How to sort a list in python",
+                "How to reverse a list in python",
+                0.9
+            ),
+            Err(Refusal::Substitution)
+        );
+    }
+
+    #[test]
+    fn words_are_folded() {
+        assert_eq!(fold("files"), fold("file"));
+        assert_eq!(fold("boxes"), fold("box"));
+        assert_eq!(fold("countries"), "country");
+        assert_eq!(fold("Australia's"), "australia");
+        assert_eq!(fold("installed"), "install");
+        assert_eq!(fold("closed"), fold("close"));
+        assert_eq!(fold("closing"), fold("closes"));
+        assert_eq!(fold("class"), "class");
+        assert_eq!(fold("classes"), "class");
+        let w = Words::of("Is it 2.5 or 3 km to Paris? It is not far.");
+        assert_eq!(w.numbers, vec!["2.5".to_owned(), "3".to_owned()]);
+        assert_eq!(w.negations, 1);
+        assert!(w.names.contains("paris"), "{w:?}");
+        assert!(!w.names.contains("is"), "{w:?}");
+        assert_eq!(Words::of("1,000 users").numbers, vec!["1000".to_owned()]);
+        assert!(Words::of("my iPhone").names.contains(&fold("iphone")));
+    }
+}
