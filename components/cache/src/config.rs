@@ -54,8 +54,8 @@ pub struct Semantic {
     /// The least cosine similarity of a candidate.
     #[serde(default = "default_threshold")]
     pub threshold: f32,
-    /// The similarity from which prompts with substituted content words may still be the same
-    /// question (see `similar.rs`); 1.01 never allows it.
+    /// The similarity from which a prompt with one content word swapped for another may still
+    /// be the same question (see `similar.rs`); the default, 1.01, never allows it.
     #[serde(default = "default_substitution_score")]
     pub substitution_score: f32,
     /// Whether the word check runs after the nearest-neighbour lookup (turn it off only with a
@@ -100,7 +100,8 @@ fn default_threshold() -> f32 {
     0.9
 }
 fn default_substitution_score() -> f32 {
-    0.97
+    // Never: a swapped content word is a different question, however close the embeddings.
+    1.01
 }
 fn default_max_prompt_tokens() -> u64 {
     2000

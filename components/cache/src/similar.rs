@@ -176,13 +176,6 @@ const NUMBER_WORDS: &[(&str, u32)] = &[
     ("thousand", 1000),
     ("million", 1_000_000),
     ("billion", 1_000_000_000),
-    ("half", 1002),
-    ("double", 1003),
-    ("twice", 1003),
-    ("first", 2001),
-    ("second", 2002),
-    ("third", 2003),
-    ("last", 2099),
 ];
 
 /// Pairs of opposites that are not prefixed negations of each other (compared folded).
@@ -215,6 +208,8 @@ const OPPOSITES: &[(&str, &str)] = &[
     ("most", "least"),
     ("high", "low"),
     ("higher", "lower"),
+    ("lower", "raise"),
+    ("lower", "increase"),
     ("hot", "cold"),
     ("win", "lose"),
     ("login", "logout"),
@@ -239,11 +234,85 @@ const OPPOSITES: &[(&str, &str)] = &[
     ("join", "leave"),
 ];
 
+/// Groups of words that ask the same (common synonyms and irregular forms in requests); each
+/// word counts as its group's first.
+const SYNONYMS: &[&[&str]] = &[
+    &["buy", "purchase", "bought"],
+    &["change", "update", "modify", "edit", "alter"],
+    &["fix", "repair", "mend"],
+    &["delete", "erase"],
+    &["start", "begin", "commence", "began", "begun"],
+    &["finish", "end", "conclude"],
+    &["big", "large", "huge"],
+    &["small", "little", "tiny"],
+    &["fast", "rapid", "speedy"],
+    &["cost", "price"],
+    &["make", "create", "made"],
+    &["show", "display"],
+    &["require", "need"],
+    &["choose", "pick", "select", "chose", "chosen"],
+    &["find", "locate", "found"],
+    &["see", "view", "saw", "seen"],
+    &["answer", "reply", "respond"],
+    &["problem", "issue", "trouble"],
+    &["car", "vehicle", "automobile"],
+    &["doctor", "physician"],
+    &["child", "kid", "children"],
+    &["write", "wrote", "written", "author", "writer"],
+    &["increase", "raise", "boost", "improve", "enhance"],
+    &["instead", "substitute", "replacement", "alternative"],
+    &["phone", "smartphone", "cellphone", "mobile"],
+    &["picture", "photo", "image"],
+    &["movie", "film"],
+    &["shop", "store"],
+    &["cheap", "inexpensive", "affordable"],
+    &["speak", "talk", "spoke", "spoken"],
+    &["allow", "permit"],
+    &["sick", "ill"],
+    &["maximum", "max"],
+    &["minimum", "min"],
+    &["go", "went", "gone"],
+    &["take", "took", "taken"],
+    &["give", "gave", "given"],
+    &["eat", "ate", "eaten"],
+    &["drink", "drank", "drunk"],
+    &["send", "sent"],
+    &["pay", "paid"],
+    &["lose", "lost"],
+    &["get", "got", "gotten", "obtain"],
+    &["quit", "exit", "leave"],
+    &["error", "mistake"],
+    &["happen", "occur"],
+    &["cause", "reason"],
+];
+
 const NEGATING_PREFIXES: &[&str] = &["un", "dis", "de", "in", "im", "il", "ir", "non", "anti"];
+
+/// Words that relate the content words around them, in an order that matters: "convert
+/// miles *to* km" is not "convert km *to* miles".
+const RELATIONS: &[&str] = &[
+    "to", "into", "from", "in", "than", "vs", "versus", "per", "over",
+];
+
+/// Question words that ask for different kinds of answer.
+const QUESTION_KINDS: &[(&str, &str)] = &[
+    ("who", "person"),
+    ("whom", "person"),
+    ("whose", "person"),
+    ("when", "time"),
+    ("where", "place"),
+    ("why", "reason"),
+];
 
 /// One prompt, taken apart for the comparison.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Words {
+    /// Every word, folded (stop words included), for opposites such as `on` / `off`.
+    all: BTreeSet<String>,
+    /// (content word before, relation word, content word after).
+    relations: BTreeSet<(String, String, String)>,
+    /// The kinds of answer asked for (`person`, `time`...).
+    kinds: BTreeSet<&'static str>,
     /// Numbers, sorted.
     numbers: Vec<String>,
     /// How many negations.
@@ -301,6 +370,7 @@ impl Words {
         let mut out = Words::default();
         let chars: Vec<char> = text.chars().collect();
         let mut sentence_start = true;
+        let mut sequence: Vec<Word> = Vec::new();
         let mut i = 0;
         while i < chars.len() {
             if !chars[i].is_alphanumeric() {
@@ -324,32 +394,80 @@ impl Words {
                 }
             }
             let token: String = chars[start..i].iter().collect();
-            out.add(&token, sentence_start);
+            if let Some(word) = out.add(&token, sentence_start) {
+                sequence.push(word);
+            }
             sentence_start = false;
         }
         out.numbers.sort();
+        // Each relation word with the nearest content words on either side.
+        for (k, w) in sequence.iter().enumerate() {
+            let Word::Relation(r) = w else { continue };
+            let before = sequence[..k].iter().rev().find_map(Word::content);
+            let after = sequence[k + 1..].iter().find_map(Word::content);
+            if let (Some(b), Some(a)) = (before, after) {
+                out.relations
+                    .insert((b.to_owned(), r.clone(), a.to_owned()));
+            }
+        }
         out
     }
 
-    fn add(&mut self, token: &str, sentence_start: bool) {
+    fn add(&mut self, token: &str, sentence_start: bool) -> Option<Word> {
         let lower = token.to_lowercase().replace('\u{2019}', "'");
         let plain: String = lower.chars().filter(|c| *c != '\'').collect();
-        if token.starts_with(|c: char| c.is_ascii_digit()) {
+        self.all.insert(fold(token));
+        if let Some((_, kind)) = QUESTION_KINDS.iter().find(|(w, _)| *w == plain) {
+            self.kinds.insert(kind);
+        }
+        if RELATIONS.contains(&plain.as_str()) {
+            return Some(Word::Relation(plain));
+        }
+        if token
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == ',')
+        {
             let digits: String = plain.chars().filter(|c| *c != ',').collect();
-            self.numbers.push(digits);
-        } else if let Some((_, n)) = NUMBER_WORDS.iter().find(|(w, _)| *w == plain) {
+            self.numbers.push(digits.clone());
+            return Some(Word::Content(digits));
+        }
+        if let Some((_, n)) = NUMBER_WORDS.iter().find(|(w, _)| *w == plain) {
             self.numbers.push(n.to_string());
-        } else if NEGATIONS.contains(&plain.as_str()) || lower.ends_with("n't") {
+            return Some(Word::Content(n.to_string()));
+        }
+        if NEGATIONS.contains(&plain.as_str()) || lower.ends_with("n't") {
             self.negations += 1;
-        } else if !STOP_WORDS.contains(&plain.as_str()) {
-            let folded = fold(token);
-            let mut letters = token.chars().filter(|c| c.is_alphabetic());
-            let capital = letters.next().is_some_and(char::is_uppercase);
-            let inner_capital = letters.any(char::is_uppercase);
-            if (capital && !sentence_start) || inner_capital {
-                self.names.insert(folded.clone());
-            }
-            self.content.insert(folded);
+            return None;
+        }
+        // `US`, `UK`, `IT` are names, not the stop words `us`, `it`.
+        let all_caps = token.len() > 1 && token.chars().all(|c| c.is_ascii_uppercase());
+        if STOP_WORDS.contains(&plain.as_str()) && !all_caps {
+            return None;
+        }
+        let folded = canonical(fold(token));
+        let mut letters = token.chars().filter(|c| c.is_alphabetic());
+        let capital = letters.next().is_some_and(char::is_uppercase);
+        let inner_capital = letters.any(char::is_uppercase);
+        let digits = token.chars().any(|c| c.is_ascii_digit());
+        if (capital && !sentence_start) || inner_capital || digits || all_caps {
+            self.names.insert(folded.clone());
+        }
+        self.content.insert(folded.clone());
+        Some(Word::Content(folded))
+    }
+}
+
+/// A word of the sequence the relations are read from.
+enum Word {
+    Content(String),
+    Relation(String),
+}
+
+impl Word {
+    fn content(&self) -> Option<&str> {
+        match self {
+            Word::Content(w) => Some(w),
+            Word::Relation(_) => None,
         }
     }
 }
@@ -368,17 +486,42 @@ pub enum Refusal {
     Numbers,
     Negation,
     Opposite,
+    Direction,
+    QuestionKind,
     Name,
     Substitution,
 }
 
-fn opposite(a: &str, b: &str) -> bool {
+/// The word that stands for a folded word's synonym group (itself when it has none).
+fn canonical(folded: String) -> String {
+    SYNONYMS
+        .iter()
+        .find(|group| {
+            group
+                .iter()
+                .any(|w| w.as_bytes().first() == folded.as_bytes().first() && fold(w) == folded)
+        })
+        .map_or(folded, |group| fold(group[0]))
+}
+
+/// Opposites from the list (any words, `on` / `off` included).
+fn listed_opposite(a: &str, b: &str) -> bool {
     OPPOSITES.iter().any(|(x, y)| {
         let (x, y) = (fold(x), fold(y));
         (x == a && y == b) || (x == b && y == a)
-    }) || NEGATING_PREFIXES
-        .iter()
-        .any(|p| a.strip_prefix(p) == Some(b) || b.strip_prefix(p) == Some(a))
+    })
+}
+
+/// A content word and its prefixed negation (`lock` / `unlock`; too short a base never counts:
+/// `into` is not the negation of `to`).
+fn prefixed_opposite(a: &str, b: &str) -> bool {
+    let negates = |long: &str, short: &str| {
+        short.len() >= 4
+            && NEGATING_PREFIXES
+                .iter()
+                .any(|p| long.strip_prefix(p) == Some(short))
+    };
+    negates(a, b) || negates(b, a)
 }
 
 impl Check {
@@ -391,22 +534,42 @@ impl Check {
         if query.negations % 2 != stored.negations % 2 {
             return Err(Refusal::Negation);
         }
+        if !query.kinds.is_empty() && !stored.kinds.is_empty() && query.kinds != stored.kinds {
+            return Err(Refusal::QuestionKind);
+        }
+        let only_query: Vec<&String> = query.all.difference(&stored.all).collect();
+        let only_stored: Vec<&String> = stored.all.difference(&query.all).collect();
+        if only_query
+            .iter()
+            .any(|a| only_stored.iter().any(|b| listed_opposite(a, b)))
+        {
+            return Err(Refusal::Opposite);
+        }
+        if query.relations.iter().any(|(a, r, b)| {
+            a != b
+                && stored
+                    .relations
+                    .contains(&(b.clone(), r.clone(), a.clone()))
+        }) {
+            return Err(Refusal::Direction);
+        }
         let only_query: Vec<&String> = query.content.difference(&stored.content).collect();
         let only_stored: Vec<&String> = stored.content.difference(&query.content).collect();
-        for a in &only_query {
-            for b in &only_stored {
-                if opposite(a, b) {
-                    return Err(Refusal::Opposite);
-                }
-            }
+        if only_query
+            .iter()
+            .any(|a| only_stored.iter().any(|b| prefixed_opposite(a, b)))
+        {
+            return Err(Refusal::Opposite);
         }
-        // A name in one prompt only: another entity (Austria, Rust, iPhone).
+        // A name swapped for another: another entity (Austria for Australia, Rust for Python).
         if only_query.iter().any(|w| query.names.contains(*w))
-            || only_stored.iter().any(|w| stored.names.contains(*w))
+            && only_stored.iter().any(|w| stored.names.contains(*w))
         {
             return Err(Refusal::Name);
         }
-        if !only_query.is_empty() && !only_stored.is_empty() && score < self.substitution_score {
+        // One content word swapped for one other, the rest the same: the signature of a near
+        // miss (`teaspoons` for `tablespoons`, `worst` for `average`). A rewording changes more.
+        if only_query.len() == 1 && only_stored.len() == 1 && score < self.substitution_score {
             return Err(Refusal::Substitution);
         }
         Ok(())

@@ -17,11 +17,11 @@
 mod admin;
 mod body;
 mod circuits;
-mod purge;
 mod configure;
 mod kv;
 mod metrics;
 mod proxy;
+mod purge;
 mod stream;
 mod upstream;
 pub mod usage;

@@ -21,8 +21,8 @@ pub const WORDS_MODEL: &str = "mock-words";
 const WORDS_DIMENSIONS: usize = 256;
 /// Words the bag-of-words model leaves out.
 const FUNCTION_WORDS: &[&str] = &[
-    "a", "an", "the", "do", "does", "i", "can", "how", "what", "is", "are", "to", "of", "my",
-    "me", "you", "please", "tell",
+    "a", "an", "the", "do", "does", "i", "can", "how", "what", "is", "are", "to", "of", "my", "me",
+    "you", "please", "tell",
 ];
 
 /// Bag-of-words embedding: the normalised sum of one vector per content word.
@@ -43,7 +43,8 @@ pub fn embedding_for_words(text: &str, dimensions: usize) -> Vec<f32> {
         return embedding_for_text(text, dimensions);
     }
     let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
-    sum.iter_mut().for_each(|x| *x /= norm.max(f32::MIN_POSITIVE));
+    sum.iter_mut()
+        .for_each(|x| *x /= norm.max(f32::MIN_POSITIVE));
     sum
 }
 
