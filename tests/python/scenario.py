@@ -11,7 +11,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -139,8 +139,9 @@ class Keys:
 class Run:
     """Runs a scenario's steps, in order, against one target."""
 
-    def __init__(self, scenario: Scenario, target: Target, keys: Keys, mock_url: str = ""):
+    def __init__(self, scenario: Scenario, target: Target, keys: Keys, mock_url: str = "", run_key: str = ""):
         self.scenario = scenario
+        self.run_key = run_key
         self.target = target
         self.keys = keys
         self.mock_url = mock_url
@@ -153,6 +154,14 @@ class Run:
             wait_for_window(step.window_seconds)
             self.window = minute_bucket()
         if step.action is not None:
+            # `${RUN_KEY}` in a step's arguments: distinct per run (every target shares the mock).
+            args = {k: v.replace("${RUN_KEY}", self.run_key) if isinstance(v, str) else v for k, v in step.args.items()}
+            if "messages" in args:
+                args["messages"] = [
+                    {**m, "content": m["content"].replace("${RUN_KEY}", self.run_key)} if isinstance(m.get("content"), str) else m
+                    for m in args["messages"]
+                ]
+            step = replace(step, args=args)
             getattr(self, "_" + step.action.replace("-", "_"))(step)
         if step.same_window:
             assert self.window is not None, f"step {step.name!r} is same-window but no window step came before"
@@ -255,10 +264,17 @@ class Run:
 
         marker = step.args["marker"]
         bodies = httpx.get(f"{self.mock_url}/mock/requests", timeout=10).json()["requests"]
-        mine = [json.dumps(r["body"], ensure_ascii=False) for r in bodies if marker in json.dumps(r["body"], ensure_ascii=False)]
+        mine = [
+            json.dumps(r["body"], ensure_ascii=False)
+            for r in bodies
+            if marker in json.dumps(r["body"], ensure_ascii=False) and r["path"].endswith(step.args.get("path-suffix", ""))
+        ]
+        expect = self.expect(step)
+        if "count" in expect:
+            assert len(mine) == int(expect["count"]), f"the provider received {len(mine)} requests holding {marker!r}, not {expect['count']}"
+            return
         assert mine, f"the provider received no request holding {marker!r}"
         body = mine[-1]
-        expect = self.expect(step)
         for text in expect.get("contains", []):
             assert text in body, f"the provider did not receive {text!r}: {body[:600]}"
         for text in expect.get("lacks", []):
@@ -275,6 +291,8 @@ class Run:
         }
         if "extra-body" in args:
             request["extra_body"] = args["extra-body"]
+        if "extra-headers" in args:
+            request["extra_headers"] = args["extra-headers"]
         return request
 
     def reservation(self, args: dict[str, Any]) -> int:

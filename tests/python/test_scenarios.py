@@ -61,6 +61,7 @@ class Deployments:
             wrong="sk-wrong-" + secrets.token_hex(16),
             upstream=self.upstream_key,
         )
+        run_key = secrets.token_hex(6)
         config = scenario.config_yaml(
             {
                 "MOCK_URL": self.mock.url,
@@ -72,7 +73,7 @@ class Deployments:
                 "ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
                 # Distinct per run: the mock counts `first-N` faults per spec, and every target
                 # shares the mock.
-                "RUN_KEY": secrets.token_hex(6),
+                "RUN_KEY": run_key,
             }
         )
         workdir = self.tmp_path_factory.mktemp(f"{scenario.name}-{target}")
@@ -88,7 +89,7 @@ class Deployments:
         if error is not None:
             dep.failed = f"{target} did not start"
             pytest.fail(f"{target} did not start: {error}", pytrace=False)
-        dep.run = Run(scenario, instance, keys, self.mock.url)
+        dep.run = Run(scenario, instance, keys, self.mock.url, run_key)
         self.running = key
         return dep
 
