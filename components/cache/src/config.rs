@@ -62,6 +62,10 @@ pub struct Semantic {
     /// model that separates near misses by itself).
     #[serde(default = "yes")]
     pub check_words: bool,
+    /// Stricter word check: a prompt that only adds content words to the stored one ("cancel my
+    /// order *and get a refund*") is another question. Fewer false hits and fewer hits.
+    #[serde(default)]
+    pub refuse_additions: bool,
     #[serde(default = "default_ttl_s")]
     pub ttl_s: u64,
     /// How many of the last messages (of the roles in `roles`) are embedded.

@@ -463,6 +463,7 @@ fn semantic_lookup(
     let words = similar::Words::of(text);
     let check = similar::Check {
         substitution_score: s.substitution_score,
+        refuse_additions: s.refuse_additions,
     };
     for n in neighbours {
         let Ok(meta) = serde_json::from_slice::<Value>(&n.metadata) else {

@@ -176,6 +176,20 @@ const NUMBER_WORDS: &[(&str, u32)] = &[
     ("thousand", 1000),
     ("million", 1_000_000),
     ("billion", 1_000_000_000),
+    ("twice", 2),
+    ("thirteen", 13),
+    ("fourteen", 14),
+    ("fifteen", 15),
+    ("sixteen", 16),
+    ("seventeen", 17),
+    ("eighteen", 18),
+    ("nineteen", 19),
+    ("forty", 40),
+    ("sixty", 60),
+    ("seventy", 70),
+    ("eighty", 80),
+    ("ninety", 90),
+    ("dozen", 12),
 ];
 
 /// Pairs of opposites that are not prefixed negations of each other (compared folded).
@@ -291,7 +305,8 @@ const NEGATING_PREFIXES: &[&str] = &["un", "dis", "de", "in", "im", "il", "ir", 
 /// Words that relate the content words around them, in an order that matters: "convert
 /// miles *to* km" is not "convert km *to* miles".
 const RELATIONS: &[&str] = &[
-    "to", "into", "from", "in", "than", "vs", "versus", "per", "over",
+    "to", "into", "from", "in", "than", "vs", "versus", "per", "over", "of", "on", "for", "with",
+    "at",
 ];
 
 /// Question words that ask for different kinds of answer.
@@ -304,6 +319,22 @@ const QUESTION_KINDS: &[(&str, &str)] = &[
     ("why", "reason"),
 ];
 
+/// `how` and the word after it: what kind of amount is asked for.
+const HOW_KINDS: &[(&str, &str)] = &[
+    ("much", "amount"),
+    ("many", "count"),
+    ("long", "duration"),
+    ("far", "distance"),
+    ("often", "frequency"),
+    ("old", "age"),
+];
+
+/// Units after `how many` that ask for a duration (`how many minutes` = `how long`).
+const TIME_UNITS: &[&str] = &[
+    "second", "seconds", "minute", "minutes", "hour", "hours", "day", "days", "week", "weeks",
+    "month", "months", "year", "years",
+];
+
 /// One prompt, taken apart for the comparison.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Words {
@@ -311,8 +342,10 @@ pub struct Words {
     all: BTreeSet<String>,
     /// (content word before, relation word, content word after).
     relations: BTreeSet<(String, String, String)>,
-    /// The kinds of answer asked for (`person`, `time`...).
+    /// The kinds of answer asked for (`person`, `time`, `duration`...).
     kinds: BTreeSet<&'static str>,
+    /// The content words in order.
+    order: Vec<String>,
     /// Numbers, sorted.
     numbers: Vec<String>,
     /// How many negations.
@@ -348,15 +381,26 @@ pub fn fold(word: &str) -> String {
     {
         w[..n - 1].to_owned()
     } else if n >= 6 && w.ends_with("ing") {
-        w[..n - 3].to_owned()
+        undouble(&w[..n - 3])
     } else if n >= 5 && w.ends_with("ed") {
-        w[..n - 2].to_owned()
+        undouble(&w[..n - 2])
     } else {
         w
     };
     match stem.strip_suffix('e') {
         Some(s) if s.len() >= 3 => s.to_owned(),
         _ => stem,
+    }
+}
+
+/// `stopp` (from `stopped`) is `stop`, `runn` is `run`; `install`, `pass`, `buzz` stay.
+fn undouble(stem: &str) -> String {
+    let b = stem.as_bytes();
+    match b {
+        [.., x, y] if x == y && x.is_ascii_alphabetic() && !b"lsfzaeiou".contains(x) => {
+            stem[..stem.len() - 1].to_owned()
+        }
+        _ => stem.to_owned(),
     }
 }
 
@@ -370,12 +414,19 @@ impl Words {
         let mut out = Words::default();
         let chars: Vec<char> = text.chars().collect();
         let mut sentence_start = true;
+        // A question word counts at the start of a clause ("quick question: when...", "...,
+        // how"), not as a word talked about ("who versus whom").
+        let mut clause_start = true;
         let mut sequence: Vec<Word> = Vec::new();
+        let mut plain_words: Vec<String> = Vec::new();
         let mut i = 0;
         while i < chars.len() {
             if !chars[i].is_alphanumeric() {
                 if matches!(chars[i], '.' | '?' | '!' | ':' | ';' | '\n') {
                     sentence_start = true;
+                }
+                if matches!(chars[i], '.' | '?' | '!' | ':' | ';' | '\n' | ',' | '-') {
+                    clause_start = true;
                 }
                 i += 1;
                 continue;
@@ -394,12 +445,46 @@ impl Words {
                 }
             }
             let token: String = chars[start..i].iter().collect();
+            let plain: String = token
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect();
+            if clause_start
+                && let Some((_, kind)) = QUESTION_KINDS.iter().find(|(w, _)| *w == plain)
+            {
+                out.kinds.insert(kind);
+            }
             if let Some(word) = out.add(&token, sentence_start) {
+                if let Word::Content(w) = &word {
+                    out.order.push(w.clone());
+                }
                 sequence.push(word);
             }
+            plain_words.push(plain);
             sentence_start = false;
+            clause_start = false;
         }
         out.numbers.sort();
+        // `how much`, `how many`, `how long`...: the kind of amount asked for.
+        for w in plain_words
+            .windows(3)
+            .map(|w| (&w[0], &w[1], w.get(2)))
+            .chain(plain_words.windows(2).last().map(|w| (&w[0], &w[1], None)))
+        {
+            let (how, what, next) = w;
+            if how != "how" {
+                continue;
+            }
+            if let Some((_, kind)) = HOW_KINDS.iter().find(|(k, _)| k == what) {
+                let timed = next.is_some_and(|n| TIME_UNITS.contains(&n.as_str()));
+                out.kinds.insert(if timed && *kind == "count" {
+                    "duration"
+                } else {
+                    kind
+                });
+            }
+        }
         // Each relation word with the nearest content words on either side.
         for (k, w) in sequence.iter().enumerate() {
             let Word::Relation(r) = w else { continue };
@@ -417,9 +502,6 @@ impl Words {
         let lower = token.to_lowercase().replace('\u{2019}', "'");
         let plain: String = lower.chars().filter(|c| *c != '\'').collect();
         self.all.insert(fold(token));
-        if let Some((_, kind)) = QUESTION_KINDS.iter().find(|(w, _)| *w == plain) {
-            self.kinds.insert(kind);
-        }
         if RELATIONS.contains(&plain.as_str()) {
             return Some(Word::Relation(plain));
         }
@@ -478,6 +560,8 @@ pub struct Check {
     /// The similarity from which prompts whose content words were substituted may still be the
     /// same question (when no substituted word is a name or an opposite).
     pub substitution_score: f32,
+    /// Whether content words added on one side only make another question.
+    pub refuse_additions: bool,
 }
 
 /// Why a candidate was refused (for logs and tests).
@@ -487,9 +571,11 @@ pub enum Refusal {
     Negation,
     Opposite,
     Direction,
+    Object,
     QuestionKind,
     Name,
     Substitution,
+    Addition,
 }
 
 /// The word that stands for a folded word's synonym group (itself when it has none).
@@ -553,6 +639,33 @@ impl Check {
         }) {
             return Err(Refusal::Direction);
         }
+        // The same words with two of them swapped around a word that stays: "miles in 10 km" /
+        // "km in 10 miles" (two neighbours swapped is a rewording: "order refund").
+        if query.order.len() == stored.order.len() {
+            let differ: Vec<usize> = (0..query.order.len())
+                .filter(|&i| query.order[i] != stored.order[i])
+                .collect();
+            if let [i, j] = differ[..]
+                && j > i + 1
+                && query.order[i] == stored.order[j]
+                && query.order[j] == stored.order[i]
+            {
+                return Err(Refusal::Direction);
+            }
+        }
+        // The same relation to another object: "shipping to Canada" / "shipping to Mexico",
+        // "rate on savings" / "rate on credit cards".
+        for (x, r, y) in &query.relations {
+            if stored.relations.iter().any(|(x2, r2, z)| {
+                x2 == x
+                    && r2 == r
+                    && z != y
+                    && !stored.content.contains(y)
+                    && !query.content.contains(z)
+            }) {
+                return Err(Refusal::Object);
+            }
+        }
         let only_query: Vec<&String> = query.content.difference(&stored.content).collect();
         let only_stored: Vec<&String> = stored.content.difference(&query.content).collect();
         if only_query
@@ -572,6 +685,12 @@ impl Check {
         if only_query.len() == 1 && only_stored.len() == 1 && score < self.substitution_score {
             return Err(Refusal::Substitution);
         }
+        // Strict: content words added on one side only ("cancel my order *and get a refund*").
+        // Also refuses rewordings that add a word ("capital *city*"): fewer false hits, fewer
+        // hits (see the README for the measured trade-off).
+        if self.refuse_additions && (only_query.is_empty() != only_stored.is_empty()) {
+            return Err(Refusal::Addition);
+        }
         Ok(())
     }
 }
@@ -583,6 +702,7 @@ mod tests {
     fn check(a: &str, b: &str, score: f32) -> Result<(), Refusal> {
         Check {
             substitution_score: 0.95,
+            refuse_additions: false,
         }
         .same_question(&Words::of(a), &Words::of(b), score)
     }
@@ -631,7 +751,7 @@ mod tests {
                 "What is the capital of Austria?",
                 0.97
             ),
-            Err(Refusal::Name)
+            Err(Refusal::Object)
         );
         assert_eq!(
             check(
@@ -669,6 +789,75 @@ mod tests {
             ),
             Err(Refusal::Substitution)
         );
+        let cases = [
+            (
+                "Convert 5 miles to kilometers",
+                "Convert 5 kilometers to miles",
+                Refusal::Direction,
+            ),
+            (
+                "How many miles is 10 kilometers?",
+                "How many kilometers is 10 miles?",
+                Refusal::Direction,
+            ),
+            (
+                "How much does shipping to Canada cost?",
+                "how long does shipping to canada take",
+                Refusal::QuestionKind,
+            ),
+            (
+                "Who wrote Hamlet?",
+                "When was Hamlet written?",
+                Refusal::QuestionKind,
+            ),
+            (
+                "What is the interest rate on savings accounts?",
+                "What is the interest rate on credit cards?",
+                Refusal::Object,
+            ),
+            (
+                "How do I stop running containers?",
+                "how do i remove stopped containers",
+                Refusal::Substitution,
+            ),
+            (
+                "how do i install python on a mac",
+                "how do i install rust on a mac",
+                Refusal::Substitution,
+            ),
+            (
+                "Price of the Pixel 9",
+                "Price of the iPhone 9",
+                Refusal::Object,
+            ),
+        ];
+        for (a, b, why) in cases {
+            assert_eq!(check(a, b, 0.9), Err(why), "{a} | {b}");
+        }
+    }
+
+    #[test]
+    fn rewordings_that_look_like_near_misses_pass() {
+        // Neighbours swapped, a question word talked about, synonyms, number words.
+        let cases = [
+            (
+                "Can I get a refund for my order?",
+                "Is it possible to get my order refund",
+            ),
+            ("When do I use who versus whom?", "rule for who vs whom"),
+            (
+                "How do I purchase a gift card?",
+                "What's the way to buy a gift card?",
+            ),
+            ("What is 15% of 80?", "what is fifteen percent of eighty"),
+            (
+                "How long do I boil an egg?",
+                "How many minutes do I boil an egg?",
+            ),
+        ];
+        for (a, b) in cases {
+            assert_eq!(check(a, b, 0.95), Ok(()), "{a} | {b}");
+        }
     }
 
     #[test]
@@ -678,6 +867,8 @@ mod tests {
         assert_eq!(fold("countries"), "country");
         assert_eq!(fold("Australia's"), "australia");
         assert_eq!(fold("installed"), "install");
+        assert_eq!(fold("stopped"), "stop");
+        assert_eq!(fold("running"), "run");
         assert_eq!(fold("closed"), fold("close"));
         assert_eq!(fold("closing"), fold("closes"));
         assert_eq!(fold("class"), "class");
