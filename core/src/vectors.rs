@@ -19,6 +19,8 @@ pub const MAX_DIMENSIONS: usize = 8192;
 /// Largest metadata accepted per vector.
 pub const MAX_METADATA: usize = 64 << 10;
 
+use std::collections::HashMap;
+
 /// A vector found by a query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Neighbour {
@@ -28,20 +30,43 @@ pub struct Neighbour {
     pub metadata: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-struct Entry {
-    id: String,
-    /// Unit length.
-    vector: Vec<f32>,
-    metadata: Vec<u8>,
+/// Below this many vectors a query compares them all; from it on, it compares bit codes
+/// first and only the closest candidates exactly.
+const EXACT_BELOW: usize = 4096;
+
+/// Candidates rescored exactly per query (at least; `limit` × 16 when more).
+const CANDIDATES: usize = 512;
+
+/// One index: its vectors (unit length, all of one dimension) in one contiguous block, with a
+/// one-bit-per-dimension code of each (the sign of the vector minus the index's mean), so that
+/// a query at 100,000 vectors of 384 dimensions reads 4.8 MB of codes instead of 150 MB of
+/// floats: the codes' Hamming distances pick [`CANDIDATES`], which are then scored exactly.
+/// The mean is recomputed (and every code with it) each time the index doubles in size.
+#[derive(Debug, Clone, Default)]
+pub struct VectorIndex {
+    dims: usize,
+    ids: Vec<String>,
+    /// `ids.len()` rows of `dims`.
+    vectors: Vec<f32>,
+    metadata: Vec<Vec<u8>>,
     /// Milliseconds since the Unix epoch; `None` never expires.
-    expires_at_ms: Option<u64>,
+    expires: Vec<Option<u64>>,
+    rows: HashMap<String, usize>,
+    /// `ids.len()` rows of `words()` 64-bit words.
+    codes: Vec<u64>,
+    mean: Vec<f32>,
+    /// How many vectors the index held when `mean` was computed.
+    mean_of: usize,
 }
 
-/// One index: its vectors, all of one dimension.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct VectorIndex {
-    entries: Vec<Entry>,
+impl PartialEq for VectorIndex {
+    fn eq(&self, other: &Self) -> bool {
+        self.dims == other.dims
+            && self.ids == other.ids
+            && self.vectors == other.vectors
+            && self.metadata == other.metadata
+            && self.expires == other.expires
+    }
 }
 
 fn normalised(vector: &[f32]) -> Result<Vec<f32>, String> {
@@ -61,29 +86,109 @@ fn normalised(vector: &[f32]) -> Result<Vec<f32>, String> {
     Ok(vector.iter().map(|x| x / norm).collect())
 }
 
+/// The dot product, in eight lanes (the compiler vectorises it).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 impl VectorIndex {
-    /// How many vectors it holds (expired ones included until the next write).
+    /// How many vectors it holds (expired ones included until they are dropped).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.ids.len()
     }
 
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.ids.is_empty()
     }
 
-    fn dimensions(&self) -> Option<usize> {
-        self.entries.first().map(|e| e.vector.len())
+    fn words(&self) -> usize {
+        self.dims.div_ceil(64)
+    }
+
+    fn row(&self, i: usize) -> &[f32] {
+        &self.vectors[i * self.dims..(i + 1) * self.dims]
+    }
+
+    /// The sign bits of `v - mean`.
+    fn code(&self, v: &[f32], out: &mut [u64]) {
+        out.iter_mut().for_each(|w| *w = 0);
+        for (k, x) in v.iter().enumerate() {
+            let m = self.mean.get(k).copied().unwrap_or(0.0);
+            if *x > m {
+                out[k / 64] |= 1 << (k % 64);
+            }
+        }
+    }
+
+    /// Recomputes the mean and every code (each time the index has doubled).
+    fn recentre(&mut self) {
+        let n = self.len();
+        let mut mean = vec![0f32; self.dims];
+        for i in 0..n {
+            for (m, x) in mean.iter_mut().zip(self.row(i)) {
+                *m += x;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n.max(1) as f32);
+        self.mean = mean;
+        self.mean_of = n;
+        let words = self.words();
+        let mut codes = vec![0u64; n * words];
+        for i in 0..n {
+            let (row, out) = (self.row(i), &mut codes[i * words..(i + 1) * words]);
+            self.code(row, out);
+        }
+        self.codes = codes;
+    }
+
+    /// Removes row `i` (the last row takes its place).
+    fn remove_row(&mut self, i: usize) {
+        let last = self.len() - 1;
+        let (d, w) = (self.dims, self.words());
+        self.rows.remove(&self.ids[i]);
+        if i != last {
+            self.vectors.copy_within(last * d..(last + 1) * d, i * d);
+            self.codes.copy_within(last * w..(last + 1) * w, i * w);
+            self.rows.insert(self.ids[last].clone(), i);
+        }
+        self.ids.swap_remove(i);
+        self.metadata.swap_remove(i);
+        self.expires.swap_remove(i);
+        self.vectors.truncate(last * d);
+        self.codes.truncate(last * w);
+        if self.ids.is_empty() {
+            *self = Self::default();
+        }
     }
 
     /// Drops expired vectors.
     pub fn expire(&mut self, now_ms: u64) {
-        self.entries
-            .retain(|e| e.expires_at_ms.is_none_or(|t| t > now_ms));
+        let mut i = 0;
+        while i < self.len() {
+            if self.expires[i].is_some_and(|t| t <= now_ms) {
+                self.remove_row(i);
+            } else {
+                i += 1;
+            }
+        }
     }
 
-    /// Adds or replaces `id`. When the index is full (`max_entries`), the vector that expires
-    /// first (or the oldest) makes room.
+    /// Adds or replaces `id`. When the index is full (`max_entries`), expired vectors are
+    /// dropped, then the vector that expires first (or the oldest) makes room.
     pub fn upsert(
         &mut self,
         id: &str,
@@ -99,32 +204,40 @@ impl VectorIndex {
             ));
         }
         let vector = normalised(vector)?;
-        self.expire(now_ms);
-        self.entries.retain(|e| e.id != id);
-        if let Some(d) = self.dimensions()
-            && d != vector.len()
-        {
+        if self.dims != 0 && self.dims != vector.len() {
             return Err(format!(
-                "this index holds vectors of {d} dimensions, not {}",
+                "this index holds vectors of {} dimensions, not {}",
+                self.dims,
                 vector.len()
             ));
         }
-        while self.entries.len() >= max_entries.max(1) {
-            let victim = self
-                .entries
-                .iter()
-                .enumerate()
-                .min_by_key(|(i, e)| (e.expires_at_ms.unwrap_or(u64::MAX), *i))
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            self.entries.remove(victim);
+        if let Some(&i) = self.rows.get(id) {
+            self.remove_row(i);
         }
-        self.entries.push(Entry {
-            id: id.to_owned(),
-            vector,
-            metadata,
-            expires_at_ms: ttl_ms.map(|t| now_ms.saturating_add(t)),
-        });
+        if self.len() >= max_entries.max(1) {
+            self.expire(now_ms);
+        }
+        while self.len() >= max_entries.max(1) {
+            let victim = (0..self.len())
+                .min_by_key(|&i| (self.expires[i].unwrap_or(u64::MAX), i))
+                .unwrap_or(0);
+            self.remove_row(victim);
+        }
+        if self.dims == 0 {
+            self.dims = vector.len();
+        }
+        let words = self.words();
+        let mut code = vec![0u64; words];
+        self.code(&vector, &mut code);
+        self.rows.insert(id.to_owned(), self.len());
+        self.ids.push(id.to_owned());
+        self.vectors.extend_from_slice(&vector);
+        self.codes.extend_from_slice(&code);
+        self.metadata.push(metadata);
+        self.expires.push(ttl_ms.map(|t| now_ms.saturating_add(t)));
+        if self.len() >= 2 * self.mean_of.max(EXACT_BELOW / 2) {
+            self.recentre();
+        }
         Ok(())
     }
 
@@ -137,53 +250,94 @@ impl VectorIndex {
         now_ms: u64,
     ) -> Result<Vec<Neighbour>, String> {
         let q = normalised(vector)?;
-        if let Some(d) = self.dimensions()
-            && d != q.len()
-        {
+        if self.dims != 0 && self.dims != q.len() {
             return Err(format!(
-                "this index holds vectors of {d} dimensions, not {}",
+                "this index holds vectors of {} dimensions, not {}",
+                self.dims,
                 q.len()
             ));
         }
-        let mut hits: Vec<(f32, &Entry)> = self
-            .entries
-            .iter()
-            .filter(|e| e.expires_at_ms.is_none_or(|t| t > now_ms))
-            .map(|e| (e.vector.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>(), e))
+        let live = |i: &usize| self.expires[*i].is_none_or(|t| t > now_ms);
+        let candidates: Vec<usize> = if self.len() < EXACT_BELOW {
+            (0..self.len()).filter(live).collect()
+        } else {
+            self.closest_codes(&q, CANDIDATES.max(limit * 16))
+                .into_iter()
+                .filter(live)
+                .collect()
+        };
+        let mut hits: Vec<(f32, usize)> = candidates
+            .into_iter()
+            .map(|i| (dot(self.row(i), &q), i))
             .filter(|(s, _)| *s >= min_score)
             .collect();
         hits.sort_by(|a, b| b.0.total_cmp(&a.0));
         hits.truncate(limit);
         Ok(hits
             .into_iter()
-            .map(|(score, e)| Neighbour {
-                id: e.id.clone(),
+            .map(|(score, i)| Neighbour {
+                id: self.ids[i].clone(),
                 score,
-                metadata: e.metadata.clone(),
+                metadata: self.metadata[i].clone(),
             })
             .collect())
     }
 
+    /// The (about) `k` rows whose codes are nearest to the query's, by Hamming distance.
+    fn closest_codes(&self, q: &[f32], k: usize) -> Vec<usize> {
+        let words = self.words();
+        let mut code = vec![0u64; words];
+        self.code(q, &mut code);
+        let distances: Vec<u32> = self
+            .codes
+            .chunks_exact(words)
+            .map(|row| row.iter().zip(&code).map(|(a, b)| (a ^ b).count_ones()).sum())
+            .collect();
+        // The distance under which about k rows lie, from a histogram.
+        let mut histogram = vec![0usize; self.dims + 2];
+        for d in &distances {
+            histogram[*d as usize] += 1;
+        }
+        let mut cutoff = 0;
+        let mut taken = 0;
+        for (d, n) in histogram.iter().enumerate() {
+            taken += n;
+            cutoff = d as u32;
+            if taken >= k {
+                break;
+            }
+        }
+        distances
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d <= cutoff)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Removes `id` (nothing if absent).
     pub fn delete(&mut self, id: &str) {
-        self.entries.retain(|e| e.id != id);
+        if let Some(&i) = self.rows.get(id) {
+            self.remove_row(i);
+        }
     }
 
     /// The index as bytes (for a key-value store).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(b"WVI1");
-        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for e in &self.entries {
-            out.extend_from_slice(&(e.id.len() as u32).to_le_bytes());
-            out.extend_from_slice(e.id.as_bytes());
-            out.extend_from_slice(&(e.vector.len() as u32).to_le_bytes());
-            for x in &e.vector {
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        for i in 0..self.len() {
+            let id = &self.ids[i];
+            out.extend_from_slice(&(id.len() as u32).to_le_bytes());
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(&(self.dims as u32).to_le_bytes());
+            for x in self.row(i) {
                 out.extend_from_slice(&x.to_le_bytes());
             }
-            out.extend_from_slice(&(e.metadata.len() as u32).to_le_bytes());
-            out.extend_from_slice(&e.metadata);
-            out.extend_from_slice(&e.expires_at_ms.unwrap_or(0).to_le_bytes());
+            out.extend_from_slice(&(self.metadata[i].len() as u32).to_le_bytes());
+            out.extend_from_slice(&self.metadata[i]);
+            out.extend_from_slice(&self.expires[i].unwrap_or(0).to_le_bytes());
         }
         out
     }
@@ -195,7 +349,7 @@ impl VectorIndex {
             return Err("not a vector index".into());
         }
         let n = r.u32()? as usize;
-        let mut entries = Vec::with_capacity(n.min(1 << 16));
+        let mut index = Self::default();
         for _ in 0..n {
             let id_len = r.u32()? as usize;
             let id = String::from_utf8(r.take(id_len)?.to_vec()).map_err(|e| e.to_string())?;
@@ -214,14 +368,48 @@ impl VectorIndex {
             let mut t = [0u8; 8];
             t.copy_from_slice(b);
             let expires = u64::from_le_bytes(t);
-            entries.push(Entry {
-                id,
-                vector,
-                metadata,
-                expires_at_ms: (expires != 0).then_some(expires),
-            });
+            // Stored vectors are unit length already; re-checked like any input.
+            index.insert_row(&id, &vector, metadata, (expires != 0).then_some(expires))?;
         }
-        Ok(Self { entries })
+        if index.len() >= EXACT_BELOW {
+            index.recentre();
+        }
+        Ok(index)
+    }
+
+    /// Appends a row as it is (decode), with no eviction.
+    fn insert_row(
+        &mut self,
+        id: &str,
+        vector: &[f32],
+        metadata: Vec<u8>,
+        expires: Option<u64>,
+    ) -> Result<(), String> {
+        let vector = normalised(vector)?;
+        if self.dims != 0 && self.dims != vector.len() {
+            return Err("vectors of different dimensions in one index".into());
+        }
+        if let Some(&i) = self.rows.get(id) {
+            self.remove_row(i);
+        }
+        self.dims = vector.len();
+        let mut code = vec![0u64; self.words()];
+        self.code(&vector, &mut code);
+        self.rows.insert(id.to_owned(), self.len());
+        self.ids.push(id.to_owned());
+        self.vectors.extend_from_slice(&vector);
+        self.codes.extend_from_slice(&code);
+        self.metadata.push(metadata);
+        self.expires.push(expires);
+        Ok(())
+    }
+
+    /// Bytes held (vectors, codes, ids and metadata), for a store's bound on memory.
+    pub fn bytes(&self) -> usize {
+        self.vectors.len() * 4
+            + self.codes.len() * 8
+            + self.ids.iter().map(|i| i.len() * 2 + 48).sum::<usize>()
+            + self.metadata.iter().map(|m| m.len() + 24).sum::<usize>()
     }
 }
 
@@ -291,6 +479,56 @@ mod tests {
         assert_eq!(ix.len(), 2);
         ix.delete("c");
         assert_eq!(ix.len(), 1);
+    }
+
+    /// Vectors like a small embedding model's: a common direction plus noise (two unrelated
+    /// texts score about 0.7), from a fixed seed.
+    fn anisotropic(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut state = seed;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        };
+        let common: Vec<f32> = (0..dims).map(|_| next()).collect();
+        let norm = common.iter().map(|x| x * x).sum::<f32>().sqrt();
+        (0..n)
+            .map(|_| {
+                common
+                    .iter()
+                    .map(|c| 1.6 * c / norm + next() * 3f32.sqrt() / (dims as f32).sqrt())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn large_indexes_find_what_an_exhaustive_search_finds() {
+        let dims = 384;
+        let data = anisotropic(6_000, dims, 7);
+        let mut ix = VectorIndex::default();
+        for (i, v) in data.iter().enumerate() {
+            ix.upsert(&i.to_string(), v, vec![], None, 0, usize::MAX).unwrap();
+        }
+        assert!(ix.len() >= EXACT_BELOW && ix.mean_of >= EXACT_BELOW);
+        let noise = anisotropic(120, dims, 99);
+        let mut found = 0;
+        for (k, n) in noise.iter().enumerate() {
+            // A query near stored vector t (cosine about 0.9 to 0.98 depending on k).
+            let t = (k * 37) % data.len();
+            let scale = 0.1 + (k % 3) as f32 * 0.15;
+            let q: Vec<f32> = data[t].iter().zip(n).map(|(x, e)| x + scale * e).collect();
+            let qn = normalised(&q).unwrap();
+            let exact = (0..ix.len())
+                .max_by(|&a, &b| dot(ix.row(a), &qn).total_cmp(&dot(ix.row(b), &qn)))
+                .unwrap();
+            let got = ix.query(&q, 1, -1.0, 0).unwrap();
+            if got[0].id == ix.ids[exact] {
+                found += 1;
+            }
+        }
+        assert!(found >= 119, "the coded search found {found} of 120 nearest neighbours");
     }
 
     #[test]
