@@ -474,7 +474,7 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
         };
         let status = if error.is_some() { 502 } else { 200 };
         let settlement = Settlement {
-            saved: if answered { usage.clone() } else { None },
+            saved: if answered { usage } else { None },
             usage: if answered { None } else { usage },
             model,
             ttft_ms: self.ttft_ms,

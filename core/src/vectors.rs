@@ -291,7 +291,12 @@ impl VectorIndex {
         let distances: Vec<u32> = self
             .codes
             .chunks_exact(words)
-            .map(|row| row.iter().zip(&code).map(|(a, b)| (a ^ b).count_ones()).sum())
+            .map(|row| {
+                row.iter()
+                    .zip(&code)
+                    .map(|(a, b)| (a ^ b).count_ones())
+                    .sum()
+            })
             .collect();
         // The distance under which about k rows lie, from a histogram.
         let mut histogram = vec![0usize; self.dims + 2];
@@ -313,6 +318,18 @@ impl VectorIndex {
             .filter(|(_, d)| **d <= cutoff)
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Drops expired vectors, or else the one that expires first (or the oldest).
+    pub fn evict_one(&mut self, now_ms: u64) {
+        let before = self.len();
+        self.expire(now_ms);
+        if self.len() == before && !self.is_empty() {
+            let victim = (0..self.len())
+                .min_by_key(|&i| (self.expires[i].unwrap_or(u64::MAX), i))
+                .unwrap_or(0);
+            self.remove_row(victim);
+        }
     }
 
     /// Removes `id` (nothing if absent).
@@ -509,7 +526,8 @@ mod tests {
         let data = anisotropic(6_000, dims, 7);
         let mut ix = VectorIndex::default();
         for (i, v) in data.iter().enumerate() {
-            ix.upsert(&i.to_string(), v, vec![], None, 0, usize::MAX).unwrap();
+            ix.upsert(&i.to_string(), v, vec![], None, 0, usize::MAX)
+                .unwrap();
         }
         assert!(ix.len() >= EXACT_BELOW && ix.mean_of >= EXACT_BELOW);
         let noise = anisotropic(120, dims, 99);
@@ -528,7 +546,10 @@ mod tests {
                 found += 1;
             }
         }
-        assert!(found >= 119, "the coded search found {found} of 120 nearest neighbours");
+        assert!(
+            found >= 119,
+            "the coded search found {found} of 120 nearest neighbours"
+        );
     }
 
     #[test]

@@ -164,6 +164,14 @@ proxies:
         config:
           circuit-breaker: {{{{ failures: 2, cool-down-ms: 120000 }}}}
           routes: [{{{{ name: main, strategy: failover, targets: [{{{{ provider: dead }}}}, {{{{ provider: mock }}}}] }}}}]
+  - name: cached
+    context-path: /cached
+    provider: mock
+    policies:
+      - policy: auth
+        config: {{{{ consumers: [{{{{ id: shared, key-sha256: {sha256_hex(consumer_key)} }}}}] }}}}
+      - policy: cache
+        config: {{{{ semantic: {{{{ provider: mock, model: mock-words, threshold: 0.8 }}}} }}}}
 """
     nodes = [Replica(base, i, config, env) for i in range(2)]
     try:
@@ -355,6 +363,30 @@ def test_a_circuit_opened_through_one_replica_is_open_on_the_other(replicas):
         states = {t["target"]: t["state"] for t in router["targets"]}
         assert states == {"dead/*": "open", "mock/*": "closed"}, body
         assert httpx.get(f"http://127.0.0.1:{node.admin}/ready", timeout=10).status_code == 200
+
+
+def test_the_cache_is_shared_exact_and_semantic_entries_and_purges(replicas, mock_upstream):
+    """An answer stored through one replica is a hit on the other: the exact entry in the shared
+    key-value store, the semantic one through the vector index's change stream in Redis (each
+    replica's in-memory index follows it). A purge through one replica's admin API is seen by
+    both."""
+    ports, key = replicas["ports"], replicas["key"]
+    nonce = secrets.token_hex(4)
+    question = f"How do I rotate the API keys of project {nonce}?"
+
+    def ask(port: int, content: str) -> str:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/cached/v1", api_key=key, max_retries=0, timeout=30)
+        r = client.chat.completions.with_raw_response.create(model="mock-gpt", max_tokens=5, messages=[{"role": "user", "content": content}])
+        return r.headers["x-weir-cache"] + ("/" + r.headers["x-weir-cache-layer"] if r.headers["x-weir-cache"] == "hit" else "")
+
+    assert ask(ports[0], question) == "miss"
+    assert ask(ports[1], question) == "hit/exact"
+    assert ask(ports[1], f"how can i rotate the api keys of project {nonce}") == "hit/semantic"
+    recorded = httpx.get(f"{mock_upstream.url}/mock/requests", timeout=5).json()["requests"]
+    assert sum(1 for r in recorded if "chat/completions" in r["path"] and nonce in json.dumps(r["body"])) == 1
+    admin = replicas["nodes"][1].admin
+    assert httpx.post(f"http://127.0.0.1:{admin}/cache/purge?proxy=cached", timeout=10).status_code == 200
+    assert ask(ports[0], question) == "miss"
 
 
 def test_a_redis_outage_is_what_each_policy_chose_and_recovers(replicas):

@@ -11,6 +11,13 @@ use weir_core::{Upstream, Upstreams};
 use weir_runtime::{ChainSpec, Policy, Runtime, RuntimeOptions, Services, SlotSpec};
 use weir_state::{KvStore, MemoryVectors, Namespaced, VectorStore};
 
+/// Vectors one index holds (the semantic cache keeps one index per model, parameters and scope).
+const VECTORS_PER_INDEX: usize = 100_000;
+/// Indexes the gateway holds.
+const VECTOR_INDEXES: usize = 100_000;
+/// Memory all vector indexes may hold (about 160,000 vectors of 384 dimensions).
+const VECTOR_MEMORY_MIB: usize = 256;
+
 use crate::upstream::{self, HttpClient, PolicyHttp, Secret, UpstreamEmbedder};
 use crate::usage::UsageLog;
 
@@ -176,6 +183,26 @@ impl Shared {
         let mut usage = UsageLog::new(options.data_dir.as_ref().map(|d| d.join("usage.jsonl")))
             .map_err(|e| ConfigureError::Io(format!("opening the usage log: {e}")))?;
         let kv = crate::kv::open(&config.kv, metrics.clone()).await?;
+        // Vector indexes (the semantic cache's): in memory, bounded; with Redis, every replica's
+        // in-memory copy follows the indexes' change streams in Redis (weir_state::RedisVectors).
+        let local =
+            MemoryVectors::bounded(VECTORS_PER_INDEX, VECTOR_INDEXES, VECTOR_MEMORY_MIB << 20);
+        let vectors: Arc<dyn VectorStore> = if config.kv.backend == weir_config::KvBackend::Redis {
+            Arc::new(
+                weir_state::RedisVectors::connect(
+                    &crate::kv::redis_options(&config.kv)?,
+                    local,
+                    VECTORS_PER_INDEX,
+                )
+                .await
+                .map_err(|e| ConfigureError::Config {
+                    path: "kv.url".into(),
+                    message: format!("cannot use the key-value store for vector indexes: {e}"),
+                })?,
+            )
+        } else {
+            Arc::new(local)
+        };
         if config.kv.backend == weir_config::KvBackend::Redis {
             let totals =
                 weir_state::SharedTotals::connect(&crate::kv::redis_options(&config.kv)?, "usage")
@@ -192,7 +219,7 @@ impl Shared {
             metrics,
             runtime,
             kv,
-            vectors: Arc::new(MemoryVectors::new(10_000, 10_000)),
+            vectors,
             upstreams,
             components: tokio::sync::Mutex::default(),
             builtins: options.builtins.clone(),

@@ -21,6 +21,7 @@
 
 mod memory;
 mod redis;
+mod redis_vectors;
 mod shared;
 mod totals;
 mod vectors;
@@ -32,6 +33,7 @@ use futures::future::BoxFuture;
 
 pub use memory::MemoryStore;
 pub use redis::{RedisOptions, RedisStore};
+pub use redis_vectors::RedisVectors;
 pub use shared::SharedDocument;
 pub use totals::{Amount, SharedTotals};
 pub use vectors::{MemoryVectors, VectorStore};

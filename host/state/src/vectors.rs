@@ -34,29 +34,114 @@ pub trait VectorStore: Send + Sync + std::fmt::Debug + 'static {
     fn delete<'a>(&'a self, index: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), KvError>>;
 }
 
-/// In-memory indexes, each bounded to `max_per_index` vectors.
+/// In-memory indexes, each bounded to `max_per_index` vectors, all of them to `max_bytes`.
 #[derive(Debug)]
 pub struct MemoryVectors {
-    indexes: Mutex<HashMap<String, VectorIndex>>,
+    indexes: Mutex<Indexes>,
     max_per_index: usize,
     max_indexes: usize,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Indexes {
+    by_name: HashMap<String, VectorIndex>,
+    /// The sum of the indexes' [`VectorIndex::bytes`].
+    bytes: usize,
 }
 
 impl MemoryVectors {
+    /// Unbounded in bytes (see [`MemoryVectors::bounded`]).
     pub fn new(max_per_index: usize, max_indexes: usize) -> Self {
+        Self::bounded(max_per_index, max_indexes, usize::MAX)
+    }
+
+    /// With a bound on the memory all indexes hold: past it, an upsert makes room in its own
+    /// index (the vector that expires first goes), or fails when its index is empty.
+    pub fn bounded(max_per_index: usize, max_indexes: usize, max_bytes: usize) -> Self {
         Self {
-            indexes: Mutex::new(HashMap::new()),
+            indexes: Mutex::new(Indexes::default()),
             max_per_index,
             max_indexes,
+            max_bytes,
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, VectorIndex>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Indexes) -> T) -> T {
         let mut guard = self
             .indexes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut guard)
+    }
+
+    /// Removes a vector (nothing if absent).
+    pub(crate) fn remove(&self, index: &str, id: &str) {
+        self.with(|indexes| {
+            if let Some(ix) = indexes.by_name.get_mut(index) {
+                let before = ix.bytes();
+                ix.delete(id);
+                indexes.bytes = indexes.bytes - before + ix.bytes();
+            }
+        });
+    }
+
+    /// Adds or replaces a vector with an absolute expiry (what the Redis mirror replays).
+    pub(crate) fn put(
+        &self,
+        index: &str,
+        id: &str,
+        vector: &[f32],
+        metadata: Vec<u8>,
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), KvError> {
+        let now = now_ms();
+        if expires_at_ms.is_some_and(|t| t <= now) {
+            return Ok(());
+        }
+        self.with(|ix| {
+            if !ix.by_name.contains_key(index) && ix.by_name.len() >= self.max_indexes {
+                ix.by_name.retain(|_, i| {
+                    i.expire(now);
+                    !i.is_empty()
+                });
+                ix.bytes = ix.by_name.values().map(VectorIndex::bytes).sum();
+                if ix.by_name.len() >= self.max_indexes {
+                    return Err(KvError::Unavailable(format!(
+                        "the vector store holds its maximum of {} indexes",
+                        self.max_indexes
+                    )));
+                }
+            }
+            let Indexes { by_name, bytes } = ix;
+            let entry = by_name.entry(index.to_owned()).or_default();
+            let before = entry.bytes();
+            let result = entry
+                .upsert(
+                    id,
+                    vector,
+                    metadata,
+                    expires_at_ms.map(|t| t - now),
+                    now,
+                    self.max_per_index,
+                )
+                .map_err(KvError::Invalid);
+            // Over the memory bound: this index gives up what expires first.
+            while *bytes - before + entry.bytes() > self.max_bytes && entry.len() > 1 {
+                entry.evict_one(now);
+            }
+            let after = entry.bytes();
+            *bytes = *bytes - before + after;
+            if *bytes > self.max_bytes {
+                entry.delete(id);
+                *bytes = *bytes - after + entry.bytes();
+                return Err(KvError::Unavailable(format!(
+                    "the vector store holds its maximum of {} MiB",
+                    self.max_bytes >> 20
+                )));
+            }
+            result
+        })
     }
 }
 
@@ -76,33 +161,8 @@ impl VectorStore for MemoryVectors {
         metadata: Vec<u8>,
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<(), KvError>> {
-        let result = self.with(|indexes| {
-            if !indexes.contains_key(index) && indexes.len() >= self.max_indexes {
-                let now = now_ms();
-                indexes.retain(|_, ix| {
-                    ix.expire(now);
-                    !ix.is_empty()
-                });
-                if indexes.len() >= self.max_indexes {
-                    return Err(KvError::Unavailable(format!(
-                        "the vector store holds its maximum of {} indexes",
-                        self.max_indexes
-                    )));
-                }
-            }
-            indexes
-                .entry(index.to_owned())
-                .or_default()
-                .upsert(
-                    id,
-                    &vector,
-                    metadata,
-                    ttl.map(|t| t.as_millis() as u64),
-                    now_ms(),
-                    self.max_per_index,
-                )
-                .map_err(KvError::Invalid)
-        });
+        let expires = ttl.map(|t| now_ms().saturating_add(t.as_millis() as u64));
+        let result = self.put(index, id, &vector, metadata, expires);
         async move { result }.boxed()
     }
 
@@ -113,7 +173,7 @@ impl VectorStore for MemoryVectors {
         limit: usize,
         min_score: f32,
     ) -> BoxFuture<'a, Result<Vec<Neighbour>, KvError>> {
-        let result = self.with(|indexes| match indexes.get(index) {
+        let result = self.with(|indexes| match indexes.by_name.get(index) {
             Some(ix) => ix
                 .query(&vector, limit, min_score, now_ms())
                 .map_err(KvError::Invalid),
@@ -123,11 +183,7 @@ impl VectorStore for MemoryVectors {
     }
 
     fn delete<'a>(&'a self, index: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), KvError>> {
-        self.with(|indexes| {
-            if let Some(ix) = indexes.get_mut(index) {
-                ix.delete(id);
-            }
-        });
+        self.remove(index, id);
         async { Ok(()) }.boxed()
     }
 }
