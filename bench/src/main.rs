@@ -5,6 +5,7 @@
 //! cargo run --release -p weir-bench -- all          # both parts (about 1 minute)
 //! cargo run --release -p weir-bench -- policies     # part A only
 //! cargo run --release -p weir-bench -- translate    # part C only
+//! cargo run --release -p weir-bench -- vectors      # part D only
 //! cargo run --release -p weir-bench -- http --concurrency 32 --seconds 10
 //! ```
 //!
@@ -34,6 +35,9 @@
 //! **C. Provider translation, in-process** ([`translate`]): request, answer and a 32-event
 //! stream of the Anthropic, Gemini and Bedrock dialects.
 //!
+//! **D. Vector index, in-process** ([`vectors`]): the semantic cache's nearest-neighbour lookup
+//! at 10,000 and 100,000 vectors of 384 dimensions, and its recall against an exhaustive search.
+//!
 //! `--threads` sets the worker threads of the benchmark's single Tokio runtime (default: one per
 //! core, like the servers).
 
@@ -42,6 +46,7 @@ mod load;
 mod policies;
 mod table;
 mod translate;
+mod vectors;
 
 use clap::{Parser, Subcommand};
 
@@ -68,6 +73,8 @@ enum Command {
     Http(http::Options),
     /// Part C: the cost of provider translation per request, in-process.
     Translate(translate::Options),
+    /// Part D: vector index lookups (the semantic cache's), in-process.
+    Vectors(vectors::Options),
     /// All parts.
     All {
         #[command(flatten)]
@@ -76,6 +83,8 @@ enum Command {
         http: http::Options,
         #[command(flatten)]
         translate: translate::Options,
+        #[command(flatten)]
+        vectors: vectors::Options,
     },
 }
 
@@ -124,21 +133,26 @@ fn machine_line() -> String {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     emit(&format!("# Weir benchmark\n\n{}\n", machine_line()));
-    let (policies, http, translate) = match command {
-        Command::Policies(p) => (Some(p), None, None),
-        Command::Http(h) => (None, Some(h), None),
-        Command::Translate(t) => (None, None, Some(t)),
+    let (policies, http, translate, vectors) = match command {
+        Command::Policies(p) => (Some(p), None, None, None),
+        Command::Http(h) => (None, Some(h), None, None),
+        Command::Translate(t) => (None, None, Some(t), None),
+        Command::Vectors(v) => (None, None, None, Some(v)),
         Command::All {
             policies,
             http,
             translate,
-        } => (Some(policies), Some(http), Some(translate)),
+            vectors,
+        } => (Some(policies), Some(http), Some(translate), Some(vectors)),
     };
     if let Some(options) = policies {
         emit(&policies::run(&options).await?.render());
     }
     if let Some(options) = translate {
         emit(&translate::run(&options)?.render());
+    }
+    if let Some(options) = vectors {
+        emit(&vectors::run(&options)?.render());
     }
     if let Some(options) = http {
         let (table, errors) = http::run(&options).await?;

@@ -98,6 +98,9 @@ struct Case {
     consumer: Option<&'static str>,
     /// Events of a streamed answer each policy sees after on-request (then on-stream-end).
     stream_events: usize,
+    /// The chain answers the request itself (a cache hit): an answer is stored first, by one
+    /// request and its response phase, and every measured request must be answered.
+    answers: bool,
 }
 
 const CASES: &[Case] = &[
@@ -107,6 +110,7 @@ const CASES: &[Case] = &[
         complete: true,
         consumer: None,
         stream_events: 0,
+        answers: false,
     },
     Case {
         label: "test-policy `noop` (bare instance + call)",
@@ -114,6 +118,7 @@ const CASES: &[Case] = &[
         complete: false,
         consumer: None,
         stream_events: 0,
+        answers: false,
     },
     Case {
         label: "auth",
@@ -121,6 +126,7 @@ const CASES: &[Case] = &[
         complete: false,
         consumer: None,
         stream_events: 0,
+        answers: false,
     },
     Case {
         label: "token-limit",
@@ -128,6 +134,7 @@ const CASES: &[Case] = &[
         complete: true,
         consumer: Some("bench"),
         stream_events: 0,
+        answers: false,
     },
     Case {
         label: "auth + token-limit",
@@ -135,6 +142,7 @@ const CASES: &[Case] = &[
         complete: true,
         consumer: None,
         stream_events: 0,
+        answers: false,
     },
     Case {
         label: "pii (all built-in entities)",
@@ -142,6 +150,7 @@ const CASES: &[Case] = &[
         complete: false,
         consumer: None,
         stream_events: 0,
+        answers: false,
     },
     Case {
         label: "guardrail (10 rules)",
@@ -149,6 +158,7 @@ const CASES: &[Case] = &[
         complete: false,
         consumer: None,
         stream_events: 0,
+        answers: false,
     },
     Case {
         label: "prompt (decorators)",
@@ -156,6 +166,7 @@ const CASES: &[Case] = &[
         complete: false,
         consumer: None,
         stream_events: 0,
+        answers: false,
     },
     Case {
         label: "router (weighted, 3 targets, circuit breaker)",
@@ -163,6 +174,23 @@ const CASES: &[Case] = &[
         complete: true,
         consumer: None,
         stream_events: 0,
+        answers: false,
+    },
+    Case {
+        label: "cache (exact layer, miss: key, lookup, pending entry)",
+        policies: &["cache"],
+        complete: true,
+        consumer: Some("bench"),
+        stream_events: 0,
+        answers: false,
+    },
+    Case {
+        label: "cache (exact layer, hit: the stored answer)",
+        policies: &["cache"],
+        complete: false,
+        consumer: Some("bench"),
+        stream_events: 0,
+        answers: true,
     },
     Case {
         label: "auth + pii + guardrail + prompt + token-limit",
@@ -170,6 +198,7 @@ const CASES: &[Case] = &[
         complete: true,
         consumer: None,
         stream_events: 0,
+        answers: false,
     },
     Case {
         label: "pii + guardrail, 32-event stream",
@@ -177,6 +206,7 @@ const CASES: &[Case] = &[
         complete: false,
         consumer: None,
         stream_events: 32,
+        answers: false,
     },
     Case {
         label: "auth + pii + guardrail + prompt + token-limit, 32-event stream",
@@ -184,6 +214,7 @@ const CASES: &[Case] = &[
         complete: true,
         consumer: None,
         stream_events: 32,
+        answers: false,
     },
 ];
 
@@ -248,6 +279,7 @@ fn policy_source(name: &str) -> anyhow::Result<(&'static [u8], String)> {
                 .to_owned(),
         ),
         "router" => (weir_policies::ROUTER, ROUTER_CONFIG.to_owned()),
+        "cache" => (weir_policies::CACHE, r#"{"exact":{"ttl-s":3600}}"#.to_owned()),
         "token-limit" => (
             weir_policies::TOKEN_LIMIT,
             r#"{"tokens-per-minute":1000000000000000,"requests-per-minute":1000000000000000}"#
@@ -339,6 +371,33 @@ async fn stream(run: &mut ChainRun, events: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One request and its response phase with an answer (what a cache stores on a miss).
+async fn store_answer(spec: &Arc<ChainSpec>, case: &Case, body: &bytes::Bytes) -> anyhow::Result<()> {
+    let mut run = ChainRun::new(spec.clone(), request_state(usize::MAX, case.consumer));
+    let mut msg = message(body);
+    let mut admission = weir_core::chain::Admission::default();
+    if let Some(stop) = weir_core::chain::request_phase(&mut run, &mut msg, &mut admission).await? {
+        anyhow::bail!("the first request was not let through: {stop:?}");
+    }
+    let answer = serde_json::json!({
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "mock-gpt",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "mock ".repeat(32)}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 500, "completion_tokens": 32, "total_tokens": 532},
+    });
+    let mut response = MessageView {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: bytes::Bytes::from(answer.to_string()),
+        ..MessageView::default()
+    };
+    let len = {
+        use weir_core::Chain as _;
+        run.len()
+    };
+    weir_core::chain::response_phase(&mut run, &mut response, len).await?;
+    Ok(())
+}
+
 /// Runs `n` requests through `spec`; the duration of each in nanoseconds, sorted.
 async fn measure(
     spec: &Arc<ChainSpec>,
@@ -367,8 +426,11 @@ async fn measure(
         };
         drop(run);
         let elapsed = started.elapsed();
-        if let Some(stop) = decision.with_context(|| format!("{}: request {i}", case.label))? {
-            anyhow::bail!("{}: request {i} was not let through: {stop:?}", case.label);
+        match decision.with_context(|| format!("{}: request {i}", case.label))? {
+            Some(weir_core::chain::Stop::Answer { .. }) if case.answers => {}
+            Some(stop) => anyhow::bail!("{}: request {i} was not let through: {stop:?}", case.label),
+            None if case.answers => anyhow::bail!("{}: request {i} was not answered", case.label),
+            None => {}
         }
         if let Some(e) = errors.first() {
             anyhow::bail!("{}: on-complete of request {i} failed: {e}", case.label);
@@ -394,6 +456,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         "guardrail",
         "prompt",
         "router",
+        "cache",
     ] {
         let (bytes, config) = policy_source(name)?;
         let policy = runtime
@@ -505,6 +568,11 @@ async fn measure_case(
         });
     }
     let spec = Arc::new(ChainSpec::new(slots));
+    if case.answers {
+        store_answer(&spec, case, body)
+            .await
+            .with_context(|| format!("{label}: storing the answer"))?;
+    }
     crate::progress(&format!(
         "part A: {label} ({} + {} requests)",
         options.warmup_iterations, options.iterations
@@ -550,6 +618,7 @@ async fn languages(
         complete: false,
         consumer: None,
         stream_events: 0,
+        answers: false,
     };
     for (lang, file) in [
         ("JavaScript (componentize-js)", "conformance-js.wasm"),

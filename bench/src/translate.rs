@@ -72,7 +72,7 @@ fn measure(iterations: usize, mut f: impl FnMut()) -> (u64, u64) {
         samples.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
     }
     samples.sort_unstable();
-    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+    (percentile(&samples, 50.0), percentile(&samples, 99.0))
 }
 
 pub fn run(options: &Options) -> anyhow::Result<Table> {

@@ -35,7 +35,7 @@ pub struct Neighbour {
 const EXACT_BELOW: usize = 4096;
 
 /// Candidates rescored exactly per query (at least; `limit` × 16 when more).
-const CANDIDATES: usize = 512;
+const CANDIDATES: usize = 256;
 
 /// One index: its vectors (unit length, all of one dimension) in one contiguous block, with a
 /// one-bit-per-dimension code of each (the sign of the vector minus the index's mean), so that
@@ -283,41 +283,40 @@ impl VectorIndex {
             .collect())
     }
 
-    /// The (about) `k` rows whose codes are nearest to the query's, by Hamming distance.
+    /// The (about) `k` rows whose codes are nearest to the query's, by Hamming distance: one
+    /// pass for the distances and their histogram, one to take the rows under the cut-off.
     fn closest_codes(&self, q: &[f32], k: usize) -> Vec<usize> {
         let words = self.words();
         let mut code = vec![0u64; words];
         self.code(q, &mut code);
-        let distances: Vec<u32> = self
+        let mut histogram = vec![0usize; self.dims + 1];
+        let distances: Vec<u16> = self
             .codes
             .chunks_exact(words)
             .map(|row| {
-                row.iter()
-                    .zip(&code)
-                    .map(|(a, b)| (a ^ b).count_ones())
-                    .sum()
+                let d: u32 = row.iter().zip(&code).map(|(a, b)| (a ^ b).count_ones()).sum();
+                histogram[d as usize] += 1;
+                d as u16
             })
             .collect();
-        // The distance under which about k rows lie, from a histogram.
-        let mut histogram = vec![0usize; self.dims + 2];
-        for d in &distances {
-            histogram[*d as usize] += 1;
-        }
         let mut cutoff = 0;
         let mut taken = 0;
         for (d, n) in histogram.iter().enumerate() {
             taken += n;
-            cutoff = d as u32;
+            cutoff = d as u16;
             if taken >= k {
                 break;
             }
         }
-        distances
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| **d <= cutoff)
-            .map(|(i, _)| i)
-            .collect()
+        let mut out = Vec::with_capacity(taken);
+        out.extend(
+            distances
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| **d <= cutoff)
+                .map(|(i, _)| i),
+        );
+        out
     }
 
     /// Drops expired vectors, or else the one that expires first (or the oldest).
