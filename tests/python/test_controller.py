@@ -19,6 +19,7 @@ import base64
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -384,3 +385,33 @@ def test_retries_and_routes_are_managed_through_the_controller(controlled: Contr
     client = openai.OpenAI(base_url=f"{controlled.gateway}/routed/v1", api_key="unused", max_retries=0)
     answer = client.chat.completions.create(model="flaky", max_tokens=2, messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content and answer.model == flaky, answer
+
+
+def test_cache_settings_are_validated_and_live_through_the_controller(controlled: Controlled, mock_upstream: MockUpstream, keys: Keys):
+    """The cache's configuration is checked by the component itself (422 naming the field, its
+    schema in the catalogue); a valid one is live at once."""
+    catalogue = {p["name"]: p for p in controlled.call("GET", "/policies").json()["items"]}
+    schema = catalogue["cache"]["config-schema"]
+    jsonschema.Draft202012Validator.check_schema(schema)
+    if controlled.call("GET", "/llm-providers/cached").status_code == 404:
+        made = controlled.call("POST", "/llm-providers", json=provider_body("cached", mock_upstream, keys.upstream))
+        assert made.status_code == 201, made.text
+
+    def proxy(config: dict) -> dict:
+        return {"name": "cached", "context-path": "/cached", "provider": "cached", "policies": [{"policy": "cache", "config": config}]}
+
+    bad = controlled.call("POST", "/llm-proxies", json=proxy({"semantic": {"provider": "cached", "model": "mock-words", "threshold": 1.5}}))
+    assert bad.status_code == 422 and bad.json()["error"]["path"] == "policies[0].config.semantic.threshold", bad.text
+    bad = controlled.call("POST", "/llm-proxies", json=proxy({"exact": {"ttl-s": 0}}))
+    assert bad.status_code == 422 and bad.json()["error"]["path"] == "policies[0].config.exact.ttl-s", bad.text
+    good = {"exact": {"ttl-s": 60}}
+    jsonschema.validate(good, schema)
+    created = controlled.call("POST", "/llm-proxies", json=proxy(good))
+    assert created.status_code == 201, created.text
+    client = openai.OpenAI(base_url=f"{controlled.gateway}/cached/v1", api_key="unused", max_retries=0)
+    content = "cache me " + secrets.token_hex(4)
+    states = [
+        client.chat.completions.with_raw_response.create(model="mock-gpt", max_tokens=4, messages=[{"role": "user", "content": content}]).headers["x-weir-cache"]
+        for _ in range(2)
+    ]
+    assert states == ["miss", "hit"]
