@@ -372,7 +372,11 @@ async fn stream(run: &mut ChainRun, events: usize) -> anyhow::Result<()> {
 }
 
 /// One request and its response phase with an answer (what a cache stores on a miss).
-async fn store_answer(spec: &Arc<ChainSpec>, case: &Case, body: &bytes::Bytes) -> anyhow::Result<()> {
+async fn store_answer(
+    spec: &Arc<ChainSpec>,
+    case: &Case,
+    body: &bytes::Bytes,
+) -> anyhow::Result<()> {
     let mut run = ChainRun::new(spec.clone(), request_state(usize::MAX, case.consumer));
     let mut msg = message(body);
     let mut admission = weir_core::chain::Admission::default();
@@ -428,7 +432,9 @@ async fn measure(
         let elapsed = started.elapsed();
         match decision.with_context(|| format!("{}: request {i}", case.label))? {
             Some(weir_core::chain::Stop::Answer { .. }) if case.answers => {}
-            Some(stop) => anyhow::bail!("{}: request {i} was not let through: {stop:?}", case.label),
+            Some(stop) => {
+                anyhow::bail!("{}: request {i} was not let through: {stop:?}", case.label)
+            }
             None if case.answers => anyhow::bail!("{}: request {i} was not answered", case.label),
             None => {}
         }

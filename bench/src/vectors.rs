@@ -76,7 +76,14 @@ pub fn run(options: &Options) -> anyhow::Result<Table> {
                 .map(|c| 1.6 * c + uniform(&mut state) * scale)
                 .collect();
             index
-                .upsert(&format!("e{i}"), &v, vec![0; 64], Some(3_600_000), 0, usize::MAX)
+                .upsert(
+                    &format!("e{i}"),
+                    &v,
+                    vec![0; 64],
+                    Some(3_600_000),
+                    0,
+                    usize::MAX,
+                )
                 .map_err(anyhow::Error::msg)?;
             rows.push(unit(&v));
         }

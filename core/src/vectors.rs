@@ -294,7 +294,11 @@ impl VectorIndex {
             .codes
             .chunks_exact(words)
             .map(|row| {
-                let d: u32 = row.iter().zip(&code).map(|(a, b)| (a ^ b).count_ones()).sum();
+                let d: u32 = row
+                    .iter()
+                    .zip(&code)
+                    .map(|(a, b)| (a ^ b).count_ones())
+                    .sum();
                 histogram[d as usize] += 1;
                 d as u16
             })

@@ -658,8 +658,12 @@ async fn policy_components_upload_attach_and_delete() {
         auth["config-schema"]["properties"]["consumers"]["type"], "array",
         "{auth}"
     );
+    let token_limit = catalogue["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|p| p["name"] == "token-limit"))
+        .expect("token-limit in the catalogue");
     assert_eq!(
-        catalogue["items"][6]["config-schema"]["properties"]["tokens-per-minute"]["minimum"],
+        token_limit["config-schema"]["properties"]["tokens-per-minute"]["minimum"],
         1
     );
     assert_eq!(up.json()["config-schema"], Value::Null);
