@@ -223,18 +223,12 @@ impl VectorIndex {
                 .unwrap_or(0);
             self.remove_row(victim);
         }
-        if self.dims == 0 {
-            self.dims = vector.len();
-        }
-        let words = self.words();
-        let mut code = vec![0u64; words];
-        self.code(&vector, &mut code);
-        self.rows.insert(id.to_owned(), self.len());
-        self.ids.push(id.to_owned());
-        self.vectors.extend_from_slice(&vector);
-        self.codes.extend_from_slice(&code);
-        self.metadata.push(metadata);
-        self.expires.push(ttl_ms.map(|t| now_ms.saturating_add(t)));
+        self.push_row(
+            id,
+            &vector,
+            metadata,
+            ttl_ms.map(|t| now_ms.saturating_add(t)),
+        );
         if self.len() >= 2 * self.mean_of.max(EXACT_BELOW / 2) {
             self.recentre();
         }
@@ -412,16 +406,21 @@ impl VectorIndex {
         if let Some(&i) = self.rows.get(id) {
             self.remove_row(i);
         }
+        self.push_row(id, &vector, metadata, expires);
+        Ok(())
+    }
+
+    /// Appends a unit vector (of the index's dimensions, or the first) and its code.
+    fn push_row(&mut self, id: &str, vector: &[f32], metadata: Vec<u8>, expires: Option<u64>) {
         self.dims = vector.len();
         let mut code = vec![0u64; self.words()];
-        self.code(&vector, &mut code);
+        self.code(vector, &mut code);
         self.rows.insert(id.to_owned(), self.len());
         self.ids.push(id.to_owned());
-        self.vectors.extend_from_slice(&vector);
+        self.vectors.extend_from_slice(vector);
         self.codes.extend_from_slice(&code);
         self.metadata.push(metadata);
         self.expires.push(expires);
-        Ok(())
     }
 
     /// Bytes held (vectors, codes, ids and metadata), for a store's bound on memory.

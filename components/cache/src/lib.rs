@@ -26,6 +26,7 @@
 
 pub mod config;
 pub mod key;
+mod lexicon;
 pub mod similar;
 
 use std::cell::RefCell;

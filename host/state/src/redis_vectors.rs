@@ -23,7 +23,7 @@ use futures::future::{BoxFuture, FutureExt};
 use redis::Value;
 
 use crate::redis::{Link, RedisOptions};
-use crate::vectors::{MemoryVectors, VectorStore};
+use crate::vectors::{MemoryVectors, VectorStore, now_ms};
 use crate::{KvError, Neighbour};
 
 /// Stream entries read per round trip while catching up.
@@ -48,13 +48,6 @@ impl std::fmt::Debug for RedisVectors {
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 fn bytes_of(v: &Value) -> Option<&[u8]> {
