@@ -174,6 +174,28 @@ proxies:
           routes:
             - strategy: failover
               targets: [{{provider: mock, model: 'mock-fault:status-503'}}, {{provider: mock, model: mock-gpt}}]
+  - name: plain
+    context-path: /plain
+    provider: mock
+    policies:
+      - policy: auth
+        config: {{consumers: [{{id: bench, key-sha256: {key_sha256}}}]}}
+  - name: exact
+    context-path: /exact
+    provider: mock
+    policies:
+      - policy: auth
+        config: {{consumers: [{{id: bench, key-sha256: {key_sha256}}}]}}
+      - policy: cache
+        config: {{exact: {{ttl-s: 3600}}}}
+  - name: semantic
+    context-path: /semantic
+    provider: mock
+    policies:
+      - policy: auth
+        config: {{consumers: [{{id: bench, key-sha256: {key_sha256}}}]}}
+      - policy: cache
+        config: {{exact: null, semantic: {{provider: mock, model: mock-words, ttl-s: 3600}}}}
 "
     )
 }
@@ -211,20 +233,25 @@ impl Cpu {
         }
     }
 
-    /// Percent of one core used by weir, the mock and the benchmark (`USER_HZ` = 100 assumed).
-    fn finish(self) -> [String; 3] {
+    /// Percent of one core used by weir, the mock and the benchmark (`USER_HZ` = 100 assumed),
+    /// and weir's CPU seconds.
+    fn finish(self) -> ([String; 3], Option<f64>) {
         let seconds = self.started.elapsed().as_secs_f64();
         let mut out: [String; 3] = Default::default();
+        let mut weir = None;
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = match (self.before[i], cpu_ticks(&self.pids[i])) {
-                (Some(a), Some(b)) => format!(
-                    "{:.0}%",
-                    (b.saturating_sub(a)) as f64 / 100.0 / seconds * 100.0
-                ),
+                (Some(a), Some(b)) => {
+                    let used = (b.saturating_sub(a)) as f64 / 100.0;
+                    if i == 0 {
+                        weir = Some(used);
+                    }
+                    format!("{:.0}%", used / seconds * 100.0)
+                }
                 _ => "n/a".to_owned(),
             };
         }
-        out
+        (out, weir)
     }
 }
 
@@ -292,7 +319,12 @@ impl Bench<'_> {
             self.options.concurrency,
         )
         .await;
-        let [cpu_weir, cpu_mock, cpu_bench] = cpu.finish();
+        let ([cpu_weir, cpu_mock, cpu_bench], weir_seconds) = cpu.finish();
+        // 1/100 s clock ticks: at least a few thousand requests make this figure meaningful.
+        let per_request = match weir_seconds {
+            Some(s) if results.ok > 0 => format!("{:.0}", s * 1e6 / results.ok as f64),
+            _ => "n/a".to_owned(),
+        };
         let errors = warmup.errors + results.errors;
         if let Some(e) = results.first_error.as_ref().or(warmup.first_error.as_ref()) {
             crate::progress(&format!("part B: {label}: {errors} error(s); first: {e}"));
@@ -307,6 +339,7 @@ impl Bench<'_> {
             results.ok.to_string(),
             errors.to_string(),
             cpu_weir,
+            per_request,
             cpu_mock,
             cpu_bench,
         ]);
@@ -368,20 +401,25 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     weir.wait_listening(weir_addr).await?;
 
     let body = crate::chat_body();
-    let at = |addr: SocketAddr, prefix: &str| -> anyhow::Result<Arc<Target>> {
+    let target = |addr: SocketAddr, prefix: &str, vary: bool| -> anyhow::Result<Arc<Target>> {
         Ok(Arc::new(Target {
             uri: format!("http://{addr}{prefix}/v1/chat/completions").parse()?,
             authorization: HeaderValue::from_str(&format!("Bearer {}", crate::BENCH_KEY))?,
             body: body.clone(),
+            vary,
         }))
     };
+    let at = |addr: SocketAddr, prefix: &str| target(addr, prefix, false);
     let (to_mock, to_weir) = (at(mock_addr, "")?, at(weir_addr, "")?);
     let (routed, failover) = (at(weir_addr, "/routed")?, at(weir_addr, "/failover")?);
+    let plain = target(weir_addr, "/plain", true)?;
+    let (exact_miss, exact_hit) = (target(weir_addr, "/exact", true)?, at(weir_addr, "/exact")?);
+    let semantic_hit = at(weir_addr, "/semantic")?;
     let probe = load::client();
     load::send(&probe, &to_mock)
         .await
         .map_err(|e| anyhow::anyhow!("the mock's answer to a probe: {e}"))?;
-    for t in [&to_weir, &routed, &failover] {
+    for t in [&to_weir, &routed, &failover, &plain] {
         if let Err(e) = load::send(&probe, t).await {
             anyhow::bail!(
                 "weir's answer to a probe of {}: {e}\nweir's log:\n{}",
@@ -390,10 +428,28 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
             );
         }
     }
+    // The cache rows measure what they say: a new question is a miss, an old one a hit.
+    for (t, expected) in [
+        (&exact_miss, ["miss", "miss"]),
+        (&exact_hit, ["miss", "hit"]),
+        (&semantic_hit, ["miss", "hit"]),
+    ] {
+        for want in expected {
+            let got = load::send_reading(&probe, t, Some("x-weir-cache"))
+                .await
+                .map_err(|e| anyhow::anyhow!("weir's answer to a probe of {}: {e}", t.uri))?;
+            anyhow::ensure!(
+                got == want,
+                "a probe of {} answered x-weir-cache: {got:?}, expected {want:?}\nweir's log:\n{}",
+                t.uri,
+                weir.log_tail()
+            );
+        }
+    }
     drop(probe);
 
     let mut table = Table::new(
-        "B. End-to-end over HTTP (mock provider, weir with auth + token-limit)",
+        "B. End-to-end over HTTP (mock provider; weir with auth + token-limit unless the row says otherwise)",
         &[
             "target",
             "load",
@@ -403,6 +459,7 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
             "200s",
             "errors",
             "CPU weir",
+            "weir CPU µs/req",
             "CPU mock",
             "CPU bench",
         ],
@@ -445,6 +502,42 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
             Load::Closed(1),
         )
         .await;
+    // One connection again: a lone request's latency without a cache, with a miss, with hits.
+    let uncached = bench
+        .scenario(&mut table, "(e) weir, auth", &plain, Load::Closed(1))
+        .await;
+    let missed = bench
+        .scenario(
+            &mut table,
+            "(e) weir, auth + cache, exact miss",
+            &exact_miss,
+            Load::Closed(1),
+        )
+        .await;
+    let exact = bench
+        .scenario(
+            &mut table,
+            "(e) weir, auth + cache, exact hit",
+            &exact_hit,
+            Load::Closed(1),
+        )
+        .await;
+    let semantic = bench
+        .scenario(
+            &mut table,
+            "(e) weir, auth + cache, semantic hit",
+            &semantic_hit,
+            Load::Closed(1),
+        )
+        .await;
+    let exact_many = bench
+        .scenario(
+            &mut table,
+            "(f) weir, auth + cache, exact hit",
+            &exact_hit,
+            Load::Closed(c),
+        )
+        .await;
 
     if let Some(status) = weir.process.try_wait()? {
         anyhow::bail!(
@@ -472,6 +565,22 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
          bookkeeping; a real provider's time to fail comes on top).",
         failover_added(50.0),
         failover_added(99.0)
+    ));
+    let vs_uncached = |r: &Results, p: f64| added_latency(r, &uncached, p);
+    table.note(format!(
+        "Cache (e), one connection, against auth alone (each request new, so the provider answers every one): \
+         an exact miss adds p50 {}, p99 {} (hashing the request, one KV lookup, storing the answer); an exact \
+         hit answers in p50 {} / p99 {} µs and a semantic hit (exact layer off; the mock's `mock-words` \
+         embeddings over HTTP, the in-memory index, the word check) in p50 {} / p99 {} µs, without the provider. \
+         (f): exact hits at {} connections: {:.0}% of (b)'s rate (auth + token-limit to the provider).",
+        vs_uncached(&missed, 50.0),
+        vs_uncached(&missed, 99.0),
+        us_int(percentile(&exact.latencies, 50.0), 0),
+        us_int(percentile(&exact.latencies, 99.0), 0),
+        us_int(percentile(&semantic.latencies, 50.0), 0),
+        us_int(percentile(&semantic.latencies, 99.0), 0),
+        c,
+        exact_many.rate() / through.rate().max(1e-9) * 100.0,
     ));
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
     table.note(format!(

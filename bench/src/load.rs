@@ -10,6 +10,7 @@
 //! body. Only requests that complete inside the window count for throughput and latency; every
 //! non-200 answer or transport error, whenever it happens, counts as an error.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -40,26 +41,59 @@ pub fn client() -> HttpClient {
 pub struct Target {
     pub uri: Uri,
     pub authorization: HeaderValue,
+    /// A JSON object.
     pub body: Bytes,
+    /// Make every request a new one: a `"seed"` counter is added to the body (it is part of a
+    /// cache's exact key), so a cache never has the answer.
+    pub vary: bool,
 }
 
+/// The next `"seed"` of a varying target (process-wide, so no two requests share one).
+static SEED: AtomicU64 = AtomicU64::new(1);
+
 impl Target {
+    fn body(&self) -> Bytes {
+        if !self.vary {
+            return self.body.clone();
+        }
+        let seed = SEED.fetch_add(1, Ordering::Relaxed);
+        let object = self.body.strip_suffix(b"}").unwrap_or(&self.body);
+        let mut body = Vec::with_capacity(object.len() + 32);
+        body.extend_from_slice(object);
+        body.extend_from_slice(format!(",\"seed\":{seed}}}").as_bytes());
+        Bytes::from(body)
+    }
+
     fn request(&self) -> Result<Request<Full<Bytes>>, String> {
         Request::post(self.uri.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(AUTHORIZATION, self.authorization.clone())
-            .body(Full::new(self.body.clone()))
+            .body(Full::new(self.body()))
             .map_err(|e| e.to_string())
     }
 }
 
 /// Sends one request and reads the whole answer; `Err` unless it is a 200.
 pub async fn send(client: &HttpClient, target: &Target) -> Result<(), String> {
+    send_reading(client, target, None).await.map(drop)
+}
+
+/// Like [`send`], and returns the value of the response header `header` (empty if absent).
+pub async fn send_reading(
+    client: &HttpClient,
+    target: &Target,
+    header: Option<&str>,
+) -> Result<String, String> {
     let response = client
         .request(target.request()?)
         .await
         .map_err(|e| format!("transport error: {e:?}"))?;
     let status = response.status();
+    let read = header
+        .and_then(|h| response.headers().get(h))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let body = response
         .into_body()
         .collect()
@@ -73,7 +107,7 @@ pub async fn send(client: &HttpClient, target: &Target) -> Result<(), String> {
     if body.is_empty() {
         return Err("empty 200 body".into());
     }
-    Ok(())
+    Ok(read)
 }
 
 /// The results of one measurement window.

@@ -27,7 +27,10 @@
 //! (a) straight to the mock and (b) through weir, both closed-loop with `--concurrency`
 //! connections for `--seconds` after `--warmup-seconds`; then (c) open-loop at half of (b)'s
 //! throughput, through weir and straight to the mock, which gives the latency weir adds at a
-//! load it sustains. Every response must be a 200; failures are counted (and make the exit
+//! load it sustains; (d) the router with one target and with a failover; (e) one connection
+//! through `auth` alone, and through `auth` + `cache`: an exact miss (every request new), an
+//! exact hit and a semantic hit (probed first: the bench stops if `x-weir-cache` says
+//! otherwise); (f) exact hits closed-loop. Every response must be a 200; failures are counted (and make the exit
 //! status non-zero). The three processes share the machine's cores, so the figures are a
 //! lower bound of what weir does on a machine of its own; the tables say how many cores there
 //! were and how much CPU each process used.

@@ -17,7 +17,7 @@
 //!   prefixed negation of the other (`lock` / `unlock`); words added on one side only
 //!   ("...capital *city*?") and reworded framing pass.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::lexicon::{
     HOW_KINDS, NEGATING_PREFIXES, NEGATIONS, NUMBER_WORDS, OPPOSITES, QUESTION_KINDS, RELATIONS,
@@ -108,6 +108,7 @@ impl Words {
         let mut clause_start = true;
         let mut sequence: Vec<Word> = Vec::new();
         let mut plain_words: Vec<String> = Vec::new();
+        let mut seen = HashMap::new();
         let mut i = 0;
         while i < chars.len() {
             if !chars[i].is_alphanumeric() {
@@ -144,7 +145,7 @@ impl Words {
             {
                 out.kinds.insert(kind);
             }
-            if let Some(word) = out.add(&token, sentence_start) {
+            if let Some(word) = out.add(&token, sentence_start, &mut seen) {
                 if let Word::Content(w) = &word {
                     out.order.push(w.clone());
                 }
@@ -187,44 +188,87 @@ impl Words {
         out
     }
 
-    fn add(&mut self, token: &str, sentence_start: bool) -> Option<Word> {
+    /// Adds one token; `seen` remembers what the lists said about each word of this prompt
+    /// (long prompts repeat their words, and the lists are scanned, not hashed).
+    fn add(
+        &mut self,
+        token: &str,
+        sentence_start: bool,
+        seen: &mut HashMap<String, (String, Lexical)>,
+    ) -> Option<Word> {
         let lower = token.to_lowercase().replace('\u{2019}', "'");
-        let plain: String = lower.chars().filter(|c| *c != '\'').collect();
-        self.all.insert(fold(token));
-        if RELATIONS.contains(&plain.as_str()) {
-            return Some(Word::Relation(plain));
-        }
-        if token
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '.' || c == ',')
-        {
-            let digits: String = plain.chars().filter(|c| *c != ',').collect();
-            self.numbers.push(digits.clone());
-            return Some(Word::Content(digits));
-        }
-        if let Some((_, n)) = NUMBER_WORDS.iter().find(|(w, _)| *w == plain) {
-            self.numbers.push(n.to_string());
-            return Some(Word::Content(n.to_string()));
-        }
-        if NEGATIONS.contains(&plain.as_str()) || lower.ends_with("n't") {
-            self.negations += 1;
-            return None;
-        }
+        let (folded, lexical) = match seen.get(&lower) {
+            Some(known) => known.clone(),
+            None => {
+                let known = (fold(token), Lexical::of(token, &lower));
+                seen.insert(lower, known.clone());
+                known
+            }
+        };
+        self.all.insert(folded);
         // `US`, `UK`, `IT` are names, not the stop words `us`, `it`.
         let all_caps = token.len() > 1 && token.chars().all(|c| c.is_ascii_uppercase());
-        if STOP_WORDS.contains(&plain.as_str()) && !all_caps {
-            return None;
-        }
-        let folded = canonical(fold(token));
+        let content = match lexical {
+            Lexical::Relation(r) => return Some(Word::Relation(r)),
+            Lexical::Number(n) => {
+                self.numbers.push(n.clone());
+                return Some(Word::Content(n));
+            }
+            Lexical::Negation => {
+                self.negations += 1;
+                return None;
+            }
+            Lexical::Stop if all_caps => canonical(fold(token)),
+            Lexical::Stop => return None,
+            Lexical::Content(c) => c,
+        };
         let mut letters = token.chars().filter(|c| c.is_alphabetic());
         let capital = letters.next().is_some_and(char::is_uppercase);
         let inner_capital = letters.any(char::is_uppercase);
         let digits = token.chars().any(|c| c.is_ascii_digit());
         if (capital && !sentence_start) || inner_capital || digits || all_caps {
-            self.names.insert(folded.clone());
+            self.names.insert(content.clone());
         }
-        self.content.insert(folded.clone());
-        Some(Word::Content(folded))
+        self.content.insert(content.clone());
+        Some(Word::Content(content))
+    }
+}
+
+/// What the word lists say about a word (whatever its capitals).
+#[derive(Debug, Clone)]
+enum Lexical {
+    Relation(String),
+    Number(String),
+    Negation,
+    /// A stop word (unless written in capitals, as a name).
+    Stop,
+    /// A content word: folded, as its synonym group's word.
+    Content(String),
+}
+
+impl Lexical {
+    fn of(token: &str, lower: &str) -> Lexical {
+        let plain: String = lower.chars().filter(|c| *c != '\'').collect();
+        if RELATIONS.contains(&plain.as_str()) {
+            return Lexical::Relation(plain);
+        }
+        if token
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == ',')
+        {
+            return Lexical::Number(plain.chars().filter(|c| *c != ',').collect());
+        }
+        if let Some((_, n)) = NUMBER_WORDS.iter().find(|(w, _)| *w == plain) {
+            return Lexical::Number(n.to_string());
+        }
+        if NEGATIONS.contains(&plain.as_str()) || lower.ends_with("n't") {
+            return Lexical::Negation;
+        }
+        if STOP_WORDS.contains(&plain.as_str()) {
+            Lexical::Stop
+        } else {
+            Lexical::Content(canonical(fold(token)))
+        }
     }
 }
 
@@ -269,13 +313,14 @@ pub enum Refusal {
 
 /// The word that stands for a folded word's synonym group (itself when it has none).
 fn canonical(folded: String) -> String {
+    // Folding only shortens a word and changes at most its last letter before the cut
+    // (`cities` / `city`), so a listed word that does not start with all but the last letter of
+    // `folded` cannot fold to it: skip it without folding (this runs for every content word).
+    let head = &folded.as_bytes()[..folded.len().saturating_sub(1)];
+    let may_fold_to = |w: &str| w.len() >= folded.len() && w.as_bytes().starts_with(head);
     SYNONYMS
         .iter()
-        .find(|group| {
-            group
-                .iter()
-                .any(|w| w.as_bytes().first() == folded.as_bytes().first() && fold(w) == folded)
-        })
+        .find(|group| group.iter().any(|w| may_fold_to(w) && fold(w) == folded))
         .map_or(folded, |group| fold(group[0]))
 }
 
