@@ -29,6 +29,8 @@ pub struct Call<P> {
     pub attempts: Vec<Attempt>,
     /// Milliseconds from sending the request upstream to its response headers (last attempt).
     pub upstream_ms: Option<u64>,
+    /// MCP `tools/call`: the tool.
+    pub tool: Option<String>,
 }
 
 /// How an admitted request ends, before on-complete and the usage record.
@@ -127,6 +129,7 @@ impl<P: Platform> Call<P> {
                 .map(|u| u.name.clone())
                 .unwrap_or_default(),
             endpoint: self.endpoint_name.clone(),
+            tool: self.tool.clone(),
             consumer: chain.consumer(),
             model,
             stream: self.llm.stream,

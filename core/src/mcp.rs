@@ -194,6 +194,7 @@ pub async fn serve<P: Platform, C: Chain>(
         upstream: None,
         attempts: Vec::new(),
         upstream_ms: None,
+        tool: first.tool_name.clone(),
     };
     run(call, chain, request, id).await
 }
@@ -320,6 +321,35 @@ async fn admitted<P: Platform, C: Chain>(
             message: format!("MCP proxy `{}` has no server.", call.route.name),
         });
     };
+    // Tool access control, on the request as the policies left it.
+    let consumer = chain.consumer();
+    let messages = rpc_messages(&message.body);
+    if !server.tools.is_empty() {
+        let refused = messages.iter().find_map(|m| {
+            let tool = m.tool_name.as_deref()?;
+            (!mcp_tools::allowed(&server.tools, tool, consumer.as_deref())).then_some(tool)
+        });
+        if let Some(tool) = refused {
+            let denial = Denial {
+                status: 403,
+                code: "tool_not_allowed".into(),
+                message: format!(
+                    "Tool `{tool}` is not available to this consumer on MCP proxy `{}`.",
+                    call.route.name
+                ),
+                headers: Vec::new(),
+            };
+            call.platform
+                .denied(&call.route.name, "mcp-tools", &denial.code);
+            let resp = refusal(id, &denial, &call.request_id);
+            let end = End::new(resp.status, Outcome::Denied);
+            return Ok(Exit::Full(resp, end));
+        }
+    }
+    let filter_list = !server.tools.is_empty()
+        && messages
+            .iter()
+            .any(|m| m.method.as_deref() == Some("tools/list"));
     let mut headers: Headers = message
         .headers
         .iter()
@@ -387,7 +417,9 @@ async fn admitted<P: Platform, C: Chain>(
     let is_stream = headers
         .iter()
         .any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream"));
-    if is_stream && (200..300).contains(&resp.status) {
+    // A `tools/list` answer to filter is read whole, also as an event stream (it is short and
+    // ends with the answer).
+    if is_stream && (200..300).contains(&resp.status) && !filter_list {
         return Ok(Exit::Stream(resp.status, headers, resp.body));
     }
     let body = call
@@ -408,6 +440,16 @@ async fn admitted<P: Platform, C: Chain>(
             detail: None,
         })?;
     let status = resp.status;
+    let body = match filter_list
+        .then(|| mcp_tools::filter_list(&body, is_stream, &server.tools, consumer.as_deref()))
+        .flatten()
+    {
+        Some(filtered) => {
+            headers.retain(|(n, _)| n != "content-length");
+            filtered.into()
+        }
+        None => body,
+    };
     let mut message = MessageView {
         status,
         headers,

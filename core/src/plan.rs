@@ -64,6 +64,8 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 pub struct PlanMcpServer {
     pub url: String,
     pub timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<crate::mcp_tools::ToolRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -193,6 +193,8 @@ pub struct McpServer {
     /// The server's Streamable HTTP endpoint.
     pub url: String,
     pub timeout_ms: u64,
+    /// Who may see and call which tool (everyone every tool when empty).
+    pub tools: Vec<crate::mcp_tools::ToolRule>,
 }
 
 /// The route a request matched.

@@ -72,6 +72,7 @@ pub async fn serve<P: Platform, C: Chain>(
         upstream: None,
         attempts: Vec::new(),
         upstream_ms: None,
+        tool: None,
     };
     run(call, chain, endpoint, request).await
 }

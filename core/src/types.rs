@@ -319,6 +319,9 @@ pub struct UsageRecord {
     /// The provider that answered (the last one tried); empty when none was called.
     pub provider: String,
     pub endpoint: String,
+    /// MCP `tools/call`: the tool called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
     pub consumer: Option<String>,
     pub model: Option<String>,
     pub stream: bool,

@@ -541,3 +541,36 @@ def pytest_runtest_makereport(item, call):
         if len(text) > 20000:
             text = "…\n" + text[-20000:]
         report.sections.append(("weir stderr log (during this test)", text or "(empty)"))
+
+
+# --- usage records and metrics of a running weir (`gw`: a dict with `data`, its data directory,
+# and `admin`, its admin port)
+
+
+def usage_record(data_dir: Path, match, what: str) -> dict:
+    """The first usage record `match` accepts, waiting until weir has written it (records are
+    written once a request is complete)."""
+    path = data_dir / "usage.jsonl"
+    deadline = time.monotonic() + 10
+    while True:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip() and match(record := json.loads(line)):
+                    return record
+        assert time.monotonic() < deadline, f"no usage record for {what}"
+        time.sleep(0.02)
+
+
+def usage_of(gw, request_id: str) -> dict:
+    """The usage record of a request."""
+    return usage_record(gw["data"], lambda r: r["request_id"] == request_id, request_id)
+
+
+def metric(gw, prefix: str, *labels: str) -> float:
+    """The sum of the series of weir's /metrics that start with `prefix` and hold every label."""
+    text = httpx.get(f"http://127.0.0.1:{gw['admin']}/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(prefix) and all(l in line for l in labels):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -188,9 +188,19 @@ class Run:
         """An MCP session through the gateway with the official `mcp` client."""
         expect = self.expect(step)
         url = f"{self.target.base_url}{step.args['path']}"
-        tools, text, error = anyio.run(mcp_session, url, step.args.get("call"), step.args.get("arguments") or {})
+        key = {"consumer": self.keys.consumer, "wrong": self.keys.wrong, None: None}[step.args.get("key")]
+        tools, text, error = anyio.run(
+            mcp_session,
+            url,
+            step.args.get("call"),
+            step.args.get("arguments") or {},
+            key,
+            step.args.get("mode", "auto"),
+        )
         for name in expect.get("tools", []):
             assert name in tools, f"tool {name!r} not listed: {tools}"
+        for name in expect.get("absent-tools", []):
+            assert name not in tools, f"tool {name!r} listed, but this consumer may not use it: {tools}"
         if "text" in expect:
             assert error is None, f"expected a result, got the error {error}"
             assert text == str(expect["text"]), f"expected {expect['text']!r}, got {text!r}"
@@ -378,12 +388,21 @@ class Run:
             assert expect["error-message-contains"] in (error.get("message") or ""), out.describe()
 
 
-async def mcp_session(url: str, call: str | None, arguments: dict[str, Any]) -> tuple[list[str], str | None, str | None]:
-    """Lists the tools and calls one with the official client; returns (tools, text, error)."""
+async def mcp_session(
+    url: str, call: str | None, arguments: dict[str, Any], key: str | None = None, mode: str = "auto"
+) -> tuple[list[str], str | None, str | None]:
+    """Lists the tools and calls one with the official client (with the API key `key`, in the
+    protocol era `mode`: `auto`, `legacy` or a version); returns (tools, text, error)."""
+    import httpx2
     from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
     from mcp.shared.exceptions import MCPError
 
-    async with Client(url) as client:
+    server: Any = url
+    if key is not None:
+        http = httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(30, read=60))
+        server = streamable_http_client(url, http_client=http)
+    async with Client(server, mode=mode) as client:
         listed = await client.list_tools()
         tools = [t.name for t in listed.tools]
         if call is None:

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import free_port, sha256_hex, start_mock, start_weir, stop_process
+from conftest import free_port, metric, sha256_hex, start_mock, start_weir, stop_process, usage_of
 
 
 @pytest.fixture(scope="module")
@@ -79,27 +79,6 @@ def upstream_calls(gw, needle: str) -> int:
     """Chat requests that reached the mock with `needle` in their body."""
     recorded = httpx.get(f"{gw['mock'].url}/mock/requests", timeout=5).json()["requests"]
     return sum(1 for r in recorded if "chat/completions" in r["path"] and needle in json.dumps(r["body"]))
-
-
-def usage_of(gw, request_id: str) -> dict:
-    path = gw["data"] / "usage.jsonl"
-    deadline = time.monotonic() + 10
-    while True:
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip() and json.loads(line)["request_id"] == request_id:
-                    return json.loads(line)
-        assert time.monotonic() < deadline, f"no usage record for {request_id}"
-        time.sleep(0.02)
-
-
-def metric(gw, prefix: str, *labels: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{gw['admin']}/metrics", timeout=10).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(prefix) and all(l in line for l in labels):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_a_repeated_question_is_answered_from_the_cache(gw):

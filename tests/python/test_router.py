@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import free_port, sha256_hex, start_mock, start_weir, stop_process
+from conftest import free_port, sha256_hex, start_mock, start_weir, stop_process, usage_of
 
 COOL_DOWN_MS = 1500
 
@@ -85,19 +85,6 @@ proxies:
 
 def oai(gw, path: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"http://127.0.0.1:{gw['port']}/{path}/v1", api_key=gw["key"], max_retries=0, timeout=30)
-
-
-def usage_of(gw, request_id: str) -> dict:
-    """The usage record of a request (written once the request is complete)."""
-    path = gw["data"] / "usage.jsonl"
-    deadline = time.monotonic() + 10
-    while True:
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip() and json.loads(line)["request_id"] == request_id:
-                    return json.loads(line)
-        assert time.monotonic() < deadline, f"no usage record for {request_id}"
-        time.sleep(0.02)
 
 
 def attempts(record: dict) -> list[tuple[str, str | None, int | None, bool]]:

@@ -401,6 +401,7 @@ fn serve(plan: &Plan, secrets: &[(String, String)], request: Request) -> Respons
         mcp: route.mcp.as_ref().map(|m| weir_core::McpServer {
             url: m.url.clone(),
             timeout_ms: m.timeout_ms,
+            tools: m.tools.clone(),
         }),
         limits: Limits {
             max_body_bytes: plan.max_body_bytes,
@@ -569,6 +570,7 @@ fn trapped(plan: &Plan, request: Request, instance: &str, phase: &str, detail: &
         proxy: route.map(|(r, _)| r.name.clone()).unwrap_or_default(),
         provider: String::new(),
         endpoint,
+        tool: None,
         consumer: None,
         model: None,
         stream: false,

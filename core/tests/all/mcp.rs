@@ -17,6 +17,7 @@ fn mcp_route() -> RouteInfo {
     r.mcp = Some(McpServer {
         url: "http://mcp.test/mcp".into(),
         timeout_ms: 1000,
+        tools: Vec::new(),
     });
     r
 }
@@ -39,12 +40,21 @@ fn rpc(body: serde_json::Value) -> ClientRequest {
 }
 
 fn serve_mcp(request: ClientRequest, replies: Vec<Up>, policies: Vec<FakePolicy>) -> Served {
+    serve_on(&mcp_route(), request, replies, policies)
+}
+
+fn serve_on(
+    route: &RouteInfo,
+    request: ClientRequest,
+    replies: Vec<Up>,
+    policies: Vec<FakePolicy>,
+) -> Served {
     let platform = FakePlatform::with(replies);
     let log = Rc::new(RefCell::new(ChainLog::default()));
     let chain_log = log.clone();
     let answer = run(weir_core::mcp::serve(
         platform.clone(),
-        &mcp_route(),
+        route,
         request,
         "req_test".into(),
         0,
@@ -177,4 +187,93 @@ fn server_streams_are_relayed_and_failures_are_json_rpc_errors() {
     let out = serve_mcp(get, vec![], vec![]);
     assert_eq!(out.status, 405);
     assert_eq!(out.json()["jsonrpc"], "2.0");
+}
+
+/// `add` for alice (the fake chain's consumer), `secret_*` for admins only.
+fn guarded_route() -> RouteInfo {
+    let rule = |name: &str, allow: &[&str]| mcp_tools::ToolRule {
+        name: name.into(),
+        allow: allow.iter().map(|s| (*s).to_owned()).collect(),
+        deny: Vec::new(),
+    };
+    let mut r = mcp_route();
+    if let Some(m) = r.mcp.as_mut() {
+        m.tools = vec![rule("add", &["alice"]), rule("secret_*", &["admin-*"])];
+    }
+    r
+}
+
+#[test]
+fn a_tool_the_consumer_may_not_use_is_refused_before_the_server_sees_it() {
+    let out = serve_on(&guarded_route(), call_tool("secret_keys"), vec![], vec![]);
+    assert_eq!(out.status, 200, "a JSON-RPC error, not an HTTP one");
+    let body = out.json();
+    assert_eq!(body["id"], 7);
+    assert_eq!(body["error"]["data"]["code"], "tool_not_allowed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("secret_keys"))
+    );
+    assert!(out.platform.sent().is_empty());
+    let r = out.record();
+    assert_eq!(r.outcome, "denied");
+    assert_eq!(r.tool.as_deref(), Some("secret_keys"));
+
+    let out = serve_on(
+        &guarded_route(),
+        call_tool("add"),
+        vec![Up::json(200, json!({"jsonrpc": "2.0", "id": 7, "result": {}}))],
+        vec![],
+    );
+    assert_eq!(out.platform.sent().len(), 1);
+    assert_eq!(out.record().outcome, "success");
+    assert_eq!(out.record().tool.as_deref(), Some("add"));
+}
+
+#[test]
+fn tool_lists_lose_what_the_consumer_may_not_use_json_or_stream() {
+    let list = rpc(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    let answer = json!({"jsonrpc": "2.0", "id": 2, "result": {"tools": [
+        {"name": "add", "inputSchema": {"type": "object"}},
+        {"name": "secret_keys", "inputSchema": {"type": "object"}},
+        {"name": "echo", "inputSchema": {"type": "object"}},
+    ]}});
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let seen = std::rc::Rc::new(RefCell::new(Vec::new()));
+    let saw = seen.clone();
+    let out = serve_on(
+        &guarded_route(),
+        list.clone(),
+        vec![Up::json(200, answer.clone())],
+        vec![FakePolicy::new("watch").response(move |m| {
+            saw.borrow_mut()
+                .push(serde_json::from_slice::<serde_json::Value>(&m.body).unwrap());
+            Ok(proceed())
+        })],
+    );
+    assert_eq!(names(&out.json()), ["add", "echo"]);
+    // Policies see the list the client gets.
+    assert_eq!(names(&seen.borrow()[0]), ["add", "echo"]);
+
+    let text = serde_json::to_string(&answer).unwrap();
+    let out = serve_on(&guarded_route(), list.clone(), vec![Up::sse(&[&text])], vec![]);
+    assert_eq!(out.status, 200);
+    let data = out
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("data: ").map(str::to_owned))
+        .unwrap();
+    assert_eq!(names(&serde_json::from_str(&data).unwrap()), ["add", "echo"]);
+
+    // Without rules the list passes as it came.
+    let out = serve_mcp(list, vec![Up::json(200, answer)], vec![]);
+    assert_eq!(names(&out.json()), ["add", "secret_keys", "echo"]);
 }

@@ -191,7 +191,10 @@ pub struct McpProxy {
     #[schemars(pattern(r"^/([A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*)?$"))]
     pub context_path: String,
     pub upstream: McpUpstream,
-    /// Tool-level access control: who may call which tool (all tools when empty).
+    /// Tool access control: who may see and call which tool (everyone every tool when empty).
+    /// The first rule whose `name` matches a tool decides; a tool no rule matches is allowed
+    /// (end with `{name: "*", deny: ["*"]}` for an allow-list). Needs `auth` in `policies` to
+    /// know the consumer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<McpTool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -230,10 +233,26 @@ pub struct McpOpenapiUpstream {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct McpTool {
+    /// A tool name or a glob (`*` any run of characters, `?` one): `github_*`.
+    #[schemars(length(min = 1))]
     pub name: String,
-    /// Consumers allowed to call it (everyone when empty).
+    /// Consumers (ids or globs) who may see and call the matching tools (everyone when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
+    /// Consumers (ids or globs) who may not, whatever `allow` says (`*`: nobody may).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+impl McpTool {
+    /// The rule as the gateway enforces it.
+    pub fn rule(&self) -> weir_core::mcp_tools::ToolRule {
+        weir_core::mcp_tools::ToolRule {
+            name: self.name.clone(),
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+        }
+    }
 }
 
 /// The Gateway-Controller REST API.

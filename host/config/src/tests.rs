@@ -321,3 +321,24 @@ fn retry_settings_are_read_and_checked() {
     );
     assert!(err(&with("{attemps: 2}")).to_string().contains("attemps"));
 }
+
+#[test]
+fn mcp_tool_rules_are_checked() {
+    let with_tools = |tools: &str, policies: &str| {
+        format!(
+            "{MINIMAL}mcp-proxies:\n  - name: m\n    context-path: /m\n    upstream: {{server: {{url: http://127.0.0.1:9/mcp}}}}\n    tools: {tools}\n    policies: {policies}\n"
+        )
+    };
+    let auth = "[{policy: auth, config: {consumers: []}}]";
+    assert!(GatewayConfig::from_yaml(&with_tools("[{name: add, allow: [alice]}, {name: '*', deny: ['*']}]", auth)).is_ok());
+    let e = err(&with_tools("[{name: 'github_*'}, {name: github_create_issue, deny: [bob]}]", auth));
+    assert_eq!(e.path, "mcp-proxies[0].tools[1].name");
+    assert!(e.to_string().contains("never applies"), "{e}");
+    let e = err(&with_tools("[{name: ''}]", auth));
+    assert_eq!(e.path, "mcp-proxies[0].tools[0].name");
+    let e = err(&with_tools("[{name: add, allow: [alice]}]", "[]"));
+    assert_eq!(e.path, "mcp-proxies[0].tools");
+    assert!(e.to_string().contains("policy: auth"), "{e}");
+    // Rules for everyone need no consumer.
+    assert!(GatewayConfig::from_yaml(&with_tools("[{name: 'delete_*', deny: ['*']}]", "[]")).is_ok());
+}

@@ -343,6 +343,38 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
                 ));
             }
         }
+        for (j, rule) in m.tools.iter().enumerate() {
+            if rule.name.is_empty() {
+                return Err(ConfigError::at(
+                    format!("mcp-proxies[{i}].tools[{j}].name"),
+                    "empty: name a tool or a glob (`github_*`, `*`)",
+                ));
+            }
+            if let Some(earlier) = m.tools[..j]
+                .iter()
+                .position(|r| weir_core::mcp_tools::glob(&r.name, &rule.name))
+            {
+                return Err(ConfigError::at(
+                    format!("mcp-proxies[{i}].tools[{j}].name"),
+                    format!(
+                        "`{}` never applies: tools[{earlier}] (`{}`) matches every tool it \
+                         does, and the first matching rule decides (put the narrower rule first)",
+                        rule.name, m.tools[earlier].name
+                    ),
+                ));
+            }
+        }
+        let names_consumers = m
+            .tools
+            .iter()
+            .any(|r| r.allow.iter().chain(&r.deny).any(|who| who != "*"));
+        if names_consumers && m.policies.is_empty() {
+            return Err(ConfigError::at(
+                format!("mcp-proxies[{i}].tools"),
+                "the rules name consumers, but no policy in `policies` says who the consumer \
+                 is: add `- policy: auth` with the consumers",
+            ));
+        }
         check_chain(
             &format!("mcp-proxies[{i}].policies"),
             &m.policies,

@@ -209,6 +209,7 @@ pub async fn make_plan(
             mcp: Some(PlanMcpServer {
                 url,
                 timeout_ms: 60_000,
+                tools: proxy.tools.iter().map(weir_config::McpTool::rule).collect(),
             }),
             policies,
             retry: weir_core::Retry::default(),

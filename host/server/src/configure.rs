@@ -476,6 +476,7 @@ impl State {
                     mcp: Some(weir_core::McpServer {
                         url,
                         timeout_ms: 60_000,
+                        tools: proxy.tools.iter().map(weir_config::McpTool::rule).collect(),
                     }),
                     limits,
                     exposed: None,

@@ -37,6 +37,11 @@ impl Histogram {
     }
 }
 
+/// Distinct `tool` label values per proxy in `weir_mcp_tool_calls_total`; further tools count
+/// as [`OTHER_TOOLS`].
+const MAX_TOOL_LABELS: usize = 256;
+const OTHER_TOOLS: &str = "_other";
+
 #[derive(Debug, Default)]
 struct Inner {
     /// (proxy, endpoint, status, outcome) → count
@@ -55,6 +60,8 @@ struct Inner {
     upstream: BTreeMap<String, Histogram>,
     /// (proxy, error code) → count
     errors: BTreeMap<(String, &'static str), u64>,
+    /// (proxy, tool, outcome) → MCP `tools/call` count
+    tool_calls: BTreeMap<(String, String, &'static str), u64>,
     /// (proxy, layer, result) → count
     cache_requests: BTreeMap<(String, &'static str, &'static str), u64>,
     /// proxy → (tokens, US dollars) that cache hits saved
@@ -130,6 +137,31 @@ impl Metrics {
             *m.cost
                 .entry((r.provider.clone(), model, consumer))
                 .or_default() += c;
+        }
+        if let Some(tool) = &r.tool {
+            // Clients name tools, so the label's values are bounded per proxy.
+            let known = m
+                .tool_calls
+                .keys()
+                .any(|(p, t, _)| p == &r.proxy && t == tool);
+            let distinct = || {
+                let mut tools: Vec<&String> = m
+                    .tool_calls
+                    .keys()
+                    .filter(|(p, _, _)| p == &r.proxy)
+                    .map(|(_, t, _)| t)
+                    .collect();
+                tools.dedup();
+                tools.len()
+            };
+            let label = if known || distinct() < MAX_TOOL_LABELS {
+                tool.clone()
+            } else {
+                OTHER_TOOLS.to_owned()
+            };
+            *m.tool_calls
+                .entry((r.proxy.clone(), label, r.outcome))
+                .or_default() += 1;
         }
         if let Some(cache) = &r.cache {
             for l in &cache.lookups {
@@ -256,6 +288,15 @@ impl Metrics {
                 esc(proxy),
                 esc(policy),
                 esc(code)
+            );
+        }
+        out.push_str("# HELP weir_mcp_tool_calls_total MCP tools/call requests, by tool and outcome (success, denied, upstream_error...).\n# TYPE weir_mcp_tool_calls_total counter\n");
+        for ((proxy, tool, outcome), n) in &m.tool_calls {
+            let _ = writeln!(
+                out,
+                "weir_mcp_tool_calls_total{{proxy=\"{}\",tool=\"{}\",outcome=\"{outcome}\"}} {n}",
+                esc(proxy),
+                esc(tool)
             );
         }
         out.push_str("# HELP weir_cache_requests_total Cache lookups, by layer (exact, semantic) and result (hit, miss, bypass, skip, error).\n# TYPE weir_cache_requests_total counter\n");
@@ -424,6 +465,7 @@ mod tests {
             proxy: "p\"x".into(),
             provider: "mock".into(),
             endpoint: "chat/completions".into(),
+            tool: None,
             consumer: Some("alice".into()),
             model: Some("m".into()),
             stream: false,

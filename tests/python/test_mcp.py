@@ -1,0 +1,103 @@
+"""An MCP proxy in a real `weir` in front of a real MCP server (tests/python/mcp_server.py, the
+official SDK), used with the official `mcp` client in both protocol eras: `auth` on the route,
+tool access control per consumer, and what each call leaves in the usage records and metrics.
+(tests/scenarios/mcp.yaml runs the access control on the edge targets too.)
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import anyio
+import httpx
+import pytest
+
+from conftest import free_port, metric, sha256_hex, start_mock, start_weir, stop_process, usage_record
+from scenario import mcp_session
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, keys, mcp_server):
+    base = tmp_path_factory.mktemp("mcp")
+    mock = start_mock(base, keys)
+    port, admin = free_port(), free_port()
+    alice, bob = "sk-mcp-alice-" + secrets.token_hex(8), "sk-mcp-bob-" + secrets.token_hex(8)
+    config = base / "weir.yaml"
+    config.write_text(
+        f"""
+listen: 127.0.0.1:{port}
+admin-listen: 127.0.0.1:{admin}
+providers:
+  - {{ name: mock, base-url: "{mock.url}/v1", api-key-env: MOCK_UPSTREAM_KEY }}
+proxies:
+  - {{ name: llm, context-path: /llm, provider: mock }}
+mcp-proxies:
+  - name: tools
+    context-path: /tools
+    upstream: {{ server: {{ url: "{mcp_server}" }} }}
+    tools:
+      - {{ name: "delete_*", allow: [admin] }}
+      - {{ name: add, deny: [bob] }}
+    policies:
+      - policy: auth
+        config:
+          consumers:
+            - {{ id: alice, key-sha256: {sha256_hex(alice)} }}
+            - {{ id: bob, key-sha256: {sha256_hex(bob)} }}
+"""
+    )
+    proc, log_path = start_weir(config, base, port, keys.upstream)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}/tools", "admin": admin, "alice": alice, "bob": bob,
+               "data": base / "data", "log": log_path}
+    finally:
+        stop_process(proc)
+        stop_process(mock.proc)
+
+
+def session(gw, who: str, mode: str, call: str | None = None, **arguments):
+    return anyio.run(mcp_session, gw["url"], call, arguments, gw[who], mode)
+
+
+def tool_record(gw, consumer: str, tool: str, outcome: str) -> dict:
+    return usage_record(
+        gw["data"],
+        lambda r: r.get("tool") == tool and r.get("consumer") == consumer and r["outcome"] == outcome,
+        f"{consumer} calling {tool} ({outcome})",
+    )
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_each_consumer_sees_and_calls_only_its_tools(gw, mode):
+    before = metric(gw, "weir_mcp_tool_calls_total", 'proxy="tools"', 'tool="add"', 'outcome="success"')
+    tools, text, error = session(gw, "alice", mode, "add", a=20, b=22)
+    assert error is None and text == "42"
+    assert "add" in tools and "delete_everything" not in tools, tools
+
+    tools, text, error = session(gw, "bob", mode, "add", a=1, b=1)
+    assert "add" not in tools and "delete_everything" not in tools, tools
+    assert text is None and error is not None and "tool_not_allowed" in error, error
+
+    tools, text, error = session(gw, "alice", mode, "delete_everything")
+    assert text is None and "tool_not_allowed" in (error or ""), error
+
+    ok = tool_record(gw, "alice", "add", "success")
+    assert (ok["proxy"], ok["endpoint"], ok["status"]) == ("tools", "tools/call", 200)
+    assert tool_record(gw, "bob", "add", "denied")["provider"] == ""
+    assert tool_record(gw, "alice", "delete_everything", "denied")["status"] == 200
+    after = metric(gw, "weir_mcp_tool_calls_total", 'proxy="tools"', 'tool="add"', 'outcome="success"')
+    assert after == before + 1
+    assert metric(gw, "weir_mcp_tool_calls_total", 'tool="delete_everything"', 'outcome="denied"') >= 1
+    assert metric(gw, "weir_policy_denials_total", 'policy="mcp-tools"', 'code="tool_not_allowed"') >= 2
+
+
+def test_no_key_is_a_401_with_a_json_rpc_body_and_no_key_reaches_the_log(gw):
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}}
+    r = httpx.post(gw["url"], json=init, headers={"accept": "application/json, text/event-stream"}, timeout=10)
+    assert r.status_code == 401
+    body = r.json()
+    assert body["jsonrpc"] == "2.0" and body["id"] == 1 and body["error"]["code"] == -32000
+    log = gw["log"].read_text() + (gw["data"] / "usage.jsonl").read_text()
+    assert gw["alice"] not in log and gw["bob"] not in log
