@@ -115,6 +115,37 @@ const FORWARDED: &[&str] = &[
     "last-event-id",
 ];
 
+/// A browser's request from an origin the proxy does not allow: 403 (MCP: servers validate
+/// `Origin` against DNS rebinding). Allowed: no `Origin` (not a browser), the proxy's own
+/// origin (its host is the request's `Host`), and the proxy's `allowed-origins`.
+fn origin_refused(route: &RouteInfo, request: &ClientRequest, request_id: &str) -> Option<Response> {
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let origin = header("origin")?;
+    let allowed = route.mcp.as_ref().map_or(&[][..], |m| &m.allowed_origins[..]);
+    let host_of = |o: &str| o.split_once("://").map_or(o, |(_, rest)| rest).to_owned();
+    let same_origin = header("host").is_some_and(|h| h.eq_ignore_ascii_case(&host_of(origin)));
+    if same_origin || allowed.iter().any(|p| mcp_tools::glob(p, origin)) {
+        return None;
+    }
+    let body = error_body(
+        None,
+        403,
+        "origin_not_allowed",
+        &format!(
+            "Origin `{origin}` may not call MCP proxy `{}`: add it to the proxy's allowed-origins.",
+            route.name
+        ),
+        request_id,
+    );
+    Some(Response::json(403, body, request_id))
+}
+
 /// Serves one request on an MCP route (`rest` is the path below the route's context path).
 pub async fn serve<P: Platform, C: Chain>(
     platform: P,
@@ -132,6 +163,9 @@ pub async fn serve<P: Platform, C: Chain>(
             "This MCP endpoint accepts POST only (no server-initiated stream).",
         );
         return Answer::Full(Response::error(wire, &err, &request_id));
+    }
+    if let Some(refused) = origin_refused(route, &request, &request_id) {
+        return Answer::Full(refused);
     }
     if request.body.len() > route.limits.max_body_bytes {
         return Answer::Full(Response::error(
@@ -366,6 +400,24 @@ async fn admitted<P: Platform, C: Chain>(
         ));
     }
     headers.push(("x-request-id".into(), call.request_id.clone()));
+    if let Some(credential) = &server.credential {
+        let Some(key) = &credential.key else {
+            return Err(GatewayError::Unavailable {
+                code: "mcp_server_not_configured",
+                message: format!(
+                    "MCP proxy `{}` has no credential for its server: set {} and restart.",
+                    call.route.name,
+                    credential.missing_env.as_deref().unwrap_or("its api-key-env")
+                ),
+            });
+        };
+        let value = if credential.header == "authorization" {
+            format!("Bearer {}", key.expose())
+        } else {
+            key.expose().to_owned()
+        };
+        headers.push((credential.header.clone(), value));
+    }
     let sent_ms = call.platform.monotonic_ms();
     let sent = call
         .platform

@@ -195,6 +195,20 @@ pub struct McpServer {
     pub timeout_ms: u64,
     /// Who may see and call which tool (everyone every tool when empty).
     pub tools: Vec<crate::mcp_tools::ToolRule>,
+    /// The credential the gateway sends the server (never the client's).
+    pub credential: Option<McpCredential>,
+    /// Browser origins allowed to call (globs); none: only the proxy's own origin.
+    pub allowed_origins: Vec<String>,
+}
+
+/// The credential an MCP proxy sends its server.
+#[derive(Debug, Clone)]
+pub struct McpCredential {
+    /// `authorization` (the key sent as `Bearer <key>`) or another header (the key as it is).
+    pub header: String,
+    pub key: Option<Secret>,
+    /// Set when the key's variable (or platform secret) is not set.
+    pub missing_env: Option<String>,
 }
 
 /// The route a request matched.

@@ -208,14 +208,14 @@ CAPTURE_COMPLETION = {
 }
 
 
-@pytest.fixture(scope="session")
-def mcp_server(tmp_path_factory):
-    """A real MCP server (tests/python/mcp_server.py, the official SDK) on a free port; its URL."""
+def _mcp_server(tmp_path_factory, token: str | None = None):
+    """Runs tests/python/mcp_server.py (the official SDK) on a free port, requiring
+    `Authorization: Bearer <token>` when given; yields its URL."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("mcp") / "mcp.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "python" / "mcp_server.py"), str(port)],
+            [sys.executable, str(ROOT / "tests" / "python" / "mcp_server.py"), str(port), *([token] if token else [])],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -235,6 +235,19 @@ def mcp_server(tmp_path_factory):
             time.sleep(0.1)
     yield url
     stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def mcp_server(tmp_path_factory):
+    """A real MCP server (tests/python/mcp_server.py, the official SDK) on a free port; its URL."""
+    yield from _mcp_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mcp_server_with_token(tmp_path_factory, keys):
+    """The same server, answering only requests with `Authorization: Bearer <the upstream key>`
+    (gateways send it from MOCK_UPSTREAM_KEY); its URL."""
+    yield from _mcp_server(tmp_path_factory, keys.upstream)
 
 
 @pytest.fixture(scope="session")

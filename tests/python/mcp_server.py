@@ -2,7 +2,10 @@
 two tools, `add` and `delete_everything`, so a gateway's tool filter has one to let through
 and one to refuse.
 
-    python tests/python/mcp_server.py PORT      # serves http://127.0.0.1:PORT/mcp
+    python tests/python/mcp_server.py PORT [TOKEN]   # serves http://127.0.0.1:PORT/mcp
+
+With TOKEN, every request must carry `Authorization: Bearer TOKEN` (else 401): a server that
+checks the credential a gateway sends it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,24 @@ def delete_everything() -> str:
     return "everything is gone"
 
 
+def requiring(token: str, app):
+    """The ASGI app `app`, answering 401 to requests without `Authorization: Bearer <token>`."""
+    expected = f"Bearer {token}".encode()
+
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != expected:
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b'{"error": "bad or missing token"}'})
+            return
+        await app(scope, receive, send)
+
+    return guarded
+
+
 if __name__ == "__main__":
     port = int(sys.argv[1])
-    uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
+    app = server.streamable_http_app()
+    if len(sys.argv) > 2:
+        app = requiring(sys.argv[2], app)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

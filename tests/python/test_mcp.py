@@ -101,3 +101,14 @@ def test_no_key_is_a_401_with_a_json_rpc_body_and_no_key_reaches_the_log(gw):
     assert body["jsonrpc"] == "2.0" and body["id"] == 1 and body["error"]["code"] == -32000
     log = gw["log"].read_text() + (gw["data"] / "usage.jsonl").read_text()
     assert gw["alice"] not in log and gw["bob"] not in log
+
+
+def test_a_browser_page_from_another_origin_is_refused(gw):
+    init = {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}
+    headers = {"accept": "application/json, text/event-stream", "authorization": f"Bearer {gw['alice']}"}
+    r = httpx.post(gw["url"], json=init, headers={**headers, "origin": "http://evil.example"}, timeout=10)
+    assert r.status_code == 403
+    assert r.json()["error"]["data"]["code"] == "origin_not_allowed"
+    host = gw["url"].split("/")[2]
+    r = httpx.post(gw["url"], json=init, headers={**headers, "origin": f"http://{host}"}, timeout=10)
+    assert r.status_code != 403, r.text

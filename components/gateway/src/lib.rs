@@ -402,6 +402,21 @@ fn serve(plan: &Plan, secrets: &[(String, String)], request: Request) -> Respons
             url: m.url.clone(),
             timeout_ms: m.timeout_ms,
             tools: m.tools.clone(),
+            credential: m.api_key_secret.as_ref().map(|name| {
+                let key = secrets
+                    .iter()
+                    .find(|(n, v)| n == name && !v.is_empty())
+                    .map(|(_, v)| Secret::new(v.clone()));
+                weir_core::McpCredential {
+                    header: m
+                        .api_key_header
+                        .clone()
+                        .unwrap_or_else(|| "authorization".into()),
+                    missing_env: key.is_none().then(|| name.clone()),
+                    key,
+                }
+            }),
+            allowed_origins: m.allowed_origins.clone(),
         }),
         limits: Limits {
             max_body_bytes: plan.max_body_bytes,

@@ -18,6 +18,8 @@ fn mcp_route() -> RouteInfo {
         url: "http://mcp.test/mcp".into(),
         timeout_ms: 1000,
         tools: Vec::new(),
+        credential: None,
+        allowed_origins: Vec::new(),
     });
     r
 }
@@ -276,4 +278,89 @@ fn tool_lists_lose_what_the_consumer_may_not_use_json_or_stream() {
     // Without rules the list passes as it came.
     let out = serve_mcp(list, vec![Up::json(200, answer)], vec![]);
     assert_eq!(names(&out.json()), ["add", "secret_keys", "echo"]);
+}
+
+#[test]
+fn the_server_gets_the_proxys_credential_never_the_clients() {
+    let mut route = mcp_route();
+    if let Some(m) = route.mcp.as_mut() {
+        m.credential = Some(McpCredential {
+            header: "authorization".into(),
+            key: Some(Secret::new("server-token".into())),
+            missing_env: None,
+        });
+    }
+    let out = serve_on(
+        &route,
+        call_tool("add"),
+        vec![Up::json(200, json!({"jsonrpc": "2.0", "id": 7, "result": {}}))],
+        vec![],
+    );
+    let sent = &out.platform.sent()[0];
+    let auth: Vec<&str> = sent
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "authorization")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(auth, ["Bearer server-token"]);
+
+    if let Some(m) = route.mcp.as_mut() {
+        m.credential = Some(McpCredential {
+            header: "x-api-key".into(),
+            key: Some(Secret::new("k2".into())),
+            missing_env: None,
+        });
+    }
+    let out = serve_on(
+        &route,
+        call_tool("add"),
+        vec![Up::json(200, json!({"jsonrpc": "2.0", "id": 7, "result": {}}))],
+        vec![],
+    );
+    let sent = &out.platform.sent()[0];
+    assert!(sent.headers.iter().any(|(n, v)| n == "x-api-key" && v == "k2"));
+    assert!(!sent.headers.iter().any(|(n, _)| n == "authorization"));
+
+    if let Some(m) = route.mcp.as_mut() {
+        m.credential = Some(McpCredential {
+            header: "authorization".into(),
+            key: None,
+            missing_env: Some("TOOLS_TOKEN".into()),
+        });
+    }
+    let out = serve_on(&route, call_tool("add"), vec![], vec![]);
+    assert_eq!(out.status, 503);
+    assert_eq!(out.json()["error"]["data"]["code"], "mcp_server_not_configured");
+    assert!(out.text().contains("TOOLS_TOKEN"));
+    assert!(out.platform.sent().is_empty());
+}
+
+#[test]
+fn browsers_from_other_origins_are_refused() {
+    let with = |origin: &str, host: &str| {
+        let mut r = call_tool("add");
+        r.headers.push(("origin".into(), origin.into()));
+        r.headers.push(("host".into(), host.into()));
+        r
+    };
+    let ok = || vec![Up::json(200, json!({"jsonrpc": "2.0", "id": 7, "result": {}}))];
+    let out = serve_mcp(with("http://evil.example", "gw.example:8080"), vec![], vec![]);
+    assert_eq!(out.status, 403);
+    assert_eq!(out.json()["error"]["data"]["code"], "origin_not_allowed");
+    assert!(out.platform.sent().is_empty());
+    // Its own origin, and no origin at all (not a browser).
+    let out = serve_mcp(with("https://gw.example:8080", "gw.example:8080"), ok(), vec![]);
+    assert_eq!(out.status, 200);
+    let out = serve_mcp(call_tool("add"), ok(), vec![]);
+    assert_eq!(out.status, 200);
+    // Listed origins.
+    let mut route = mcp_route();
+    if let Some(m) = route.mcp.as_mut() {
+        m.allowed_origins = vec!["https://*.example.com".into()];
+    }
+    let out = serve_on(&route, with("https://app.example.com", "gw"), ok(), vec![]);
+    assert_eq!(out.status, 200);
+    let out = serve_on(&route, with("https://example.org", "gw"), vec![], vec![]);
+    assert_eq!(out.status, 403);
 }

@@ -197,6 +197,11 @@ pub struct McpProxy {
     /// know the consumer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<McpTool>,
+    /// Browser origins (globs: `https://*.example.com`) allowed to call besides the proxy's own;
+    /// a request with another `Origin` gets a 403 (MCP's defence against DNS rebinding).
+    /// Clients that are not browsers send no `Origin`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<crate::PolicyRef>,
 }
@@ -220,6 +225,33 @@ pub struct McpUpstream {
 pub struct McpServerUpstream {
     /// Its Streamable HTTP endpoint, e.g. `https://tools.example.com/mcp`.
     pub url: String,
+    /// The environment variable (at the edge: the platform secret) holding the credential the
+    /// gateway sends the server. The client's own credentials never go there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// The header the credential goes in: `authorization` (default; sent as `Bearer <key>`) or
+    /// another, sent as it is (`x-api-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_header: Option<String>,
+    /// Give up on an answer after this many milliseconds (default 60000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3_600_000))]
+    pub timeout_ms: Option<u64>,
+}
+
+impl McpServerUpstream {
+    /// The timeout of a request to the server.
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms.unwrap_or(60_000)
+    }
+
+    /// The header the credential goes in, lower-case.
+    pub fn api_key_header(&self) -> String {
+        self.api_key_header
+            .as_deref()
+            .unwrap_or("authorization")
+            .to_ascii_lowercase()
+    }
 }
 
 /// A REST API an MCP proxy turns into tools.

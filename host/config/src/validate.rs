@@ -343,6 +343,46 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
                 ));
             }
         }
+        if let Some(server) = &m.upstream.server {
+            let header = server.api_key_header();
+            let reserved = [
+                "accept",
+                "content-type",
+                "mcp-session-id",
+                "mcp-protocol-version",
+                "mcp-method",
+                "mcp-name",
+                "last-event-id",
+                "x-request-id",
+                "host",
+                "content-length",
+            ];
+            let token = !header.is_empty()
+                && header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+            if !token || reserved.contains(&header.as_str()) {
+                return Err(ConfigError::at(
+                    format!("mcp-proxies[{i}].upstream.server.api-key-header"),
+                    format!(
+                        "`{header}` cannot carry the credential: name a header of letters, digits \
+                         and `-` that MCP does not use (`authorization`, `x-api-key`)"
+                    ),
+                ));
+            }
+            if server.api_key_header.is_some() && server.api_key_env.is_none() {
+                return Err(ConfigError::at(
+                    format!("mcp-proxies[{i}].upstream.server.api-key-header"),
+                    "set `api-key-env` too: the variable holding the credential",
+                ));
+            }
+        }
+        if let Some(j) = m.allowed_origins.iter().position(|o| o.is_empty()) {
+            return Err(ConfigError::at(
+                format!("mcp-proxies[{i}].allowed-origins[{j}]"),
+                "empty: give an origin such as `https://app.example.com` (globs allowed)",
+            ));
+        }
         for (j, rule) in m.tools.iter().enumerate() {
             if rule.name.is_empty() {
                 return Err(ConfigError::at(

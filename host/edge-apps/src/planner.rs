@@ -191,8 +191,8 @@ pub async fn make_plan(
         });
     }
     for (i, proxy) in config.mcp_proxies.iter().enumerate() {
-        let url = match &proxy.upstream.server {
-            Some(server) => server.url.clone(),
+        let server = match &proxy.upstream.server {
+            Some(server) => server,
             None => {
                 return Err((
                     format!("mcp-proxies[{i}].upstream"),
@@ -200,6 +200,11 @@ pub async fn make_plan(
                 ));
             }
         };
+        if let Some(var) = &server.api_key_env
+            && !secrets.contains(var)
+        {
+            secrets.push(var.clone());
+        }
         let policies = slots.chain(config.mcp_chain(i)).await?;
         routes.push(PlanRoute {
             name: proxy.name.clone(),
@@ -207,9 +212,12 @@ pub async fn make_plan(
             kind: RouteKind::Mcp,
             provider: None,
             mcp: Some(PlanMcpServer {
-                url,
-                timeout_ms: 60_000,
+                url: server.url.clone(),
+                timeout_ms: server.timeout_ms(),
                 tools: proxy.tools.iter().map(weir_config::McpTool::rule).collect(),
+                api_key_secret: server.api_key_env.clone(),
+                api_key_header: server.api_key_env.as_ref().map(|_| server.api_key_header()),
+                allowed_origins: proxy.allowed_origins.clone(),
             }),
             policies,
             retry: weir_core::Retry::default(),

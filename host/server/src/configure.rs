@@ -458,13 +458,21 @@ impl State {
             });
         }
         for (i, proxy) in config.mcp_proxies.iter().enumerate() {
-            let url = match &proxy.upstream.server {
-                Some(server) => server.url.clone(),
-                None => {
-                    tracing::warn!(proxy = %proxy.name, "MCP proxies over an OpenAPI document are stored but not served yet");
-                    continue;
-                }
+            let Some(server) = &proxy.upstream.server else {
+                tracing::warn!(proxy = %proxy.name, "MCP proxies over an OpenAPI document are stored but not served yet");
+                continue;
             };
+            let credential = server.api_key_env.as_ref().map(|var| {
+                let key = std::env::var(var).ok().filter(|v| !v.is_empty());
+                if key.is_none() {
+                    tracing::warn!(proxy = %proxy.name, variable = %var, "MCP server credential not set: the proxy answers 503 until it is");
+                }
+                weir_core::McpCredential {
+                    header: server.api_key_header(),
+                    missing_env: key.is_none().then(|| var.clone()),
+                    key: key.map(Secret::new),
+                }
+            });
             let chain = build_chain(&shared, &policies, &proxy.name, config.mcp_chain(i)).await?;
             routes.push(Route {
                 prefix: prefix(&proxy.context_path),
@@ -474,9 +482,11 @@ impl State {
                     upstream: Arc::new(Upstream::default()),
                     upstreams: upstreams.clone(),
                     mcp: Some(weir_core::McpServer {
-                        url,
-                        timeout_ms: 60_000,
+                        url: server.url.clone(),
+                        timeout_ms: server.timeout_ms(),
                         tools: proxy.tools.iter().map(weir_config::McpTool::rule).collect(),
+                        credential,
+                        allowed_origins: proxy.allowed_origins.clone(),
                     }),
                     limits,
                     exposed: None,
