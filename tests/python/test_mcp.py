@@ -6,14 +6,19 @@ tool access control per consumer, and what each call leaves in the usage records
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import anyio
+import httpx2
 import httpx
 import pytest
 
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
 from conftest import free_port, metric, sha256_hex, start_mock, start_weir, stop_process, usage_record
-from scenario import mcp_session
+from scenario import mcp_session, minute_bucket, wait_for_window
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +49,21 @@ mcp-proxies:
           consumers:
             - {{ id: alice, key-sha256: {sha256_hex(alice)} }}
             - {{ id: bob, key-sha256: {sha256_hex(bob)} }}
+  - name: limited
+    context-path: /limited
+    upstream: {{ server: {{ url: "{mcp_server}" }} }}
+    policies:
+      - policy: auth
+        config:
+          consumers:
+            - {{ id: alice, key-sha256: {sha256_hex(alice)} }}
+            - {{ id: bob, key-sha256: {sha256_hex(bob)} }}
+      - {{ policy: token-limit, config: {{ scope: consumer-tool, requests-per-minute: 2 }} }}
 """
     )
     proc, log_path = start_weir(config, base, port, keys.upstream)
     try:
-        yield {"url": f"http://127.0.0.1:{port}/tools", "admin": admin, "alice": alice, "bob": bob,
+        yield {"url": f"http://127.0.0.1:{port}/tools", "limited": f"http://127.0.0.1:{port}/limited", "admin": admin, "alice": alice, "bob": bob,
                "data": base / "data", "log": log_path}
     finally:
         stop_process(proc)
@@ -112,3 +127,32 @@ def test_a_browser_page_from_another_origin_is_refused(gw):
     host = gw["url"].split("/")[2]
     r = httpx.post(gw["url"], json=init, headers={**headers, "origin": f"http://{host}"}, timeout=10)
     assert r.status_code != 403, r.text
+
+
+def test_calls_per_minute_per_consumer_and_tool(gw):
+    async def calls(who: str, plan: list[str]) -> list[str]:
+        from mcp.shared.exceptions import MCPError
+
+        out = []
+        http = httpx2.AsyncClient(headers={"authorization": f"Bearer {gw[who]}"}, timeout=httpx2.Timeout(30, read=60))
+        async with Client(streamable_http_client(gw["limited"], http_client=http), mode="legacy") as client:
+            for _ in range(3):
+                await client.list_tools()  # not a tool call: never counted
+            for tool in plan:
+                try:
+                    result = await client.call_tool(tool, {"a": 1, "b": 2} if tool == "add" else {})
+                    out.append("error" if result.is_error else "ok")
+                except MCPError as e:
+                    out.append(json.dumps(e.error.data) if e.error.data else e.error.message)
+        return out
+
+    # token-limit counts fixed minutes: run all calls inside one.
+    wait_for_window(20)
+    window = minute_bucket()
+    got = anyio.run(calls, "alice", ["add", "add", "add", "delete_everything"])
+    assert got[:2] == ["ok", "ok"], got
+    assert "rate_limit_exceeded" in got[2] and "429" in got[2], got
+    assert got[3] == "ok", "another tool has its own counter"
+    assert anyio.run(calls, "bob", ["add"]) == ["ok"], "another consumer has its own counter"
+    assert minute_bucket() == window, "the minute rolled over during the test: the counts mean nothing"
+    assert tool_record(gw, "alice", "add", "denied")["status"] == 429

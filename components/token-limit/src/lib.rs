@@ -31,6 +31,12 @@ pub enum Scope {
     Consumer,
     /// All consumers of a proxy share the counters.
     Route,
+    /// MCP proxies: each tool has its own counters, shared by all consumers. Only `tools/call`
+    /// requests count.
+    Tool,
+    /// MCP proxies: each consumer has its own counters for each tool. Only `tools/call`
+    /// requests count.
+    ConsumerTool,
 }
 
 /// The policy's configuration. At least one limit must be set.
@@ -180,14 +186,23 @@ impl Counters for HostKv {
     }
 }
 
-fn subject(config: &Config, cx: &Context) -> String {
-    match config.scope {
-        Scope::Consumer => {
-            let consumer = cx.consumer().unwrap_or_else(|| "-".into());
-            format!("{}|{}", cx.route(), consumer)
-        }
+/// Whose counters a request spends; `None` when the scope does not count it (a tool scope and
+/// a request that calls no tool).
+fn subject(config: &Config, cx: &Context, request: &Message) -> Option<String> {
+    let consumer = || cx.consumer().unwrap_or_else(|| "-".into());
+    let tool = || {
+        request
+            .rpc()
+            .into_iter()
+            .find(|m| m.method.as_deref() == Some("tools/call"))
+            .and_then(|m| m.tool_name)
+    };
+    Some(match config.scope {
+        Scope::Consumer => format!("{}|{}", cx.route(), consumer()),
         Scope::Route => cx.route(),
-    }
+        Scope::Tool => format!("{}|tool|{}", cx.route(), tool()?),
+        Scope::ConsumerTool => format!("{}|{}|tool|{}", cx.route(), consumer(), tool()?),
+    })
 }
 
 fn attribute_key(cx: &Context) -> String {
@@ -249,7 +264,10 @@ impl Policy for TokenLimit {
         Ok(())
     }
 
-    fn on_request(config: &Config, cx: &Context, _request: &Message) -> Verdict {
+    fn on_request(config: &Config, cx: &Context, request: &Message) -> Verdict {
+        let Some(subject) = subject(config, cx, request) else {
+            return Verdict::proceed();
+        };
         let llm = cx.llm();
         let tokens = llm.as_ref().map_or(0, |l| {
             l.estimated_prompt_tokens + l.max_tokens.unwrap_or(config.default_max_tokens)
@@ -285,7 +303,7 @@ impl Policy for TokenLimit {
         }
         match limiter::admit_with_cost(
             &HostKv,
-            &subject(config, cx),
+            &subject,
             &config.limits(),
             tokens,
             cost,
