@@ -280,6 +280,7 @@ fn policy_source(name: &str) -> anyhow::Result<(&'static [u8], String)> {
         ),
         "router" => (weir_policies::ROUTER, ROUTER_CONFIG.to_owned()),
         "cache" => (weir_policies::CACHE, r#"{"exact":{"ttl-s":3600}}"#.to_owned()),
+        "mcp-guard" => (weir_policies::MCP_GUARD, "{}".to_owned()),
         "token-limit" => (
             weir_policies::TOKEN_LIMIT,
             r#"{"tokens-per-minute":1000000000000000,"requests-per-minute":1000000000000000}"#
@@ -463,6 +464,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         "prompt",
         "router",
         "cache",
+        "mcp-guard",
     ] {
         let (bytes, config) = policy_source(name)?;
         let policy = runtime
@@ -506,6 +508,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         };
         measure_case(c, case, case.label, &kv, &loaded, options, body, &mut table).await?;
     }
+    mcp_guard(&kv, &loaded, options, &mut table).await?;
     if let Some(url) = &options.redis {
         let (url, _local) = redis_url(url)?;
         crate::progress(&format!(
@@ -605,6 +608,125 @@ async fn measure_case(
         us_int(percentile(&samples, 99.0), 1),
         us(mean(&samples), 1),
         per_policy,
+    ]);
+    Ok(())
+}
+
+/// `mcp-guard` on an MCP route: a `tools/call` whose arguments are checked against the input
+/// schema that a `tools/list` answer (run through the response phase once, before) stored.
+async fn mcp_guard(
+    kv: &Arc<dyn KvStore>,
+    loaded: &[(&str, Arc<Policy>, String)],
+    options: &Options,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let label = "mcp-guard (tools/call checked against the tool's schema)";
+    let (_, policy, config) = loaded
+        .iter()
+        .find(|(n, _, _)| *n == "mcp-guard")
+        .context("mcp-guard not loaded")?;
+    let instance = "mcp:bench-mcp/mcp-guard".to_owned();
+    let spec = Arc::new(ChainSpec::new(vec![SlotSpec {
+        policy: policy.clone(),
+        kv: Namespaced::new(kv.clone(), &instance),
+        instance,
+        route: "bench-mcp".into(),
+        config_json: config.clone(),
+        vectors: None,
+        allow_hosts: Vec::new(),
+    }]));
+    let state = |i: usize| RequestState {
+        request_id: format!("bench-mcp-{i}"),
+        route: "bench-mcp".into(),
+        route_kind: RouteKind::Mcp,
+        endpoint: "tools/call".into(),
+        consumer: Some("bench".into()),
+        attributes: Default::default(),
+        llm: None,
+        received_at_ms: 1_700_000_000_000,
+    };
+    let rpc = |body: serde_json::Value| {
+        let mut m = message(&bytes::Bytes::from(body.to_string()));
+        m.path = "/mcp".into();
+        m.headers
+            .push(("mcp-protocol-version".into(), "2025-11-25".into()));
+        m
+    };
+    // The server's tools/list answer, seen once: it stores the schemas.
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "repo": {"type": "string", "pattern": "^[a-z0-9-]+/[a-z0-9-]+$"},
+            "title": {"type": "string", "minLength": 1, "maxLength": 256},
+            "labels": {"type": "array", "items": {"type": "string"}, "maxItems": 10},
+            "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+        },
+        "required": ["repo", "title"],
+        "additionalProperties": false,
+    });
+    let tools: Vec<serde_json::Value> = (0..20)
+        .map(|n| serde_json::json!({"name": format!("tool_{n}"), "description": "A tool.", "inputSchema": schema}))
+        .collect();
+    let mut run = ChainRun::new(spec.clone(), state(usize::MAX));
+    let mut list = rpc(serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+    let mut admission = weir_core::chain::Admission::default();
+    weir_core::chain::request_phase(&mut run, &mut list, &mut admission).await?;
+    let mut answer = MessageView {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: bytes::Bytes::from(
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}}).to_string(),
+        ),
+        ..MessageView::default()
+    };
+    weir_core::chain::response_phase(&mut run, &mut answer, 1).await?;
+    drop(run);
+
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "tool_7",
+        "arguments": {"repo": "acme/widgets", "title": "Fix the build", "labels": ["ci", "bug"], "priority": 2},
+    }});
+    // The schema is in place: arguments that do not fit are answered by the policy.
+    let mut bad = call.clone();
+    bad["params"]["arguments"]["priority"] = serde_json::json!(9);
+    let mut run = ChainRun::new(spec.clone(), state(usize::MAX - 1));
+    let mut msg = rpc(bad);
+    let mut admission = weir_core::chain::Admission::default();
+    match weir_core::chain::request_phase(&mut run, &mut msg, &mut admission).await? {
+        Some(weir_core::chain::Stop::Answer { .. }) => {}
+        other => anyhow::bail!("{label}: a call with a priority of 9 was not answered: {other:?}"),
+    }
+    drop(run);
+    crate::progress(&format!(
+        "part A: {label} ({} + {} requests)",
+        options.warmup_iterations, options.iterations
+    ));
+    let mut samples = Vec::new();
+    for i in 0..options.warmup_iterations + options.iterations.max(1) {
+        let mut msg = rpc(call.clone());
+        let started = Instant::now();
+        let mut run = ChainRun::new(spec.clone(), state(i));
+        let mut admission = weir_core::chain::Admission::default();
+        let decision = weir_core::chain::request_phase(&mut run, &mut msg, &mut admission).await;
+        drop(run);
+        let elapsed = started.elapsed();
+        if let Some(stop) = decision.with_context(|| format!("{label}: request {i}"))? {
+            anyhow::bail!("{label}: request {i} was not let through (its arguments fit): {stop:?}");
+        }
+        if i >= options.warmup_iterations {
+            samples.push(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+    samples.sort_unstable();
+    let median = percentile(&samples, 50.0);
+    table.row(vec![
+        label.to_owned(),
+        "1".to_owned(),
+        "request".to_owned(),
+        us_int(median, 1),
+        us_int(percentile(&samples, 99.0), 1),
+        us(mean(&samples), 1),
+        us(median as f64, 1),
     ]);
     Ok(())
 }

@@ -69,12 +69,24 @@ fn one(v: &Value) -> Option<RpcMessage> {
     })
 }
 
-/// The JSON-RPC messages of a body: one, or a batch; empty when it is not JSON-RPC.
+/// The JSON-RPC messages of a body: one, or a batch, or the `data` of each event of an event
+/// stream (an MCP server's answer to a POST); empty when it is not JSON-RPC.
 pub fn rpc_messages(body: &[u8]) -> Vec<RpcMessage> {
+    let of = |v: Value| match v {
+        Value::Array(batch) => batch.iter().filter_map(one).collect(),
+        v => one(&v).into_iter().collect::<Vec<_>>(),
+    };
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(batch)) => batch.iter().filter_map(one).collect(),
-        Ok(v) => one(&v).into_iter().collect(),
-        Err(_) => Vec::new(),
+        Ok(v) => of(v),
+        Err(_) => std::str::from_utf8(body)
+            .map(|text| {
+                mcp_tools::split_events(text)
+                    .into_iter()
+                    .filter_map(|event| serde_json::from_str(&mcp_tools::event_data(event)?).ok())
+                    .flat_map(of)
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -118,7 +130,11 @@ const FORWARDED: &[&str] = &[
 /// A browser's request from an origin the proxy does not allow: 403 (MCP: servers validate
 /// `Origin` against DNS rebinding). Allowed: no `Origin` (not a browser), the proxy's own
 /// origin (its host is the request's `Host`), and the proxy's `allowed-origins`.
-fn origin_refused(route: &RouteInfo, request: &ClientRequest, request_id: &str) -> Option<Response> {
+fn origin_refused(
+    route: &RouteInfo,
+    request: &ClientRequest,
+    request_id: &str,
+) -> Option<Response> {
     let header = |name: &str| {
         request
             .headers
@@ -127,7 +143,10 @@ fn origin_refused(route: &RouteInfo, request: &ClientRequest, request_id: &str) 
             .map(|(_, v)| v.as_str())
     };
     let origin = header("origin")?;
-    let allowed = route.mcp.as_ref().map_or(&[][..], |m| &m.allowed_origins[..]);
+    let allowed = route
+        .mcp
+        .as_ref()
+        .map_or(&[][..], |m| &m.allowed_origins[..]);
     let host_of = |o: &str| o.split_once("://").map_or(o, |(_, rest)| rest).to_owned();
     let same_origin = header("host").is_some_and(|h| h.eq_ignore_ascii_case(&host_of(origin)));
     if same_origin || allowed.iter().any(|p| mcp_tools::glob(p, origin)) {
@@ -407,7 +426,10 @@ async fn admitted<P: Platform, C: Chain>(
                 message: format!(
                     "MCP proxy `{}` has no credential for its server: set {} and restart.",
                     call.route.name,
-                    credential.missing_env.as_deref().unwrap_or("its api-key-env")
+                    credential
+                        .missing_env
+                        .as_deref()
+                        .unwrap_or("its api-key-env")
                 ),
             });
         };
@@ -469,9 +491,14 @@ async fn admitted<P: Platform, C: Chain>(
     let is_stream = headers
         .iter()
         .any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream"));
-    // A `tools/list` answer to filter is read whole, also as an event stream (it is short and
-    // ends with the answer).
-    if is_stream && (200..300).contains(&resp.status) && !filter_list {
+    // Only a tool call's event stream is relayed as it comes (progress notifications, the
+    // server's requests of the initialize era); the answers to other requests (lists, reads,
+    // `initialize`) are short and end with the answer: read whole, so that the response phase
+    // and the tool rules see them.
+    let calls_tool = messages
+        .iter()
+        .any(|m| m.method.as_deref() == Some("tools/call"));
+    if is_stream && (200..300).contains(&resp.status) && calls_tool {
         return Ok(Exit::Stream(resp.status, headers, resp.body));
     }
     let body = call

@@ -115,14 +115,8 @@ pub fn filter_list(
     let mut changed = false;
     // Events end with a blank line; `data` lines of one event join with `\n`.
     for event in split_events(text) {
-        let data: Vec<&str> = event
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        let rewritten = (!data.is_empty())
-            .then(|| serde_json::from_str::<Value>(&data.join("\n")).ok())
-            .flatten()
+        let rewritten = event_data(event)
+            .and_then(|data| serde_json::from_str::<Value>(&data).ok())
             .and_then(|mut message| {
                 filter_message(&mut message, rules, consumer)
                     .then(|| serde_json::to_string(&message).ok())
@@ -148,8 +142,18 @@ pub fn filter_list(
     changed.then(|| out.into_bytes())
 }
 
+/// The `data` of one event (its `data` lines joined with `\n`); `None` when it has none.
+pub fn event_data(event: &str) -> Option<String> {
+    let data: Vec<&str> = event
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    (!data.is_empty()).then(|| data.join("\n"))
+}
+
 /// The events of an event stream, each with the blank line that ends it.
-fn split_events(text: &str) -> Vec<&str> {
+pub fn split_events(text: &str) -> Vec<&str> {
     let mut events = Vec::new();
     let mut start = 0;
     let bytes = text.as_bytes();
@@ -261,6 +265,9 @@ mod tests {
         assert!(text.ends_with("\n\n: keep-alive\n\n"), "{text}");
         let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
         assert_eq!(names(data.as_bytes()), ["echo"]);
-        assert_eq!(filter_list(stream.as_bytes(), true, &rules, Some("alice")), None);
+        assert_eq!(
+            filter_list(stream.as_bytes(), true, &rules, Some("alice")),
+            None
+        );
     }
 }

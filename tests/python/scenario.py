@@ -189,7 +189,7 @@ class Run:
         expect = self.expect(step)
         url = f"{self.target.base_url}{step.args['path']}"
         key = {"consumer": self.keys.consumer, "wrong": self.keys.wrong, None: None}[step.args.get("key")]
-        tools, text, error = anyio.run(
+        tools, text, error, is_error = anyio.run(
             mcp_session,
             url,
             step.args.get("call"),
@@ -204,6 +204,10 @@ class Run:
         if "text" in expect:
             assert error is None, f"expected a result, got the error {error}"
             assert text == str(expect["text"]), f"expected {expect['text']!r}, got {text!r}"
+            assert not is_error, f"expected a result, got the tool error {text!r}"
+        if "tool-error-starts-with" in expect:
+            assert error is None and is_error, f"expected a tool error, got {text!r} / {error!r}"
+            assert (text or "").startswith(expect["tool-error-starts-with"]), f"got the tool error {text!r}"
         if "error-code" in expect:
             assert error is not None, f"expected the error {expect['error-code']}, got the result {text!r}"
             assert expect["error-code"] in error, f"expected {expect['error-code']!r} in the error {error!r}"
@@ -390,9 +394,10 @@ class Run:
 
 async def mcp_session(
     url: str, call: str | None, arguments: dict[str, Any], key: str | None = None, mode: str = "auto"
-) -> tuple[list[str], str | None, str | None]:
+) -> tuple[list[str], str | None, str | None, bool]:
     """Lists the tools and calls one with the official client (with the API key `key`, in the
-    protocol era `mode`: `auto`, `legacy` or a version); returns (tools, text, error)."""
+    protocol era `mode`: `auto`, `legacy` or a version); returns (tools, the result's text, the
+    JSON-RPC error, whether the result is a tool error)."""
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
@@ -406,13 +411,13 @@ async def mcp_session(
         listed = await client.list_tools()
         tools = [t.name for t in listed.tools]
         if call is None:
-            return tools, None, None
+            return tools, None, None, False
         try:
             result = await client.call_tool(call, arguments)
         except MCPError as e:
-            return tools, None, f"{e.error.message} {json.dumps(e.error.data)}"
+            return tools, None, f"{e.error.message} {json.dumps(e.error.data)}", False
         text = "".join(getattr(c, "text", "") for c in result.content)
-        return tools, text, None
+        return tools, text, None, bool(result.is_error)
 
 
 # --- the per-minute window

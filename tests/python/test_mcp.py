@@ -63,7 +63,7 @@ mcp-proxies:
     )
     proc, log_path = start_weir(config, base, port, keys.upstream)
     try:
-        yield {"url": f"http://127.0.0.1:{port}/tools", "limited": f"http://127.0.0.1:{port}/limited", "admin": admin, "alice": alice, "bob": bob,
+        yield {"url": f"http://127.0.0.1:{port}/tools", "base": f"http://127.0.0.1:{port}", "admin": admin, "alice": alice, "bob": bob,
                "data": base / "data", "log": log_path}
     finally:
         stop_process(proc)
@@ -85,15 +85,15 @@ def tool_record(gw, consumer: str, tool: str, outcome: str) -> dict:
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
 def test_each_consumer_sees_and_calls_only_its_tools(gw, mode):
     before = metric(gw, "weir_mcp_tool_calls_total", 'proxy="tools"', 'tool="add"', 'outcome="success"')
-    tools, text, error = session(gw, "alice", mode, "add", a=20, b=22)
+    tools, text, error, _ = session(gw, "alice", mode, "add", a=20, b=22)
     assert error is None and text == "42"
     assert "add" in tools and "delete_everything" not in tools, tools
 
-    tools, text, error = session(gw, "bob", mode, "add", a=1, b=1)
+    tools, text, error, _ = session(gw, "bob", mode, "add", a=1, b=1)
     assert "add" not in tools and "delete_everything" not in tools, tools
     assert text is None and error is not None and "tool_not_allowed" in error, error
 
-    tools, text, error = session(gw, "alice", mode, "delete_everything")
+    tools, text, error, _ = session(gw, "alice", mode, "delete_everything")
     assert text is None and "tool_not_allowed" in (error or ""), error
 
     ok = tool_record(gw, "alice", "add", "success")
@@ -129,30 +129,114 @@ def test_a_browser_page_from_another_origin_is_refused(gw):
     assert r.status_code != 403, r.text
 
 
+async def _steps(url: str, key: str, steps: list[tuple]) -> list:
+    """Runs `("list",)` and `("call", tool, arguments)` steps in one session of the official
+    client (initialize era); each gives the tool names, `("ok"|"tool-error", text)`, or
+    `("mcp-error", data)`."""
+    from mcp.shared.exceptions import MCPError
+
+    out: list = []
+    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(30, read=60))
+    async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
+        for step in steps:
+            if step[0] == "list":
+                out.append([t.name for t in (await client.list_tools()).tools])
+                continue
+            try:
+                result = await client.call_tool(step[1], step[2])
+            except MCPError as e:
+                out.append(("mcp-error", json.dumps(e.error.data) if e.error.data else e.error.message))
+                continue
+            text = "".join(getattr(c, "text", "") for c in result.content)
+            out.append(("tool-error" if result.is_error else "ok", text))
+    return out
+
+
+def steps(gw, path: str, who: str, *plan: tuple) -> list:
+    return anyio.run(_steps, f"{gw['base']}{path}", gw[who], list(plan))
+
+
 def test_calls_per_minute_per_consumer_and_tool(gw):
-    async def calls(who: str, plan: list[str]) -> list[str]:
-        from mcp.shared.exceptions import MCPError
-
-        out = []
-        http = httpx2.AsyncClient(headers={"authorization": f"Bearer {gw[who]}"}, timeout=httpx2.Timeout(30, read=60))
-        async with Client(streamable_http_client(gw["limited"], http_client=http), mode="legacy") as client:
-            for _ in range(3):
-                await client.list_tools()  # not a tool call: never counted
-            for tool in plan:
-                try:
-                    result = await client.call_tool(tool, {"a": 1, "b": 2} if tool == "add" else {})
-                    out.append("error" if result.is_error else "ok")
-                except MCPError as e:
-                    out.append(json.dumps(e.error.data) if e.error.data else e.error.message)
-        return out
-
+    add = ("call", "add", {"a": 1, "b": 2})
     # token-limit counts fixed minutes: run all calls inside one.
     wait_for_window(20)
     window = minute_bucket()
-    got = anyio.run(calls, "alice", ["add", "add", "add", "delete_everything"])
-    assert got[:2] == ["ok", "ok"], got
-    assert "rate_limit_exceeded" in got[2] and "429" in got[2], got
-    assert got[3] == "ok", "another tool has its own counter"
-    assert anyio.run(calls, "bob", ["add"]) == ["ok"], "another consumer has its own counter"
+    got = steps(gw, "/limited", "alice", ("list",), ("list",), ("list",), add, add, add,
+                ("call", "delete_everything", {}))[3:]
+    assert [g[0] for g in got] == ["ok", "ok", "mcp-error", "ok"], got
+    assert "rate_limit_exceeded" in got[2][1] and "429" in got[2][1], got
+    assert steps(gw, "/limited", "bob", add) == [("ok", "3")], "another consumer has its own counter"
     assert minute_bucket() == window, "the minute rolled over during the test: the counts mean nothing"
     assert tool_record(gw, "alice", "add", "denied")["status"] == 429
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory, keys):
+    """weir in front of an MCP server of its own (these tests change its tools): `/guarded` with
+    mcp-guard reporting changed tools, `/blocked` with mcp-guard blocking them."""
+    from conftest import _mcp_server
+
+    server = _mcp_server(tmp_path_factory)
+    url = next(server)
+    base = tmp_path_factory.mktemp("mcp-guard")
+    mock = start_mock(base, keys)
+    port, admin = free_port(), free_port()
+    alice = "sk-guard-alice-" + secrets.token_hex(8)
+    auth = f"{{ policy: auth, config: {{ consumers: [ {{ id: alice, key-sha256: {sha256_hex(alice)} }} ] }} }}"
+    config = base / "weir.yaml"
+    config.write_text(
+        f"""
+listen: 127.0.0.1:{port}
+admin-listen: 127.0.0.1:{admin}
+providers:
+  - {{ name: mock, base-url: "{mock.url}/v1", api-key-env: MOCK_UPSTREAM_KEY }}
+proxies:
+  - {{ name: llm, context-path: /llm, provider: mock }}
+mcp-proxies:
+  - {{ name: guarded, context-path: /guarded, upstream: {{ server: {{ url: "{url}" }} }},
+      policies: [ {auth}, {{ policy: mcp-guard }} ] }}
+  - {{ name: blocked, context-path: /blocked, upstream: {{ server: {{ url: "{url}" }} }},
+      policies: [ {auth}, {{ policy: mcp-guard, config: {{ on-definition-change: block }} }} ] }}
+"""
+    )
+    proc, log_path = start_weir(config, base, port, keys.upstream)
+    try:
+        yield {"base": f"http://127.0.0.1:{port}", "admin": admin, "alice": alice, "data": base / "data",
+               "log": log_path}
+    finally:
+        stop_process(proc)
+        stop_process(mock.proc)
+        next(server, None)
+
+
+def test_arguments_that_do_not_fit_the_schema_never_reach_the_server(guarded):
+    got = steps(guarded, "/guarded", "alice", ("list",), ("call", "add", {"a": "two", "b": 2}),
+                ("call", "add", {"a": 2}), ("call", "add", {"a": 2, "b": 2}))
+    assert "add" in got[0]
+    kind, text = got[1]
+    assert kind == "tool-error" and text.startswith("Invalid arguments for tool `add`"), got[1]
+    assert got[2][0] == "tool-error" and "b" in got[2][1], got[2]
+    assert got[3] == ("ok", "4")
+    record = usage_record(guarded["data"], lambda r: "mcp.invalid_arguments" in r.get("flags", []), "a refused call")
+    assert (record["tool"], record["outcome"], record["status"]) == ("add", "answered", 200)
+    assert metric(guarded, "weir_policy_invalid_tool_arguments_total", 'policy="mcp-guard"', 'tool="add"') >= 2
+
+
+def test_a_tool_that_changes_is_reported_or_blocked(guarded):
+    weather = ("call", "weather", {"city": "Paris"})
+    assert steps(guarded, "/guarded", "alice", ("list",), weather)[1] == ("ok", "sunny in Paris")
+    assert steps(guarded, "/blocked", "alice", ("list",), weather)[1] == ("ok", "sunny in Paris")
+    assert metric(guarded, "weir_policy_tool_definition_changes_total") == 0
+
+    assert steps(guarded, "/guarded", "alice", ("call", "rug_pull", {}))[0] == ("ok", "weather changed")
+
+    # Reported: the call goes on; the change is logged, counted and flagged.
+    assert steps(guarded, "/guarded", "alice", ("list",), weather)[1] == ("ok", "sunny in Paris")
+    assert metric(guarded, "weir_policy_tool_definition_changes_total", 'tool="weather"') == 1
+    record = usage_record(guarded["data"], lambda r: "mcp.tool_changed" in r.get("flags", []), "the changed list")
+    assert record["endpoint"] == "tools/list"
+    assert "mcp-guard: tool `weather` on `guarded` changed its definition" in guarded["log"].read_text()
+    # Blocked: once the change is seen, calls of that tool are refused; others go on.
+    got = steps(guarded, "/blocked", "alice", ("list",), weather, ("call", "add", {"a": 1, "b": 1}))
+    assert got[1][0] == "tool-error" and "changed" in got[1][1], got[1]
+    assert got[2] == ("ok", "2")

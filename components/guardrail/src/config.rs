@@ -8,7 +8,7 @@ use serde::Deserialize;
 use weir_policy_sdk::ConfigError;
 
 use crate::prefilter::Required;
-use crate::schema::Schema;
+use weir_jsonschema::Schema;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]

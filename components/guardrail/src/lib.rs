@@ -20,7 +20,6 @@ mod classifier;
 mod config;
 pub mod injection;
 pub mod prefilter;
-pub mod schema;
 pub mod text;
 
 use std::cell::RefCell;
@@ -32,7 +31,7 @@ use weir_policy_sdk::{
 
 use classifier::classify;
 pub use config::{Action, AppliesTo, ClassifierFormat, Config, Kind, OnError, RegexMode, Rule};
-use schema::Schema;
+use weir_jsonschema::Schema;
 
 /// Why a rule fired: the explanation for the client (never the matched text).
 struct Fired {

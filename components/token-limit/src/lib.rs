@@ -301,14 +301,7 @@ impl Policy for TokenLimit {
                 }
             }
         }
-        match limiter::admit_with_cost(
-            &HostKv,
-            &subject,
-            &config.limits(),
-            tokens,
-            cost,
-            now,
-        ) {
+        match limiter::admit_with_cost(&HostKv, &subject, &config.limits(), tokens, cost, now) {
             Ok(reservation) => {
                 if !reservation.keys.is_empty() {
                     cx.set_attribute(&attribute_key(cx), &reservation.encode());

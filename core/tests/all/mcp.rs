@@ -88,6 +88,9 @@ fn the_rpc_view_reads_calls_batches_and_responses() {
     assert_eq!(b.len(), 2);
     assert_eq!(b[0].id, None);
     assert_eq!(b[1].error.as_ref().map(|e| e.code), Some(-32601));
+    let sse = mcp::rpc_messages(b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[]}}\n\n");
+    assert_eq!(sse.len(), 2, "an event stream's messages: {sse:?}");
+    assert_eq!(sse[1].result.as_deref(), Some("{\"tools\":[]}"));
     assert!(mcp::rpc_messages(b"{\"id\":1}").is_empty());
     assert!(mcp::rpc_messages(b"nope").is_empty());
 }
@@ -225,7 +228,10 @@ fn a_tool_the_consumer_may_not_use_is_refused_before_the_server_sees_it() {
     let out = serve_on(
         &guarded_route(),
         call_tool("add"),
-        vec![Up::json(200, json!({"jsonrpc": "2.0", "id": 7, "result": {}}))],
+        vec![Up::json(
+            200,
+            json!({"jsonrpc": "2.0", "id": 7, "result": {}}),
+        )],
         vec![],
     );
     assert_eq!(out.platform.sent().len(), 1);
@@ -266,14 +272,22 @@ fn tool_lists_lose_what_the_consumer_may_not_use_json_or_stream() {
     assert_eq!(names(&seen.borrow()[0]), ["add", "echo"]);
 
     let text = serde_json::to_string(&answer).unwrap();
-    let out = serve_on(&guarded_route(), list.clone(), vec![Up::sse(&[&text])], vec![]);
+    let out = serve_on(
+        &guarded_route(),
+        list.clone(),
+        vec![Up::sse(&[&text])],
+        vec![],
+    );
     assert_eq!(out.status, 200);
     let data = out
         .text()
         .lines()
         .find_map(|l| l.strip_prefix("data: ").map(str::to_owned))
         .unwrap();
-    assert_eq!(names(&serde_json::from_str(&data).unwrap()), ["add", "echo"]);
+    assert_eq!(
+        names(&serde_json::from_str(&data).unwrap()),
+        ["add", "echo"]
+    );
 
     // Without rules the list passes as it came.
     let out = serve_mcp(list, vec![Up::json(200, answer)], vec![]);
@@ -293,7 +307,10 @@ fn the_server_gets_the_proxys_credential_never_the_clients() {
     let out = serve_on(
         &route,
         call_tool("add"),
-        vec![Up::json(200, json!({"jsonrpc": "2.0", "id": 7, "result": {}}))],
+        vec![Up::json(
+            200,
+            json!({"jsonrpc": "2.0", "id": 7, "result": {}}),
+        )],
         vec![],
     );
     let sent = &out.platform.sent()[0];
@@ -315,11 +332,18 @@ fn the_server_gets_the_proxys_credential_never_the_clients() {
     let out = serve_on(
         &route,
         call_tool("add"),
-        vec![Up::json(200, json!({"jsonrpc": "2.0", "id": 7, "result": {}}))],
+        vec![Up::json(
+            200,
+            json!({"jsonrpc": "2.0", "id": 7, "result": {}}),
+        )],
         vec![],
     );
     let sent = &out.platform.sent()[0];
-    assert!(sent.headers.iter().any(|(n, v)| n == "x-api-key" && v == "k2"));
+    assert!(
+        sent.headers
+            .iter()
+            .any(|(n, v)| n == "x-api-key" && v == "k2")
+    );
     assert!(!sent.headers.iter().any(|(n, _)| n == "authorization"));
 
     if let Some(m) = route.mcp.as_mut() {
@@ -331,7 +355,10 @@ fn the_server_gets_the_proxys_credential_never_the_clients() {
     }
     let out = serve_on(&route, call_tool("add"), vec![], vec![]);
     assert_eq!(out.status, 503);
-    assert_eq!(out.json()["error"]["data"]["code"], "mcp_server_not_configured");
+    assert_eq!(
+        out.json()["error"]["data"]["code"],
+        "mcp_server_not_configured"
+    );
     assert!(out.text().contains("TOOLS_TOKEN"));
     assert!(out.platform.sent().is_empty());
 }
@@ -344,13 +371,26 @@ fn browsers_from_other_origins_are_refused() {
         r.headers.push(("host".into(), host.into()));
         r
     };
-    let ok = || vec![Up::json(200, json!({"jsonrpc": "2.0", "id": 7, "result": {}}))];
-    let out = serve_mcp(with("http://evil.example", "gw.example:8080"), vec![], vec![]);
+    let ok = || {
+        vec![Up::json(
+            200,
+            json!({"jsonrpc": "2.0", "id": 7, "result": {}}),
+        )]
+    };
+    let out = serve_mcp(
+        with("http://evil.example", "gw.example:8080"),
+        vec![],
+        vec![],
+    );
     assert_eq!(out.status, 403);
     assert_eq!(out.json()["error"]["data"]["code"], "origin_not_allowed");
     assert!(out.platform.sent().is_empty());
     // Its own origin, and no origin at all (not a browser).
-    let out = serve_mcp(with("https://gw.example:8080", "gw.example:8080"), ok(), vec![]);
+    let out = serve_mcp(
+        with("https://gw.example:8080", "gw.example:8080"),
+        ok(),
+        vec![],
+    );
     assert_eq!(out.status, 200);
     let out = serve_mcp(call_tool("add"), ok(), vec![]);
     assert_eq!(out.status, 200);

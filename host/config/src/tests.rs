@@ -330,8 +330,17 @@ fn mcp_tool_rules_are_checked() {
         )
     };
     let auth = "[{policy: auth, config: {consumers: []}}]";
-    assert!(GatewayConfig::from_yaml(&with_tools("[{name: add, allow: [alice]}, {name: '*', deny: ['*']}]", auth)).is_ok());
-    let e = err(&with_tools("[{name: 'github_*'}, {name: github_create_issue, deny: [bob]}]", auth));
+    assert!(
+        GatewayConfig::from_yaml(&with_tools(
+            "[{name: add, allow: [alice]}, {name: '*', deny: ['*']}]",
+            auth
+        ))
+        .is_ok()
+    );
+    let e = err(&with_tools(
+        "[{name: 'github_*'}, {name: github_create_issue, deny: [bob]}]",
+        auth,
+    ));
     assert_eq!(e.path, "mcp-proxies[0].tools[1].name");
     assert!(e.to_string().contains("never applies"), "{e}");
     let e = err(&with_tools("[{name: ''}]", auth));
@@ -340,22 +349,33 @@ fn mcp_tool_rules_are_checked() {
     assert_eq!(e.path, "mcp-proxies[0].tools");
     assert!(e.to_string().contains("policy: auth"), "{e}");
     // Rules for everyone need no consumer.
-    assert!(GatewayConfig::from_yaml(&with_tools("[{name: 'delete_*', deny: ['*']}]", "[]")).is_ok());
+    assert!(
+        GatewayConfig::from_yaml(&with_tools("[{name: 'delete_*', deny: ['*']}]", "[]")).is_ok()
+    );
 }
 
 #[test]
 fn mcp_server_credentials_are_checked() {
     let with_server = |server: &str| {
-        format!("{MINIMAL}mcp-proxies:\n  - name: m\n    context-path: /m\n    upstream: {{server: {server}}}\n")
+        format!(
+            "{MINIMAL}mcp-proxies:\n  - name: m\n    context-path: /m\n    upstream: {{server: {server}}}\n"
+        )
     };
     let ok = GatewayConfig::from_yaml(&with_server(
         "{url: 'http://127.0.0.1:9/mcp', api-key-env: TOOLS_TOKEN, api-key-header: X-Api-Key, timeout-ms: 5000}",
     ))
     .unwrap();
     let server = ok.mcp_proxies[0].upstream.server.as_ref().unwrap();
-    assert_eq!((server.api_key_header(), server.timeout_ms()), ("x-api-key".to_owned(), 5000));
-    let e = err(&with_server("{url: 'http://127.0.0.1:9/mcp', api-key-env: T, api-key-header: mcp-session-id}"));
+    assert_eq!(
+        (server.api_key_header(), server.timeout_ms()),
+        ("x-api-key".to_owned(), 5000)
+    );
+    let e = err(&with_server(
+        "{url: 'http://127.0.0.1:9/mcp', api-key-env: T, api-key-header: mcp-session-id}",
+    ));
     assert_eq!(e.path, "mcp-proxies[0].upstream.server.api-key-header");
-    let e = err(&with_server("{url: 'http://127.0.0.1:9/mcp', api-key-header: x-api-key}"));
+    let e = err(&with_server(
+        "{url: 'http://127.0.0.1:9/mcp', api-key-header: x-api-key}",
+    ));
     assert!(e.to_string().contains("api-key-env"), "{e}");
 }

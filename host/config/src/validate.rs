@@ -14,6 +14,7 @@ pub const BUILTIN_POLICIES: &[&str] = &[
     "prompt",
     "router",
     "cache",
+    "mcp-guard",
 ];
 
 fn check_name(path: String, name: &str) -> Result<(), ConfigError> {

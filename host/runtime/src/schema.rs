@@ -66,7 +66,14 @@ mod tests {
             let schema = config_schema(bytes).unwrap();
             if matches!(
                 name,
-                "auth" | "token-limit" | "guardrail" | "pii" | "prompt" | "router" | "cache"
+                "auth"
+                    | "token-limit"
+                    | "guardrail"
+                    | "pii"
+                    | "prompt"
+                    | "router"
+                    | "cache"
+                    | "mcp-guard"
             ) {
                 let schema = schema.unwrap_or_else(|| panic!("{name} has no config schema"));
                 assert_eq!(schema["type"], "object", "{name}");

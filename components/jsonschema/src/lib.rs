@@ -1,6 +1,7 @@
-//! A small JSON Schema validator for a documented subset of draft 2020-12, used to check an LLM's
-//! JSON answer against the schema of `response_format: {"type":"json_schema",...}` (OpenAI
-//! structured outputs) or one configured by the operator.
+//! A small JSON Schema validator for a documented subset of draft 2020-12, shared by policy
+//! components: `guardrail` checks an LLM's JSON answer against the schema of
+//! `response_format: {"type":"json_schema",...}` (OpenAI structured outputs) or one configured by
+//! the operator; `mcp-guard` checks a tool call's arguments against the tool's input schema.
 //!
 //! Supported: `type` (string or array; `integer` accepts `1.0`), `enum`, `const` (JSON equality,
 //! `1 == 1.0`), `properties`, `required`, `additionalProperties`, `minProperties`/`maxProperties`,
