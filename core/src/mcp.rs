@@ -175,16 +175,48 @@ pub async fn serve<P: Platform, C: Chain>(
     make_chain: impl FnOnce(RequestState) -> C,
 ) -> Answer<P, C> {
     let wire = Wire::JsonRpc;
-    if request.method != "POST" {
+    if !matches!(request.method.as_str(), "POST" | "GET" | "DELETE") {
         let err = GatewayError::client(
             405,
             "method_not_allowed",
-            "This MCP endpoint accepts POST only (no server-initiated stream).",
+            "This MCP endpoint accepts POST (messages), GET (the server's stream) and DELETE (the \
+             end of a session).",
         );
         return Answer::Full(Response::error(wire, &err, &request_id));
     }
     if let Some(refused) = origin_refused(route, &request, &request_id) {
         return Answer::Full(refused);
+    }
+    if request.method != "POST" {
+        // The initialize era's server stream (GET) and end of a session (DELETE), through the
+        // chain (auth) and relayed as they are: a server of the stateless revision answers
+        // them 405 itself.
+        let endpoint = request.method.clone();
+        let chain = make_chain(RequestState {
+            request_id: request_id.clone(),
+            route: route.name.clone(),
+            route_kind: RouteKind::Mcp,
+            endpoint: endpoint.clone(),
+            consumer: None,
+            attributes: Default::default(),
+            llm: None,
+            received_at_ms: platform.now_ms(),
+        });
+        let call = Call {
+            platform,
+            route: route.clone(),
+            endpoint_name: endpoint,
+            endpoint: None,
+            wire,
+            request_id,
+            started_ms,
+            llm: Default::default(),
+            upstream: None,
+            attempts: Vec::new(),
+            upstream_ms: None,
+            tool: None,
+        };
+        return run(call, chain, request, None).await;
     }
     if request.body.len() > route.limits.max_body_bytes {
         return Answer::Full(Response::error(
@@ -409,14 +441,21 @@ async fn admitted<P: Platform, C: Chain>(
         .filter(|(n, _)| FORWARDED.contains(&n.as_str()))
         .cloned()
         .collect();
-    if !headers.iter().any(|(n, _)| n == "content-type") {
+    let method = match message.method.as_str() {
+        "GET" => "GET",
+        "DELETE" => "DELETE",
+        _ => "POST",
+    };
+    if method == "POST" && !headers.iter().any(|(n, _)| n == "content-type") {
         headers.push(("content-type".into(), "application/json".into()));
     }
     if !headers.iter().any(|(n, _)| n == "accept") {
-        headers.push((
-            "accept".into(),
-            "application/json, text/event-stream".into(),
-        ));
+        let accept = if method == "GET" {
+            "text/event-stream"
+        } else {
+            "application/json, text/event-stream"
+        };
+        headers.push(("accept".into(), accept.into()));
     }
     headers.push(("x-request-id".into(), call.request_id.clone()));
     if let Some(credential) = &server.credential {
@@ -444,10 +483,14 @@ async fn admitted<P: Platform, C: Chain>(
     let sent = call
         .platform
         .send(UpstreamRequest {
-            method: "POST",
+            method,
             url: server.url.clone(),
             headers,
-            body: message.body.clone(),
+            body: if method == "POST" {
+                message.body.clone()
+            } else {
+                Default::default()
+            },
             timeout_ms: server.timeout_ms,
         })
         .await;
@@ -498,7 +541,7 @@ async fn admitted<P: Platform, C: Chain>(
     let calls_tool = messages
         .iter()
         .any(|m| m.method.as_deref() == Some("tools/call"));
-    if is_stream && (200..300).contains(&resp.status) && calls_tool {
+    if is_stream && (200..300).contains(&resp.status) && (calls_tool || method == "GET") {
         return Ok(Exit::Stream(resp.status, headers, resp.body));
     }
     let body = call

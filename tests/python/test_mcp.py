@@ -104,6 +104,11 @@ def test_each_consumer_sees_and_calls_only_its_tools(gw, mode):
     assert after == before + 1
     assert metric(gw, "weir_mcp_tool_calls_total", 'tool="delete_everything"', 'outcome="denied"') >= 1
     assert metric(gw, "weir_policy_denials_total", 'policy="mcp-tools"', 'code="tool_not_allowed"') >= 2
+    if mode == "legacy":
+        # The initialize era's server stream (GET) and session end (DELETE) went through too.
+        for method in ("GET", "DELETE"):
+            record = usage_record(gw["data"], lambda r: r["endpoint"] == method and r.get("consumer") == "alice", method)
+            assert (record["status"], record["outcome"]) == (200, "success"), record
 
 
 def test_no_key_is_a_401_with_a_json_rpc_body_and_no_key_reaches_the_log(gw):

@@ -187,11 +187,57 @@ fn server_streams_are_relayed_and_failures_are_json_rpc_errors() {
     assert_eq!(out.json()["error"]["code"], -32700);
     assert!(out.platform.usage().is_empty());
 
-    let mut get = call_tool("add");
-    get.method = "GET".into();
-    let out = serve_mcp(get, vec![], vec![]);
+    let mut put = call_tool("add");
+    put.method = "PUT".into();
+    let out = serve_mcp(put, vec![], vec![]);
     assert_eq!(out.status, 405);
     assert_eq!(out.json()["jsonrpc"], "2.0");
+}
+
+#[test]
+fn the_initialize_eras_get_stream_and_delete_are_relayed_through_the_chain() {
+    let mut get = call_tool("add");
+    get.method = "GET".into();
+    get.body = Bytes::new();
+    let out = serve_mcp(
+        get,
+        vec![Up::sse(&[
+            r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+        ])],
+        vec![FakePolicy::new("auth").request(|m| {
+            assert_eq!(m.method, "GET");
+            Ok(proceed())
+        })],
+    );
+    assert_eq!(out.status, 200);
+    assert!(out.text().contains("list_changed"));
+    let sent = &out.platform.sent()[0];
+    assert_eq!(sent.method, "GET");
+    assert!(sent.body.is_empty());
+    assert!(
+        sent.headers
+            .iter()
+            .any(|(n, v)| n == "mcp-session-id" && v == "s1")
+    );
+    assert!(!sent.headers.iter().any(|(n, _)| n == "authorization"));
+    assert_eq!(out.record().endpoint, "GET");
+
+    let mut delete = call_tool("add");
+    delete.method = "DELETE".into();
+    let out = serve_mcp(delete, vec![Up::json(200, json!({}))], vec![]);
+    assert_eq!(out.status, 200);
+    assert_eq!(out.platform.sent()[0].method, "DELETE");
+
+    // Refused by the chain: the server never sees it.
+    let mut get = call_tool("add");
+    get.method = "GET".into();
+    let out = serve_mcp(
+        get,
+        vec![],
+        vec![FakePolicy::new("auth").request(|_| Ok(deny(401, "invalid_api_key")))],
+    );
+    assert_eq!(out.status, 401);
+    assert!(out.platform.sent().is_empty());
 }
 
 /// `add` for alice (the fake chain's consumer), `secret_*` for admins only.
