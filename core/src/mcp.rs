@@ -13,6 +13,84 @@ use crate::render;
 use crate::stream::{SessionKind, StreamBody, StreamSession};
 use crate::*;
 
+/// OAuth on an MCP proxy: where clients get tokens for it (RFC 9728 protected-resource
+/// metadata, MCP's authorization). The proxy's policies check the tokens (`auth` in JWT mode,
+/// with this proxy as the audience).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct McpOAuth {
+    /// The authorization servers' issuer URLs.
+    pub authorization_servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes_supported: Vec<String>,
+    /// The proxy's URL as clients know it (the token audience); by default from the request
+    /// (`X-Forwarded-Proto` or, but for loopback hosts, `https`; `Host`; the context path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+}
+
+/// Where protected-resource metadata lives (RFC 9728 §3.1: this, then the resource's path).
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The URL of the proxy at `prefix` as the client reached it, and of its metadata.
+fn resource_urls(oauth: &McpOAuth, prefix: &str, headers: &Headers) -> (String, String) {
+    let host = header(headers, "host").unwrap_or("localhost");
+    let origin = match &oauth.resource {
+        Some(r) => r.trim_end_matches(prefix).trim_end_matches('/').to_owned(),
+        None => {
+            let loopback = host.starts_with("127.")
+                || host.starts_with("localhost")
+                || host.starts_with("[::1]");
+            let scheme = header(headers, "x-forwarded-proto").unwrap_or(if loopback {
+                "http"
+            } else {
+                "https"
+            });
+            format!("{scheme}://{host}")
+        }
+    };
+    let resource = oauth
+        .resource
+        .clone()
+        .unwrap_or_else(|| format!("{origin}{prefix}"));
+    (resource, format!("{origin}{METADATA_PATH}{prefix}"))
+}
+
+/// The answer to a GET of an MCP proxy's protected-resource metadata
+/// (`/.well-known/oauth-protected-resource<context-path>`); `None` when `path` is not one.
+/// `proxies`: each MCP proxy's route prefix (`""` for `/`) and OAuth settings.
+pub fn metadata<'a>(
+    mut proxies: impl Iterator<Item = (&'a str, &'a McpOAuth)>,
+    request: &ClientRequest,
+    request_id: &str,
+) -> Option<Response> {
+    let path = request.path.split('?').next().unwrap_or_default();
+    let prefix = path.strip_prefix(METADATA_PATH)?;
+    let (prefix, oauth) = proxies.find(|(p, _)| *p == prefix)?;
+    let (resource, _) = resource_urls(oauth, prefix, &request.headers);
+    let mut body = json!({
+        "resource": resource,
+        "authorization_servers": oauth.authorization_servers,
+        "bearer_methods_supported": ["header"],
+    });
+    if !oauth.scopes_supported.is_empty() {
+        body["scopes_supported"] = json!(oauth.scopes_supported);
+    }
+    let mut response = Response::json(200, body.to_string().into_bytes(), request_id);
+    response
+        .headers
+        .push(("cache-control".into(), "max-age=3600".into()));
+    Some(response)
+}
+
 /// A JSON-RPC error object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcError {
@@ -327,7 +405,12 @@ enum Exit<B> {
 /// its status (401: authenticate; 429: back off; 5xx); any other (a tool not allowed...) is a
 /// JSON-RPC error in a 200 answer, as MCP servers answer refused requests, with the policy's
 /// status in `data.status`.
-fn refusal(id: Option<&Value>, denial: &Denial, request_id: &str) -> Response {
+fn refusal(
+    id: Option<&Value>,
+    denial: &Denial,
+    request_id: &str,
+    metadata_url: Option<&str>,
+) -> Response {
     let status = if (400..600).contains(&denial.status) {
         denial.status
     } else {
@@ -341,6 +424,28 @@ fn refusal(id: Option<&Value>, denial: &Denial, request_id: &str) -> Response {
     };
     let mut resp = Response::json(http, body, request_id);
     render::add_headers(&mut resp.headers, &denial.headers);
+    // OAuth clients find where to get a token from the 401 (RFC 9728 §5.1), keeping what the
+    // policy said (`error="invalid_token"`).
+    if status == 401
+        && let Some(url) = metadata_url
+    {
+        let said = resp
+            .headers
+            .iter()
+            .position(|(n, _)| n == "www-authenticate")
+            .map(|i| resp.headers.remove(i).1);
+        let params = said
+            .as_deref()
+            .and_then(|v| v.strip_prefix("Bearer"))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default();
+        resp.headers.push((
+            "www-authenticate".into(),
+            format!("Bearer resource_metadata=\"{url}\"{params}"),
+        ));
+    }
     resp
 }
 
@@ -350,12 +455,13 @@ fn stopped<P: Platform, C: Chain>(
     stop: Stop,
     id: Option<&Value>,
     upstream_called: bool,
+    metadata_url: Option<&str>,
 ) -> Exit<P::Body> {
     match stop {
         Stop::Deny { policy, denial } => {
             call.platform
                 .denied(&call.route.name, chain.name(policy), &denial.code);
-            let resp = refusal(id, &denial, &call.request_id);
+            let resp = refusal(id, &denial, &call.request_id, metadata_url);
             let end = End::new(resp.status, Outcome::Denied);
             Exit::Full(resp, end)
         }
@@ -396,9 +502,21 @@ async fn admitted<P: Platform, C: Chain>(
         headers: request.headers,
         body: request.body,
     };
+    let metadata_url = call
+        .route
+        .mcp
+        .as_ref()
+        .and_then(|m| Some(resource_urls(m.oauth.as_ref()?, &m.prefix, &message.headers).1));
     let mut admission = Admission::default();
     if let Some(stop) = chain::request_phase(chain, &mut message, &mut admission).await? {
-        return Ok(stopped(call, chain, stop, id, false));
+        return Ok(stopped(
+            call,
+            chain,
+            stop,
+            id,
+            false,
+            metadata_url.as_deref(),
+        ));
     }
     let Some(server) = call.route.mcp.clone() else {
         return Err(GatewayError::Unavailable {
@@ -426,7 +544,7 @@ async fn admitted<P: Platform, C: Chain>(
             };
             call.platform
                 .denied(&call.route.name, "mcp-tools", &denial.code);
-            let resp = refusal(id, &denial, &call.request_id);
+            let resp = refusal(id, &denial, &call.request_id, None);
             let end = End::new(resp.status, Outcome::Denied);
             return Ok(Exit::Full(resp, end));
         }
@@ -581,7 +699,7 @@ async fn admitted<P: Platform, C: Chain>(
     if (200..300).contains(&status)
         && let Some(stop) = chain::response_phase(chain, &mut message, chain.len()).await?
     {
-        return Ok(stopped(call, chain, stop, id, true));
+        return Ok(stopped(call, chain, stop, id, true, None));
     }
     let outcome = if (200..300).contains(&status) || status == 202 {
         Outcome::Success

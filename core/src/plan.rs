@@ -73,6 +73,8 @@ pub struct PlanMcpServer {
     pub api_key_header: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<crate::mcp::McpOAuth>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

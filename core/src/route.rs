@@ -199,6 +199,10 @@ pub struct McpServer {
     pub credential: Option<McpCredential>,
     /// Browser origins allowed to call (globs); none: only the proxy's own origin.
     pub allowed_origins: Vec<String>,
+    /// OAuth clients: where to get tokens (protected-resource metadata).
+    pub oauth: Option<crate::mcp::McpOAuth>,
+    /// The route's prefix (`""` for `/`), for the metadata's URL.
+    pub prefix: String,
 }
 
 /// The credential an MCP proxy sends its server.

@@ -19,7 +19,7 @@ import anyio
 import openai
 import yaml
 
-ACTIONS = ("chat", "exhaust", "restart", "concurrent", "log-clean", "mcp", "metric", "upstream")
+ACTIONS = ("chat", "exhaust", "restart", "concurrent", "log-clean", "mcp", "metric", "upstream", "http")
 PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
@@ -211,6 +211,23 @@ class Run:
         if "error-code" in expect:
             assert error is not None, f"expected the error {expect['error-code']}, got the result {text!r}"
             assert expect["error-code"] in error, f"expected {expect['error-code']!r} in the error {error!r}"
+
+    def _http(self, step: Step) -> None:
+        """A plain HTTP request (`method`, `path`, optional `key` and `json` body) checked like a
+        chat step (status, headers, body text)."""
+        import httpx
+
+        headers = {"accept": "application/json, text/event-stream"}
+        if "key" in step.args:
+            headers["authorization"] = f"Bearer {self.keys.consumer if step.args['key'] == 'consumer' else self.keys.wrong}"
+        r = httpx.request(step.args.get("method", "GET"), f"{self.target.base_url}{step.args['path']}",
+                          json=step.args.get("json"), headers=headers, timeout=30)
+        try:
+            body = r.json()
+        except ValueError:
+            body = r.text
+        self.check(Outcome(status=r.status_code, headers={k.lower(): v for k, v in r.headers.items()}, body=body),
+                   self.expect(step))
 
     def _metric(self, step: Step) -> None:
         # The edge apps write metrics to their log, which reaches the log file a moment later.

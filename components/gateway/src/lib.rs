@@ -366,12 +366,37 @@ thread_local! {
     static NEXT_STREAM: RefCell<u32> = const { RefCell::new(1) };
 }
 
+/// An MCP proxy's protected-resource metadata (OAuth clients), if `request` asks for one.
+fn oauth_metadata(plan: &Plan, request: &Request, request_id: &str) -> Option<weir_core::Response> {
+    let client = ClientRequest {
+        method: request.method.clone(),
+        path: request.path.clone(),
+        headers: request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .collect(),
+        body: Bytes::new(),
+    };
+    let proxies = plan
+        .routes
+        .iter()
+        .filter_map(|r| Some((r.prefix.as_str(), r.mcp.as_ref()?.oauth.as_ref()?)));
+    weir_core::mcp::metadata(proxies, &client, request_id)
+}
+
 fn serve(plan: &Plan, secrets: &[(String, String)], request: Request) -> Response {
     let platform = EdgePlatform::default();
     let started = platform::now_ms();
     let request_id = request_id(started);
     let path = request.path.split('?').next().unwrap_or("").to_owned();
     let wire = Wire::of_path(&path);
+    if request.method == "GET"
+        && path.starts_with(weir_core::mcp::METADATA_PATH)
+        && let Some(answer) = oauth_metadata(plan, &request, &request_id)
+    {
+        return error_response(answer);
+    }
     let Some((route, rest)) = weir_core::find_route(&plan.routes, &path, |r| r.prefix.as_str())
     else {
         return refused(wire, &weir_core::unknown_route(&path), &request_id);
@@ -417,6 +442,8 @@ fn serve(plan: &Plan, secrets: &[(String, String)], request: Request) -> Respons
                 }
             }),
             allowed_origins: m.allowed_origins.clone(),
+            oauth: m.oauth.clone(),
+            prefix: route.prefix.clone(),
         }),
         limits: Limits {
             max_body_bytes: plan.max_body_bytes,

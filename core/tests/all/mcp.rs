@@ -20,6 +20,8 @@ fn mcp_route() -> RouteInfo {
         tools: Vec::new(),
         credential: None,
         allowed_origins: Vec::new(),
+        oauth: None,
+        prefix: "/mcp".into(),
     });
     r
 }
@@ -449,4 +451,85 @@ fn browsers_from_other_origins_are_refused() {
     assert_eq!(out.status, 200);
     let out = serve_on(&route, with("https://example.org", "gw"), vec![], vec![]);
     assert_eq!(out.status, 403);
+}
+
+#[test]
+fn oauth_clients_get_protected_resource_metadata_and_a_pointer_to_it() {
+    let oauth = mcp::McpOAuth {
+        authorization_servers: vec!["https://auth.example.com".into()],
+        scopes_supported: vec!["tools.read".into()],
+        resource: None,
+    };
+    let get = |path: &str, host: &str| ClientRequest {
+        method: "GET".into(),
+        path: path.into(),
+        headers: vec![("host".into(), host.into())],
+        body: Bytes::new(),
+    };
+    let proxies = || std::iter::once(("/mcp", &oauth));
+    let out = mcp::metadata(
+        proxies(),
+        &get("/.well-known/oauth-protected-resource/mcp", "gw.example"),
+        "r",
+    )
+    .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(body["resource"], "https://gw.example/mcp");
+    assert_eq!(body["authorization_servers"][0], "https://auth.example.com");
+    assert_eq!(body["scopes_supported"][0], "tools.read");
+    let local = mcp::metadata(
+        proxies(),
+        &get(
+            "/.well-known/oauth-protected-resource/mcp",
+            "127.0.0.1:8080",
+        ),
+        "r",
+    )
+    .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&local.body).unwrap();
+    assert_eq!(body["resource"], "http://127.0.0.1:8080/mcp");
+    assert!(
+        mcp::metadata(
+            proxies(),
+            &get("/.well-known/oauth-protected-resource/other", "gw"),
+            "r"
+        )
+        .is_none()
+    );
+
+    let mut route = mcp_route();
+    if let Some(m) = route.mcp.as_mut() {
+        m.oauth = Some(oauth.clone());
+    }
+    let mut call = call_tool("add");
+    call.headers.push(("host".into(), "gw.example".into()));
+    let out = serve_on(
+        &route,
+        call,
+        vec![],
+        vec![FakePolicy::new("auth").request(|_| {
+            Ok(Verdict::Deny(Denial {
+                status: 401,
+                code: "invalid_token".into(),
+                message: "no".into(),
+                headers: vec![(
+                    "www-authenticate".into(),
+                    "Bearer error=\"invalid_token\"".into(),
+                )],
+            }))
+        })],
+    );
+    assert_eq!(out.status, 401);
+    let challenge: Vec<&str> = out
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "www-authenticate")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        challenge,
+        [
+            "Bearer resource_metadata=\"https://gw.example/.well-known/oauth-protected-resource/mcp\", error=\"invalid_token\""
+        ]
+    );
 }

@@ -202,6 +202,12 @@ pub struct McpProxy {
     /// Clients that are not browsers send no `Origin`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<String>,
+    /// For OAuth clients: the authorization servers that issue tokens for this proxy, served as
+    /// protected-resource metadata (RFC 9728) at
+    /// `/.well-known/oauth-protected-resource<context-path>` and named in 401 answers'
+    /// `WWW-Authenticate`. Check the tokens with `auth` in JWT mode (audience: this proxy's URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<weir_core::mcp::McpOAuth>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<crate::PolicyRef>,
 }

@@ -378,6 +378,36 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
                 ));
             }
         }
+        if let Some(oauth) = &m.oauth {
+            if oauth.authorization_servers.is_empty() {
+                return Err(ConfigError::at(
+                    format!("mcp-proxies[{i}].oauth.authorization-servers"),
+                    "name at least one authorization server (its issuer URL)",
+                ));
+            }
+            for (j, url) in oauth.authorization_servers.iter().enumerate() {
+                if !is_http_url(url) {
+                    return Err(ConfigError::at(
+                        format!("mcp-proxies[{i}].oauth.authorization-servers[{j}]"),
+                        format!("`{url}` is not an http(s) URL"),
+                    ));
+                }
+            }
+            if let Some(r) = &oauth.resource
+                && !(is_http_url(r)
+                    && r.trim_end_matches('/')
+                        .ends_with(m.context_path.trim_end_matches('/')))
+            {
+                return Err(ConfigError::at(
+                    format!("mcp-proxies[{i}].oauth.resource"),
+                    format!(
+                        "`{r}` must be the proxy's URL as clients know it, ending with its \
+                         context path `{}`",
+                        m.context_path
+                    ),
+                ));
+            }
+        }
         if let Some(j) = m.allowed_origins.iter().position(|o| o.is_empty()) {
             return Err(ConfigError::at(
                 format!("mcp-proxies[{i}].allowed-origins[{j}]"),

@@ -218,6 +218,7 @@ pub async fn make_plan(
                 api_key_secret: server.api_key_env.clone(),
                 api_key_header: server.api_key_env.as_ref().map(|_| server.api_key_header()),
                 allowed_origins: proxy.allowed_origins.clone(),
+                oauth: proxy.oauth.clone(),
             }),
             policies,
             retry: weir_core::Retry::default(),

@@ -487,6 +487,8 @@ impl State {
                         tools: proxy.tools.iter().map(weir_config::McpTool::rule).collect(),
                         credential,
                         allowed_origins: proxy.allowed_origins.clone(),
+                        oauth: proxy.oauth.clone(),
+                        prefix: prefix(&proxy.context_path),
                     }),
                     limits,
                     exposed: None,

@@ -195,6 +195,21 @@ async fn handle_inner(
 ) -> Result<Response<Body>, (Wire, GatewayError)> {
     let path = req.uri().path().to_owned();
     let wire = Wire::of_path(&path);
+    if req.method() == http::Method::GET && path.starts_with(weir_core::mcp::METADATA_PATH) {
+        let client = ClientRequest {
+            method: "GET".into(),
+            path: path.clone(),
+            headers: header_pairs(req.headers()),
+            body: Default::default(),
+        };
+        let proxies = state.routes.iter().filter_map(|r| {
+            let m = r.info.mcp.as_ref()?;
+            Some((m.prefix.as_str(), m.oauth.as_ref()?))
+        });
+        if let Some(answer) = weir_core::mcp::metadata(proxies, &client, &request_id) {
+            return Ok(full_response(answer));
+        }
+    }
     let (route, rest) = weir_core::find_route(&state.routes, &path, |r| r.prefix.as_str())
         .ok_or_else(|| (wire, weir_core::unknown_route(&path)))?;
     let wire = match route.info.kind {

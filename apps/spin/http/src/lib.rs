@@ -127,7 +127,7 @@ async fn serve(request: IncomingRequest) -> handler::Response {
 
     let method = request.method().to_string();
     let path = request.path_with_query().unwrap_or_else(|| "/".to_owned());
-    let headers = request
+    let mut headers: Vec<(String, String)> = request
         .headers()
         .entries()
         .into_iter()
@@ -138,6 +138,13 @@ async fn serve(request: IncomingRequest) -> handler::Response {
             )
         })
         .collect();
+    // WASI HTTP carries the host as the request's authority, not as a header: the gateway reads
+    // `host` (an MCP proxy's OAuth metadata names its URL, `Origin` is checked against it).
+    if !headers.iter().any(|(n, _)| n == "host")
+        && let Some(authority) = request.authority()
+    {
+        headers.push(("host".into(), authority));
+    }
     let body = match read_body(request, head.max_body_bytes.saturating_add(1)).await {
         Ok(body) => body,
         Err(message) => {
