@@ -180,6 +180,7 @@ pub fn error_body(
     let rpc_code = match code {
         "parse_error" => -32700,
         "invalid_request" => -32600,
+        "header_mismatch" => -32020,
         _ => -32000,
     };
     let body = json!({
@@ -195,7 +196,7 @@ pub fn error_body(
 }
 
 /// Headers of the client's request that the MCP server gets.
-const FORWARDED: &[&str] = &[
+pub const FORWARDED: &[&str] = &[
     "accept",
     "content-type",
     "mcp-session-id",
@@ -243,6 +244,45 @@ fn origin_refused(
     Some(Response::json(403, body, request_id))
 }
 
+/// The 2026-07-28 revision mirrors a request's method, and the name it acts on, in the
+/// `Mcp-Method` and `Mcp-Name` headers for routing; a request whose headers say another thing
+/// than its body is refused (-32020), so that what policies read (the body) and what routers
+/// read (the headers) agree. A name sent base64-encoded (`=?base64?...?=`) is left to the server.
+fn header_mismatch(headers: &Headers, body: &Value) -> Option<String> {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let method = body.get("method").and_then(Value::as_str);
+    if let Some(said) = header("mcp-method")
+        && Some(said) != method
+    {
+        return Some(format!(
+            "The Mcp-Method header (`{said}`) does not match the body's method (`{}`).",
+            method.unwrap_or("none")
+        ));
+    }
+    let key = match method {
+        Some("tools/call" | "prompts/get") => "name",
+        Some("resources/read") => "uri",
+        _ => return None,
+    };
+    let named = body
+        .get("params")
+        .and_then(|p| p.get(key))
+        .and_then(Value::as_str);
+    match header("mcp-name") {
+        Some(said) if said.starts_with("=?base64?") => None,
+        Some(said) if named.is_some_and(|n| n != said) => Some(format!(
+            "The Mcp-Name header (`{said}`) does not match the body's `{key}` (`{}`).",
+            named.unwrap_or_default()
+        )),
+        _ => None,
+    }
+}
+
 /// Serves one request on an MCP route (`rest` is the path below the route's context path).
 pub async fn serve<P: Platform, C: Chain>(
     platform: P,
@@ -270,30 +310,9 @@ pub async fn serve<P: Platform, C: Chain>(
         // chain (auth) and relayed as they are: a server of the stateless revision answers
         // them 405 itself.
         let endpoint = request.method.clone();
-        let chain = make_chain(RequestState {
-            request_id: request_id.clone(),
-            route: route.name.clone(),
-            route_kind: RouteKind::Mcp,
-            endpoint: endpoint.clone(),
-            consumer: None,
-            attributes: Default::default(),
-            llm: None,
-            received_at_ms: platform.now_ms(),
-        });
-        let call = Call {
-            platform,
-            route: route.clone(),
-            endpoint_name: endpoint,
-            endpoint: None,
-            wire,
-            request_id,
-            started_ms,
-            llm: Default::default(),
-            upstream: None,
-            attempts: Vec::new(),
-            upstream_ms: None,
-            tool: None,
-        };
+        let (call, chain) = begin(
+            platform, route, request_id, started_ms, endpoint, None, make_chain,
+        );
         return run(call, chain, request, None).await;
     }
     if request.body.len() > route.limits.max_body_bytes {
@@ -335,6 +354,28 @@ pub async fn serve<P: Platform, C: Chain>(
         Value::Object(o) => o.get("id").cloned(),
         _ => None,
     };
+    if let Some(message) = header_mismatch(&request.headers, &parsed) {
+        let body = error_body(id.as_ref(), 400, "header_mismatch", &message, &request_id);
+        return Answer::Full(Response::json(400, body, &request_id));
+    }
+    let tool = first.tool_name.clone();
+    let (call, chain) = begin(
+        platform, route, request_id, started_ms, endpoint, tool, make_chain,
+    );
+    run(call, chain, request, id).await
+}
+
+/// The chain and the call of an admitted MCP request (`endpoint`: its method, or `GET` /
+/// `DELETE`).
+fn begin<P: Platform, C: Chain>(
+    platform: P,
+    route: &RouteInfo,
+    request_id: String,
+    started_ms: u64,
+    endpoint: String,
+    tool: Option<String>,
+    make_chain: impl FnOnce(RequestState) -> C,
+) -> (Call<P>, C) {
     let chain = make_chain(RequestState {
         request_id: request_id.clone(),
         route: route.name.clone(),
@@ -350,16 +391,16 @@ pub async fn serve<P: Platform, C: Chain>(
         route: route.clone(),
         endpoint_name: endpoint,
         endpoint: None,
-        wire,
+        wire: Wire::JsonRpc,
         request_id,
         started_ms,
         llm: Default::default(),
         upstream: None,
         attempts: Vec::new(),
         upstream_ms: None,
-        tool: first.tool_name.clone(),
+        tool,
     };
-    run(call, chain, request, id).await
+    (call, chain)
 }
 
 async fn run<P: Platform, C: Chain>(

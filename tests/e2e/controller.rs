@@ -645,6 +645,7 @@ async fn policy_components_upload_attach_and_delete() {
             "auth",
             "cache",
             "guardrail",
+            "mcp-guard",
             "pii",
             "probe",
             "prompt",

@@ -213,11 +213,11 @@ class Run:
             assert expect["error-code"] in error, f"expected {expect['error-code']!r} in the error {error!r}"
 
     def _http(self, step: Step) -> None:
-        """A plain HTTP request (`method`, `path`, optional `key` and `json` body) checked like a
-        chat step (status, headers, body text)."""
+        """A plain HTTP request (`method`, `path`, optional `key`, `headers` and `json` body)
+        checked like a chat step (status, headers, body text)."""
         import httpx
 
-        headers = {"accept": "application/json, text/event-stream"}
+        headers = {"accept": "application/json, text/event-stream", **(step.args.get("headers") or {})}
         if "key" in step.args:
             headers["authorization"] = f"Bearer {self.keys.consumer if step.args['key'] == 'consumer' else self.keys.wrong}"
         r = httpx.request(step.args.get("method", "GET"), f"{self.target.base_url}{step.args['path']}",

@@ -533,3 +533,50 @@ fn oauth_clients_get_protected_resource_metadata_and_a_pointer_to_it() {
         ]
     );
 }
+
+#[test]
+fn routing_headers_that_contradict_the_body_are_refused() {
+    let with = |pairs: &[(&str, &str)]| {
+        let mut r = call_tool("add");
+        for (n, v) in pairs {
+            r.headers.push(((*n).into(), (*v).into()));
+        }
+        r
+    };
+    let ok = || {
+        vec![Up::json(
+            200,
+            json!({"jsonrpc": "2.0", "id": 7, "result": {}}),
+        )]
+    };
+    let out = serve_mcp(with(&[("mcp-method", "tools/list")]), vec![], vec![]);
+    assert_eq!(out.status, 400);
+    assert_eq!(out.json()["error"]["code"], -32020);
+    assert_eq!(out.json()["id"], 7);
+    assert!(out.platform.sent().is_empty());
+    let out = serve_mcp(
+        with(&[
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "delete_everything"),
+        ]),
+        vec![],
+        vec![],
+    );
+    assert_eq!(out.status, 400);
+    assert!(out.text().contains("Mcp-Name"));
+    let out = serve_mcp(
+        with(&[("mcp-method", "tools/call"), ("mcp-name", "add")]),
+        ok(),
+        vec![],
+    );
+    assert_eq!(out.status, 200);
+    let out = serve_mcp(
+        with(&[
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?YWRk?="),
+        ]),
+        ok(),
+        vec![],
+    );
+    assert_eq!(out.status, 200, "an encoded name is the server's to check");
+}

@@ -346,23 +346,16 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
         }
         if let Some(server) = &m.upstream.server {
             let header = server.api_key_header();
-            let reserved = [
-                "accept",
-                "content-type",
-                "mcp-session-id",
-                "mcp-protocol-version",
-                "mcp-method",
-                "mcp-name",
-                "last-event-id",
-                "x-request-id",
-                "host",
-                "content-length",
-            ];
+            // The headers the client's request brings, and those the gateway sets.
+            let reserved = |h: &str| {
+                weir_core::mcp::FORWARDED.contains(&h)
+                    || ["x-request-id", "host", "content-length"].contains(&h)
+            };
             let token = !header.is_empty()
                 && header
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-            if !token || reserved.contains(&header.as_str()) {
+            if !token || reserved(&header) {
                 return Err(ConfigError::at(
                     format!("mcp-proxies[{i}].upstream.server.api-key-header"),
                     format!(
