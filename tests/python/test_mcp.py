@@ -1,24 +1,38 @@
 """An MCP proxy in a real `weir` in front of a real MCP server (tests/python/mcp_server.py, the
 official SDK), used with the official `mcp` client in both protocol eras: `auth` on the route,
 tool access control per consumer, and what each call leaves in the usage records and metrics.
-(tests/scenarios/mcp.yaml runs the access control on the edge targets too.)
+(tests/scenarios/mcp.yaml runs the access control on the edge targets too.) An OAuth client's
+JWT (`auth` in JWT mode) must name this proxy as its audience.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import time
 
 import anyio
-import httpx2
 import httpx
+import httpx2
+import jwt as pyjwt
 import pytest
-
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import free_port, metric, sha256_hex, start_mock, start_weir, stop_process, usage_record
 from scenario import mcp_session, minute_bucket, wait_for_window
+
+
+# An OAuth client's tokens: signed by the authorization server's Ed25519 key, checked by `auth`.
+SIGNER = ed25519.Ed25519PrivateKey.generate()
+JWKS = {"keys": [{**json.loads(pyjwt.algorithms.OKPAlgorithm.to_jwk(SIGNER.public_key())), "kid": "idp-1", "use": "sig"}]}
+
+
+def token(audience: str) -> str:
+    now = int(time.time())
+    claims = {"iss": "https://idp.example.com", "aud": audience, "sub": "agent-7", "iat": now, "exp": now + 300}
+    return pyjwt.encode(claims, SIGNER, algorithm="EdDSA", headers={"kid": "idp-1"})
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +73,14 @@ mcp-proxies:
             - {{ id: alice, key-sha256: {sha256_hex(alice)} }}
             - {{ id: bob, key-sha256: {sha256_hex(bob)} }}
       - {{ policy: token-limit, config: {{ scope: consumer-tool, requests-per-minute: 2 }} }}
+  - name: secure
+    context-path: /secure
+    upstream: {{ server: {{ url: "{mcp_server}" }} }}
+    oauth: {{ authorization-servers: ["https://idp.example.com"] }}
+    policies:
+      - policy: auth
+        config:
+          jwt: {{ jwks: {json.dumps(JWKS)}, issuer: "https://idp.example.com", audience: "http://127.0.0.1:{port}/secure" }}
 """
     )
     proc, log_path = start_weir(config, base, port, keys.upstream)
@@ -245,3 +267,26 @@ def test_a_tool_that_changes_is_reported_or_blocked(guarded):
     got = steps(guarded, "/blocked", "alice", ("list",), weather, ("call", "add", {"a": 1, "b": 1}))
     assert got[1][0] == "tool-error" and "changed" in got[1][1], got[1]
     assert got[2] == ("ok", "2")
+
+
+def test_an_oauth_client_finds_the_authorization_server_and_its_token_must_be_for_this_proxy(gw):
+    base = gw["url"].rsplit("/", 1)[0]
+    resource = f"{base}/secure"
+    meta = httpx.get(f"{base}/.well-known/oauth-protected-resource/secure", timeout=10)
+    assert meta.status_code == 200
+    assert meta.json()["resource"] == resource
+    assert meta.json()["authorization_servers"] == ["https://idp.example.com"]
+
+    listed = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    headers = {"accept": "application/json, text/event-stream"}
+    for bad in (None, token("http://127.0.0.1:1/elsewhere")):
+        auth = {"authorization": f"Bearer {bad}"} if bad else {}
+        r = httpx.post(resource, json=listed, headers={**headers, **auth}, timeout=10)
+        assert r.status_code == 401, r.text
+        challenge = r.headers["www-authenticate"]
+        assert challenge.startswith(f'Bearer resource_metadata="{base}/.well-known/oauth-protected-resource/secure"'), challenge
+
+    tools, text, error, _ = anyio.run(mcp_session, resource, "add", {"a": 3, "b": 4}, token(resource), "auto")
+    assert error is None and text == "7" and "add" in tools
+    record = usage_record(gw["data"], lambda r: r["proxy"] == "secure" and r.get("tool") == "add", "the JWT call")
+    assert record["consumer"] == "agent-7" and record["outcome"] == "success"
