@@ -214,13 +214,7 @@ fn origin_refused(
     request: &ClientRequest,
     request_id: &str,
 ) -> Option<Response> {
-    let header = |name: &str| {
-        request
-            .headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let header = |name: &str| header(&request.headers, name);
     let origin = header("origin")?;
     let allowed = route
         .mcp
@@ -249,12 +243,7 @@ fn origin_refused(
 /// than its body is refused (-32020), so that what policies read (the body) and what routers
 /// read (the headers) agree. A name sent base64-encoded (`=?base64?...?=`) is left to the server.
 fn header_mismatch(headers: &Headers, body: &Value) -> Option<String> {
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let header = |name: &str| header(headers, name);
     let method = body.get("method").and_then(Value::as_str);
     if let Some(said) = header("mcp-method")
         && Some(said) != method
