@@ -574,6 +574,7 @@ async fn measure_case(
             config_json: config.clone(),
             vectors: None,
             allow_hosts: Vec::new(),
+            credential: None,
         });
     }
     let spec = Arc::new(ChainSpec::new(slots));
@@ -634,6 +635,7 @@ async fn mcp_guard(
         config_json: config.clone(),
         vectors: None,
         allow_hosts: Vec::new(),
+        credential: None,
     }]));
     let state = |i: usize| RequestState {
         request_id: format!("bench-mcp-{i}"),
@@ -771,6 +773,7 @@ async fn languages(
             config_json: r#"{"model":"mock-gpt"}"#.into(),
             vectors: None,
             allow_hosts: Vec::new(),
+            credential: None,
         }]));
         crate::progress(&format!(
             "part A: {lang} ({} + {} requests)",

@@ -101,6 +101,46 @@ pub fn check_host(url: &str, allow: &[String]) -> Result<(), String> {
     }
 }
 
+/// A credential the host adds to a policy's outbound requests to one API (the MCP translator's
+/// REST calls): the policy never holds it, and it goes nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PolicyCredential {
+    /// Requests to URLs under this one get it (`https://api.example.com/v1`).
+    pub url_prefix: String,
+    /// `authorization` (the key sent as `Bearer <key>`) or another header (the key as it is).
+    pub header: String,
+    /// The environment variable (at the edge: the platform secret) holding the key.
+    pub secret: String,
+}
+
+impl PolicyCredential {
+    /// Whether a request to `url` gets the credential: `url` is the prefix, or continues it
+    /// with a path, query or fragment (so `https://api.example.com` does not cover
+    /// `https://api.example.com.evil.test`).
+    pub fn applies_to(&self, url: &str) -> bool {
+        let prefix = self.url_prefix.as_str();
+        match url.strip_prefix(prefix) {
+            Some(rest) => {
+                prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#'])
+            }
+            None => false,
+        }
+    }
+
+    /// `headers` with the credential `key` in place of any header of the same name the policy
+    /// set.
+    pub fn apply(&self, headers: &mut Vec<(String, String)>, key: &str) {
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&self.header));
+        let value = if self.header == "authorization" {
+            format!("Bearer {key}")
+        } else {
+            key.to_owned()
+        };
+        headers.push((self.header.clone(), value));
+    }
+}
+
 /// Whether a policy's metric is acceptable (`weir:policy/metrics`): a name of
 /// `[a-z][a-z0-9_]{0,63}`, at most 4 labels named `[a-z][a-z0-9_]{0,31}` with values of at most
 /// 128 bytes, none of them `policy` or `proxy` (the host sets those).
@@ -175,6 +215,26 @@ mod tests {
         assert!(check_metric("Cache", &[]).is_err());
         assert!(check_metric("x", &[("policy".into(), "y".into())]).is_err());
         assert!(check_metric(&"a".repeat(65), &[]).is_err());
+    }
+
+    #[test]
+    fn credentials_go_only_under_their_url() {
+        let c = PolicyCredential {
+            url_prefix: "https://api.example.com/v1".into(),
+            header: "authorization".into(),
+            secret: "KEY".into(),
+        };
+        assert!(c.applies_to("https://api.example.com/v1"));
+        assert!(c.applies_to("https://api.example.com/v1/pets?x=1"));
+        assert!(!c.applies_to("https://api.example.com/v10/pets"));
+        assert!(!c.applies_to("https://api.example.com.evil.test/v1"));
+        assert!(!c.applies_to("http://api.example.com/v1/pets"));
+        let mut headers = vec![("Authorization".into(), "Bearer forged".into())];
+        c.apply(&mut headers, "k1");
+        assert_eq!(
+            headers,
+            [("authorization".to_owned(), "Bearer k1".to_owned())]
+        );
     }
 
     #[test]

@@ -519,6 +519,37 @@ fn stopped<P: Platform, C: Chain>(
     }
 }
 
+/// The refusal of a request that calls a tool the consumer may not use.
+fn tool_refusal<P: Platform>(
+    call: &Call<P>,
+    server: &McpServer,
+    messages: &[RpcMessage],
+    consumer: Option<&str>,
+    id: Option<&Value>,
+) -> Option<Exit<P::Body>> {
+    if server.tools.is_empty() {
+        return None;
+    }
+    let tool = messages.iter().find_map(|m| {
+        let tool = m.tool_name.as_deref()?;
+        (!mcp_tools::allowed(&server.tools, tool, consumer)).then_some(tool)
+    })?;
+    let denial = Denial {
+        status: 403,
+        code: "tool_not_allowed".into(),
+        message: format!(
+            "Tool `{tool}` is not available to this consumer on MCP proxy `{}`.",
+            call.route.name
+        ),
+        headers: Vec::new(),
+    };
+    call.platform
+        .denied(&call.route.name, "mcp-tools", &denial.code);
+    let resp = refusal(id, &denial, &call.request_id, None);
+    let end = End::new(resp.status, Outcome::Denied);
+    Some(Exit::Full(resp, end))
+}
+
 async fn admitted<P: Platform, C: Chain>(
     call: &mut Call<P>,
     chain: &mut C,
@@ -538,51 +569,40 @@ async fn admitted<P: Platform, C: Chain>(
         .as_ref()
         .and_then(|m| Some(resource_urls(m.oauth.as_ref()?, &m.prefix, &message.headers).1));
     let mut admission = Admission::default();
-    if let Some(stop) = chain::request_phase(chain, &mut message, &mut admission).await? {
-        return Ok(stopped(
-            call,
-            chain,
-            stop,
-            id,
-            false,
-            metadata_url.as_deref(),
-        ));
-    }
+    let stop = chain::request_phase(chain, &mut message, &mut admission).await?;
     let Some(server) = call.route.mcp.clone() else {
         return Err(GatewayError::Unavailable {
             code: "mcp_server_not_configured",
             message: format!("MCP proxy `{}` has no server.", call.route.name),
         });
     };
-    // Tool access control, on the request as the policies left it.
+    // Tool access control, on the request as the policies left it: it holds whoever answers
+    // (the server, or a policy such as `mcp-translator`).
     let consumer = chain.consumer();
     let messages = rpc_messages(&message.body);
-    if !server.tools.is_empty() {
-        let refused = messages.iter().find_map(|m| {
-            let tool = m.tool_name.as_deref()?;
-            (!mcp_tools::allowed(&server.tools, tool, consumer.as_deref())).then_some(tool)
-        });
-        if let Some(tool) = refused {
-            let denial = Denial {
-                status: 403,
-                code: "tool_not_allowed".into(),
-                message: format!(
-                    "Tool `{tool}` is not available to this consumer on MCP proxy `{}`.",
-                    call.route.name
-                ),
-                headers: Vec::new(),
-            };
-            call.platform
-                .denied(&call.route.name, "mcp-tools", &denial.code);
-            let resp = refusal(id, &denial, &call.request_id, None);
-            let end = End::new(resp.status, Outcome::Denied);
-            return Ok(Exit::Full(resp, end));
-        }
+    let answered = matches!(stop, Some(Stop::Respond { .. } | Stop::Answer { .. }));
+    if (stop.is_none() || answered)
+        && let Some(refused) = tool_refusal(call, &server, &messages, consumer.as_deref(), id)
+    {
+        return Ok(refused);
     }
     let filter_list = !server.tools.is_empty()
         && messages
             .iter()
             .any(|m| m.method.as_deref() == Some("tools/list"));
+    if let Some(stop) = stop {
+        let mut exit = stopped(call, chain, stop, id, false, metadata_url.as_deref());
+        if answered
+            && filter_list
+            && let Exit::Full(resp, _) = &mut exit
+            && let Some(filtered) =
+                mcp_tools::filter_list(&resp.body, false, &server.tools, consumer.as_deref())
+        {
+            resp.headers.retain(|(n, _)| n != "content-length");
+            resp.body = filtered.into();
+        }
+        return Ok(exit);
+    }
     let mut headers: Headers = message
         .headers
         .iter()

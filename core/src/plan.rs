@@ -107,6 +107,10 @@ pub struct PlanPolicy {
     /// The configuration (JSON), validated by `weir build` against the component.
     pub config: String,
     pub allow_hosts: Vec<String>,
+    /// A credential the runtime adds to the policy's requests to one API; its key is the
+    /// platform secret it names (listed in the plan's `secrets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<crate::isolation::PolicyCredential>,
 }
 
 impl Plan {

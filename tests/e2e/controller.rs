@@ -646,6 +646,7 @@ async fn policy_components_upload_attach_and_delete() {
             "cache",
             "guardrail",
             "mcp-guard",
+            "mcp-translator",
             "pii",
             "probe",
             "prompt",

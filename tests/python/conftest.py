@@ -208,33 +208,48 @@ CAPTURE_COMPLETION = {
 }
 
 
-def _mcp_server(tmp_path_factory, token: str | None = None):
-    """Runs tests/python/mcp_server.py (the official SDK) on a free port, requiring
-    `Authorization: Bearer <token>` when given; yields its URL."""
+def _serve(tmp_path_factory, script: str, args: list[str]):
+    """Runs tests/python/SCRIPT PORT ARGS... (a test server) on a free port until the session
+    ends; yields the port once it listens."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("mcp") / "mcp.log"
+    log_path = tmp_path_factory.mktemp(script.removesuffix(".py")) / "server.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "python" / "mcp_server.py"), str(port), *([token] if token else [])],
+            [sys.executable, str(ROOT / "tests" / "python" / script), str(port), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    url = f"http://127.0.0.1:{port}/mcp"
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"the MCP server exited with {proc.returncode}:\n{log_path.read_text()}")
+            raise RuntimeError(f"{script} exited with {proc.returncode}:\n{log_path.read_text()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
         except OSError:
             if time.monotonic() > deadline:
                 stop_process(proc)
-                raise RuntimeError(f"the MCP server did not listen within 30 s:\n{log_path.read_text()}")
+                raise RuntimeError(f"{script} did not listen within 30 s:\n{log_path.read_text()}")
             time.sleep(0.1)
-    yield url
+    yield port
     stop_process(proc)
+
+
+def _mcp_server(tmp_path_factory, token: str | None = None):
+    """Runs tests/python/mcp_server.py (the official SDK) on a free port, requiring
+    `Authorization: Bearer <token>` when given; yields its URL."""
+    for port in _serve(tmp_path_factory, "mcp_server.py", [token] if token else []):
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+@pytest.fixture(scope="session")
+def rest_api(tmp_path_factory, keys):
+    """A real REST API (tests/python/rest_api.py: pets, with an OpenAPI document at
+    /openapi.json) requiring `x-api-key: <the upstream key>` (gateways send it from
+    MOCK_UPSTREAM_KEY); its base URL."""
+    for port in _serve(tmp_path_factory, "rest_api.py", [keys.upstream]):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")

@@ -205,6 +205,9 @@ class Run:
             assert error is None, f"expected a result, got the error {error}"
             assert text == str(expect["text"]), f"expected {expect['text']!r}, got {text!r}"
             assert not is_error, f"expected a result, got the tool error {text!r}"
+        for part in expect.get("text-contains", []):
+            assert error is None, f"expected a result, got the error {error}"
+            assert part in (text or ""), f"expected {part!r} in {text!r}"
         if "tool-error-starts-with" in expect:
             assert error is None and is_error, f"expected a tool error, got {text!r} / {error!r}"
             assert (text or "").startswith(expect["tool-error-starts-with"]), f"got the tool error {text!r}"

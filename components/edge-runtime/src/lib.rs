@@ -403,17 +403,37 @@ fn fetch_all(request: platform::HttpRequest) -> Result<IncomingResponse, HttpErr
 
 impl http_client::Guest for EdgeRuntime {
     fn send(request: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
-        let allowed = with_slot(|s| {
+        let (allowed, credential) = with_slot(|s| {
             let allow = s.map(|s| s.allow_hosts.clone()).unwrap_or_default();
-            isolation::check_host(&request.url, &allow)
+            (
+                isolation::check_host(&request.url, &allow),
+                s.and_then(|s| s.credential.clone()),
+            )
         });
         if let Err(m) = allowed {
             return Err(HttpError::Denied(format!("policy `{}`: {m}", instance())));
         }
+        let mut headers = request.headers;
+        if let Some(c) = credential {
+            let credential = isolation::PolicyCredential {
+                url_prefix: c.url_prefix,
+                header: c.header,
+                secret: c.secret,
+            };
+            if credential.applies_to(&request.url) {
+                let Some(key) = c.key else {
+                    return Err(HttpError::Failed(format!(
+                        "the credential of {} is not set: set the secret {}",
+                        credential.url_prefix, credential.secret
+                    )));
+                };
+                credential.apply(&mut headers, &key);
+            }
+        }
         fetch_all(platform::HttpRequest {
             method: request.method,
             url: request.url,
-            headers: request.headers,
+            headers,
             body: request.body,
             timeout_ms: request.timeout_ms.clamp(1, 30_000),
         })

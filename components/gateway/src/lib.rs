@@ -258,6 +258,7 @@ fn make_chain(
     route: &PlanRoute,
     plan: &Plan,
     upstreams: &Upstreams,
+    secrets: &[(String, String)],
     initial: RequestState,
 ) -> EdgeChain {
     let slots: Vec<control::Slot> = route
@@ -273,6 +274,15 @@ fn make_chain(
             namespace: p.namespace.clone(),
             config: p.config.clone(),
             allow_hosts: p.allow_hosts.clone(),
+            credential: p.credential.as_ref().map(|c| control::Credential {
+                url_prefix: c.url_prefix.clone(),
+                header: c.header.clone(),
+                secret: c.secret.clone(),
+                key: secrets
+                    .iter()
+                    .find(|(n, v)| *n == c.secret && !v.is_empty())
+                    .map(|(_, v)| v.clone()),
+            }),
         })
         .collect();
     let entries = route
@@ -461,7 +471,7 @@ fn serve(plan: &Plan, secrets: &[(String, String)], request: Request) -> Respons
             .collect(),
         body: Bytes::from(request.body),
     };
-    let chain = |initial| make_chain(route, plan, &upstreams, initial);
+    let chain = |initial| make_chain(route, plan, &upstreams, secrets, initial);
     let answer = match route.kind {
         RouteKind::Llm => {
             let endpoint = match weir_core::endpoint(&route.name, rest, &client.method) {

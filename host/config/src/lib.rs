@@ -147,7 +147,7 @@ impl GatewayConfig {
         let Some(proxy) = self.mcp_proxies.get(i) else {
             return Vec::new();
         };
-        proxy
+        let mut chain: Vec<ChainEntry> = proxy
             .policies
             .iter()
             .enumerate()
@@ -158,7 +158,16 @@ impl GatewayConfig {
                     r.clone(),
                 )
             })
-            .collect()
+            .collect();
+        // A REST API: the translator answers what reaches the end of the chain.
+        if let Some(api) = &proxy.upstream.openapi {
+            chain.push(ChainEntry::new(
+                format!("mcp-proxies[{i}].upstream.openapi"),
+                Scope::Mcp(&proxy.name),
+                api.translator(),
+            ));
+        }
+        chain
     }
 
     /// The provider a proxy uses (validated to exist).

@@ -309,6 +309,11 @@ pub struct PolicyRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub kv_namespace: Option<String>,
+    /// A credential the host adds to this entry's outbound requests to one API. Not
+    /// configurable: set for the `mcp-translator` entry of an MCP proxy over a REST API.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub credential: Option<weir_core::isolation::PolicyCredential>,
 }
 
 impl PolicyRef {
@@ -320,6 +325,7 @@ impl PolicyRef {
             allow_hosts: Vec::new(),
             id: None,
             kv_namespace: None,
+            credential: None,
         }
     }
 }

@@ -260,12 +260,115 @@ impl McpServerUpstream {
     }
 }
 
-/// A REST API an MCP proxy turns into tools.
+/// A REST API an MCP proxy serves as tools (the `mcp-translator` policy, which the proxy's
+/// chain ends with): the operations of an OpenAPI 3.0/3.1 document, and endpoints declared by
+/// hand.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct McpOpenapiUpstream {
-    pub spec_url: String,
+    /// The OpenAPI document, inline (in YAML configuration files, as YAML).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
+    /// Where to fetch the OpenAPI document (JSON) instead, on first use (kept for 5 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_url: Option<String>,
+    /// The API's base URL: the document's paths and relative endpoint URLs are appended to it.
     pub base_url: String,
+    /// Only operations with one of these tags (or named in `include-operations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_tags: Vec<String>,
+    /// Only these operations (operationId or tool name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_operations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_operations: Vec<String>,
+    /// REST endpoints declared by hand as tools: `{name, description?, method, url,
+    /// input-schema?}`, the URL a template (`/orders/{id}`) relative to `base-url` or absolute.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<serde_json::Value>,
+    /// The environment variable (at the edge: the platform secret) holding the API's
+    /// credential, which the gateway adds to the requests it sends to `base-url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// The header the credential goes in: `authorization` (default; sent as `Bearer <key>`) or
+    /// another, sent as it is (`x-api-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_header: Option<String>,
+    /// Give up on a REST answer after this many milliseconds (default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 30_000))]
+    pub timeout_ms: Option<u64>,
+}
+
+impl McpOpenapiUpstream {
+    /// The header the credential goes in, lower-case.
+    pub fn api_key_header(&self) -> String {
+        self.api_key_header
+            .as_deref()
+            .unwrap_or("authorization")
+            .to_ascii_lowercase()
+    }
+
+    /// The `mcp-translator` entry that serves this API, with the hosts it may reach and the
+    /// credential the host adds.
+    pub fn translator(&self) -> crate::PolicyRef {
+        let mut config = serde_json::json!({ "base-url": self.base_url });
+        let fields = [
+            ("spec", self.spec.clone()),
+            (
+                "spec-url",
+                self.spec_url.clone().map(serde_json::Value::from),
+            ),
+            ("timeout-ms", self.timeout_ms.map(serde_json::Value::from)),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                config[k] = v;
+            }
+        }
+        let lists = [
+            ("include-tags", &self.include_tags),
+            ("exclude-tags", &self.exclude_tags),
+            ("include-operations", &self.include_operations),
+            ("exclude-operations", &self.exclude_operations),
+        ];
+        for (k, v) in lists {
+            if !v.is_empty() {
+                config[k] = serde_json::json!(v);
+            }
+        }
+        if !self.endpoints.is_empty() {
+            config["endpoints"] = serde_json::Value::Array(self.endpoints.clone());
+        }
+        let mut hosts: Vec<String> = Vec::new();
+        let urls = std::iter::once(self.base_url.as_str())
+            .chain(self.spec_url.as_deref())
+            .chain(
+                self.endpoints
+                    .iter()
+                    .filter_map(|e| e.get("url").and_then(serde_json::Value::as_str)),
+            );
+        for url in urls {
+            if let Some(host) = weir_core::isolation::url_host(url)
+                && !hosts.contains(&host)
+            {
+                hosts.push(host);
+            }
+        }
+        let mut entry = crate::PolicyRef::new("mcp-translator", config);
+        entry.allow_hosts = hosts;
+        entry.credential =
+            self.api_key_env
+                .as_ref()
+                .map(|var| weir_core::isolation::PolicyCredential {
+                    url_prefix: self.base_url.clone(),
+                    header: self.api_key_header(),
+                    secret: var.clone(),
+                });
+        entry
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -73,7 +73,7 @@ fn unknown_policy_is_reported() {
     assert_eq!(e.path, "proxies[0].policies[1].policy");
     assert!(
         e.message.contains(
-            "available: auth, cache, guardrail, mcp-guard, pii, prompt, router, token-limit"
+            "available: auth, cache, guardrail, mcp-guard, mcp-translator, pii, prompt, router, token-limit"
         ),
         "{e}"
     );

@@ -15,6 +15,7 @@ pub const BUILTIN_POLICIES: &[&str] = &[
     "router",
     "cache",
     "mcp-guard",
+    "mcp-translator",
 ];
 
 fn check_name(path: String, name: &str) -> Result<(), ConfigError> {
@@ -322,30 +323,45 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
                 format!("`{}` is already used by another proxy", m.context_path),
             ));
         }
-        let urls: Vec<(&str, &str)> = match (&m.upstream.server, &m.upstream.openapi) {
-            (Some(server), None) => vec![("upstream.server.url", &server.url)],
-            (None, Some(api)) => vec![
-                ("upstream.openapi.spec-url", &api.spec_url),
-                ("upstream.openapi.base-url", &api.base_url),
-            ],
+        // (kind, URLs to check, credential variable, credential header)
+        let (kind, urls, key_env, key_header) = match (&m.upstream.server, &m.upstream.openapi) {
+            (Some(server), None) => (
+                "server",
+                vec![("url", server.url.as_str())],
+                &server.api_key_env,
+                server
+                    .api_key_header
+                    .as_ref()
+                    .map(|_| server.api_key_header()),
+            ),
+            (None, Some(api)) => {
+                let mut urls = vec![("base-url", api.base_url.as_str())];
+                urls.extend(api.spec_url.as_deref().map(|u| ("spec-url", u)));
+                (
+                    "openapi",
+                    urls,
+                    &api.api_key_env,
+                    api.api_key_header.as_ref().map(|_| api.api_key_header()),
+                )
+            }
             _ => {
                 return Err(ConfigError::at(
                     format!("mcp-proxies[{i}].upstream"),
                     "set exactly one of `server: {url: ...}` (an MCP server) and \
-                     `openapi: {spec-url: ..., base-url: ...}` (a REST API)",
+                     `openapi: {base-url: ..., spec: ... | spec-url: ... | endpoints: [...]}` (a \
+                     REST API)",
                 ));
             }
         };
         for (field, url) in urls {
             if !is_http_url(url) {
                 return Err(ConfigError::at(
-                    format!("mcp-proxies[{i}].{field}"),
+                    format!("mcp-proxies[{i}].upstream.{kind}.{field}"),
                     format!("`{url}` is not an http(s) URL"),
                 ));
             }
         }
-        if let Some(server) = &m.upstream.server {
-            let header = server.api_key_header();
+        if let Some(header) = key_header {
             // The headers the client's request brings, and those the gateway sets.
             let reserved = |h: &str| {
                 weir_core::mcp::FORWARDED.contains(&h)
@@ -357,19 +373,28 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
             if !token || reserved(&header) {
                 return Err(ConfigError::at(
-                    format!("mcp-proxies[{i}].upstream.server.api-key-header"),
+                    format!("mcp-proxies[{i}].upstream.{kind}.api-key-header"),
                     format!(
                         "`{header}` cannot carry the credential: name a header of letters, digits \
                          and `-` that MCP does not use (`authorization`, `x-api-key`)"
                     ),
                 ));
             }
-            if server.api_key_header.is_some() && server.api_key_env.is_none() {
+            if key_env.is_none() {
                 return Err(ConfigError::at(
-                    format!("mcp-proxies[{i}].upstream.server.api-key-header"),
+                    format!("mcp-proxies[{i}].upstream.{kind}.api-key-header"),
                     "set `api-key-env` too: the variable holding the credential",
                 ));
             }
+        }
+        if m.upstream.openapi.is_some()
+            && let Some(j) = m.policies.iter().position(|p| p.policy == "mcp-translator")
+        {
+            return Err(ConfigError::at(
+                format!("mcp-proxies[{i}].policies[{j}]"),
+                "an MCP proxy over `upstream.openapi` already ends with the `mcp-translator` \
+                 policy, configured from that section: remove this entry",
+            ));
         }
         if let Some(oauth) = &m.oauth {
             if oauth.authorization_servers.is_empty() {

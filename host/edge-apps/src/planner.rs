@@ -88,6 +88,7 @@ impl Slots {
                 namespace: entry.namespace.clone(),
                 config: config_json,
                 allow_hosts: r.allow_hosts.clone(),
+                credential: r.credential.clone(),
             });
         }
         Ok(policies)
@@ -191,19 +192,29 @@ pub async fn make_plan(
         });
     }
     for (i, proxy) in config.mcp_proxies.iter().enumerate() {
-        let server = match &proxy.upstream.server {
-            Some(server) => server,
-            None => {
+        // Over a REST API the chain's `mcp-translator` answers every request; the secret
+        // holding the API's credential goes to its slot.
+        let (url, timeout_ms, server) = match (&proxy.upstream.server, &proxy.upstream.openapi) {
+            (Some(server), _) => (server.url.clone(), server.timeout_ms(), Some(server)),
+            (None, Some(api)) => (api.base_url.clone(), api.timeout_ms.unwrap_or(30_000), None),
+            (None, None) => {
                 return Err((
                     format!("mcp-proxies[{i}].upstream"),
-                    "MCP proxies over an OpenAPI document are not served yet (weir or edge)".into(),
+                    "set `server` or `openapi`".into(),
                 ));
             }
         };
-        if let Some(var) = &server.api_key_env
-            && !secrets.contains(var)
+        let key_env = server.and_then(|s| s.api_key_env.clone()).or_else(|| {
+            proxy
+                .upstream
+                .openapi
+                .as_ref()
+                .and_then(|a| a.api_key_env.clone())
+        });
+        if let Some(var) = key_env
+            && !secrets.contains(&var)
         {
-            secrets.push(var.clone());
+            secrets.push(var);
         }
         let policies = slots.chain(config.mcp_chain(i)).await?;
         routes.push(PlanRoute {
@@ -212,11 +223,12 @@ pub async fn make_plan(
             kind: RouteKind::Mcp,
             provider: None,
             mcp: Some(PlanMcpServer {
-                url: server.url.clone(),
-                timeout_ms: server.timeout_ms(),
+                url,
+                timeout_ms,
                 tools: proxy.tools.iter().map(weir_config::McpTool::rule).collect(),
-                api_key_secret: server.api_key_env.clone(),
-                api_key_header: server.api_key_env.as_ref().map(|_| server.api_key_header()),
+                api_key_secret: server.and_then(|s| s.api_key_env.clone()),
+                api_key_header: server
+                    .and_then(|s| s.api_key_env.as_ref().map(|_| s.api_key_header())),
                 allowed_origins: proxy.allowed_origins.clone(),
                 oauth: proxy.oauth.clone(),
             }),

@@ -33,6 +33,11 @@ pub struct SlotSpec {
     /// The vector store, and this instance's namespace in it.
     pub vectors: Option<(Arc<dyn weir_state::VectorStore>, String)>,
     pub allow_hosts: Vec<String>,
+    /// A credential the host adds to the policy's requests to one API, with its key.
+    pub credential: Option<(
+        weir_core::isolation::PolicyCredential,
+        Option<weir_core::Secret>,
+    )>,
 }
 
 /// A configured chain: the policies of a provider, then those of a proxy.
@@ -55,6 +60,7 @@ impl ChainSpec {
                         kv: Some(s.kv),
                         vectors: s.vectors,
                         allow_hosts: s.allow_hosts,
+                        credential: s.credential,
                     };
                     (s.policy, Arc::new(state))
                 })

@@ -38,6 +38,12 @@ pub struct SlotState {
     /// The vector store and this instance's namespace in it.
     pub(crate) vectors: Option<(Arc<dyn VectorStore>, String)>,
     pub(crate) allow_hosts: Vec<String>,
+    /// A credential the host adds to the policy's requests to one API, and its key (`None`
+    /// when its variable is not set).
+    pub(crate) credential: Option<(
+        weir_core::isolation::PolicyCredential,
+        Option<weir_core::Secret>,
+    )>,
 }
 
 impl SlotState {
@@ -50,6 +56,7 @@ impl SlotState {
             kv: None,
             vectors: None,
             allow_hosts: Vec::new(),
+            credential: None,
         }
     }
 }
@@ -202,10 +209,25 @@ impl StoreData {
         }
     }
 
-    /// The client for an outbound request of the policy, if `url` is within its allow-hosts.
-    pub(crate) fn outbound_for(&self, url: &str) -> Result<Arc<dyn OutboundHttp>, FetchError> {
-        weir_core::isolation::check_host(url, &self.slot.allow_hosts)
+    /// The client for an outbound request of the policy, if its URL is within the policy's
+    /// allow-hosts; the request gets the slot's credential if it goes to that API.
+    pub(crate) fn outbound_for(
+        &self,
+        request: &mut HttpRequest,
+    ) -> Result<Arc<dyn OutboundHttp>, FetchError> {
+        weir_core::isolation::check_host(&request.url, &self.slot.allow_hosts)
             .map_err(|m| FetchError::Denied(format!("policy `{}`: {m}", self.slot.instance)))?;
+        if let Some((credential, key)) = &self.slot.credential
+            && credential.applies_to(&request.url)
+        {
+            let Some(key) = key else {
+                return Err(FetchError::Failed(format!(
+                    "the credential of {} is not set: set {} and restart the gateway",
+                    credential.url_prefix, credential.secret
+                )));
+            };
+            credential.apply(&mut request.headers, key.expose());
+        }
         Ok(self.runtime.services().http.clone())
     }
 }
@@ -735,8 +757,8 @@ impl http_client::Host for StoreData {
         &mut self,
         request: http_client::OutgoingRequest,
     ) -> Result<http_client::IncomingResponse, http_client::HttpError> {
-        let request = outgoing(request);
-        let sent = match self.outbound_for(&request.url) {
+        let mut request = outgoing(request);
+        let sent = match self.outbound_for(&mut request) {
             Ok(outbound) => self.waiting(fetch(outbound, request)).await,
             Err(e) => Err(e),
         };

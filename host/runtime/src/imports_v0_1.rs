@@ -180,14 +180,14 @@ impl http_client::Host for StoreData {
         &mut self,
         request: http_client::OutgoingRequest,
     ) -> Result<http_client::IncomingResponse, http_client::HttpError> {
-        let request = crate::imports::HttpRequest {
+        let mut request = crate::imports::HttpRequest {
             method: request.method,
             url: request.url,
             headers: request.headers,
             body: request.body,
             timeout: Duration::from_millis(u64::from(request.timeout_ms).clamp(1, 30_000)),
         };
-        let sent = match self.outbound_for(&request.url) {
+        let sent = match self.outbound_for(&mut request) {
             Ok(outbound) => self.waiting(fetch(outbound, request)).await,
             Err(e) => Err(e),
         };

@@ -74,6 +74,7 @@ mod tests {
                     | "router"
                     | "cache"
                     | "mcp-guard"
+                    | "mcp-translator"
             ) {
                 let schema = schema.unwrap_or_else(|| panic!("{name} has no config schema"));
                 assert_eq!(schema["type"], "object", "{name}");

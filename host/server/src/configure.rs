@@ -458,11 +458,14 @@ impl State {
             });
         }
         for (i, proxy) in config.mcp_proxies.iter().enumerate() {
-            let Some(server) = &proxy.upstream.server else {
-                tracing::warn!(proxy = %proxy.name, "MCP proxies over an OpenAPI document are stored but not served yet");
-                continue;
+            let (url, timeout_ms, server) = match (&proxy.upstream.server, &proxy.upstream.openapi)
+            {
+                (Some(server), _) => (server.url.clone(), server.timeout_ms(), Some(server)),
+                // The chain's `mcp-translator` answers every request (and holds the credential).
+                (None, Some(api)) => (api.base_url.clone(), api.timeout_ms.unwrap_or(30_000), None),
+                (None, None) => continue,
             };
-            let credential = server.api_key_env.as_ref().map(|var| {
+            let credential = server.and_then(|s| s.api_key_env.as_ref().map(|v| (s, v))).map(|(server, var)| {
                 let key = std::env::var(var).ok().filter(|v| !v.is_empty());
                 if key.is_none() {
                     tracing::warn!(proxy = %proxy.name, variable = %var, "MCP server credential not set: the proxy answers 503 until it is");
@@ -482,8 +485,8 @@ impl State {
                     upstream: Arc::new(Upstream::default()),
                     upstreams: upstreams.clone(),
                     mcp: Some(weir_core::McpServer {
-                        url: server.url.clone(),
-                        timeout_ms: server.timeout_ms(),
+                        url,
+                        timeout_ms,
                         tools: proxy.tools.iter().map(weir_config::McpTool::rule).collect(),
                         credential,
                         allowed_origins: proxy.allowed_origins.clone(),
@@ -542,6 +545,13 @@ async fn build_chain(
             route: route.to_owned(),
             config_json,
             allow_hosts: r.allow_hosts.clone(),
+            credential: r.credential.clone().map(|c| {
+                let key = std::env::var(&c.secret).ok().filter(|v| !v.is_empty());
+                if key.is_none() {
+                    tracing::warn!(route, variable = %c.secret, "REST API credential not set: tool calls fail until it is");
+                }
+                (c, key.map(Secret::new))
+            }),
         });
     }
     Ok(Arc::new(ChainSpec::new(slots)))

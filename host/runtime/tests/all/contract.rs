@@ -122,6 +122,7 @@ impl Setup {
                     route: "test".into(),
                     config_json: (*config).to_owned(),
                     allow_hosts: Vec::new(),
+                    credential: None,
                 }
             })
             .collect();

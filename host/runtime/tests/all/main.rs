@@ -65,6 +65,7 @@ fn chain(rt: &Runtime, kv: &Arc<dyn KvStore>, policies: &[(&str, &[u8], &str)]) 
                 config_json: (*config).to_owned(),
                 vectors: None,
                 allow_hosts: Vec::new(),
+                credential: None,
             }
         })
         .collect();
