@@ -39,13 +39,14 @@ def token(audience: str) -> str:
 def gw(tmp_path_factory, keys, mcp_server):
     base = tmp_path_factory.mktemp("mcp")
     mock = start_mock(base, keys)
-    port, admin = free_port(), free_port()
+    port, admin, controller = free_port(), free_port(), free_port()
     alice, bob = "sk-mcp-alice-" + secrets.token_hex(8), "sk-mcp-bob-" + secrets.token_hex(8)
     config = base / "weir.yaml"
     config.write_text(
         f"""
 listen: 127.0.0.1:{port}
 admin-listen: 127.0.0.1:{admin}
+controller: {{ listen: 127.0.0.1:{controller} }}
 providers:
   - {{ name: mock, base-url: "{mock.url}/v1", api-key-env: MOCK_UPSTREAM_KEY }}
 proxies:
@@ -85,7 +86,7 @@ mcp-proxies:
     )
     proc, log_path = start_weir(config, base, port, keys.upstream)
     try:
-        yield {"url": f"http://127.0.0.1:{port}/tools", "base": f"http://127.0.0.1:{port}", "admin": admin, "alice": alice, "bob": bob,
+        yield {"url": f"http://127.0.0.1:{port}/tools", "base": f"http://127.0.0.1:{port}", "admin": admin, "api": f"http://127.0.0.1:{controller}/api/v1", "alice": alice, "bob": bob,
                "data": base / "data", "log": log_path}
     finally:
         stop_process(proc)
@@ -290,3 +291,20 @@ def test_an_oauth_client_finds_the_authorization_server_and_its_token_must_be_fo
     assert error is None and text == "7" and "add" in tools
     record = usage_record(gw["data"], lambda r: r["proxy"] == "secure" and r.get("tool") == "add", "the JWT call")
     assert record["consumer"] == "agent-7" and record["outcome"] == "success"
+
+
+def test_the_controller_lists_every_tool_of_the_server(gw):
+    """Asked of the server itself (a session of the initialize era): every tool, whatever the
+    proxy's access rules say; a proxy whose server is down is a 502 that says so."""
+    r = httpx.get(f"{gw['api']}/mcp-proxies/tools/tools", auth=("admin", "admin"), timeout=30)
+    assert r.status_code == 200, r.text
+    tools = {t["name"]: t for t in r.json()["tools"]}
+    assert {"add", "delete_everything", "weather"} <= set(tools), sorted(tools)
+    assert tools["add"]["inputSchema"]["required"] == ["a", "b"]
+    down = {"name": "down", "context-path": "/down",
+            "upstream": {"server": {"url": f"http://127.0.0.1:{free_port()}/mcp", "timeout-ms": 2000}}}
+    r = httpx.post(f"{gw['api']}/mcp-proxies", json=down, auth=("admin", "admin"), timeout=30)
+    assert r.status_code == 201, r.text
+    r = httpx.get(f"{gw['api']}/mcp-proxies/down/tools", auth=("admin", "admin"), timeout=30)
+    assert r.status_code == 502 and r.json()["error"]["code"] == "mcp_upstream_unavailable", r.text
+    assert "could not be reached" in r.json()["error"]["message"], r.text

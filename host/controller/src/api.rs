@@ -307,6 +307,20 @@ async fn route(c: &Controller, req: Request<Incoming>) -> Result<Resp, ApiError>
         [kind, rest @ ..] if *kind == Proxies::PATH => {
             crud::dispatch::<Proxies>(c, &call, rest).await
         }
+        [kind, name, "tools"] if *kind == McpProxies::PATH => match call.method {
+            Method::GET => match c.gateway.mcp_tools(name).await {
+                Ok(tools) => Ok(json(StatusCode::OK, &serde_json::json!({ "tools": tools }))),
+                Err(weir_server::ToolsError::NotFound(_)) => {
+                    Err(ApiError::not_found(&format!("MCP proxy `{name}`")))
+                }
+                Err(e) => Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "mcp_upstream_unavailable",
+                    format!("the tools of MCP proxy `{name}` could not be listed: {e}"),
+                )),
+            },
+            _ => Err(method_not_allowed("GET")),
+        },
         [kind, rest @ ..] if *kind == McpProxies::PATH => {
             crud::dispatch::<McpProxies>(c, &call, rest).await
         }

@@ -232,6 +232,28 @@ pub fn document() -> Value {
         "proxies (their `api-keys` are managed under /api-keys)",
     );
     spec.kind::<McpProxy>("mcp-proxies", "MCP proxy", "MCP proxies");
+    let tools = json!({
+        "type": "object",
+        "required": ["tools"],
+        "properties": {"tools": {"type": "array", "items": {"type": "object"},
+            "description": "The proxy's tools as MCP `tools/list` gives them (name, description, inputSchema...), whoever may call them."}}
+    });
+    spec.op(
+        "/mcp-proxies/{name}/tools",
+        "get",
+        "list_mcp_proxy_tools",
+        "List the tools an MCP proxy offers (asked of its server, or of its mcp-translator)",
+        vec![param("name", "path", "The MCP proxy's name.")],
+        None,
+        &[
+            ("200", "The tools.", Some(tools)),
+            (
+                "502",
+                "The proxy's server could not be asked.",
+                Some(json!({ "$ref": "#/components/schemas/ErrorBody" })),
+            ),
+        ],
+    );
 
     let key = spec.schema::<ApiKeyView>();
     let new_key = spec.schema::<crate::api::NewKeyBody>();

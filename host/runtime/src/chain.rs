@@ -68,6 +68,18 @@ impl ChainSpec {
         }
     }
 
+    /// A chain of only the entries of policy `name` (e.g. the `mcp-translator` that serves an
+    /// MCP proxy's tools, asked outside any client request); `None` when there is none.
+    pub fn only(&self, name: &str) -> Option<ChainSpec> {
+        let slots: Vec<_> = self
+            .slots
+            .iter()
+            .filter(|(p, _)| p.name() == name)
+            .cloned()
+            .collect();
+        (!slots.is_empty()).then_some(ChainSpec { slots })
+    }
+
     /// Whether any policy takes part in `phase`.
     pub fn has_phase(&self, phase: Phase) -> bool {
         self.slots

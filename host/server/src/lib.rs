@@ -19,6 +19,7 @@ mod body;
 mod circuits;
 mod configure;
 mod kv;
+mod mcp_tools;
 mod metrics;
 mod proxy;
 mod purge;
@@ -35,6 +36,7 @@ use tokio::net::TcpListener;
 
 pub use configure::{BuiltinUpstreams, ConfigureError, GatewayOptions, PolicySummary};
 pub use kv::redis_options;
+pub use mcp_tools::ToolsError;
 pub use usage::{Totals, UsageLog, UsageRecord};
 pub use weir_core::GatewayError;
 
@@ -103,6 +105,12 @@ impl Gateway {
     pub fn commit(&self, prepared: Prepared) {
         self.shared.upstreams.store(prepared.0.upstreams.clone());
         self.current.store(Arc::new(prepared.0));
+    }
+
+    /// The tools MCP proxy `name` offers (its `tools/list` entries), whoever may call them.
+    pub async fn mcp_tools(&self, name: &str) -> Result<Vec<serde_json::Value>, ToolsError> {
+        let state = self.current.load_full();
+        mcp_tools::list(&state, name).await
     }
 
     /// The policy components the current configuration can use.

@@ -1,0 +1,236 @@
+//! The tools an MCP proxy offers, as the controller lists them (`GET
+//! /api/v1/mcp-proxies/{name}/tools`): asked of the proxy's `mcp-translator` (a REST API), or
+//! of its MCP server in a session of the initialize era with the proxy's credential. Tool
+//! access control does not apply: the operator sees every tool.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use weir_core::chain::{Admission, Stop};
+use weir_core::{McpServer, MessageView, RequestState, RouteKind};
+use weir_runtime::ChainRun;
+
+use crate::configure::{Route, State};
+
+/// Why the tools could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolsError {
+    #[error("no MCP proxy `{0}`")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The tools of MCP proxy `name` (their `tools/list` entries).
+pub(crate) async fn list(state: &State, name: &str) -> Result<Vec<Value>, ToolsError> {
+    let route = state
+        .routes
+        .iter()
+        .find(|r| r.info.kind == RouteKind::Mcp && r.info.name == name)
+        .ok_or_else(|| ToolsError::NotFound(name.to_owned()))?;
+    match route.chain.only("mcp-translator") {
+        Some(spec) => from_translator(route, spec).await,
+        None => {
+            let server = route.info.mcp.as_ref().ok_or_else(|| {
+                ToolsError::Unavailable(format!("MCP proxy `{name}` has no server"))
+            })?;
+            from_server(state, name, server).await
+        }
+    }
+}
+
+async fn from_translator(
+    route: &Route,
+    spec: weir_runtime::ChainSpec,
+) -> Result<Vec<Value>, ToolsError> {
+    let mut run = ChainRun::new(
+        Arc::new(spec),
+        RequestState {
+            request_id: format!("controller-tools-{}", crate::proxy::now_ms()),
+            route: route.info.name.clone(),
+            route_kind: RouteKind::Mcp,
+            endpoint: "tools/list".into(),
+            consumer: None,
+            attributes: Default::default(),
+            llm: None,
+            received_at_ms: crate::proxy::now_ms(),
+        },
+    );
+    let mut message = MessageView {
+        method: "POST".into(),
+        path: route.prefix.clone(),
+        status: 0,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            (
+                "accept".into(),
+                "application/json, text/event-stream".into(),
+            ),
+        ],
+        body: Bytes::from(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string()),
+    };
+    let stop = weir_core::chain::request_phase(&mut run, &mut message, &mut Admission::default())
+        .await
+        .map_err(|e| ToolsError::Unavailable(e.to_string()))?;
+    let Some(Stop::Respond { reply, .. }) = stop else {
+        return Err(ToolsError::Unavailable(
+            "the proxy's mcp-translator did not answer tools/list".into(),
+        ));
+    };
+    tools_of(&reply.body, 1)
+}
+
+/// The tools of a `tools/list` answer (JSON or an event stream) to request `id`.
+fn tools_of(body: &[u8], id: i64) -> Result<Vec<Value>, ToolsError> {
+    let message = answer(body, id)?;
+    Ok(message
+        .get("tools")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// The result of the answer to request `id` in `body`, or its error.
+fn answer(body: &[u8], id: i64) -> Result<Value, ToolsError> {
+    let messages = weir_core::mcp::rpc_messages(body);
+    let id = id.to_string();
+    let m = messages
+        .iter()
+        .find(|m| m.id.as_deref() == Some(id.as_str()))
+        .ok_or_else(|| {
+            ToolsError::Unavailable(format!(
+                "the answer is not a JSON-RPC answer to request {id}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            ))
+        })?;
+    if let Some(error) = &m.error {
+        return Err(ToolsError::Unavailable(format!(
+            "the server answered an error: {} {}",
+            error.code, error.message
+        )));
+    }
+    m.result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .ok_or_else(|| ToolsError::Unavailable("the answer has no result".into()))
+}
+
+async fn from_server(
+    state: &State,
+    name: &str,
+    server: &McpServer,
+) -> Result<Vec<Value>, ToolsError> {
+    let mut headers: Vec<(String, String)> = vec![
+        ("content-type".into(), "application/json".into()),
+        (
+            "accept".into(),
+            "application/json, text/event-stream".into(),
+        ),
+    ];
+    if let Some(credential) = &server.credential {
+        let Some(key) = &credential.key else {
+            return Err(ToolsError::Unavailable(format!(
+                "MCP proxy `{name}` has no credential for its server: set {}",
+                credential
+                    .missing_env
+                    .as_deref()
+                    .unwrap_or("its api-key-env")
+            )));
+        };
+        let value = if credential.header == "authorization" {
+            format!("Bearer {}", key.expose())
+        } else {
+            key.expose().to_owned()
+        };
+        headers.push((credential.header.clone(), value));
+    }
+    let client = &state.shared.client;
+    let timeout = std::time::Duration::from_millis(server.timeout_ms.min(30_000));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "weir-controller", "version": env!("CARGO_PKG_VERSION")}}});
+    let (status, got, body) = post(client, &server.url, &headers, init, timeout).await?;
+    if !(200..300).contains(&status) {
+        return Err(ToolsError::Unavailable(format!(
+            "the MCP server answered initialize with HTTP {status}"
+        )));
+    }
+    let result = answer(&body, 1)?;
+    if let Some(session) = got
+        .iter()
+        .find(|(n, _)| n == "mcp-session-id")
+        .map(|(_, v)| v.clone())
+    {
+        headers.push(("mcp-session-id".into(), session));
+    }
+    if let Some(v) = result.get("protocolVersion").and_then(Value::as_str) {
+        headers.push(("mcp-protocol-version".into(), v.to_owned()));
+    }
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    post(client, &server.url, &headers, note, timeout).await?;
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..50_i64 {
+        let mut request = json!({"jsonrpc": "2.0", "id": page + 2, "method": "tools/list"});
+        if let Some(c) = &cursor {
+            request["params"] = json!({"cursor": c});
+        }
+        let (status, _, body) = post(client, &server.url, &headers, request, timeout).await?;
+        if !(200..300).contains(&status) {
+            return Err(ToolsError::Unavailable(format!(
+                "the MCP server answered tools/list with HTTP {status}"
+            )));
+        }
+        let result = answer(&body, page + 2)?;
+        tools.extend(
+            result
+                .get("tools")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        cursor = result
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(tools)
+}
+
+async fn post(
+    client: &crate::upstream::HttpClient,
+    url: &str,
+    headers: &[(String, String)],
+    body: Value,
+    timeout: std::time::Duration,
+) -> Result<(u16, Vec<(String, String)>, Bytes), ToolsError> {
+    let mut builder = http::Request::builder().method("POST").uri(url);
+    for (n, v) in headers {
+        builder = builder.header(n, v);
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| ToolsError::Unavailable(format!("invalid request: {e}")))?;
+    let unreachable =
+        |e: String| ToolsError::Unavailable(format!("the MCP server could not be reached: {e}"));
+    let response = tokio::time::timeout(timeout, client.request(request))
+        .await
+        .map_err(|_| unreachable(format!("no answer within {} ms", timeout.as_millis())))?
+        .map_err(|e| unreachable(crate::proxy::with_causes(&e)))?;
+    let status = response.status().as_u16();
+    let headers = crate::proxy::header_pairs(response.headers());
+    let body = tokio::time::timeout(
+        timeout,
+        http_body_util::Limited::new(response.into_body(), 8 << 20).collect(),
+    )
+    .await
+    .map_err(|_| unreachable(format!("no whole answer within {} ms", timeout.as_millis())))?
+    .map_err(|e| unreachable(e.to_string()))?
+    .to_bytes();
+    Ok((status, headers, body))
+}
