@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use hyper::header::HeaderValue;
 
 use crate::load::{self, HttpClient, Results, Target};
@@ -196,6 +197,26 @@ proxies:
         config: {{consumers: [{{id: bench, key-sha256: {key_sha256}}}]}}
       - policy: cache
         config: {{exact: null, semantic: {{provider: mock, model: mock-words, ttl-s: 3600}}}}
+mcp-proxies:
+  - name: mcp
+    context-path: /mcp
+    upstream: {{server: {{url: http://{upstream}/mcp}}}}
+    policies:
+      - policy: auth
+        config: {{consumers: [{{id: bench, key-sha256: {key_sha256}}}]}}
+  - name: rest
+    context-path: /rest
+    upstream:
+      openapi:
+        base-url: http://{upstream}
+        endpoints:
+          - name: add
+            method: POST
+            url: /rest/add
+            input-schema: {{type: object, properties: {{a: {{type: integer}}, b: {{type: integer}}}}, required: [a, b]}}
+    policies:
+      - policy: auth
+        config: {{consumers: [{{id: bench, key-sha256: {key_sha256}}}]}}
 "
     )
 }
@@ -415,11 +436,43 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     let plain = target(weir_addr, "/plain", true)?;
     let (exact_miss, exact_hit) = (target(weir_addr, "/exact", true)?, at(weir_addr, "/exact")?);
     let semantic_hit = at(weir_addr, "/semantic")?;
+    // MCP: a `tools/call` of `add`, to the mock's MCP server directly and through an MCP proxy;
+    // the same call through the translator, against the mock's REST endpoint directly.
+    let call = Bytes::from_static(
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#,
+    );
+    let post = |uri: String, body: &Bytes| -> anyhow::Result<Arc<Target>> {
+        Ok(Arc::new(Target {
+            uri: uri.parse()?,
+            authorization: HeaderValue::from_str(&format!("Bearer {}", crate::BENCH_KEY))?,
+            body: body.clone(),
+            vary: false,
+        }))
+    };
+    let mcp_direct = post(format!("http://{mock_addr}/mcp"), &call)?;
+    let mcp_proxied = post(format!("http://{weir_addr}/mcp"), &call)?;
+    let rest_direct = post(
+        format!("http://{mock_addr}/rest/add"),
+        &Bytes::from_static(br#"{"a":1,"b":2}"#),
+    )?;
+    let rest_translated = post(format!("http://{weir_addr}/rest"), &call)?;
     let probe = load::client();
     load::send(&probe, &to_mock)
         .await
         .map_err(|e| anyhow::anyhow!("the mock's answer to a probe: {e}"))?;
-    for t in [&to_weir, &routed, &failover, &plain] {
+    for t in [&mcp_direct, &rest_direct] {
+        load::send(&probe, t)
+            .await
+            .map_err(|e| anyhow::anyhow!("the mock's answer to a probe of {}: {e}", t.uri))?;
+    }
+    for t in [
+        &to_weir,
+        &routed,
+        &failover,
+        &plain,
+        &mcp_proxied,
+        &rest_translated,
+    ] {
         if let Err(e) = load::send(&probe, t).await {
             anyhow::bail!(
                 "weir's answer to a probe of {}: {e}\nweir's log:\n{}",
@@ -539,6 +592,40 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         )
         .await;
 
+    // One connection: a lone tool call's latency.
+    let mcp_alone = bench
+        .scenario(
+            &mut table,
+            "(g) MCP server (mock), direct: tools/call",
+            &mcp_direct,
+            Load::Closed(1),
+        )
+        .await;
+    let mcp_through = bench
+        .scenario(
+            &mut table,
+            "(g) weir MCP proxy, auth: tools/call",
+            &mcp_proxied,
+            Load::Closed(1),
+        )
+        .await;
+    let rest_alone = bench
+        .scenario(
+            &mut table,
+            "(g) REST endpoint (mock), direct",
+            &rest_direct,
+            Load::Closed(1),
+        )
+        .await;
+    let translated = bench
+        .scenario(
+            &mut table,
+            "(g) weir, auth + mcp-translator: tools/call -> REST",
+            &rest_translated,
+            Load::Closed(1),
+        )
+        .await;
+
     if let Some(status) = weir.process.try_wait()? {
         anyhow::bail!(
             "weir exited during the benchmark ({status}):\n{}",
@@ -581,6 +668,15 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         us_int(percentile(&semantic.latencies, 99.0), 0),
         c,
         exact_many.rate() / through.rate().max(1e-9) * 100.0,
+    ));
+    table.note(format!(
+        "MCP (g), one connection: a `tools/call` through an MCP proxy with auth adds p50 {}, p99 {} over calling \
+         the mock's MCP server directly; through the translator (auth + mcp-translator, the call made a REST \
+         request through the policy's http-client) it adds p50 {}, p99 {} over calling the REST endpoint directly.",
+        added_latency(&mcp_through, &mcp_alone, 50.0),
+        added_latency(&mcp_through, &mcp_alone, 99.0),
+        added_latency(&translated, &rest_alone, 50.0),
+        added_latency(&translated, &rest_alone, 99.0),
     ));
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
     table.note(format!(

@@ -34,6 +34,7 @@ mod embeddings;
 mod native;
 mod protocol;
 mod service;
+mod tools;
 
 pub use embeddings::{DEFAULT_EMBEDDING_DIMENSIONS, MAX_EMBEDDING_DIMENSIONS, embedding_for_text};
 pub use fault::{FAULT_HEADER, FAULT_MODEL_PREFIX, LATENCY_HEADER};

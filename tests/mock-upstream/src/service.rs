@@ -52,6 +52,29 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Reply, io::Error> {
     let path = req.uri().path();
+    if req.method() == Method::POST && matches!(path, "/mcp" | "/rest/add") {
+        // The benchmark's MCP server and REST API (crate::tools).
+        let mcp = path == "/mcp";
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map_err(io::Error::other)?
+            .to_bytes();
+        return Ok(if mcp {
+            match crate::tools::mcp(&body) {
+                (status, Some(answer)) => json(status, answer),
+                (status, None) => {
+                    let mut resp = Response::new(MockBody::full(Bytes::new()));
+                    *resp.status_mut() = status;
+                    resp
+                }
+            }
+        } else {
+            let (status, answer) = crate::tools::rest_add(&body);
+            json(status, answer)
+        });
+    }
     let is_native = req.method() == Method::POST && native::route(path).is_some();
     if !path.starts_with("/v1/") && !is_native {
         return Ok(match (req.method(), path) {
