@@ -163,7 +163,8 @@ def test_the_controller_refuses_a_document_it_cannot_translate_naming_the_operat
     r = httpx.post(f"{gw['api']}/mcp-proxies", json=proxy, auth=ADMIN, timeout=30)
     assert r.status_code == 422, r.text
     said = r.text
-    assert "paths./pets/{petId}/photo.put" in said and "exclude-operations: [uploadPhoto]" in said, said
+    assert "upstream.openapi.spec.paths./pets/{petId}/photo.put.requestBody" in said, said
+    assert "exclude-operations: [uploadPhoto]" in said, said
     # A reference to nothing names the operation and the reference.
     spec["paths"]["/pets"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"] = "#/components/schemas/Gone"
     proxy["upstream"]["openapi"]["exclude-operations"] = ["uploadPhoto"]

@@ -28,6 +28,9 @@ pub struct ChainEntry {
     pub instance: String,
     /// Its key-value namespace (its instance name, or `shared:<name>`).
     pub namespace: String,
+    /// Where its configuration is written (`<path>.config`, or the section an entry the
+    /// gateway adds is configured from), for errors the policy finds in it.
+    pub config_path: String,
 }
 
 impl ChainEntry {
@@ -35,6 +38,7 @@ impl ChainEntry {
         let instance = weir_core::isolation::instance(scope, &policy.policy, policy.id.as_deref());
         let namespace = weir_core::isolation::namespace(&instance, policy.kv_namespace.as_deref());
         Self {
+            config_path: format!("{path}.config"),
             path,
             policy,
             instance,
@@ -161,11 +165,14 @@ impl GatewayConfig {
             .collect();
         // A REST API: the translator answers what reaches the end of the chain.
         if let Some(api) = &proxy.upstream.openapi {
-            chain.push(ChainEntry::new(
+            let mut entry = ChainEntry::new(
                 format!("mcp-proxies[{i}].upstream.openapi"),
                 Scope::Mcp(&proxy.name),
                 api.translator(),
-            ));
+            );
+            // Its configuration is the section itself (`spec`, `endpoints`, ... are its keys).
+            entry.config_path = entry.path.clone();
+            chain.push(entry);
         }
         chain
     }

@@ -66,7 +66,9 @@ impl Slots {
                 continue;
             };
             let config_json = r.config.to_string();
-            policy.validate_entry(path, &config_json).await?;
+            policy
+                .validate_entry(path, &entry.config_path, &config_json)
+                .await?;
             let slot = match self.components.iter().position(|s| s.name == r.policy) {
                 Some(s) => s,
                 None => {

@@ -443,14 +443,13 @@ impl Policy {
     pub async fn validate_entry(
         &self,
         entry: &str,
+        config_path: &str,
         config_json: &str,
     ) -> Result<(), (String, String)> {
         match self.validate_config(config_json).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err((field, message))) if field.is_empty() => {
-                Err((format!("{entry}.config"), message))
-            }
-            Ok(Err((field, message))) => Err((format!("{entry}.config.{field}"), message)),
+            Ok(Err((field, message))) if field.is_empty() => Err((config_path.to_owned(), message)),
+            Ok(Err((field, message))) => Err((format!("{config_path}.{field}"), message)),
             Err(failure) => Err((
                 format!("{entry}.policy"),
                 format!(

@@ -531,7 +531,7 @@ async fn build_chain(
             })?;
         let config_json = r.config.to_string();
         policy
-            .validate_entry(&entry.path, &config_json)
+            .validate_entry(&entry.path, &entry.config_path, &config_json)
             .await
             .map_err(|(path, message)| ConfigureError::Config { path, message })?;
         slots.push(SlotSpec {
