@@ -380,3 +380,57 @@ fn mcp_server_credentials_are_checked() {
     ));
     assert!(e.to_string().contains("api-key-env"), "{e}");
 }
+
+#[test]
+fn an_openapi_upstream_ends_the_chain_with_the_translator() {
+    let with_api = |api: &str, policies: &str| {
+        format!(
+            "{MINIMAL}mcp-proxies:\n  - name: m\n    context-path: /m\n    upstream: {{openapi: {api}}}\n    policies: {policies}\n"
+        )
+    };
+    let ok = GatewayConfig::from_yaml(&with_api(
+        "{spec-url: 'http://docs.test/openapi.json', base-url: 'https://api.test/v1', api-key-env: API_KEY, api-key-header: X-Api-Key, exclude-tags: [admin]}",
+        "[{policy: auth, config: {consumers: []}}]",
+    ))
+    .unwrap();
+    let chain = ok.mcp_chain(0);
+    assert_eq!(
+        chain
+            .iter()
+            .map(|e| e.policy.policy.as_str())
+            .collect::<Vec<_>>(),
+        ["auth", "mcp-translator"]
+    );
+    let translator = &chain[1];
+    assert_eq!(translator.config_path, "mcp-proxies[0].upstream.openapi");
+    assert_eq!(translator.instance, "mcp:m/mcp-translator");
+    assert_eq!(
+        translator.policy.config["exclude-tags"],
+        serde_json::json!(["admin"])
+    );
+    assert_eq!(translator.policy.allow_hosts, ["api.test", "docs.test"]);
+    let credential = translator.policy.credential.as_ref().unwrap();
+    assert_eq!(
+        (
+            credential.url_prefix.as_str(),
+            credential.header.as_str(),
+            credential.secret.as_str()
+        ),
+        ("https://api.test/v1", "x-api-key", "API_KEY")
+    );
+    // The credential never goes into the configuration the policy reads.
+    assert!(!translator.policy.config.to_string().contains("API_KEY"));
+
+    let e = err(&with_api("{base-url: 'ftp://api.test'}", "[]"));
+    assert_eq!(e.path, "mcp-proxies[0].upstream.openapi.base-url");
+    let e = err(&with_api(
+        "{base-url: 'https://api.test', api-key-header: x-api-key}",
+        "[]",
+    ));
+    assert!(e.to_string().contains("api-key-env"), "{e}");
+    let e = err(&with_api(
+        "{base-url: 'https://api.test'}",
+        "[{policy: mcp-translator, config: {}}]",
+    ));
+    assert_eq!(e.path, "mcp-proxies[0].policies[0]");
+}
