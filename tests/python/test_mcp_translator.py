@@ -177,3 +177,21 @@ def test_the_controller_refuses_a_document_it_cannot_translate_naming_the_operat
     assert r.status_code == 201, r.text
     r = httpx.get(f"{gw['api']}/mcp-proxies/broken/tools", auth=ADMIN, timeout=10)
     assert sorted(t["name"] for t in r.json()["tools"]) == ["deletePet", "getPet", "listPets"], r.text
+
+
+def test_a_document_at_a_url_is_fetched_and_checked_when_the_proxy_is_created(gw, rest_api):
+    proxy = {"name": "by-url", "context-path": "/by-url",
+             "upstream": {"openapi": {"spec-url": f"{rest_api}/openapi.json", "base-url": rest_api}}}
+    r = httpx.post(f"{gw['api']}/mcp-proxies", json=proxy, auth=ADMIN, timeout=30)
+    assert r.status_code == 422, r.text
+    said = r.json()["error"]["message"]
+    assert f"the document at {rest_api}/openapi.json: paths./pets/{{petId}}/photo.put.requestBody" in said, said
+    assert "upstream.openapi.spec-url" in r.text, r.text
+    gone = {**proxy, "upstream": {"openapi": {"spec-url": f"http://127.0.0.1:{free_port()}/openapi.json", "base-url": rest_api}}}
+    r = httpx.post(f"{gw['api']}/mcp-proxies", json=gone, auth=ADMIN, timeout=30)
+    assert r.status_code == 422 and "could not be read" in r.text, r.text
+    proxy["upstream"]["openapi"]["exclude-tags"] = ["media"]
+    r = httpx.post(f"{gw['api']}/mcp-proxies", json=proxy, auth=ADMIN, timeout=30)
+    assert r.status_code == 201, r.text
+    r = httpx.get(f"{gw['api']}/mcp-proxies/by-url/tools", auth=ADMIN, timeout=10)
+    assert sorted(t["name"] for t in r.json()["tools"]) == ["createPet", "deletePet", "getPet", "listPets"], r.text

@@ -205,6 +205,10 @@ impl Controller {
             .prepare(next.document.clone())
             .await
             .map_err(|e| build_error(&focus, &next.document, e))?;
+        self.gateway
+            .check_fetched(&prepared, &current.document)
+            .await
+            .map_err(|e| build_error(&focus, &next.document, e))?;
         for change in &components {
             match change {
                 ComponentChange::Put(name, bytes) => {

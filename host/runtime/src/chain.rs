@@ -80,6 +80,14 @@ impl ChainSpec {
         (!slots.is_empty()).then_some(ChainSpec { slots })
     }
 
+    /// The component and configuration (JSON) of the first entry of policy `name`.
+    pub fn entry(&self, name: &str) -> Option<(Arc<Policy>, String)> {
+        self.slots
+            .iter()
+            .find(|(p, _)| p.name() == name)
+            .map(|(p, s)| (p.clone(), s.config.clone()))
+    }
+
     /// Whether any policy takes part in `phase`.
     pub fn has_phase(&self, phase: Phase) -> bool {
         self.slots

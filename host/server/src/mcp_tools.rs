@@ -234,3 +234,91 @@ async fn post(
     .to_bytes();
     Ok((status, headers, body))
 }
+
+/// Fetches the OpenAPI document of every MCP proxy over `upstream.openapi.spec-url` and has the
+/// proxy's `mcp-translator` check it as it would an inline `spec`, so that a document it cannot
+/// translate is refused when the proxy is created or changed (the controller), with the
+/// operation named. Only proxies whose upstream differs from `before`'s are checked, so that an
+/// unrelated change does not depend on a documentation server. (At start the documents are not
+/// fetched: the gateway starts offline.)
+pub(crate) async fn check_documents(
+    state: &State,
+    before: &weir_config::GatewayConfig,
+) -> Result<(), crate::ConfigureError> {
+    for (i, proxy) in state.config.mcp_proxies.iter().enumerate() {
+        let Some(url) = proxy
+            .upstream
+            .openapi
+            .as_ref()
+            .and_then(|a| a.spec_url.clone())
+        else {
+            continue;
+        };
+        let unchanged = before
+            .mcp_proxies
+            .iter()
+            .any(|p| p.name == proxy.name && p.upstream == proxy.upstream);
+        if unchanged {
+            continue;
+        }
+        let path = format!("mcp-proxies[{i}].upstream.openapi.spec-url");
+        let refused = |message: String| crate::ConfigureError::Config {
+            path: path.clone(),
+            message,
+        };
+        let Some((policy, config)) = state
+            .routes
+            .iter()
+            .find(|r| r.info.kind == RouteKind::Mcp && r.info.name == proxy.name)
+            .and_then(|r| r.chain.entry("mcp-translator"))
+        else {
+            continue;
+        };
+        let document = fetch_document(&state.shared.client, &url)
+            .await
+            .map_err(|e| refused(format!("the document at {url} could not be read: {e}")))?;
+        let mut config: Value = serde_json::from_str(&config).unwrap_or_default();
+        if let Some(c) = config.as_object_mut() {
+            c.remove("spec-url");
+            c.insert("spec".into(), document);
+        }
+        if let Err((field, message)) = policy.validate_entry(&path, "", &config.to_string()).await {
+            let inner = field.trim_start_matches('.');
+            let inner = inner.strip_prefix("spec.").unwrap_or(inner);
+            return Err(refused(if inner.is_empty() {
+                format!("the document at {url}: {message}")
+            } else {
+                format!("the document at {url}: {inner}: {message}")
+            }));
+        }
+    }
+    Ok(())
+}
+
+async fn fetch_document(client: &crate::upstream::HttpClient, url: &str) -> Result<Value, String> {
+    let request = http::Request::builder()
+        .method("GET")
+        .uri(url)
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let timeout = std::time::Duration::from_secs(10);
+    let response = tokio::time::timeout(timeout, client.request(request))
+        .await
+        .map_err(|_| "no answer within 10 s".to_owned())?
+        .map_err(|e| crate::proxy::with_causes(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("HTTP {}", status.as_u16()));
+    }
+    let body = tokio::time::timeout(
+        timeout,
+        http_body_util::Limited::new(response.into_body(), 16 << 20).collect(),
+    )
+    .await
+    .map_err(|_| "no whole answer within 10 s".to_owned())?
+    .map_err(|e| e.to_string())?
+    .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| format!("not JSON ({e}); for a YAML document, put it inline in `spec`"))
+}
