@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::call::{Call, Settlement};
 use crate::chain::{self, Admission, Chain, Stop};
+use crate::mcp_sessions::{self, Session};
 use crate::render;
 use crate::stream::{SessionKind, StreamBody, StreamSession};
 use crate::*;
@@ -519,6 +520,106 @@ fn stopped<P: Platform, C: Chain>(
     }
 }
 
+/// The session the client's id `sid` names, if it is the gateway's, alive and `consumer`'s;
+/// its expiry is pushed back when due.
+async fn find_session<P: Platform>(
+    call: &Call<P>,
+    sid: &str,
+    consumer: Option<&str>,
+) -> Result<Option<Session>, GatewayError> {
+    if !mcp_sessions::well_formed(sid) {
+        return Ok(None);
+    }
+    let key = mcp_sessions::key(&call.route.name, sid);
+    let stored = call
+        .platform
+        .state_get(&key)
+        .await
+        .map_err(|e| sessions_unavailable(call, &e))?;
+    let Some(mut session) = stored.and_then(|b| serde_json::from_slice::<Session>(&b).ok()) else {
+        return Ok(None);
+    };
+    if !session.belongs_to(consumer) {
+        return Ok(None);
+    }
+    let now = call.platform.now_ms();
+    if session.stale(now) {
+        session.touched_ms = now;
+        store_session(call, &key, &session).await?;
+    }
+    Ok(Some(session))
+}
+
+async fn store_session<P: Platform>(
+    call: &Call<P>,
+    key: &str,
+    session: &Session,
+) -> Result<(), GatewayError> {
+    let bytes = serde_json::to_vec(session).unwrap_or_default();
+    call.platform
+        .state_set(key, bytes, mcp_sessions::IDLE_MS)
+        .await
+        .map_err(|e| sessions_unavailable(call, &e))
+}
+
+fn sessions_unavailable<P: Platform>(call: &Call<P>, detail: &str) -> GatewayError {
+    call.platform.warn(
+        &call.request_id,
+        &format!("MCP sessions: the key-value store failed: {detail}"),
+    );
+    GatewayError::Unavailable {
+        code: "session_store_unavailable",
+        message: "The gateway cannot read or write MCP sessions now; retry shortly.".into(),
+    }
+}
+
+/// The server's answer's `Mcp-Session-Id` becomes the gateway's: a new session (the answer to
+/// `initialize`) gets a new id bound to `consumer`; the session the request used keeps its id.
+/// A session the server ended (DELETE) or no longer knows (404) is forgotten.
+async fn map_session<P: Platform>(
+    call: &Call<P>,
+    headers: &mut Headers,
+    session: Option<&(String, Session)>,
+    consumer: Option<&str>,
+    method: &str,
+    status: u16,
+) -> Result<(), GatewayError> {
+    if let Some((sid, _)) = session
+        && ((method == "DELETE" && (200..300).contains(&status)) || status == 404)
+    {
+        let key = mcp_sessions::key(&call.route.name, sid);
+        call.platform
+            .state_delete(&key)
+            .await
+            .map_err(|e| sessions_unavailable(call, &e))?;
+    }
+    let Some(upstream) = header(headers, "mcp-session-id").map(str::to_owned) else {
+        return Ok(());
+    };
+    headers.retain(|(n, _)| n != "mcp-session-id");
+    let sid = match session {
+        Some((sid, s)) if s.upstream == upstream => sid.clone(),
+        _ => {
+            let Some(random) = call.platform.random_bytes() else {
+                return Err(GatewayError::Unavailable {
+                    code: "session_store_unavailable",
+                    message: "The gateway has no random source for session ids.".into(),
+                });
+            };
+            let sid = mcp_sessions::new_id(random);
+            let fresh = Session {
+                upstream,
+                consumer: consumer.map(str::to_owned),
+                touched_ms: call.platform.now_ms(),
+            };
+            store_session(call, &mcp_sessions::key(&call.route.name, &sid), &fresh).await?;
+            sid
+        }
+    };
+    headers.push(("mcp-session-id".into(), sid));
+    Ok(())
+}
+
 /// The refusal of a request that calls a tool the consumer may not use.
 fn tool_refusal<P: Platform>(
     call: &Call<P>,
@@ -603,12 +704,35 @@ async fn admitted<P: Platform, C: Chain>(
         }
         return Ok(exit);
     }
+    // Sessions of the initialize era are the gateway's (crate::mcp_sessions): the client's id
+    // is looked up, checked against the consumer and replaced by the server's.
+    let session = match header(&message.headers, "mcp-session-id") {
+        Some(sid) => match find_session(call, sid, consumer.as_deref()).await? {
+            Some(s) => Some((sid.to_owned(), s)),
+            None => {
+                let body = error_body(
+                    id,
+                    404,
+                    "session_not_found",
+                    "Session not found (expired, ended, or not this consumer's): start a new \
+                     one with initialize.",
+                    &call.request_id,
+                );
+                let resp = Response::json(404, body, &call.request_id);
+                return Ok(Exit::Full(resp, End::new(404, Outcome::Denied)));
+            }
+        },
+        None => None,
+    };
     let mut headers: Headers = message
         .headers
         .iter()
-        .filter(|(n, _)| FORWARDED.contains(&n.as_str()))
+        .filter(|(n, _)| FORWARDED.contains(&n.as_str()) && n != "mcp-session-id")
         .cloned()
         .collect();
+    if let Some((_, s)) = &session {
+        headers.push(("mcp-session-id".into(), s.upstream.clone()));
+    }
     let method = match message.method.as_str() {
         "GET" => "GET",
         "DELETE" => "DELETE",
@@ -699,6 +823,15 @@ async fn admitted<P: Platform, C: Chain>(
         .filter(|(n, _)| keep_response_header(n))
         .collect();
     headers.push(("x-request-id".into(), call.request_id.clone()));
+    map_session(
+        call,
+        &mut headers,
+        session.as_ref(),
+        consumer.as_deref(),
+        method,
+        resp.status,
+    )
+    .await?;
     let is_stream = headers
         .iter()
         .any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream"));

@@ -77,6 +77,23 @@ pub trait Platform: Clone {
 
     /// A monotonic clock in milliseconds, for latencies.
     fn monotonic_ms(&self) -> u64;
+
+    /// Reads the gateway's own state (MCP sessions) from the platform's key-value store.
+    fn state_get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, String>>;
+
+    /// Writes the gateway's own state, expiring after `ttl_ms`.
+    fn state_set(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> impl Future<Output = Result<(), String>>;
+
+    /// Removes the gateway's own state.
+    fn state_delete(&self, key: &str) -> impl Future<Output = Result<(), String>>;
+
+    /// 16 bytes from a cryptographically secure source (`None`: the platform has none).
+    fn random_bytes(&self) -> Option<[u8; 16]>;
 }
 
 /// A complete response to send to the client.

@@ -308,3 +308,31 @@ def test_the_controller_lists_every_tool_of_the_server(gw):
     r = httpx.get(f"{gw['api']}/mcp-proxies/down/tools", auth=("admin", "admin"), timeout=30)
     assert r.status_code == 502 and r.json()["error"]["code"] == "mcp_upstream_unavailable", r.text
     assert "could not be reached" in r.json()["error"]["message"], r.text
+
+
+def test_sessions_are_the_gateways_and_bound_to_the_consumer(gw):
+    """The initialize era's session ids are the gateway's (128 random bits, mapped to the
+    server's): another consumer cannot use one, and an ended one is gone (404, the answer that
+    makes a client start a new session)."""
+    accept = {"accept": "application/json, text/event-stream"}
+
+    def post(who: str, body: dict, session: str | None = None, method: str = "POST") -> httpx.Response:
+        headers = {**accept, "authorization": f"Bearer {gw[who]}", "mcp-protocol-version": "2025-06-18"}
+        if session:
+            headers["mcp-session-id"] = session
+        return httpx.request(method, gw["url"], json=body if method == "POST" else None, headers=headers, timeout=10)
+
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    r = post("alice", init)
+    assert r.status_code == 200, r.text
+    sid = r.headers["mcp-session-id"]
+    assert len(sid) == 32 and all(c in "0123456789abcdef" for c in sid), sid
+    assert post("alice", {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid).status_code == 202
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    assert post("alice", listing, sid).status_code == 200
+    stolen = post("bob", listing, sid)
+    assert stolen.status_code == 404 and stolen.json()["error"]["data"]["code"] == "session_not_found", stolen.text
+    assert post("alice", listing, "0" * 32).status_code == 404
+    assert post("alice", {}, sid, method="DELETE").status_code == 200
+    assert post("alice", listing, sid).status_code == 404, "an ended session is gone"

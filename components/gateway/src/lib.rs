@@ -63,6 +63,12 @@ fn upstream_failure(e: platform::HttpError) -> UpstreamFailure {
     }
 }
 
+fn kv_failure(e: platform::KvError) -> String {
+    match e {
+        platform::KvError::Unavailable(m) | platform::KvError::Invalid(m) => m,
+    }
+}
+
 impl weir_core::Platform for EdgePlatform {
     /// A body handle of the platform.
     type Body = u32;
@@ -132,6 +138,24 @@ impl weir_core::Platform for EdgePlatform {
 
     async fn sleep(&self, ms: u64) {
         platform::sleep(u32::try_from(ms).unwrap_or(u32::MAX));
+    }
+
+    async fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        platform::kv_get(key).map_err(kv_failure)
+    }
+
+    async fn state_set(&self, key: &str, value: Vec<u8>, ttl_ms: u64) -> Result<(), String> {
+        platform::kv_set(key, &value, Some(ttl_ms)).map_err(kv_failure)
+    }
+
+    async fn state_delete(&self, key: &str) -> Result<(), String> {
+        platform::kv_delete(key).map_err(kv_failure)
+    }
+
+    fn random_bytes(&self) -> Option<[u8; 16]> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).ok()?;
+        Some(bytes)
     }
 }
 

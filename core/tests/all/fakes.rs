@@ -28,6 +28,8 @@ pub enum Up {
         content_type: &'static str,
         body: Vec<u8>,
     },
+    /// An answer with extra headers (e.g. `mcp-session-id`).
+    Headed(Box<Up>, Vec<(String, String)>),
     Unreachable,
     Timeout,
     /// Answers, but reading the body fails.
@@ -75,6 +77,10 @@ pub struct PlatformState {
     pub sleeps: Vec<u64>,
     /// The clock when each request was sent.
     pub sent_at: Vec<u64>,
+    /// The gateway's own state (MCP sessions).
+    pub state: std::collections::HashMap<String, Vec<u8>>,
+    /// Random ids handed out so far.
+    pub randoms: u8,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -130,8 +136,13 @@ impl Platform for FakePlatform {
             reply = *then;
         }
         s.sent.push(request);
-        match reply {
-            Up::Slow(..) => unreachable!(),
+        let mut extra = Vec::new();
+        while let Up::Headed(inner, headers) = reply {
+            extra.extend(headers);
+            reply = *inner;
+        }
+        let mut answered = match reply {
+            Up::Slow(..) | Up::Headed(..) => unreachable!(),
             Up::Status(status, headers) => Ok(UpstreamResponse {
                 status,
                 headers: std::iter::once((
@@ -164,7 +175,11 @@ impl Platform for FakePlatform {
                 headers: vec![("content-type".into(), "application/json".into())],
                 body: FakeBody::Broken,
             }),
+        };
+        if let Ok(r) = &mut answered {
+            r.headers.extend(extra);
         }
+        answered
     }
 
     async fn read_body(
@@ -201,6 +216,26 @@ impl Platform for FakePlatform {
 
     fn monotonic_ms(&self) -> u64 {
         self.0.borrow().clock
+    }
+
+    async fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.borrow().state.get(key).cloned())
+    }
+
+    async fn state_set(&self, key: &str, value: Vec<u8>, _ttl_ms: u64) -> Result<(), String> {
+        self.0.borrow_mut().state.insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    async fn state_delete(&self, key: &str) -> Result<(), String> {
+        self.0.borrow_mut().state.remove(key);
+        Ok(())
+    }
+
+    fn random_bytes(&self) -> Option<[u8; 16]> {
+        let mut s = self.0.borrow_mut();
+        s.randoms += 1;
+        Some([s.randoms; 16])
     }
 
     async fn sleep(&self, ms: u64) {

@@ -26,13 +26,29 @@ fn mcp_route() -> RouteInfo {
     r
 }
 
+/// The gateway session the test requests carry: alice's (the fake chain's consumer), mapped to
+/// the server's session `s1`.
+const SESSION: &str = "0123456789abcdef0123456789abcdef";
+
+fn seed_session(platform: &FakePlatform, route: &str, sid: &str, consumer: &str) {
+    let session = weir_core::mcp_sessions::Session {
+        upstream: "s1".into(),
+        consumer: Some(consumer.into()),
+        touched_ms: u64::MAX / 2,
+    };
+    platform.0.borrow_mut().state.insert(
+        weir_core::mcp_sessions::key(route, sid),
+        serde_json::to_vec(&session).unwrap(),
+    );
+}
+
 fn rpc(body: serde_json::Value) -> ClientRequest {
     ClientRequest {
         method: "POST".into(),
         path: "/mcp".into(),
         headers: vec![
             ("authorization".into(), "Bearer client-token".into()),
-            ("mcp-session-id".into(), "s1".into()),
+            ("mcp-session-id".into(), SESSION.into()),
             ("mcp-protocol-version".into(), "2025-06-18".into()),
             (
                 "accept".into(),
@@ -54,6 +70,7 @@ fn serve_on(
     policies: Vec<FakePolicy>,
 ) -> Served {
     let platform = FakePlatform::with(replies);
+    seed_session(&platform, &route.name, SESSION, "alice");
     let log = Rc::new(RefCell::new(ChainLog::default()));
     let chain_log = log.clone();
     let answer = run(weir_core::mcp::serve(
@@ -579,4 +596,91 @@ fn routing_headers_that_contradict_the_body_are_refused() {
         vec![],
     );
     assert_eq!(out.status, 200, "an encoded name is the server's to check");
+}
+
+#[test]
+fn sessions_are_the_gateways_own_and_bound_to_the_consumer() {
+    // initialize: the server opens `up-7`; the client gets a new id of the gateway's.
+    let mut init = rpc(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+    init.headers.retain(|(n, _)| n != "mcp-session-id");
+    let answer = Up::Headed(
+        Box::new(Up::json(
+            200,
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-06-18"}}),
+        )),
+        vec![("mcp-session-id".into(), "up-7".into())],
+    );
+    let out = serve_mcp(init, vec![answer], vec![]);
+    assert_eq!(out.status, 200);
+    let sid = header(&out.headers, "mcp-session-id").unwrap().to_owned();
+    assert!(
+        weir_core::mcp_sessions::well_formed(&sid) && sid != SESSION,
+        "{sid}"
+    );
+    let stored = out
+        .platform
+        .0
+        .borrow()
+        .state
+        .get(&weir_core::mcp_sessions::key("tools", &sid))
+        .cloned()
+        .unwrap();
+    let stored: weir_core::mcp_sessions::Session = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(
+        (stored.upstream.as_str(), stored.consumer.as_deref()),
+        ("up-7", Some("alice"))
+    );
+    assert!(!out.text().contains("up-7") && !out.headers.iter().any(|(_, v)| v.contains("up-7")));
+
+    // An id the gateway never gave, or another consumer's, is a 404: the server sees nothing.
+    for (sid, owner) in [
+        ("ffffffffffffffffffffffffffffffff", None),
+        ("00000000000000000000000000000001", Some("bob")),
+    ] {
+        let mut req = call_tool("add");
+        req.headers.retain(|(n, _)| n != "mcp-session-id");
+        req.headers.push(("mcp-session-id".into(), sid.into()));
+        let platform = FakePlatform::with(vec![]);
+        if let Some(owner) = owner {
+            seed_session(&platform, "tools", sid, owner);
+        }
+        let answer = run(weir_core::mcp::serve(
+            platform.clone(),
+            &mcp_route(),
+            req,
+            "req_test".into(),
+            0,
+            |_| FakeChain {
+                policies: vec![],
+                log: Rc::new(RefCell::new(ChainLog::default())),
+            },
+        ));
+        let out = finish(
+            answer,
+            Drive::default(),
+            platform,
+            Rc::new(RefCell::new(ChainLog::default())),
+        );
+        assert_eq!(out.status, 404, "{sid}");
+        assert_eq!(out.json()["error"]["data"]["code"], "session_not_found");
+        assert_eq!(out.json()["id"], 7);
+        assert!(out.platform.sent().is_empty());
+    }
+
+    // DELETE ends the session: the server's id goes upstream, the mapping is forgotten.
+    let mut delete = call_tool("add");
+    delete.method = "DELETE".into();
+    let out = serve_mcp(delete, vec![Up::json(200, json!({}))], vec![]);
+    assert_eq!(out.status, 200);
+    assert!(
+        out.platform.sent()[0]
+            .headers
+            .iter()
+            .any(|(n, v)| n == "mcp-session-id" && v == "s1")
+    );
+    assert!(
+        out.platform.0.borrow().state.is_empty(),
+        "the session is forgotten"
+    );
 }

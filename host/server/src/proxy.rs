@@ -154,6 +154,33 @@ impl weir_core::Platform for ServerPlatform {
     async fn sleep(&self, ms: u64) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
+
+    async fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0.shared.kv.get(key).await.map_err(|e| e.to_string())
+    }
+
+    async fn state_set(&self, key: &str, value: Vec<u8>, ttl_ms: u64) -> Result<(), String> {
+        let ttl = Some(std::time::Duration::from_millis(ttl_ms));
+        self.0
+            .shared
+            .kv
+            .set(key, value, ttl)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn state_delete(&self, key: &str) -> Result<(), String> {
+        self.0
+            .shared
+            .kv
+            .delete(key)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn random_bytes(&self) -> Option<[u8; 16]> {
+        Some(rand::random())
+    }
 }
 
 pub(crate) async fn handle(
