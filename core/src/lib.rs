@@ -26,6 +26,7 @@ pub mod chain;
 mod error;
 pub mod isolation;
 pub mod mcp;
+pub mod mcp_bridge;
 pub mod mcp_sessions;
 pub mod mcp_tools;
 pub mod plan;

@@ -5,10 +5,12 @@
 //! protocol-version headers pass through, client credentials never do) and relays its answer:
 //! a JSON answer goes through the response phase, an event stream is relayed as it comes.
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::call::{Call, Settlement};
 use crate::chain::{self, Admission, Chain, Stop};
+use crate::mcp_bridge;
 use crate::mcp_sessions::{self, Session};
 use crate::render;
 use crate::stream::{SessionKind, StreamBody, StreamSession};
@@ -34,7 +36,7 @@ pub struct McpOAuth {
 /// Where protected-resource metadata lives (RFC 9728 §3.1: this, then the resource's path).
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
-fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(n, _)| n == name)
@@ -620,6 +622,58 @@ async fn map_session<P: Platform>(
     Ok(())
 }
 
+/// Sends a request to the proxy's server; failures become the gateway's errors.
+pub(crate) async fn send<P: Platform>(
+    call: &mut Call<P>,
+    server: &McpServer,
+    method: &'static str,
+    headers: Headers,
+    body: Bytes,
+) -> Result<UpstreamResponse<P::Body>, GatewayError> {
+    let sent_ms = call.platform.monotonic_ms();
+    let sent = call
+        .platform
+        .send(UpstreamRequest {
+            method,
+            url: server.url.clone(),
+            headers,
+            body,
+            timeout_ms: server.timeout_ms,
+        })
+        .await;
+    let latency = call.platform.monotonic_ms().saturating_sub(sent_ms);
+    call.upstream_ms = Some(call.upstream_ms.unwrap_or(0) + latency);
+    sent.map_err(|failure| match failure {
+        UpstreamFailure::Unreachable(detail) => GatewayError::Upstream {
+            status: 502,
+            code: "upstream_unavailable",
+            message: format!(
+                "The MCP server of `{}` could not be reached.",
+                call.route.name
+            ),
+            detail: Some(detail),
+        },
+        UpstreamFailure::Timeout => GatewayError::Upstream {
+            status: 504,
+            code: "upstream_timeout",
+            message: format!(
+                "The MCP server of `{}` did not answer within {} ms.",
+                call.route.name, server.timeout_ms
+            ),
+            detail: None,
+        },
+        UpstreamFailure::TooLarge(max) => GatewayError::Upstream {
+            status: 502,
+            code: "upstream_response_too_large",
+            message: format!(
+                "The MCP server of `{}` answered more than {max} bytes (limits.max-response-bytes).",
+                call.route.name
+            ),
+            detail: None,
+        },
+    })
+}
+
 /// The refusal of a request that calls a tool the consumer may not use.
 fn tool_refusal<P: Platform>(
     call: &Call<P>,
@@ -771,52 +825,46 @@ async fn admitted<P: Platform, C: Chain>(
         };
         headers.push((credential.header.clone(), value));
     }
-    let sent_ms = call.platform.monotonic_ms();
-    let sent = call
-        .platform
-        .send(UpstreamRequest {
-            method,
-            url: server.url.clone(),
-            headers,
-            body: if method == "POST" {
-                message.body.clone()
-            } else {
-                Default::default()
-            },
-            timeout_ms: server.timeout_ms,
-        })
+    let body = if method == "POST" {
+        message.body.clone()
+    } else {
+        Default::default()
+    };
+    // A client of the stateless revision in front of a server of the initialize era: the
+    // server refuses a request without a session (400/404/405), and the gateway speaks that era
+    // for the client (crate::mcp_bridge).
+    let modern =
+        session.is_none() && method == "POST" && mcp_bridge::modern_client(&message.headers);
+    let mut bridged = modern && mcp_bridge::known_initialize_era(call).await;
+    let resp = if bridged {
+        None
+    } else {
+        let resp = send(call, &server, method, headers.clone(), body).await?;
+        if modern && matches!(resp.status, 400 | 404 | 405) {
+            let _ = call
+                .platform
+                .read_body(resp.body, 64 * 1024, server.timeout_ms)
+                .await;
+            bridged = true;
+            None
+        } else {
+            Some(resp)
+        }
+    };
+    let Some(resp) = resp.filter(|_| !bridged) else {
+        let answer =
+            mcp_bridge::bridge(call, &server, &headers, &message.body, consumer.as_deref()).await?;
+        return finish_full(
+            call,
+            chain,
+            &server,
+            answer,
+            consumer.as_deref(),
+            filter_list,
+            id,
+        )
         .await;
-    let latency = call.platform.monotonic_ms().saturating_sub(sent_ms);
-    call.upstream_ms = Some(latency);
-    let resp = sent.map_err(|failure| match failure {
-        UpstreamFailure::Unreachable(detail) => GatewayError::Upstream {
-            status: 502,
-            code: "upstream_unavailable",
-            message: format!(
-                "The MCP server of `{}` could not be reached.",
-                call.route.name
-            ),
-            detail: Some(detail),
-        },
-        UpstreamFailure::Timeout => GatewayError::Upstream {
-            status: 504,
-            code: "upstream_timeout",
-            message: format!(
-                "The MCP server of `{}` did not answer within {} ms.",
-                call.route.name, server.timeout_ms
-            ),
-            detail: None,
-        },
-        UpstreamFailure::TooLarge(max) => GatewayError::Upstream {
-            status: 502,
-            code: "upstream_response_too_large",
-            message: format!(
-                "The MCP server of `{}` answered more than {max} bytes (limits.max-response-bytes).",
-                call.route.name
-            ),
-            detail: None,
-        },
-    })?;
+    };
     let mut headers: Headers = resp
         .headers
         .into_iter()
@@ -862,9 +910,50 @@ async fn admitted<P: Platform, C: Chain>(
             ),
             detail: None,
         })?;
-    let status = resp.status;
+    let answer = Full {
+        status: resp.status,
+        headers,
+        body,
+        is_stream,
+    };
+    finish_full(
+        call,
+        chain,
+        &server,
+        answer,
+        consumer.as_deref(),
+        filter_list,
+        id,
+    )
+    .await
+}
+
+/// A whole answer of the server (or of the bridge).
+pub(crate) struct Full {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Bytes,
+    pub is_stream: bool,
+}
+
+/// A whole answer through the tool rules and the response phase.
+async fn finish_full<P: Platform, C: Chain>(
+    call: &Call<P>,
+    chain: &mut C,
+    server: &McpServer,
+    answer: Full,
+    consumer: Option<&str>,
+    filter_list: bool,
+    id: Option<&Value>,
+) -> Result<Exit<P::Body>, GatewayError> {
+    let Full {
+        status,
+        mut headers,
+        body,
+        is_stream,
+    } = answer;
     let body = match filter_list
-        .then(|| mcp_tools::filter_list(&body, is_stream, &server.tools, consumer.as_deref()))
+        .then(|| mcp_tools::filter_list(&body, is_stream, &server.tools, consumer))
         .flatten()
     {
         Some(filtered) => {

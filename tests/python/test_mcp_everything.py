@@ -1,6 +1,6 @@
 """`@modelcontextprotocol/server-everything` (the MCP project's reference server, initialize era,
-with sessions) behind a real `weir` MCP proxy with `auth`, used with the official `mcp` client:
-tools, prompts, resources, a long-running tool whose progress notifications arrive as they are
+with sessions) behind a real `weir` MCP proxy with `auth`, used with the official `mcp` client
+in both eras (a 2026-07-28 client through the gateway's bridge): tools, prompts, resources, a long-running tool whose progress notifications arrive as they are
 sent (not held until the result), and a cancelled call.
 """
 
@@ -51,14 +51,18 @@ mcp-proxies:
         stop_process(mock.proc)
 
 
-def client(gw) -> Client:
+def client(gw, mode: str = "legacy") -> Client:
     http = httpx2.AsyncClient(headers={"authorization": f"Bearer {gw['key']}"}, timeout=httpx2.Timeout(30, read=60))
-    return Client(streamable_http_client(gw["url"], http_client=http), mode="legacy")
+    return Client(streamable_http_client(gw["url"], http_client=http), mode=mode)
 
 
-def test_tools_prompts_and_resources(gw):
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_tools_prompts_and_resources(gw, mode):
+    """In the client's own era: the server speaks only the initialize era, so a client of the
+    stateless revision is served by the gateway's bridge (a session per consumer)."""
+
     async def run():
-        async with client(gw) as c:
+        async with client(gw, mode) as c:
             tools = [t.name for t in (await c.list_tools()).tools]
             total = await c.call_tool("get-sum", {"a": 19, "b": 23})
             echo = await c.call_tool("echo", {"message": "through weir"})

@@ -46,6 +46,7 @@ class Deployments:
     mcp_url: str
     mcp_auth_url: str
     rest_url: str
+    everything_url: str
     upstream_key: str = field(repr=False)
     runs: dict[tuple[str, str], Deployment] = field(default_factory=dict)
     running: tuple[str, str] | None = None
@@ -76,6 +77,8 @@ class Deployments:
                 # A REST API with an OpenAPI document (tests/python/rest_api.py), requiring
                 # `x-api-key: <the upstream key>`.
                 "REST_URL": self.rest_url,
+                # @modelcontextprotocol/server-everything: initialize era only, with sessions.
+                "EVERYTHING_URL": self.everything_url,
                 "TEST_POLICY_WASM": str(TEST_POLICY_WASM),
                 "ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
                 # Distinct per run: the mock counts `first-N` faults per spec, and every target
@@ -111,8 +114,9 @@ TEST_POLICY_WASM = ROOT / "components" / "target" / "wasm32-wasip2" / "release" 
 
 
 @pytest.fixture(scope="module")
-def deployments(tmp_path_factory, mock_upstream, mcp_server, mcp_server_with_token, rest_api, keys):
-    d = Deployments(tmp_path_factory, mock_upstream, mcp_server, mcp_server_with_token, rest_api, keys.upstream)
+def deployments(tmp_path_factory, mock_upstream, mcp_server, mcp_server_with_token, rest_api, everything_server, keys):
+    d = Deployments(tmp_path_factory, mock_upstream, mcp_server, mcp_server_with_token, rest_api, everything_server,
+                    keys.upstream)
     yield d
     d.stop_all()
 

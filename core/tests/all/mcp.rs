@@ -684,3 +684,67 @@ fn sessions_are_the_gateways_own_and_bound_to_the_consumer() {
         "the session is forgotten"
     );
 }
+
+#[test]
+fn a_client_of_the_stateless_era_is_bridged_to_a_server_of_the_initialize_era() {
+    let modern = |body: serde_json::Value| {
+        let mut r = rpc(body);
+        r.headers
+            .retain(|(n, _)| n != "mcp-session-id" && n != "mcp-protocol-version");
+        r.headers
+            .push(("mcp-protocol-version".into(), "2026-07-28".into()));
+        r
+    };
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+    let out = serve_mcp(
+        modern(list.clone()),
+        vec![
+            // The server refuses a request without a session...
+            Up::json(
+                400,
+                json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": "Bad Request: Server not initialized"}}),
+            ),
+            // ...so the gateway opens one,
+            Up::Headed(
+                Box::new(Up::json(
+                    200,
+                    json!({"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "old"}}}),
+                )),
+                vec![("mcp-session-id".into(), "up-9".into())],
+            ),
+            Up::json(202, json!({})),
+            // and asks again in it.
+            Up::sse(&[
+                r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"add","inputSchema":{"type":"object"}}]}}"#,
+            ]),
+        ],
+        vec![],
+    );
+    assert_eq!(out.status, 200, "{}", out.text());
+    let body = out.json();
+    assert_eq!(body["result"]["tools"][0]["name"], "add");
+    assert_eq!(body["result"]["resultType"], "complete");
+    assert_eq!(body["result"]["cacheScope"], "private");
+    let sent = out.platform.sent();
+    assert_eq!(sent.len(), 4);
+    let init: serde_json::Value = serde_json::from_slice(&sent[1].body).unwrap();
+    assert_eq!(init["method"], "initialize");
+    let again = &sent[3];
+    assert!(
+        again
+            .headers
+            .iter()
+            .any(|(n, v)| n == "mcp-session-id" && v == "up-9")
+    );
+    assert!(
+        again
+            .headers
+            .iter()
+            .any(|(n, v)| n == "mcp-protocol-version" && v == "2025-06-18")
+    );
+    assert!(!again.headers.iter().any(|(n, _)| n == "authorization"));
+    // The session and the server's era are remembered: the next request goes straight to it.
+    let state = out.platform.0.borrow().state.clone();
+    assert!(state.contains_key("gateway:mcp-era|tools"));
+    assert!(state.contains_key("gateway:mcp-bridge|tools/alice"));
+}
