@@ -27,6 +27,7 @@ mod error;
 pub mod isolation;
 pub mod mcp;
 pub mod mcp_bridge;
+pub mod mcp_multi;
 pub mod mcp_sessions;
 pub mod mcp_tools;
 pub mod plan;

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::call::{Call, Settlement};
 use crate::chain::{self, Admission, Chain, Stop};
 use crate::mcp_bridge;
+use crate::mcp_multi;
 use crate::mcp_sessions::{self, Session};
 use crate::render;
 use crate::stream::{SessionKind, StreamBody, StreamSession};
@@ -622,6 +623,37 @@ async fn map_session<P: Platform>(
     Ok(())
 }
 
+/// `headers` with the credential the gateway sends a server (503 when its variable is unset).
+pub(crate) fn add_credential<P: Platform>(
+    call: &Call<P>,
+    credential: Option<&McpCredential>,
+    headers: &mut Headers,
+) -> Result<(), GatewayError> {
+    let Some(credential) = credential else {
+        return Ok(());
+    };
+    let Some(key) = &credential.key else {
+        return Err(GatewayError::Unavailable {
+            code: "mcp_server_not_configured",
+            message: format!(
+                "MCP proxy `{}` has no credential for its server: set {} and restart.",
+                call.route.name,
+                credential
+                    .missing_env
+                    .as_deref()
+                    .unwrap_or("its api-key-env")
+            ),
+        });
+    };
+    let value = if credential.header == "authorization" {
+        format!("Bearer {}", key.expose())
+    } else {
+        key.expose().to_owned()
+    };
+    headers.push((credential.header.clone(), value));
+    Ok(())
+}
+
 /// Sends a request to the proxy's server; failures become the gateway's errors.
 pub(crate) async fn send<P: Platform>(
     call: &mut Call<P>,
@@ -804,27 +836,29 @@ async fn admitted<P: Platform, C: Chain>(
         headers.push(("accept".into(), accept.into()));
     }
     headers.push(("x-request-id".into(), call.request_id.clone()));
-    if let Some(credential) = &server.credential {
-        let Some(key) = &credential.key else {
-            return Err(GatewayError::Unavailable {
-                code: "mcp_server_not_configured",
-                message: format!(
-                    "MCP proxy `{}` has no credential for its server: set {} and restart.",
-                    call.route.name,
-                    credential
-                        .missing_env
-                        .as_deref()
-                        .unwrap_or("its api-key-env")
-                ),
-            });
-        };
-        let value = if credential.header == "authorization" {
-            format!("Bearer {}", key.expose())
-        } else {
-            key.expose().to_owned()
-        };
-        headers.push((credential.header.clone(), value));
+    if !server.members.is_empty() {
+        // Several servers: the gateway answers, asking each (crate::mcp_multi).
+        let answer = mcp_multi::serve(
+            call,
+            &server,
+            &message,
+            &headers,
+            consumer.as_deref(),
+            session.as_ref().map(|(sid, _)| sid.as_str()),
+        )
+        .await?;
+        return finish_full(
+            call,
+            chain,
+            &server,
+            answer,
+            consumer.as_deref(),
+            filter_list,
+            id,
+        )
+        .await;
     }
+    add_credential(call, server.credential.as_ref(), &mut headers)?;
     let body = if method == "POST" {
         message.body.clone()
     } else {

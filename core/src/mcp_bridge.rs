@@ -44,7 +44,7 @@ pub(crate) async fn known_initialize_era<P: Platform>(call: &Call<P>) -> bool {
 
 /// The gateway's session with the server, for one consumer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Upstream {
+pub(crate) struct Upstream {
     session: Option<String>,
     version: String,
     capabilities: Value,
@@ -89,7 +89,7 @@ pub fn answer_to(body: &[u8], id: &Value) -> Option<Value> {
 }
 
 /// The client's headers for the server, in session `up`.
-fn in_session(base: &Headers, up: Option<&Upstream>) -> Headers {
+pub(crate) fn in_session(base: &Headers, up: Option<&Upstream>) -> Headers {
     let mut headers: Headers = base
         .iter()
         .filter(|(n, _)| {
@@ -109,7 +109,7 @@ fn in_session(base: &Headers, up: Option<&Upstream>) -> Headers {
     headers
 }
 
-async fn read<P: Platform>(
+pub(crate) async fn read<P: Platform>(
     call: &Call<P>,
     server: &McpServer,
     body: P::Body,
@@ -133,7 +133,7 @@ async fn read<P: Platform>(
 }
 
 /// The consumer's session with the server, opened if there is none.
-async fn upstream_session<P: Platform>(
+pub(crate) async fn upstream_session<P: Platform>(
     call: &mut Call<P>,
     server: &McpServer,
     base: &Headers,

@@ -75,6 +75,26 @@ pub struct PlanMcpServer {
     pub allowed_origins: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth: Option<crate::mcp::McpOAuth>,
+    /// Several servers behind the proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<PlanMcpMember>,
+    #[serde(default)]
+    pub prefixed: bool,
+    #[serde(default)]
+    pub fail_open: bool,
+}
+
+/// One of several servers behind an MCP proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PlanMcpMember {
+    pub name: String,
+    pub url: String,
+    pub timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_header: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -203,6 +203,21 @@ pub struct McpServer {
     pub oauth: Option<crate::mcp::McpOAuth>,
     /// The route's prefix (`""` for `/`), for the metadata's URL.
     pub prefix: String,
+    /// Several servers behind the proxy (`url` and `credential` above are then unused).
+    pub members: Vec<McpMember>,
+    /// With `members`: tool and prompt names are `<member>_<name>`.
+    pub prefixed: bool,
+    /// With `members`: a member that fails is left out of lists.
+    pub fail_open: bool,
+}
+
+/// One of several servers behind an MCP proxy.
+#[derive(Debug, Clone)]
+pub struct McpMember {
+    pub name: String,
+    pub url: String,
+    pub timeout_ms: u64,
+    pub credential: Option<McpCredential>,
 }
 
 /// The credential an MCP proxy sends its server.

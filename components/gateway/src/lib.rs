@@ -419,6 +419,24 @@ fn oauth_metadata(plan: &Plan, request: &Request, request_id: &str) -> Option<we
     weir_core::mcp::metadata(proxies, &client, request_id)
 }
 
+/// The credential an MCP proxy sends a server: the platform secret `name`, in `header`.
+fn mcp_credential(
+    secrets: &[(String, String)],
+    name: Option<&String>,
+    header: Option<&String>,
+) -> Option<weir_core::McpCredential> {
+    let name = name?;
+    let key = secrets
+        .iter()
+        .find(|(n, v)| n == name && !v.is_empty())
+        .map(|(_, v)| Secret::new(v.clone()));
+    Some(weir_core::McpCredential {
+        header: header.cloned().unwrap_or_else(|| "authorization".into()),
+        missing_env: key.is_none().then(|| name.clone()),
+        key,
+    })
+}
+
 fn serve(plan: &Plan, secrets: &[(String, String)], request: Request) -> Response {
     let platform = EdgePlatform::default();
     let started = platform::now_ms();
@@ -461,23 +479,30 @@ fn serve(plan: &Plan, secrets: &[(String, String)], request: Request) -> Respons
             url: m.url.clone(),
             timeout_ms: m.timeout_ms,
             tools: m.tools.clone(),
-            credential: m.api_key_secret.as_ref().map(|name| {
-                let key = secrets
-                    .iter()
-                    .find(|(n, v)| n == name && !v.is_empty())
-                    .map(|(_, v)| Secret::new(v.clone()));
-                weir_core::McpCredential {
-                    header: m
-                        .api_key_header
-                        .clone()
-                        .unwrap_or_else(|| "authorization".into()),
-                    missing_env: key.is_none().then(|| name.clone()),
-                    key,
-                }
-            }),
+            credential: mcp_credential(
+                secrets,
+                m.api_key_secret.as_ref(),
+                m.api_key_header.as_ref(),
+            ),
             allowed_origins: m.allowed_origins.clone(),
             oauth: m.oauth.clone(),
             prefix: route.prefix.clone(),
+            members: m
+                .members
+                .iter()
+                .map(|member| weir_core::McpMember {
+                    name: member.name.clone(),
+                    url: member.url.clone(),
+                    timeout_ms: member.timeout_ms,
+                    credential: mcp_credential(
+                        secrets,
+                        member.api_key_secret.as_ref(),
+                        member.api_key_header.as_ref(),
+                    ),
+                })
+                .collect(),
+            prefixed: m.prefixed,
+            fail_open: m.fail_open,
         }),
         limits: Limits {
             max_body_bytes: plan.max_body_bytes,

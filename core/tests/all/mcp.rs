@@ -22,6 +22,9 @@ fn mcp_route() -> RouteInfo {
         allowed_origins: Vec::new(),
         oauth: None,
         prefix: "/mcp".into(),
+        members: Vec::new(),
+        prefixed: true,
+        fail_open: true,
     });
     r
 }

@@ -212,13 +212,25 @@ pub struct McpProxy {
     pub policies: Vec<crate::PolicyRef>,
 }
 
-/// What an MCP proxy fronts: exactly one of `server` and `openapi`.
+/// What an MCP proxy fronts: exactly one of `server`, `servers` and `openapi`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct McpUpstream {
     /// A Streamable HTTP MCP server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<McpServerUpstream>,
+    /// Several MCP servers behind one proxy: their tools, prompts and resources merged, tool
+    /// and prompt names prefixed by the server's name (`github_create_issue`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<McpNamedServer>,
+    /// With `servers`: `name` (default) prefixes tool and prompt names with `<server>_`;
+    /// `none` keeps them (the first server listing a name has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<McpPrefix>,
+    /// With `servers`: a server that fails is left out of lists (true, the default), or the
+    /// whole list fails (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
     /// A REST API described by an OpenAPI document, translated into tools (stored, not served
     /// yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -257,6 +269,45 @@ impl McpServerUpstream {
             .as_deref()
             .unwrap_or("authorization")
             .to_ascii_lowercase()
+    }
+}
+
+/// How the tools of several servers are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum McpPrefix {
+    /// `<server>_<tool>`.
+    Name,
+    /// As each server names them.
+    None,
+}
+
+/// One of several MCP servers behind a proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct McpNamedServer {
+    /// Its name: the prefix of its tools' and prompts' names.
+    #[schemars(pattern(r"^[A-Za-z0-9.-]{1,32}$"))]
+    pub name: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3_600_000))]
+    pub timeout_ms: Option<u64>,
+}
+
+impl McpNamedServer {
+    /// The server's connection settings, as for a proxy's only server.
+    pub fn server(&self) -> McpServerUpstream {
+        McpServerUpstream {
+            url: self.url.clone(),
+            api_key_env: self.api_key_env.clone(),
+            api_key_header: self.api_key_header.clone(),
+            timeout_ms: self.timeout_ms,
+        }
     }
 }
 

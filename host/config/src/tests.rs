@@ -434,3 +434,41 @@ fn an_openapi_upstream_ends_the_chain_with_the_translator() {
     ));
     assert_eq!(e.path, "mcp-proxies[0].policies[0]");
 }
+
+#[test]
+fn several_servers_are_checked() {
+    let with_up = |up: &str| {
+        format!("{MINIMAL}mcp-proxies:\n  - name: m\n    context-path: /m\n    upstream: {up}\n")
+    };
+    let ok = GatewayConfig::from_yaml(&with_up(
+        "{servers: [{name: github, url: 'http://127.0.0.1:9/mcp', api-key-env: GH, api-key-header: x-api-key}, {name: files.v2, url: 'http://127.0.0.1:8/mcp'}], prefix: none, fail-open: false}",
+    ))
+    .unwrap();
+    let up = &ok.mcp_proxies[0].upstream;
+    assert_eq!(
+        (up.servers.len(), up.prefix, up.fail_open),
+        (2, Some(crate::McpPrefix::None), Some(false))
+    );
+    let e = err(&with_up(
+        "{servers: [{name: a_b, url: 'http://127.0.0.1:9/mcp'}]}",
+    ));
+    assert_eq!(e.path, "mcp-proxies[0].upstream.servers[0].name");
+    let e = err(&with_up(
+        "{servers: [{name: a, url: 'http://127.0.0.1:9/mcp'}, {name: a, url: 'http://127.0.0.1:8/mcp'}]}",
+    ));
+    assert_eq!(e.path, "mcp-proxies[0].upstream.servers[1].name");
+    let e = err(&with_up("{servers: [{name: a, url: 'ftp://x'}]}"));
+    assert_eq!(e.path, "mcp-proxies[0].upstream.servers[0].url");
+    let e = err(&with_up(
+        "{servers: [{name: a, url: 'http://127.0.0.1:9/mcp', api-key-header: x-key}]}",
+    ));
+    assert_eq!(e.path, "mcp-proxies[0].upstream.servers[0].api-key-header");
+    let e = err(&with_up(
+        "{server: {url: 'http://127.0.0.1:9/mcp'}, servers: [{name: a, url: 'http://127.0.0.1:9/mcp'}]}",
+    ));
+    assert_eq!(e.path, "mcp-proxies[0].upstream");
+    let e = err(&with_up(
+        "{server: {url: 'http://127.0.0.1:9/mcp'}, fail-open: false}",
+    ));
+    assert!(e.to_string().contains("settings of `servers`"), "{e}");
+}

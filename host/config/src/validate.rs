@@ -18,6 +18,15 @@ pub const BUILTIN_POLICIES: &[&str] = &[
     "mcp-translator",
 ];
 
+/// One of an MCP proxy's connections: its field path, the URLs to check, the credential's
+/// variable and header.
+type Connection<'a> = (
+    String,
+    Vec<(&'a str, &'a str)>,
+    &'a Option<String>,
+    Option<String>,
+);
+
 fn check_name(path: String, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -323,68 +332,116 @@ pub(crate) fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
                 format!("`{}` is already used by another proxy", m.context_path),
             ));
         }
-        // (kind, URLs to check, credential variable, credential header)
-        let (kind, urls, key_env, key_header) = match (&m.upstream.server, &m.upstream.openapi) {
-            (Some(server), None) => (
-                "server",
+        // Each connection: (field path, URLs to check, credential variable, credential header).
+        let up = &m.upstream;
+        let kinds = usize::from(up.server.is_some())
+            + usize::from(!up.servers.is_empty())
+            + usize::from(up.openapi.is_some());
+        if kinds != 1 {
+            return Err(ConfigError::at(
+                format!("mcp-proxies[{i}].upstream"),
+                "set exactly one of `server: {url: ...}` (an MCP server), `servers: [{name: ..., \
+                 url: ...}, ...]` (several) and `openapi: {base-url: ..., spec: ... | spec-url: \
+                 ... | endpoints: [...]}` (a REST API)",
+            ));
+        }
+        if (up.prefix.is_some() || up.fail_open.is_some()) && up.servers.is_empty() {
+            return Err(ConfigError::at(
+                format!("mcp-proxies[{i}].upstream"),
+                "`prefix` and `fail-open` are settings of `servers` (several servers)",
+            ));
+        }
+        let mut connections: Vec<Connection<'_>> = Vec::new();
+        if let Some(server) = &up.server {
+            connections.push((
+                format!("mcp-proxies[{i}].upstream.server"),
                 vec![("url", server.url.as_str())],
                 &server.api_key_env,
                 server
                     .api_key_header
                     .as_ref()
                     .map(|_| server.api_key_header()),
-            ),
-            (None, Some(api)) => {
-                let mut urls = vec![("base-url", api.base_url.as_str())];
-                urls.extend(api.spec_url.as_deref().map(|u| ("spec-url", u)));
-                (
-                    "openapi",
-                    urls,
-                    &api.api_key_env,
-                    api.api_key_header.as_ref().map(|_| api.api_key_header()),
-                )
-            }
-            _ => {
-                return Err(ConfigError::at(
-                    format!("mcp-proxies[{i}].upstream"),
-                    "set exactly one of `server: {url: ...}` (an MCP server) and \
-                     `openapi: {base-url: ..., spec: ... | spec-url: ... | endpoints: [...]}` (a \
-                     REST API)",
-                ));
-            }
-        };
-        for (field, url) in urls {
-            if !is_http_url(url) {
-                return Err(ConfigError::at(
-                    format!("mcp-proxies[{i}].upstream.{kind}.{field}"),
-                    format!("`{url}` is not an http(s) URL"),
-                ));
-            }
+            ));
         }
-        if let Some(header) = key_header {
-            // The headers the client's request brings, and those the gateway sets.
-            let reserved = |h: &str| {
-                weir_core::mcp::FORWARDED.contains(&h)
-                    || ["x-request-id", "host", "content-length"].contains(&h)
-            };
-            let token = !header.is_empty()
-                && header
+        for (j, named) in up.servers.iter().enumerate() {
+            let at = format!("mcp-proxies[{i}].upstream.servers[{j}]");
+            let valid = !named.name.is_empty()
+                && named.name.len() <= 32
+                && named
+                    .name
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-            if !token || reserved(&header) {
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+            if !valid {
                 return Err(ConfigError::at(
-                    format!("mcp-proxies[{i}].upstream.{kind}.api-key-header"),
+                    format!("{at}.name"),
                     format!(
-                        "`{header}` cannot carry the credential: name a header of letters, digits \
-                         and `-` that MCP does not use (`authorization`, `x-api-key`)"
+                        "`{}` is not a server name: 1 to 32 of A-Z a-z 0-9 - . (it prefixes tool \
+                         names as `<name>_<tool>`)",
+                        named.name
                     ),
                 ));
             }
-            if key_env.is_none() {
+            if let Some(k) = up.servers[..j].iter().position(|o| o.name == named.name) {
                 return Err(ConfigError::at(
-                    format!("mcp-proxies[{i}].upstream.{kind}.api-key-header"),
-                    "set `api-key-env` too: the variable holding the credential",
+                    format!("{at}.name"),
+                    format!(
+                        "`{}` is already the name of servers[{k}]: tool names would collide",
+                        named.name
+                    ),
                 ));
+            }
+            let header = named.server().api_key_header();
+            connections.push((
+                at,
+                vec![("url", named.url.as_str())],
+                &named.api_key_env,
+                named.api_key_header.as_ref().map(|_| header),
+            ));
+        }
+        if let Some(api) = &up.openapi {
+            let mut urls = vec![("base-url", api.base_url.as_str())];
+            urls.extend(api.spec_url.as_deref().map(|u| ("spec-url", u)));
+            connections.push((
+                format!("mcp-proxies[{i}].upstream.openapi"),
+                urls,
+                &api.api_key_env,
+                api.api_key_header.as_ref().map(|_| api.api_key_header()),
+            ));
+        }
+        for (at, urls, key_env, key_header) in connections {
+            for (field, url) in urls {
+                if !is_http_url(url) {
+                    return Err(ConfigError::at(
+                        format!("{at}.{field}"),
+                        format!("`{url}` is not an http(s) URL"),
+                    ));
+                }
+            }
+            if let Some(header) = key_header {
+                // The headers the client's request brings, and those the gateway sets.
+                let reserved = |h: &str| {
+                    weir_core::mcp::FORWARDED.contains(&h)
+                        || ["x-request-id", "host", "content-length"].contains(&h)
+                };
+                let token = !header.is_empty()
+                    && header
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+                if !token || reserved(&header) {
+                    return Err(ConfigError::at(
+                        format!("{at}.api-key-header"),
+                        format!(
+                            "`{header}` cannot carry the credential: name a header of letters, digits \
+                             and `-` that MCP does not use (`authorization`, `x-api-key`)"
+                        ),
+                    ));
+                }
+                if key_env.is_none() {
+                    return Err(ConfigError::at(
+                        format!("{at}.api-key-header"),
+                        "set `api-key-env` too: the variable holding the credential",
+                    ));
+                }
             }
         }
         if m.upstream.openapi.is_some()

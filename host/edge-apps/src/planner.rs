@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use weir_config::{ChainEntry, GatewayConfig};
 use weir_core::RouteKind;
 use weir_core::plan::{
-    PLAN_VERSION, Plan, PlanMcpServer, PlanPolicy, PlanProvider, PlanRoute, PlanSlot,
+    PLAN_VERSION, Plan, PlanMcpMember, PlanMcpServer, PlanPolicy, PlanProvider, PlanRoute, PlanSlot,
 };
 use weir_runtime::{ContractVersion, Policy, Runtime, RuntimeOptions};
 
@@ -196,28 +196,37 @@ pub async fn make_plan(
     for (i, proxy) in config.mcp_proxies.iter().enumerate() {
         // Over a REST API the chain's `mcp-translator` answers every request; the secret
         // holding the API's credential goes to its slot.
-        let (url, timeout_ms, server) = match (&proxy.upstream.server, &proxy.upstream.openapi) {
+        let up = &proxy.upstream;
+        let (url, timeout_ms, server) = match (&up.server, &up.openapi) {
             (Some(server), _) => (server.url.clone(), server.timeout_ms(), Some(server)),
             (None, Some(api)) => (api.base_url.clone(), api.timeout_ms.unwrap_or(30_000), None),
-            (None, None) => {
-                return Err((
-                    format!("mcp-proxies[{i}].upstream"),
-                    "set `server` or `openapi`".into(),
-                ));
-            }
+            // Several servers: each member has its own.
+            (None, None) => (String::new(), 60_000, None),
         };
-        let key_env = server.and_then(|s| s.api_key_env.clone()).or_else(|| {
-            proxy
-                .upstream
-                .openapi
-                .as_ref()
-                .and_then(|a| a.api_key_env.clone())
-        });
-        if let Some(var) = key_env
-            && !secrets.contains(&var)
-        {
-            secrets.push(var);
+        let key_envs = server
+            .and_then(|s| s.api_key_env.clone())
+            .into_iter()
+            .chain(up.openapi.as_ref().and_then(|a| a.api_key_env.clone()))
+            .chain(up.servers.iter().filter_map(|m| m.api_key_env.clone()));
+        for var in key_envs {
+            if !secrets.contains(&var) {
+                secrets.push(var);
+            }
         }
+        let members = up
+            .servers
+            .iter()
+            .map(|m| {
+                let server = m.server();
+                PlanMcpMember {
+                    name: m.name.clone(),
+                    url: m.url.clone(),
+                    timeout_ms: server.timeout_ms(),
+                    api_key_secret: m.api_key_env.clone(),
+                    api_key_header: m.api_key_env.as_ref().map(|_| server.api_key_header()),
+                }
+            })
+            .collect();
         let policies = slots.chain(config.mcp_chain(i)).await?;
         routes.push(PlanRoute {
             name: proxy.name.clone(),
@@ -233,6 +242,9 @@ pub async fn make_plan(
                     .and_then(|s| s.api_key_env.as_ref().map(|_| s.api_key_header())),
                 allowed_origins: proxy.allowed_origins.clone(),
                 oauth: proxy.oauth.clone(),
+                members,
+                prefixed: up.prefix != Some(weir_config::McpPrefix::None),
+                fail_open: up.fail_open.unwrap_or(true),
             }),
             policies,
             retry: weir_core::Retry::default(),

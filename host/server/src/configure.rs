@@ -458,24 +458,28 @@ impl State {
             });
         }
         for (i, proxy) in config.mcp_proxies.iter().enumerate() {
-            let (url, timeout_ms, server) = match (&proxy.upstream.server, &proxy.upstream.openapi)
-            {
+            let up = &proxy.upstream;
+            let (url, timeout_ms, server) = match (&up.server, &up.openapi) {
                 (Some(server), _) => (server.url.clone(), server.timeout_ms(), Some(server)),
                 // The chain's `mcp-translator` answers every request (and holds the credential).
                 (None, Some(api)) => (api.base_url.clone(), api.timeout_ms.unwrap_or(30_000), None),
-                (None, None) => continue,
+                // Several servers: each member has its own (below).
+                (None, None) => (String::new(), 60_000, None),
             };
-            let credential = server.and_then(|s| s.api_key_env.as_ref().map(|v| (s, v))).map(|(server, var)| {
-                let key = std::env::var(var).ok().filter(|v| !v.is_empty());
-                if key.is_none() {
-                    tracing::warn!(proxy = %proxy.name, variable = %var, "MCP server credential not set: the proxy answers 503 until it is");
-                }
-                weir_core::McpCredential {
-                    header: server.api_key_header(),
-                    missing_env: key.is_none().then(|| var.clone()),
-                    key: key.map(Secret::new),
-                }
-            });
+            let credential = server.and_then(|s| mcp_credential(&proxy.name, s));
+            let members = up
+                .servers
+                .iter()
+                .map(|m| {
+                    let server = m.server();
+                    weir_core::McpMember {
+                        name: m.name.clone(),
+                        url: m.url.clone(),
+                        timeout_ms: server.timeout_ms(),
+                        credential: mcp_credential(&proxy.name, &server),
+                    }
+                })
+                .collect();
             let chain = build_chain(&shared, &policies, &proxy.name, config.mcp_chain(i)).await?;
             routes.push(Route {
                 prefix: prefix(&proxy.context_path),
@@ -492,6 +496,9 @@ impl State {
                         allowed_origins: proxy.allowed_origins.clone(),
                         oauth: proxy.oauth.clone(),
                         prefix: prefix(&proxy.context_path),
+                        members,
+                        prefixed: up.prefix != Some(weir_config::McpPrefix::None),
+                        fail_open: up.fail_open.unwrap_or(true),
                     }),
                     limits,
                     exposed: None,
@@ -509,6 +516,23 @@ impl State {
             catalogue,
         })
     }
+}
+
+/// The credential an MCP proxy sends `server`, from its `api-key-env`.
+fn mcp_credential(
+    proxy: &str,
+    server: &weir_config::McpServerUpstream,
+) -> Option<weir_core::McpCredential> {
+    let var = server.api_key_env.as_ref()?;
+    let key = std::env::var(var).ok().filter(|v| !v.is_empty());
+    if key.is_none() {
+        tracing::warn!(proxy, variable = %var, "MCP server credential not set: the proxy answers 503 until it is");
+    }
+    Some(weir_core::McpCredential {
+        header: server.api_key_header(),
+        missing_env: key.is_none().then(|| var.clone()),
+        key: key.map(Secret::new),
+    })
 }
 
 /// The chain of one proxy: each entry's component, its configuration validated by the

@@ -36,7 +36,40 @@ pub(crate) async fn list(state: &State, name: &str) -> Result<Vec<Value>, ToolsE
             let server = route.info.mcp.as_ref().ok_or_else(|| {
                 ToolsError::Unavailable(format!("MCP proxy `{name}` has no server"))
             })?;
-            from_server(state, name, server).await
+            if server.members.is_empty() {
+                return from_server(state, name, server).await;
+            }
+            // Several servers: each one's tools, named as the proxy shows them.
+            let mut tools = Vec::new();
+            for member in &server.members {
+                let single = McpServer {
+                    url: member.url.clone(),
+                    timeout_ms: member.timeout_ms,
+                    credential: member.credential.clone(),
+                    members: Vec::new(),
+                    ..server.clone()
+                };
+                let listed = match from_server(state, name, &single).await {
+                    Ok(listed) => listed,
+                    // As the data plane does: left out, or the whole list fails.
+                    Err(_) if server.fail_open => continue,
+                    Err(e) => {
+                        return Err(ToolsError::Unavailable(format!(
+                            "server `{}`: {e}",
+                            member.name
+                        )));
+                    }
+                };
+                for mut tool in listed {
+                    if server.prefixed
+                        && let Some(n) = tool.get("name").and_then(Value::as_str)
+                    {
+                        tool["name"] = json!(format!("{}_{n}", member.name));
+                    }
+                    tools.push(tool);
+                }
+            }
+            Ok(tools)
         }
     }
 }
