@@ -859,6 +859,22 @@ async fn admitted<P: Platform, C: Chain>(
         .await;
     }
     add_credential(call, server.credential.as_ref(), &mut headers)?;
+    // A session of the gateway's over a server of the stateless revision (mcp_bridge).
+    if let Some((sid, s)) = &session
+        && s.upstream.is_empty()
+    {
+        let answer = mcp_bridge::to_stateless(call, &server, &headers, &message, sid).await?;
+        return finish_full(
+            call,
+            chain,
+            &server,
+            answer,
+            consumer.as_deref(),
+            filter_list,
+            id,
+        )
+        .await;
+    }
     let body = if method == "POST" {
         message.body.clone()
     } else {
@@ -899,6 +915,45 @@ async fn admitted<P: Platform, C: Chain>(
         )
         .await;
     };
+    // A client of the initialize era whose `initialize` the server refuses: if the server speaks
+    // the stateless revision, the gateway holds the session and speaks that revision to it.
+    let initializing = messages.first().and_then(|m| m.method.as_deref()) == Some("initialize");
+    if initializing && session.is_none() && (400..500).contains(&resp.status) {
+        let status = resp.status;
+        let kept: Headers = resp
+            .headers
+            .into_iter()
+            .filter(|(n, _)| keep_response_header(n))
+            .collect();
+        let refused = mcp_bridge::read(call, &server, resp.body).await?;
+        let answer = match mcp_bridge::discover(call, &server, &headers).await? {
+            Some(found) => {
+                mcp_bridge::initialize_over_stateless(
+                    call,
+                    &message.body,
+                    &found,
+                    consumer.as_deref(),
+                )
+                .await?
+            }
+            None => Full {
+                status,
+                headers: kept,
+                body: refused,
+                is_stream: false,
+            },
+        };
+        return finish_full(
+            call,
+            chain,
+            &server,
+            answer,
+            consumer.as_deref(),
+            filter_list,
+            id,
+        )
+        .await;
+    }
     let mut headers: Headers = resp
         .headers
         .into_iter()

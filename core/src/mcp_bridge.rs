@@ -20,6 +20,8 @@ use crate::*;
 pub const MODERN: &str = "2026-07-28";
 /// The revision the gateway asks servers of the initialize era for.
 pub const LEGACY: &str = "2025-11-25";
+/// Revisions of the initialize era the gateway agrees to, oldest first.
+pub const LEGACY_REVISIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 const ERA_TTL_MS: u64 = 60 * 60 * 1000;
 
 /// Whether a request comes from a client of the stateless era (its revision header, and no
@@ -274,6 +276,209 @@ pub(crate) async fn bridge<P: Platform>(
             call.route.name
         ),
         detail: None,
+    })
+}
+
+// --- The other way: a client of the initialize era, a server of the stateless revision only.
+
+/// What a request of the stateless revision carries in `params._meta`.
+fn envelope() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
+}
+
+/// The headers of a stateless request: the revision, `Mcp-Method` and `Mcp-Name` (left out
+/// when the name is not plain ASCII: the server reads it from the body).
+fn stateless_headers(base: &Headers, method: &str, name: Option<&str>) -> Headers {
+    let mut headers = in_session(base, None);
+    headers.push(("mcp-protocol-version".into(), MODERN.into()));
+    headers.push(("mcp-method".into(), method.into()));
+    if let Some(name) = name.filter(|n| n.bytes().all(|b| (0x20..0x7f).contains(&b))) {
+        headers.push(("mcp-name".into(), name.into()));
+    }
+    headers
+}
+
+/// The server's `server/discover` result, if it speaks the stateless revision.
+pub(crate) async fn discover<P: Platform>(
+    call: &mut Call<P>,
+    server: &McpServer,
+    base: &Headers,
+) -> Result<Option<Value>, GatewayError> {
+    let request = json!({"jsonrpc": "2.0", "id": 0, "method": "server/discover",
+                         "params": {"_meta": envelope()}});
+    let headers = stateless_headers(base, "server/discover", None);
+    let resp = mcp::send(
+        call,
+        server,
+        "POST",
+        headers,
+        Bytes::from(request.to_string()),
+    )
+    .await?;
+    let status = resp.status;
+    let got = read(call, server, resp.body).await?;
+    if !(200..300).contains(&status) {
+        return Ok(None);
+    }
+    let speaks_modern = |r: &Value| {
+        r.get("supportedVersions")
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.iter().any(|x| x == MODERN))
+    };
+    Ok(answer_to(&got, &json!(0))
+        .and_then(|m| m.get("result").cloned())
+        .filter(speaks_modern))
+}
+
+/// The gateway's answer to a client's `initialize` (`body`) in front of a stateless server that
+/// described itself as `discovered`: a session of the gateway's (its `upstream` empty: the
+/// server has none).
+pub(crate) async fn initialize_over_stateless<P: Platform>(
+    call: &Call<P>,
+    body: &Bytes,
+    discovered: &Value,
+    consumer: Option<&str>,
+) -> Result<Full, GatewayError> {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let asked = request
+        .pointer("/params/protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let agreed = if LEGACY_REVISIONS.contains(&asked) {
+        asked
+    } else {
+        LEGACY
+    };
+    let sid = new_session(call, consumer).await?;
+    let info = discovered
+        .pointer("/_meta/io.modelcontextprotocol~1serverInfo")
+        .cloned()
+        .unwrap_or_else(|| json!({"name": call.route.name, "version": ""}));
+    let result = json!({
+        "protocolVersion": agreed,
+        "capabilities": discovered.get("capabilities").cloned().unwrap_or(json!({})),
+        "serverInfo": info,
+    });
+    let reply = json!({"jsonrpc": "2.0", "id": request.get("id").cloned().unwrap_or(Value::Null), "result": result});
+    Ok(Full {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("mcp-session-id".into(), sid),
+        ],
+        body: Bytes::from(reply.to_string()),
+        is_stream: false,
+    })
+}
+
+/// A new session of the gateway's own for `consumer`, with no server session behind it.
+pub(crate) async fn new_session<P: Platform>(
+    call: &Call<P>,
+    consumer: Option<&str>,
+) -> Result<String, GatewayError> {
+    let Some(random) = call.platform.random_bytes() else {
+        return Err(GatewayError::Unavailable {
+            code: "session_store_unavailable",
+            message: "The gateway has no random source for session ids.".into(),
+        });
+    };
+    let sid = mcp_sessions::new_id(random);
+    let own = mcp_sessions::Session {
+        upstream: String::new(),
+        consumer: consumer.map(str::to_owned),
+        touched_ms: call.platform.now_ms(),
+    };
+    call.platform
+        .state_set(
+            &mcp_sessions::key(&call.route.name, &sid),
+            serde_json::to_vec(&own).unwrap_or_default(),
+            mcp_sessions::IDLE_MS,
+        )
+        .await
+        .map_err(|e| GatewayError::Unavailable {
+            code: "session_store_unavailable",
+            message: format!("The gateway cannot store MCP sessions now ({e})."),
+        })?;
+    Ok(sid)
+}
+
+/// A request of a client of the initialize era, in a session of the gateway's over a server of
+/// the stateless revision: sent with the new revision's headers and `_meta`.
+pub(crate) async fn to_stateless<P: Platform>(
+    call: &mut Call<P>,
+    server: &McpServer,
+    base: &Headers,
+    message: &MessageView,
+    sid: &str,
+) -> Result<Full, GatewayError> {
+    let full = |status: u16, body: Bytes| Full {
+        status,
+        headers: if body.is_empty() {
+            Vec::new()
+        } else {
+            vec![("content-type".into(), "application/json".into())]
+        },
+        body,
+        is_stream: false,
+    };
+    match message.method.as_str() {
+        "GET" => {
+            let reply = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000,
+                "message": "This MCP server offers no event stream."}});
+            return Ok(full(405, Bytes::from(reply.to_string())));
+        }
+        "DELETE" => {
+            let _ = call
+                .platform
+                .state_delete(&mcp_sessions::key(&call.route.name, sid))
+                .await;
+            return Ok(full(200, Bytes::from_static(b"{}")));
+        }
+        _ => {}
+    }
+    let mut request: Value = serde_json::from_slice(&message.body).unwrap_or(Value::Null);
+    let Some(id) = request.get("id").cloned() else {
+        // Notifications of the session (`initialized`...) have no stateless counterpart.
+        return Ok(full(202, Bytes::new()));
+    };
+    let method = request
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(obj) = request.as_object_mut() {
+        let params = obj.entry("params").or_insert_with(|| json!({}));
+        if let Some(params) = params.as_object_mut() {
+            let meta = params.entry("_meta").or_insert_with(|| json!({}));
+            if let (Some(meta), Value::Object(env)) = (meta.as_object_mut(), envelope()) {
+                meta.extend(env);
+            }
+        }
+    }
+    let name = match method.as_str() {
+        "tools/call" | "prompts/get" => request.pointer("/params/name"),
+        "resources/read" => request.pointer("/params/uri"),
+        _ => None,
+    }
+    .and_then(Value::as_str)
+    .map(str::to_owned);
+    let headers = stateless_headers(base, &method, name.as_deref());
+    let resp = mcp::send(
+        call,
+        server,
+        "POST",
+        headers,
+        Bytes::from(request.to_string()),
+    )
+    .await?;
+    let status = resp.status;
+    let got = read(call, server, resp.body).await?;
+    Ok(match answer_to(&got, &id) {
+        Some(reply) => full(status, Bytes::from(reply.to_string())),
+        None => full(status, got),
     })
 }
 

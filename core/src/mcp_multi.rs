@@ -12,12 +12,9 @@ use serde_json::{Value, json};
 
 use crate::call::Call;
 use crate::mcp::{self, Full};
-use crate::mcp_bridge::{self, LEGACY, MODERN};
-use crate::mcp_sessions::{self, Session};
+use crate::mcp_bridge::{self, LEGACY, LEGACY_REVISIONS, MODERN};
+use crate::mcp_sessions;
 use crate::*;
-
-/// Revisions of the initialize era the gateway agrees to, oldest first.
-const LEGACY_REVISIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
 fn json_full(status: u16, message: &Value) -> Full {
     Full {
@@ -193,29 +190,7 @@ pub(crate) async fn serve<P: Platform>(
             } else {
                 LEGACY
             };
-            let Some(random) = call.platform.random_bytes() else {
-                return Err(GatewayError::Unavailable {
-                    code: "session_store_unavailable",
-                    message: "The gateway has no random source for session ids.".into(),
-                });
-            };
-            let sid = mcp_sessions::new_id(random);
-            let own = Session {
-                upstream: String::new(),
-                consumer: consumer.map(str::to_owned),
-                touched_ms: call.platform.now_ms(),
-            };
-            call.platform
-                .state_set(
-                    &mcp_sessions::key(&call.route.name, &sid),
-                    serde_json::to_vec(&own).unwrap_or_default(),
-                    mcp_sessions::IDLE_MS,
-                )
-                .await
-                .map_err(|e| GatewayError::Unavailable {
-                    code: "session_store_unavailable",
-                    message: format!("The gateway cannot store MCP sessions now ({e})."),
-                })?;
+            let sid = mcp_bridge::new_session(call, consumer).await?;
             let result = json!({"protocolVersion": agreed, "capabilities": capabilities, "serverInfo": info});
             let mut full = json_full(200, &json!({"jsonrpc": "2.0", "id": id, "result": result}));
             full.headers.push(("mcp-session-id".into(), sid));

@@ -242,10 +242,10 @@ def _script(script: str, *args: str):
     return lambda port: [sys.executable, str(ROOT / "tests" / "python" / script), str(port), *args]
 
 
-def _mcp_server(tmp_path_factory, token: str | None = None):
+def _mcp_server(tmp_path_factory, token: str | None = None, *flags: str):
     """Runs tests/python/mcp_server.py (the official SDK) on a free port, requiring
     `Authorization: Bearer <token>` when given; yields its URL."""
-    for port in _serve(tmp_path_factory, "mcp_server", _script("mcp_server.py", *([token] if token else []))):
+    for port in _serve(tmp_path_factory, "mcp_server", _script("mcp_server.py", *([token] if token else []), *flags)):
         yield f"http://127.0.0.1:{port}/mcp"
 
 
@@ -279,6 +279,13 @@ def rest_api(tmp_path_factory, keys):
 def mcp_server(tmp_path_factory):
     """A real MCP server (tests/python/mcp_server.py, the official SDK) on a free port; its URL."""
     yield from _mcp_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mcp_server_modern_only(tmp_path_factory):
+    """The same server speaking only the stateless revision (2026-07-28): `initialize` refused,
+    no GET / DELETE; its URL."""
+    yield from _mcp_server(tmp_path_factory, None, "--modern-only")
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,17 @@
 refuse; `weather`, and `rug_pull`, which changes `weather`'s description (a server changing a
 tool after clients approved it).
 
-    python tests/python/mcp_server.py PORT [TOKEN]   # serves http://127.0.0.1:PORT/mcp
+    python tests/python/mcp_server.py PORT [TOKEN] [--modern-only]   # serves http://127.0.0.1:PORT/mcp
 
 With TOKEN, every request must carry `Authorization: Bearer TOKEN` (else 401): a server that
-checks the credential a gateway sends it.
+checks the credential a gateway sends it. With `--modern-only` it speaks only the stateless
+revision (2026-07-28), as a server written for it would: `initialize` is refused (400, -32022
+unsupported protocol version) and GET / DELETE get 405.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 import uvicorn
@@ -46,6 +49,47 @@ def requiring(token: str, app):
     return guarded
 
 
+def modern_only(app):
+    """The ASGI app `app`, refusing the initialize era."""
+
+    async def refuse(send, status: int, body: bytes) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def only(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        if scope["method"] in ("GET", "DELETE"):
+            return await refuse(send, 405, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Method not allowed"}}')
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if isinstance(request, dict) and request.get("method") == "initialize":
+            error = {"jsonrpc": "2.0", "id": request.get("id"), "error": {
+                "code": -32022, "message": "Unsupported protocol version", "data": {"supported": ["2026-07-28"]}}}
+            return await refuse(send, 400, json.dumps(error).encode())
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await app(scope, replay, send)
+
+    return only
+
+
 def weather(city: str) -> str:
     """Gets the weather of a city."""
     return f"sunny in {city}"
@@ -64,7 +108,11 @@ def rug_pull() -> str:
 
 if __name__ == "__main__":
     port = int(sys.argv[1])
+    flags = [a for a in sys.argv[2:] if a.startswith("--")]
+    token = next((a for a in sys.argv[2:] if not a.startswith("--")), None)
     app = server.streamable_http_app()
-    if len(sys.argv) > 2:
-        app = requiring(sys.argv[2], app)
+    if "--modern-only" in flags:
+        app = modern_only(app)
+    if token:
+        app = requiring(token, app)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

@@ -36,7 +36,7 @@ def token(audience: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory, keys, mcp_server):
+def gw(tmp_path_factory, keys, mcp_server, mcp_server_modern_only):
     base = tmp_path_factory.mktemp("mcp")
     mock = start_mock(base, keys)
     port, admin, controller = free_port(), free_port(), free_port()
@@ -74,6 +74,15 @@ mcp-proxies:
             - {{ id: alice, key-sha256: {sha256_hex(alice)} }}
             - {{ id: bob, key-sha256: {sha256_hex(bob)} }}
       - {{ policy: token-limit, config: {{ scope: consumer-tool, requests-per-minute: 2 }} }}
+  - name: modern
+    context-path: /modern
+    upstream: {{ server: {{ url: "{mcp_server_modern_only}" }} }}
+    policies:
+      - policy: auth
+        config:
+          consumers:
+            - {{ id: alice, key-sha256: {sha256_hex(alice)} }}
+            - {{ id: bob, key-sha256: {sha256_hex(bob)} }}
   - name: secure
     context-path: /secure
     upstream: {{ server: {{ url: "{mcp_server}" }} }}
@@ -336,3 +345,17 @@ def test_sessions_are_the_gateways_and_bound_to_the_consumer(gw):
     assert post("alice", listing, "0" * 32).status_code == 404
     assert post("alice", {}, sid, method="DELETE").status_code == 200
     assert post("alice", listing, sid).status_code == 404, "an ended session is gone"
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_a_server_of_the_stateless_revision_only_serves_clients_of_both_eras(gw, mode):
+    """The server refuses `initialize`: for a client of that era the gateway holds the session
+    (bound to the consumer) and speaks the new revision to the server."""
+    if mode == "legacy":
+        got = steps(gw, "/modern", "alice", ("list",), ("call", "add", {"a": 40, "b": 2}))
+        assert "add" in got[0] and got[1] == ("ok", "42"), got
+    else:
+        tools, text, error, _ = anyio.run(mcp_session, f"{gw['base']}/modern", "add", {"a": 1, "b": 2}, gw["alice"], mode)
+        assert error is None and text == "3" and "add" in tools, (tools, text, error)
+    record = usage_record(gw["data"], lambda r: r["proxy"] == "modern" and r.get("tool") == "add", "add on /modern")
+    assert (record["consumer"], record["status"]) == ("alice", 200), record

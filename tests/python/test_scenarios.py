@@ -47,6 +47,7 @@ class Deployments:
     mcp_auth_url: str
     rest_url: str
     everything_url: str
+    modern_url: str
     upstream_key: str = field(repr=False)
     runs: dict[tuple[str, str], Deployment] = field(default_factory=dict)
     running: tuple[str, str] | None = None
@@ -79,6 +80,8 @@ class Deployments:
                 "REST_URL": self.rest_url,
                 # @modelcontextprotocol/server-everything: initialize era only, with sessions.
                 "EVERYTHING_URL": self.everything_url,
+                # tests/python/mcp_server.py speaking only the stateless revision (2026-07-28).
+                "MCP_MODERN_URL": self.modern_url,
                 "TEST_POLICY_WASM": str(TEST_POLICY_WASM),
                 "ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
                 # Distinct per run: the mock counts `first-N` faults per spec, and every target
@@ -114,9 +117,10 @@ TEST_POLICY_WASM = ROOT / "components" / "target" / "wasm32-wasip2" / "release" 
 
 
 @pytest.fixture(scope="module")
-def deployments(tmp_path_factory, mock_upstream, mcp_server, mcp_server_with_token, rest_api, everything_server, keys):
+def deployments(tmp_path_factory, mock_upstream, mcp_server, mcp_server_with_token, rest_api, everything_server,
+                mcp_server_modern_only, keys):
     d = Deployments(tmp_path_factory, mock_upstream, mcp_server, mcp_server_with_token, rest_api, everything_server,
-                    keys.upstream)
+                    mcp_server_modern_only, keys.upstream)
     yield d
     d.stop_all()
 

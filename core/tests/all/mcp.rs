@@ -751,3 +751,72 @@ fn a_client_of_the_stateless_era_is_bridged_to_a_server_of_the_initialize_era() 
     assert!(state.contains_key("gateway:mcp-era|tools"));
     assert!(state.contains_key("gateway:mcp-bridge|tools/alice"));
 }
+
+#[test]
+fn a_client_of_the_initialize_era_is_served_by_a_stateless_server() {
+    let mut init = rpc(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+    init.headers.retain(|(n, _)| n != "mcp-session-id");
+    let out = serve_mcp(
+        init,
+        vec![
+            Up::json(
+                400,
+                json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32022, "message": "Unsupported protocol version"}}),
+            ),
+            Up::json(
+                200,
+                json!({"jsonrpc": "2.0", "id": 0, "result": {"supportedVersions": ["2026-07-28"],
+                "capabilities": {"tools": {}}, "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "new"}}}}),
+            ),
+        ],
+        vec![],
+    );
+    assert_eq!(out.status, 200, "{}", out.text());
+    let body = out.json();
+    assert_eq!(body["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(body["result"]["serverInfo"]["name"], "new");
+    let sid = header(&out.headers, "mcp-session-id").unwrap().to_owned();
+    let discover: serde_json::Value = serde_json::from_slice(&out.platform.sent()[1].body).unwrap();
+    assert_eq!(discover["method"], "server/discover");
+
+    // In that session a call goes to the server in the new revision.
+    let platform = FakePlatform::with(vec![Up::json(
+        200,
+        json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "2"}], "resultType": "complete"}}),
+    )]);
+    platform.0.borrow_mut().state = out.platform.0.borrow().state.clone();
+    let mut call = call_tool("add");
+    call.headers.retain(|(n, _)| n != "mcp-session-id");
+    call.headers.push(("mcp-session-id".into(), sid));
+    let log = Rc::new(RefCell::new(ChainLog::default()));
+    let chain_log = log.clone();
+    let answer = run(weir_core::mcp::serve(
+        platform.clone(),
+        &mcp_route(),
+        call,
+        "req_test".into(),
+        0,
+        move |_| FakeChain {
+            policies: vec![],
+            log: chain_log,
+        },
+    ));
+    let out = finish(answer, Drive::default(), platform, log);
+    assert_eq!(out.status, 200, "{}", out.text());
+    assert_eq!(out.json()["result"]["content"][0]["text"], "2");
+    let sent = &out.platform.sent()[0];
+    let has = |name: &str, value: &str| sent.headers.iter().any(|(n, v)| n == name && v == value);
+    assert!(
+        has("mcp-protocol-version", "2026-07-28")
+            && has("mcp-method", "tools/call")
+            && has("mcp-name", "add")
+    );
+    assert!(!sent.headers.iter().any(|(n, _)| n == "mcp-session-id"));
+    let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(
+        body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+        "2026-07-28"
+    );
+    assert_eq!(body["params"]["arguments"]["a"], 1);
+}
