@@ -407,12 +407,18 @@ async fn run<P: Platform, C: Chain>(
             call.finish(&mut chain, end, Settlement::default()).await;
             Answer::Full(response)
         }
-        Ok(Exit::Stream(status, headers, body)) => Answer::Stream(StreamStart {
-            status,
-            headers,
-            body: StreamBody::Upstream(body),
-            session: StreamSession::new(call, chain, 0, SessionKind::Raw),
-        }),
+        Ok(Exit::Stream(status, headers, body, cancel)) => {
+            let mut session = StreamSession::new(call, chain, 0, SessionKind::Raw);
+            if let Some(cancel) = cancel {
+                session.cancel_on_client_gone(cancel);
+            }
+            Answer::Stream(StreamStart {
+                status,
+                headers,
+                body: StreamBody::Upstream(body),
+                session,
+            })
+        }
         Err(err) => {
             call.log_error(&err);
             let body = error_body(
@@ -432,7 +438,8 @@ async fn run<P: Platform, C: Chain>(
 
 enum Exit<B> {
     Full(Response, End),
-    Stream(u16, Headers, B),
+    /// A relayed event stream, and the request that cancels it upstream if the client leaves.
+    Stream(u16, Headers, B, Option<UpstreamRequest>),
 }
 
 /// A policy's refusal as a JSON-RPC error. A refusal the client acts on at the HTTP level keeps
@@ -954,6 +961,27 @@ async fn admitted<P: Platform, C: Chain>(
         )
         .await;
     }
+    // If the client leaves during the call's stream, the server is told to stop (MCP: a
+    // disconnection alone is not a cancellation).
+    let cancel = id.filter(|_| method == "POST").map(|rid| {
+        let mut h: Headers = headers
+            .iter()
+            .filter(|(n, _)| n != "mcp-method" && n != "mcp-name")
+            .cloned()
+            .collect();
+        if header(&headers, "mcp-method").is_some() {
+            h.push(("mcp-method".into(), "notifications/cancelled".into()));
+        }
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                          "params": {"requestId": rid, "reason": "The client went away."}});
+        UpstreamRequest {
+            method: "POST",
+            url: server.url.clone(),
+            headers: h,
+            body: Bytes::from(note.to_string()),
+            timeout_ms: server.timeout_ms.min(10_000),
+        }
+    });
     let mut headers: Headers = resp
         .headers
         .into_iter()
@@ -980,7 +1008,8 @@ async fn admitted<P: Platform, C: Chain>(
         .iter()
         .any(|m| m.method.as_deref() == Some("tools/call"));
     if is_stream && (200..300).contains(&resp.status) && (calls_tool || method == "GET") {
-        return Ok(Exit::Stream(resp.status, headers, resp.body));
+        let cancel = cancel.filter(|_| calls_tool);
+        return Ok(Exit::Stream(resp.status, headers, resp.body, cancel));
     }
     let body = call
         .platform

@@ -106,6 +106,8 @@ pub struct StreamSession<P: Platform, C> {
     /// The last upstream chunk: id, model and time for events policies add.
     envelope: Option<String>,
     ttft_ms: Option<u64>,
+    /// On MCP routes: what to send the server when the client goes away mid-stream.
+    cancel: Option<crate::UpstreamRequest>,
 }
 
 /// An event between two layers of the pipeline: its data, and its bytes as the upstream sent
@@ -137,7 +139,31 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
             aborted: false,
             envelope: None,
             ttft_ms: None,
+            cancel: None,
         }
+    }
+
+    /// On MCP routes: the request (a `notifications/cancelled` for the call) that tells the
+    /// server to stop when the client goes away mid-stream.
+    pub fn cancel_on_client_gone(&mut self, request: crate::UpstreamRequest) {
+        self.cancel = Some(request);
+    }
+
+    /// The client went away: tells the server to stop if there is a way. Returns whether the
+    /// driver should drop the upstream stream instead of reading it to its end (an MCP tool
+    /// call has no usage to wait for).
+    pub async fn client_gone(&mut self) -> bool {
+        let Some(request) = self.cancel.take() else {
+            return false;
+        };
+        if let Ok(resp) = self.call.platform.send(request).await {
+            let _ = self
+                .call
+                .platform
+                .read_body(resp.body, 64 * 1024, 5_000)
+                .await;
+        }
+        true
     }
 
     /// The request id (for logs).

@@ -1,7 +1,8 @@
 """A real MCP server for the tests (the official `mcp` SDK's MCPServer over Streamable HTTP):
 `add` and `delete_everything`, so a gateway's tool filter has one to let through and one to
 refuse; `weather`, and `rug_pull`, which changes `weather`'s description (a server changing a
-tool after clients approved it).
+tool after clients approved it); `slow`, which reports progress every second and remembers
+being cancelled, and `cancelled`, which says which calls were.
 
     python tests/python/mcp_server.py PORT [TOKEN] [--modern-only]   # serves http://127.0.0.1:PORT/mcp
 
@@ -16,8 +17,9 @@ from __future__ import annotations
 import json
 import sys
 
+import anyio
 import uvicorn
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("weir-test-tools")
 
@@ -88,6 +90,28 @@ def modern_only(app):
         await app(scope, replay, send)
 
     return only
+
+
+CANCELLED: list[str] = []
+
+
+@server.tool()
+async def slow(seconds: int, ctx: Context) -> str:
+    """Counts `seconds` seconds, reporting progress after each."""
+    try:
+        for i in range(seconds):
+            await ctx.report_progress(i + 1, seconds)
+            await anyio.sleep(1)
+    except anyio.get_cancelled_exc_class():
+        CANCELLED.append(f"slow({seconds})")
+        raise
+    return f"counted {seconds}"
+
+
+@server.tool()
+def cancelled() -> list[str]:
+    """The calls of `slow` that were cancelled so far."""
+    return CANCELLED
 
 
 def weather(city: str) -> str:

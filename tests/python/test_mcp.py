@@ -359,3 +359,32 @@ def test_a_server_of_the_stateless_revision_only_serves_clients_of_both_eras(gw,
         assert error is None and text == "3" and "add" in tools, (tools, text, error)
     record = usage_record(gw["data"], lambda r: r["proxy"] == "modern" and r.get("tool") == "add", "add on /modern")
     assert (record["consumer"], record["status"]) == ("alice", 200), record
+
+
+def test_a_client_that_leaves_mid_call_cancels_it_upstream(gw):
+    """MCP does not take a disconnection for a cancellation: when the client goes away during a
+    tool call's event stream, the gateway sends the server `notifications/cancelled` for it."""
+    accept = {"accept": "application/json, text/event-stream", "authorization": f"Bearer {gw['alice']}",
+              "mcp-protocol-version": "2025-06-18"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    r = httpx.post(gw["url"], json=init, headers=accept, timeout=10)
+    headers = {**accept, "mcp-session-id": r.headers["mcp-session-id"]}
+    httpx.post(gw["url"], json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers, timeout=10)
+    seconds = 30 + secrets.randbelow(1000)
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"seconds": seconds}, "_meta": {"progressToken": "p1"}}}
+    with httpx.stream("POST", gw["url"], json=call, headers=headers, timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if "notifications/progress" in line:
+                break  # the first progress: leave
+    deadline = time.monotonic() + 15
+    while True:
+        _, text, _, _ = session(gw, "alice", "legacy", "cancelled")
+        if f"slow({seconds})" in (text or ""):
+            break
+        assert time.monotonic() < deadline, f"the server never saw the call cancelled: {text!r}"
+        time.sleep(0.2)
+    record = usage_record(gw["data"], lambda r: r.get("tool") == "slow" and r["consumer"] == "alice", "slow")
+    assert record["outcome"] == "client_cancelled", record

@@ -723,7 +723,22 @@ impl handler::Guest for Gateway {
     }
 
     fn abandon(stream: u32) {
-        // Keep reading for the usage; send nothing more.
+        // An MCP tool call: tell the server to stop, and read no more.
+        if let Some(mut pending) = STREAMS.with(|s| s.borrow_mut().remove(&stream)) {
+            if run_ready(pending.session.client_gone()).unwrap_or(false) {
+                if let StreamBody::Upstream(body) = &pending.body {
+                    platform::close_body(*body);
+                }
+                let Pending {
+                    session, platform, ..
+                } = pending;
+                run_ready(session.settle(StreamEnd::Ended, true));
+                platform.flush();
+                return;
+            }
+            STREAMS.with(|s| s.borrow_mut().insert(stream, pending));
+        }
+        // Otherwise keep reading for the usage; send nothing more.
         while let Some(pending) = STREAMS.with(|s| s.borrow_mut().remove(&stream)) {
             let _ = step(pending, stream, true);
         }

@@ -47,7 +47,7 @@ async fn pump(
         }
     };
     let timeout = std::time::Duration::from_millis(session.timeout_ms());
-    let end = loop {
+    let end = 'relay: loop {
         let frame = match tokio::time::timeout(timeout, body.frame()).await {
             Ok(Some(Ok(frame))) => frame,
             Ok(None) => break StreamEnd::Ended,
@@ -64,6 +64,10 @@ async fn pump(
         for bytes in session.push(&data).await {
             if !client_gone && tx.send(bytes).await.is_err() {
                 client_gone = true;
+                // An MCP tool call: the server is told to stop, and nothing more is read.
+                if session.client_gone().await {
+                    break 'relay StreamEnd::Ended;
+                }
             }
         }
     };
