@@ -374,13 +374,7 @@ class Weir:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def usage_records(self) -> list[dict]:
-        if not self.usage_path.exists():
-            return []
-        out = []
-        for line in self.usage_path.read_text().splitlines():
-            if line.strip():
-                out.append(json.loads(line))
-        return out
+        return [json.loads(line) for line in complete_lines(self.usage_path)]
 
     def wait_usage(self, request_ids: list[str], timeout: float = 10.0) -> dict[str, list[dict]]:
         """Polls usage.jsonl (written asynchronously) until every id has a record."""
@@ -605,16 +599,23 @@ def pytest_runtest_makereport(item, call):
 # and `admin`, its admin port)
 
 
+def complete_lines(path: Path) -> list[str]:
+    """The lines of a file another process appends to, without the last one if it is still being
+    written (no newline yet)."""
+    if not path.exists():
+        return []
+    return [line for line in path.read_text().split("\n")[:-1] if line.strip()]
+
+
 def usage_record(data_dir: Path, match, what: str) -> dict:
     """The first usage record `match` accepts, waiting until weir has written it (records are
     written once a request is complete)."""
     path = data_dir / "usage.jsonl"
     deadline = time.monotonic() + 10
     while True:
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip() and match(record := json.loads(line)):
-                    return record
+        for line in complete_lines(path):
+            if match(record := json.loads(line)):
+                return record
         assert time.monotonic() < deadline, f"no usage record for {what}"
         time.sleep(0.02)
 

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, free_port, sha256_hex, start_weir, stop_process
+from conftest import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, complete_lines, free_port, sha256_hex, start_weir, stop_process
 
 EMAIL = "jane.doe@example.com"
 PHONE = "+44 20 7946 0958"
@@ -314,7 +314,7 @@ def test_flags_reach_usage_and_metrics_without_the_text(gw):
     import time
     deadline = time.monotonic() + 10
     while True:
-        records = [json.loads(line) for line in usage.read_text().splitlines() if line.strip()] if usage.exists() else []
+        records = [json.loads(line) for line in complete_lines(usage)]
         mine = [x for x in records if x["request_id"] == request_id]
         pii_flags = [x for x in records if "pii.email" in x.get("flags", [])]
         if mine and pii_flags:

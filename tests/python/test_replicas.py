@@ -22,7 +22,7 @@ import pytest
 
 import socket
 
-from conftest import _binary, _wait_ready, free_port, sha256_hex, start_mock, stop_process
+from conftest import _binary, _wait_ready, complete_lines, free_port, sha256_hex, start_mock, stop_process
 
 LIMIT = 200  # tokens per day: a window that does not roll over during the test
 PRICE = 10.0  # USD per million tokens, input and output, of mock-gpt in this test
@@ -329,11 +329,10 @@ def tried(node: Replica, request_id: str) -> list[str]:
     path = node.data / "usage.jsonl"
     deadline = time.monotonic() + 10
     while True:
-        if path.exists():
-            for line in path.read_text().splitlines():
-                record = json.loads(line) if line.strip() else {}
-                if record.get("request_id") == request_id:
-                    return [a["provider"] for a in record["attempts"]]
+        for line in complete_lines(path):
+            record = json.loads(line)
+            if record.get("request_id") == request_id:
+                return [a["provider"] for a in record["attempts"]]
         assert time.monotonic() < deadline, f"no usage record for {request_id}"
         time.sleep(0.02)
 
