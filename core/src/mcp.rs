@@ -630,6 +630,30 @@ async fn map_session<P: Platform>(
     Ok(())
 }
 
+/// The whole answer of a server (at most `limits.max-response-bytes`).
+pub(crate) async fn read<P: Platform>(
+    call: &Call<P>,
+    server: &McpServer,
+    body: P::Body,
+) -> Result<Bytes, GatewayError> {
+    call.platform
+        .read_body(
+            body,
+            call.route.limits.max_response_bytes,
+            server.timeout_ms,
+        )
+        .await
+        .map_err(|_| GatewayError::Upstream {
+            status: 502,
+            code: "upstream_response_failed",
+            message: format!(
+                "The MCP server of `{}` broke off its response.",
+                call.route.name
+            ),
+            detail: None,
+        })
+}
+
 /// `headers` with the credential the gateway sends a server (503 when its variable is unset).
 pub(crate) fn add_credential<P: Platform>(
     call: &Call<P>,
@@ -639,25 +663,16 @@ pub(crate) fn add_credential<P: Platform>(
     let Some(credential) = credential else {
         return Ok(());
     };
-    let Some(key) = &credential.key else {
-        return Err(GatewayError::Unavailable {
+    let pair = credential
+        .header_pair()
+        .map_err(|var| GatewayError::Unavailable {
             code: "mcp_server_not_configured",
             message: format!(
-                "MCP proxy `{}` has no credential for its server: set {} and restart.",
-                call.route.name,
-                credential
-                    .missing_env
-                    .as_deref()
-                    .unwrap_or("its api-key-env")
+                "MCP proxy `{}` has no credential for its server: set {var} and restart.",
+                call.route.name
             ),
-        });
-    };
-    let value = if credential.header == "authorization" {
-        format!("Bearer {}", key.expose())
-    } else {
-        key.expose().to_owned()
-    };
-    headers.push((credential.header.clone(), value));
+        })?;
+    headers.push(pair);
     Ok(())
 }
 
@@ -932,7 +947,7 @@ async fn admitted<P: Platform, C: Chain>(
             .into_iter()
             .filter(|(n, _)| keep_response_header(n))
             .collect();
-        let refused = mcp_bridge::read(call, &server, resp.body).await?;
+        let refused = read(call, &server, resp.body).await?;
         let answer = match mcp_bridge::discover(call, &server, &headers).await? {
             Some(found) => {
                 mcp_bridge::initialize_over_stateless(
@@ -1011,23 +1026,7 @@ async fn admitted<P: Platform, C: Chain>(
         let cancel = cancel.filter(|_| calls_tool);
         return Ok(Exit::Stream(resp.status, headers, resp.body, cancel));
     }
-    let body = call
-        .platform
-        .read_body(
-            resp.body,
-            call.route.limits.max_response_bytes,
-            server.timeout_ms,
-        )
-        .await
-        .map_err(|_| GatewayError::Upstream {
-            status: 502,
-            code: "upstream_response_failed",
-            message: format!(
-                "The MCP server of `{}` broke off its response.",
-                call.route.name
-            ),
-            detail: None,
-        })?;
+    let body = read(call, &server, resp.body).await?;
     let answer = Full {
         status: resp.status,
         headers,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::call::Call;
-use crate::mcp::{self, Full};
+use crate::mcp::{self, Full, read};
 use crate::*;
 
 /// The revision of the stateless era.
@@ -109,29 +109,6 @@ pub(crate) fn in_session(base: &Headers, up: Option<&Upstream>) -> Headers {
         }
     }
     headers
-}
-
-pub(crate) async fn read<P: Platform>(
-    call: &Call<P>,
-    server: &McpServer,
-    body: P::Body,
-) -> Result<Bytes, GatewayError> {
-    call.platform
-        .read_body(
-            body,
-            call.route.limits.max_response_bytes,
-            server.timeout_ms,
-        )
-        .await
-        .map_err(|_| GatewayError::Upstream {
-            status: 502,
-            code: "upstream_response_failed",
-            message: format!(
-                "The MCP server of `{}` broke off its response.",
-                call.route.name
-            ),
-            detail: None,
-        })
 }
 
 /// The consumer's session with the server, opened if there is none.

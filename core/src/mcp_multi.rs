@@ -71,7 +71,7 @@ async fn ask<P: Platform>(
         )
         .await?;
         let status = resp.status;
-        let body = mcp_bridge::read(call, &single, resp.body).await?;
+        let body = mcp::read(call, &single, resp.body).await?;
         if status == 404 && attempt == 0 {
             let _ = call.platform.state_delete(&key).await;
             continue;

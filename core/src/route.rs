@@ -230,6 +230,21 @@ pub struct McpCredential {
     pub missing_env: Option<String>,
 }
 
+impl McpCredential {
+    /// The header to send, or the variable to set when the key is missing.
+    pub fn header_pair(&self) -> Result<(String, String), &str> {
+        let Some(key) = &self.key else {
+            return Err(self.missing_env.as_deref().unwrap_or("its api-key-env"));
+        };
+        let value = if self.header == "authorization" {
+            format!("Bearer {}", key.expose())
+        } else {
+            key.expose().to_owned()
+        };
+        Ok((self.header.clone(), value))
+    }
+}
+
 /// The route a request matched.
 #[derive(Debug, Clone)]
 pub struct RouteInfo {

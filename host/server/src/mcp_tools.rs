@@ -163,21 +163,11 @@ async fn from_server(
         ),
     ];
     if let Some(credential) = &server.credential {
-        let Some(key) = &credential.key else {
-            return Err(ToolsError::Unavailable(format!(
-                "MCP proxy `{name}` has no credential for its server: set {}",
-                credential
-                    .missing_env
-                    .as_deref()
-                    .unwrap_or("its api-key-env")
-            )));
-        };
-        let value = if credential.header == "authorization" {
-            format!("Bearer {}", key.expose())
-        } else {
-            key.expose().to_owned()
-        };
-        headers.push((credential.header.clone(), value));
+        headers.push(credential.header_pair().map_err(|var| {
+            ToolsError::Unavailable(format!(
+                "MCP proxy `{name}` has no credential for its server: set {var}"
+            ))
+        })?);
     }
     let client = &state.shared.client;
     let timeout = std::time::Duration::from_millis(server.timeout_ms.min(30_000));
