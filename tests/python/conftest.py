@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -54,7 +55,40 @@ def _binary(env_var: str, default: str) -> Path:
     return p
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL = _ephemeral_range()
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, for a server a test starts.
+
+    Taken below the kernel's ephemeral range: a port from `bind(0)` is an ephemeral one, and the
+    client side of any connection opened before the server binds it (a test's HTTP client, wrangler
+    fetching, redis clients) may take it meanwhile — CI once saw `wrangler dev` fail with "Address
+    already in use" that way. Never the same port twice in one test session."""
+    if _EPHEMERAL[0] > 21000:
+        low, high = 20000, _EPHEMERAL[0] - 1
+    else:
+        low, high = _EPHEMERAL[1] + 1, 65535
+    for _ in range(1000 if high - low > 1000 else 0):
+        port = random.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
