@@ -407,8 +407,17 @@ async fn run<P: Platform, C: Chain>(
             call.finish(&mut chain, end, Settlement::default()).await;
             Answer::Full(response)
         }
-        Ok(Exit::Stream(status, headers, body, cancel)) => {
-            let mut session = StreamSession::new(call, chain, 0, SessionKind::Raw);
+        Ok(Exit::Stream(relayed)) => {
+            let Relayed {
+                status,
+                mut headers,
+                body,
+                cancel,
+                rewrite,
+            } = relayed;
+            headers.retain(|(n, _)| n != "x-request-id");
+            headers.push(("x-request-id".into(), call.request_id.clone()));
+            let mut session = StreamSession::new(call, chain, 0, SessionKind::Raw(rewrite));
             if let Some(cancel) = cancel {
                 session.cancel_on_client_gone(cancel);
             }
@@ -438,8 +447,71 @@ async fn run<P: Platform, C: Chain>(
 
 enum Exit<B> {
     Full(Response, End),
-    /// A relayed event stream, and the request that cancels it upstream if the client leaves.
-    Stream(u16, Headers, B, Option<UpstreamRequest>),
+    /// A tool call's (or the GET) event stream, relayed as it comes.
+    Stream(Relayed<B>),
+}
+
+/// A server's event stream to relay to the client.
+pub(crate) struct Relayed<B> {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: B,
+    /// What tells the server to stop if the client leaves.
+    pub cancel: Option<UpstreamRequest>,
+    /// For a client of the stateless revision in front of a server of the initialize era.
+    pub rewrite: Option<mcp_bridge::AnswerRewrite>,
+}
+
+/// What the bridge and several servers give back: a whole answer, or a tool call's event
+/// stream (progress notifications relayed as they come).
+pub(crate) enum Reply<B> {
+    Full(Full),
+    Stream(Relayed<B>),
+}
+
+/// Whether a server's answer is an event stream to relay as it comes (a tool call's).
+pub(crate) fn relays(resp_headers: &Headers, status: u16) -> bool {
+    (200..300).contains(&status)
+        && header(resp_headers, "content-type").is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// The request that tells a server to stop request `rid`, sent with `headers` (the call's
+/// session, revision and credential) to `url`.
+pub(crate) fn cancel_request(
+    url: &str,
+    headers: &Headers,
+    rid: &Value,
+    meta: Option<Value>,
+    timeout_ms: u64,
+) -> UpstreamRequest {
+    let mut h: Headers = headers
+        .iter()
+        .filter(|(n, _)| n != "mcp-method" && n != "mcp-name" && n != "content-length")
+        .cloned()
+        .collect();
+    if header(headers, "mcp-method").is_some() {
+        h.push(("mcp-method".into(), "notifications/cancelled".into()));
+    }
+    let mut params = json!({"requestId": rid, "reason": "The client went away."});
+    if let Some(meta) = meta {
+        params["_meta"] = meta;
+    }
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params});
+    UpstreamRequest {
+        method: "POST",
+        url: url.to_owned(),
+        headers: h,
+        body: Bytes::from(note.to_string()),
+        timeout_ms: timeout_ms.min(10_000),
+    }
+}
+
+/// The headers of a relayed event stream (none of the server's session headers).
+pub(crate) fn stream_headers() -> Headers {
+    vec![
+        ("content-type".into(), "text/event-stream".into()),
+        ("cache-control".into(), "no-cache".into()),
+    ]
 }
 
 /// A policy's refusal as a JSON-RPC error. A refusal the client acts on at the HTTP level keeps
@@ -869,7 +941,7 @@ async fn admitted<P: Platform, C: Chain>(
             session.as_ref().map(|(sid, _)| sid.as_str()),
         )
         .await?;
-        return finish_full(
+        return finish_reply(
             call,
             chain,
             &server,
@@ -886,7 +958,7 @@ async fn admitted<P: Platform, C: Chain>(
         && s.upstream.is_empty()
     {
         let answer = mcp_bridge::to_stateless(call, &server, &headers, &message, sid).await?;
-        return finish_full(
+        return finish_reply(
             call,
             chain,
             &server,
@@ -926,7 +998,7 @@ async fn admitted<P: Platform, C: Chain>(
     let Some(resp) = resp.filter(|_| !bridged) else {
         let answer =
             mcp_bridge::bridge(call, &server, &headers, &message.body, consumer.as_deref()).await?;
-        return finish_full(
+        return finish_reply(
             call,
             chain,
             &server,
@@ -978,25 +1050,9 @@ async fn admitted<P: Platform, C: Chain>(
     }
     // If the client leaves during the call's stream, the server is told to stop (MCP: a
     // disconnection alone is not a cancellation).
-    let cancel = id.filter(|_| method == "POST").map(|rid| {
-        let mut h: Headers = headers
-            .iter()
-            .filter(|(n, _)| n != "mcp-method" && n != "mcp-name")
-            .cloned()
-            .collect();
-        if header(&headers, "mcp-method").is_some() {
-            h.push(("mcp-method".into(), "notifications/cancelled".into()));
-        }
-        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                          "params": {"requestId": rid, "reason": "The client went away."}});
-        UpstreamRequest {
-            method: "POST",
-            url: server.url.clone(),
-            headers: h,
-            body: Bytes::from(note.to_string()),
-            timeout_ms: server.timeout_ms.min(10_000),
-        }
-    });
+    let cancel = id
+        .filter(|_| method == "POST")
+        .map(|rid| cancel_request(&server.url, &headers, rid, None, server.timeout_ms));
     let mut headers: Headers = resp
         .headers
         .into_iter()
@@ -1023,8 +1079,13 @@ async fn admitted<P: Platform, C: Chain>(
         .iter()
         .any(|m| m.method.as_deref() == Some("tools/call"));
     if is_stream && (200..300).contains(&resp.status) && (calls_tool || method == "GET") {
-        let cancel = cancel.filter(|_| calls_tool);
-        return Ok(Exit::Stream(resp.status, headers, resp.body, cancel));
+        return Ok(Exit::Stream(Relayed {
+            status: resp.status,
+            headers,
+            body: resp.body,
+            cancel: cancel.filter(|_| calls_tool),
+            rewrite: None,
+        }));
     }
     let body = read(call, &server, resp.body).await?;
     let answer = Full {
@@ -1051,6 +1112,24 @@ pub(crate) struct Full {
     pub headers: Headers,
     pub body: Bytes,
     pub is_stream: bool,
+}
+
+/// The bridge's (or several servers') answer: relayed if it is a stream, else as a whole one.
+async fn finish_reply<P: Platform, C: Chain>(
+    call: &Call<P>,
+    chain: &mut C,
+    server: &McpServer,
+    reply: Reply<P::Body>,
+    consumer: Option<&str>,
+    filter_list: bool,
+    id: Option<&Value>,
+) -> Result<Exit<P::Body>, GatewayError> {
+    match reply {
+        Reply::Full(answer) => {
+            finish_full(call, chain, server, answer, consumer, filter_list, id).await
+        }
+        Reply::Stream(relayed) => Ok(Exit::Stream(relayed)),
+    }
 }
 
 /// A whole answer through the tool rules and the response phase.

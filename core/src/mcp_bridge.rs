@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::call::Call;
-use crate::mcp::{self, Full, read};
+use crate::mcp::{self, Full, Relayed, Reply, read};
 use crate::*;
 
 /// The revision of the stateless era.
@@ -90,6 +90,138 @@ pub fn answer_to(body: &[u8], id: &Value) -> Option<Value> {
     }
 }
 
+/// Relays a server's event stream, sent in a session the gateway shares between clients, as it
+/// comes: every event passes untouched (progress notifications...) but the answer, which gets
+/// back the id the client chose ([`upstream_id`] replaced it) and, for a client of the stateless
+/// revision, that revision's fields ([`modernize`]). Bytes are held only until the blank line
+/// that ends their event.
+#[derive(Debug)]
+pub struct AnswerRewrite {
+    upstream_id: Value,
+    client_id: Value,
+    /// The method, when the client is of the stateless revision.
+    modern: Option<String>,
+    pending: Vec<u8>,
+}
+
+impl AnswerRewrite {
+    /// For the answer to `upstream_id`, which is `client_id` to the client.
+    pub fn new(upstream_id: Value, client_id: Value, modern: Option<&str>) -> Self {
+        Self {
+            upstream_id,
+            client_id,
+            modern: modern.map(str::to_owned),
+            pending: Vec::new(),
+        }
+    }
+
+    /// The complete events among the bytes so far, the answer rewritten.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
+        self.pending.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut i = 0;
+        while i < self.pending.len() {
+            let end = if self.pending[i..].starts_with(b"\r\n\r\n") {
+                i + 4
+            } else if self.pending[i..].starts_with(b"\n\n") {
+                i + 2
+            } else {
+                i += 1;
+                continue;
+            };
+            out.push(self.event(&self.pending[start..end]));
+            start = end;
+            i = end;
+        }
+        self.pending.drain(..start);
+        out
+    }
+
+    /// What is left when the stream ends (an event without its blank line).
+    pub fn flush(&mut self) -> Option<Bytes> {
+        let rest = std::mem::take(&mut self.pending);
+        (!rest.is_empty()).then(|| self.event(&rest))
+    }
+
+    fn event(&self, raw: &[u8]) -> Bytes {
+        let answer = std::str::from_utf8(raw)
+            .ok()
+            .and_then(mcp_tools::event_data)
+            .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+            .filter(|v| {
+                v.get("id") == Some(&self.upstream_id)
+                    && (v.get("result").is_some() || v.get("error").is_some())
+            });
+        let Some(mut answer) = answer else {
+            return Bytes::copy_from_slice(raw);
+        };
+        answer["id"] = self.client_id.clone();
+        if let Some(method) = &self.modern {
+            answer = modernize(method, answer);
+        }
+        let text = String::from_utf8_lossy(raw);
+        let mut event: String = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with("data:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        event.push_str(&format!("data: {answer}\n\n"));
+        Bytes::from(event)
+    }
+}
+
+impl Upstream {
+    /// Whether the server speaks the stateless revision only (no session).
+    pub(crate) fn stateless(&self) -> bool {
+        self.version.as_str() >= MODERN
+    }
+}
+
+/// A request of the initialize era as one of the stateless revision: the body with `_meta`'s
+/// envelope, and the headers (revision, `Mcp-Method`, `Mcp-Name`).
+pub(crate) fn as_stateless(base: &Headers, request: &Value) -> (Headers, Value) {
+    let mut request = request.clone();
+    let method = request
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(obj) = request.as_object_mut() {
+        let params = obj.entry("params").or_insert_with(|| json!({}));
+        if let Some(params) = params.as_object_mut() {
+            let meta = params.entry("_meta").or_insert_with(|| json!({}));
+            if let (Some(meta), Value::Object(env)) = (meta.as_object_mut(), envelope()) {
+                meta.extend(env);
+            }
+        }
+    }
+    let name = match method.as_str() {
+        "tools/call" | "prompts/get" => request.pointer("/params/name"),
+        "resources/read" => request.pointer("/params/uri"),
+        _ => None,
+    }
+    .and_then(Value::as_str)
+    .map(str::to_owned);
+    (stateless_headers(base, &method, name.as_deref()), request)
+}
+
+/// The id of a request the gateway sends in a session it shares between clients (the bridge's
+/// per consumer, several servers'): the gateway's request id, so that two clients' ids (each
+/// counts from 0) never meet in one server session.
+pub(crate) fn upstream_id<P: Platform>(call: &Call<P>) -> Value {
+    json!(format!("weir-{}", call.request_id))
+}
+
+/// `message` with the id `id`.
+pub(crate) fn with_id(message: &Value, id: &Value) -> Value {
+    let mut message = message.clone();
+    if message.get("id").is_some() {
+        message["id"] = id.clone();
+    }
+    message
+}
+
 /// The client's headers for the server, in session `up`.
 pub(crate) fn in_session(base: &Headers, up: Option<&Upstream>) -> Headers {
     let mut headers: Headers = base
@@ -137,17 +269,35 @@ pub(crate) async fn upstream_session<P: Platform>(
     let status = resp.status;
     let session = mcp::header(&resp.headers, "mcp-session-id").map(str::to_owned);
     let body = read(call, server, resp.body).await?;
-    let result = answer_to(&body, &json!(0))
-        .and_then(|m| m.get("result").cloned())
-        .ok_or_else(|| GatewayError::Upstream {
-            status: 502,
-            code: "upstream_handshake_failed",
-            message: format!(
-                "The MCP server of `{}` did not complete `initialize` (HTTP {status}).",
-                call.route.name
-            ),
-            detail: None,
-        })?;
+    let result = answer_to(&body, &json!(0)).and_then(|m| m.get("result").cloned());
+    if result.is_none()
+        && (400..500).contains(&status)
+        && let Some(found) = discover(call, server, base).await?
+    {
+        // A server of the stateless revision only: no session, its description from discover.
+        let up = Upstream {
+            session: None,
+            version: MODERN.into(),
+            capabilities: found.get("capabilities").cloned().unwrap_or(json!({})),
+            server_info: found
+                .pointer("/_meta/io.modelcontextprotocol~1serverInfo")
+                .cloned()
+                .unwrap_or(json!({})),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&up) {
+            let _ = call.platform.state_set(key, bytes, ERA_TTL_MS).await;
+        }
+        return Ok(up);
+    }
+    let result = result.ok_or_else(|| GatewayError::Upstream {
+        status: 502,
+        code: "upstream_handshake_failed",
+        message: format!(
+            "The MCP server of `{}` did not complete `initialize` (HTTP {status}).",
+            call.route.name
+        ),
+        detail: None,
+    })?;
     let up = Upstream {
         session,
         version: result
@@ -185,7 +335,7 @@ pub(crate) async fn bridge<P: Platform>(
     base: &Headers,
     body: &Bytes,
     consumer: Option<&str>,
-) -> Result<Full, GatewayError> {
+) -> Result<Reply<P::Body>, GatewayError> {
     let _ = call
         .platform
         .state_set(
@@ -203,7 +353,7 @@ pub(crate) async fn bridge<P: Platform>(
     let message: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let Some(id) = message.get("id").cloned() else {
         // A notification: nothing a server of the initialize era needs outside its session.
-        return Ok(answer(202, Bytes::new()));
+        return Ok(Reply::Full(answer(202, Bytes::new())));
     };
     let method = message
         .get("method")
@@ -211,6 +361,9 @@ pub(crate) async fn bridge<P: Platform>(
         .unwrap_or_default()
         .to_owned();
     let key = session_key(&call.route.name, consumer);
+    // The session is the consumer's, shared by its clients: the server sees the gateway's ids.
+    let up_id = upstream_id(call);
+    let body = Bytes::from(with_id(&message, &up_id).to_string());
     for attempt in 0..2 {
         let up = upstream_session(call, server, base, &key).await?;
         if method == "server/discover" {
@@ -223,27 +376,40 @@ pub(crate) async fn bridge<P: Platform>(
                 &method,
                 json!({"jsonrpc": "2.0", "id": id, "result": result}),
             );
-            return Ok(answer(200, Bytes::from(reply.to_string())));
+            return Ok(Reply::Full(answer(200, Bytes::from(reply.to_string()))));
         }
-        let resp = mcp::send(
-            call,
-            server,
-            "POST",
-            in_session(base, Some(&up)),
-            body.clone(),
-        )
-        .await?;
+        let headers = in_session(base, Some(&up));
+        let resp = mcp::send(call, server, "POST", headers.clone(), body.clone()).await?;
         let status = resp.status;
+        if method == "tools/call" && mcp::relays(&resp.headers, status) {
+            // Relayed as it comes (progress), the answer given the new revision's fields.
+            return Ok(Reply::Stream(Relayed {
+                status,
+                headers: mcp::stream_headers(),
+                body: resp.body,
+                cancel: Some(mcp::cancel_request(
+                    &server.url,
+                    &headers,
+                    &up_id,
+                    None,
+                    server.timeout_ms,
+                )),
+                rewrite: Some(AnswerRewrite::new(up_id, id, Some(&method))),
+            }));
+        }
         let got = read(call, server, resp.body).await?;
         if status == 404 && attempt == 0 {
             // The server forgot the session: open another.
             let _ = call.platform.state_delete(&key).await;
             continue;
         }
-        return Ok(match answer_to(&got, &id) {
-            Some(reply) => answer(status, Bytes::from(modernize(&method, reply).to_string())),
+        return Ok(Reply::Full(match answer_to(&got, &up_id) {
+            Some(reply) => {
+                let reply = modernize(&method, with_id(&reply, &id));
+                answer(status, Bytes::from(reply.to_string()))
+            }
             None => answer(status, got),
-        });
+        }));
     }
     Err(GatewayError::Upstream {
         status: 502,
@@ -259,7 +425,7 @@ pub(crate) async fn bridge<P: Platform>(
 // --- The other way: a client of the initialize era, a server of the stateless revision only.
 
 /// What a request of the stateless revision carries in `params._meta`.
-fn envelope() -> Value {
+pub(crate) fn envelope() -> Value {
     json!({
         "io.modelcontextprotocol/protocolVersion": MODERN,
         "io.modelcontextprotocol/clientCapabilities": {},
@@ -390,16 +556,18 @@ pub(crate) async fn to_stateless<P: Platform>(
     base: &Headers,
     message: &MessageView,
     sid: &str,
-) -> Result<Full, GatewayError> {
-    let full = |status: u16, body: Bytes| Full {
-        status,
-        headers: if body.is_empty() {
-            Vec::new()
-        } else {
-            vec![("content-type".into(), "application/json".into())]
-        },
-        body,
-        is_stream: false,
+) -> Result<Reply<P::Body>, GatewayError> {
+    let full = |status: u16, body: Bytes| {
+        Reply::Full(Full {
+            status,
+            headers: if body.is_empty() {
+                Vec::new()
+            } else {
+                vec![("content-type".into(), "application/json".into())]
+            },
+            body,
+            is_stream: false,
+        })
     };
     match message.method.as_str() {
         "GET" => {
@@ -416,7 +584,7 @@ pub(crate) async fn to_stateless<P: Platform>(
         }
         _ => {}
     }
-    let mut request: Value = serde_json::from_slice(&message.body).unwrap_or(Value::Null);
+    let request: Value = serde_json::from_slice(&message.body).unwrap_or(Value::Null);
     let Some(id) = request.get("id").cloned() else {
         // Notifications of the session (`initialized`...) have no stateless counterpart.
         return Ok(full(202, Bytes::new()));
@@ -426,23 +594,7 @@ pub(crate) async fn to_stateless<P: Platform>(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    if let Some(obj) = request.as_object_mut() {
-        let params = obj.entry("params").or_insert_with(|| json!({}));
-        if let Some(params) = params.as_object_mut() {
-            let meta = params.entry("_meta").or_insert_with(|| json!({}));
-            if let (Some(meta), Value::Object(env)) = (meta.as_object_mut(), envelope()) {
-                meta.extend(env);
-            }
-        }
-    }
-    let name = match method.as_str() {
-        "tools/call" | "prompts/get" => request.pointer("/params/name"),
-        "resources/read" => request.pointer("/params/uri"),
-        _ => None,
-    }
-    .and_then(Value::as_str)
-    .map(str::to_owned);
-    let headers = stateless_headers(base, &method, name.as_deref());
+    let (headers, request) = as_stateless(base, &request);
     let resp = mcp::send(
         call,
         server,
@@ -452,6 +604,23 @@ pub(crate) async fn to_stateless<P: Platform>(
     )
     .await?;
     let status = resp.status;
+    if method == "tools/call" && mcp::relays(&resp.headers, status) {
+        // The answer of the new revision keeps fields a client of the initialize era ignores.
+        let headers = stateless_headers(base, "notifications/cancelled", None);
+        return Ok(Reply::Stream(Relayed {
+            status,
+            headers: mcp::stream_headers(),
+            body: resp.body,
+            cancel: Some(mcp::cancel_request(
+                &server.url,
+                &headers,
+                &id,
+                Some(envelope()),
+                server.timeout_ms,
+            )),
+            rewrite: None,
+        }));
+    }
     let got = read(call, server, resp.body).await?;
     Ok(match answer_to(&got, &id) {
         Some(reply) => full(status, Bytes::from(reply.to_string())),
@@ -491,5 +660,39 @@ mod tests {
         assert!(answer_to(br#"{"jsonrpc":"2.0","id":5,"result":{}}"#, &id).is_none());
         let sse = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"ok\":1}}\n\n";
         assert_eq!(answer_to(sse, &id).unwrap()["result"]["ok"], 1);
+    }
+
+    #[test]
+    fn a_relayed_stream_passes_events_as_they_end_and_gives_the_answer_its_client_id() {
+        let mut r = AnswerRewrite::new(json!("weir-req_1"), json!(2), Some("tools/call"));
+        let progress = "event: message\nid: 7\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\n";
+        // Half an event: nothing yet; the rest of it: the event as it came, byte for byte.
+        assert!(r.push(&progress.as_bytes()[..20]).is_empty());
+        assert_eq!(
+            r.push(&progress.as_bytes()[20..]),
+            vec![Bytes::from(progress)]
+        );
+        let answer = "event: message\r\nid: 8\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"weir-req_1\",\"result\":{\"content\":[]}}\r\n\r\n";
+        let out = r.push(answer.as_bytes());
+        assert_eq!(out.len(), 1);
+        let text = std::str::from_utf8(&out[0]).unwrap();
+        assert!(text.starts_with("event: message\nid: 8\ndata: "), "{text}");
+        let data: Value = serde_json::from_str(&mcp_tools::event_data(text).unwrap()).unwrap();
+        assert_eq!(data["id"], 2);
+        assert_eq!(data["result"]["resultType"], "complete");
+        // Another request's answer is not touched; a last event without its blank line is kept.
+        let other = "data: {\"jsonrpc\":\"2.0\",\"id\":\"weir-req_9\",\"result\":{}}";
+        assert!(r.push(other.as_bytes()).is_empty());
+        assert_eq!(r.flush(), Some(Bytes::from(other)));
+        assert_eq!(r.flush(), None);
+        // A client of the initialize era: the id only.
+        let mut legacy = AnswerRewrite::new(json!("weir-req_1"), json!(5), None);
+        let out =
+            legacy.push(b"data: {\"jsonrpc\":\"2.0\",\"id\":\"weir-req_1\",\"result\":{}}\n\n");
+        let data: Value = serde_json::from_str(
+            &mcp_tools::event_data(std::str::from_utf8(&out[0]).unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(data, json!({"jsonrpc": "2.0", "id": 5, "result": {}}));
     }
 }

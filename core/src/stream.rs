@@ -60,8 +60,10 @@ pub enum SessionKind {
         /// A policy's answer: recorded as `answered`, with no upstream usage.
         answered: bool,
     },
-    /// Bytes relayed as they are (MCP server streams).
-    Raw,
+    /// Bytes relayed as they are (MCP server streams), or event by event with the answer given
+    /// back its client's id and, for a client of the stateless revision, that revision's fields
+    /// (an upstream session the gateway shares: the era bridge, several servers).
+    Raw(Option<crate::mcp_bridge::AnswerRewrite>),
 }
 
 impl SessionKind {
@@ -209,11 +211,14 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
     pub async fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
         let mut out = Vec::new();
         let events = match &mut self.kind {
-            SessionKind::Raw => {
+            SessionKind::Raw(rewrite) => {
                 if self.ttft_ms.is_none() {
                     self.ttft_ms = Some(self.call.latency_ms());
                 }
-                return vec![Bytes::copy_from_slice(bytes)];
+                return match rewrite {
+                    Some(m) => m.push(bytes),
+                    None => vec![Bytes::copy_from_slice(bytes)],
+                };
             }
             SessionKind::Llm { relay, decoder, .. } => match decoder {
                 Some(d) => {
@@ -446,6 +451,9 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
     /// client's stream, so the client does not wait on the policies).
     pub async fn closing(&mut self, end: StreamEnd) -> Vec<Bytes> {
         let mut out = Vec::new();
+        if let SessionKind::Raw(Some(m)) = &mut self.kind {
+            out.extend(m.flush());
+        }
         if !self.aborted {
             self.end(&mut out).await;
         }
@@ -485,7 +493,7 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
             SessionKind::Llm {
                 relay, answered, ..
             } => (relay.usage(), relay.model().map(str::to_owned), *answered),
-            SessionKind::Raw => (None, None, false),
+            SessionKind::Raw(_) => (None, None, false),
         };
         let outcome = if error.is_some() {
             Outcome::UpstreamError

@@ -323,6 +323,13 @@ def mcp_server_modern_only(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def mcp_server_legacy_only(tmp_path_factory):
+    """The same server speaking only the initialize era (requests without a session refused with
+    400, as most servers in the wild); its URL."""
+    yield from _mcp_server(tmp_path_factory, None, "--legacy-only")
+
+
+@pytest.fixture(scope="session")
 def mcp_server_with_token(tmp_path_factory, keys):
     """The same server, answering only requests with `Authorization: Bearer <the upstream key>`
     (gateways send it from MOCK_UPSTREAM_KEY); its URL."""

@@ -4,12 +4,14 @@ refuse; `weather`, and `rug_pull`, which changes `weather`'s description (a serv
 tool after clients approved it); `slow`, which reports progress every second and remembers
 being cancelled, and `cancelled`, which says which calls were.
 
-    python tests/python/mcp_server.py PORT [TOKEN] [--modern-only]   # serves http://127.0.0.1:PORT/mcp
+    python tests/python/mcp_server.py PORT [TOKEN] [--modern-only | --legacy-only]   # serves http://127.0.0.1:PORT/mcp
 
 With TOKEN, every request must carry `Authorization: Bearer TOKEN` (else 401): a server that
 checks the credential a gateway sends it. With `--modern-only` it speaks only the stateless
 revision (2026-07-28), as a server written for it would: `initialize` is refused (400, -32022
-unsupported protocol version) and GET / DELETE get 405.
+unsupported protocol version) and GET / DELETE get 405. With `--legacy-only` it speaks only the
+initialize era, as most servers in the wild: a POST without a session that is not `initialize`
+gets 400 (no session), as `@modelcontextprotocol/server-everything` answers.
 """
 
 from __future__ import annotations
@@ -92,6 +94,41 @@ def modern_only(app):
     return only
 
 
+def legacy_only(app):
+    """The ASGI app `app`, refusing requests of the stateless revision (no session)."""
+
+    async def only(scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or b"mcp-session-id" in dict(scope["headers"]):
+            return await app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if not (isinstance(request, dict) and request.get("method") == "initialize"):
+            error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": "Bad Request: No valid session ID provided"}}
+            await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": json.dumps(error).encode()})
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await app(scope, replay, send)
+
+    return only
+
+
 CANCELLED: list[str] = []
 
 
@@ -137,6 +174,8 @@ if __name__ == "__main__":
     app = server.streamable_http_app()
     if "--modern-only" in flags:
         app = modern_only(app)
+    if "--legacy-only" in flags:
+        app = legacy_only(app)
     if token:
         app = requiring(token, app)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

@@ -19,7 +19,7 @@ import anyio
 import openai
 import yaml
 
-ACTIONS = ("chat", "exhaust", "restart", "concurrent", "log-clean", "mcp", "metric", "upstream", "http")
+ACTIONS = ("chat", "exhaust", "restart", "concurrent", "log-clean", "mcp", "mcp-leave", "metric", "upstream", "http")
 PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
@@ -189,6 +189,7 @@ class Run:
         expect = self.expect(step)
         url = f"{self.target.base_url}{step.args['path']}"
         key = {"consumer": self.keys.consumer, "wrong": self.keys.wrong, None: None}[step.args.get("key")]
+        progress: list[float] = []
         tools, text, error, is_error = anyio.run(
             mcp_session,
             url,
@@ -196,7 +197,12 @@ class Run:
             step.args.get("arguments") or {},
             key,
             step.args.get("mode", "auto"),
+            progress if "progress" in expect else None,
         )
+        if "progress" in expect:
+            assert progress == [float(p) for p in expect["progress"]], (
+                f"expected the progress notifications {expect['progress']}, got {progress} (result {text!r} / {error!r})"
+            )
         for name in expect.get("tools", []):
             assert name in tools, f"tool {name!r} not listed: {tools}"
         for name in expect.get("absent-tools", []):
@@ -214,6 +220,18 @@ class Run:
         if "error-code" in expect:
             assert error is not None, f"expected the error {expect['error-code']}, got the result {text!r}"
             assert expect["error-code"] in error, f"expected {expect['error-code']!r} in the error {error!r}"
+
+    def _mcp_leave(self, step: Step) -> None:
+        """A client that leaves during a tool call's event stream (`path`, `key`, `mode`, `tool`:
+        a tool that reports progress every second and takes `seconds`, as the test server's
+        `slow`); `expect: {cancelled-by: TOOL}` asks TOOL (the test server's `cancelled`) until
+        the server says the call was cancelled."""
+        key = {"consumer": self.keys.consumer, "wrong": self.keys.wrong}[step.args.get("key", "consumer")]
+        url = f"{self.target.base_url}{step.args['path']}"
+        seconds = leave_mid_call(url, key, step.args.get("mode", "legacy"), step.args["tool"])
+        check = self.expect(step).get("cancelled-by")
+        if check:
+            wait_until_cancelled(url, key, check, seconds)
 
     def _http(self, step: Step) -> None:
         """A plain HTTP request (`method`, `path`, optional `key`, `headers` and `json` body)
@@ -413,11 +431,17 @@ class Run:
 
 
 async def mcp_session(
-    url: str, call: str | None, arguments: dict[str, Any], key: str | None = None, mode: str = "auto"
+    url: str,
+    call: str | None,
+    arguments: dict[str, Any],
+    key: str | None = None,
+    mode: str = "auto",
+    progress: list[float] | None = None,
 ) -> tuple[list[str], str | None, str | None, bool]:
     """Lists the tools and calls one with the official client (with the API key `key`, in the
     protocol era `mode`: `auto`, `legacy` or a version); returns (tools, the result's text, the
-    JSON-RPC error, whether the result is a tool error)."""
+    JSON-RPC error, whether the result is a tool error). With `progress`, the call asks for
+    progress notifications and their values are appended to it as they arrive."""
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
@@ -433,11 +457,65 @@ async def mcp_session(
         if call is None:
             return tools, None, None, False
         try:
-            result = await client.call_tool(call, arguments)
+            if progress is None:
+                result = await client.call_tool(call, arguments)
+            else:
+
+                async def noted(done: float, total: float | None, message: str | None) -> None:
+                    progress.append(done)
+
+                result = await client.call_tool(call, arguments, progress_callback=noted)
         except MCPError as e:
             return tools, None, f"{e.error.message} {json.dumps(e.error.data)}", False
         text = "".join(getattr(c, "text", "") for c in result.content)
         return tools, text, None, bool(result.is_error)
+
+
+def leave_mid_call(url: str, key: str, era: str, tool: str) -> int:
+    """Calls `tool` (one that reports progress every second, as the test server's `slow`) for a
+    random number of seconds (at least 30) over raw HTTP in the client's `era` (`legacy`: a
+    session first), and leaves at its first progress notification. Returns the seconds asked,
+    which name the call in the server's list of cancelled ones."""
+    import secrets
+
+    import httpx
+
+    headers = {"accept": "application/json, text/event-stream", "authorization": f"Bearer {key}"}
+    meta: dict[str, Any] = {"progressToken": "p1"}
+    if era == "legacy":
+        headers["mcp-protocol-version"] = "2025-06-18"
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        r = httpx.post(url, json=init, headers=headers, timeout=30)
+        assert r.status_code == 200, f"initialize: {r.status_code} {r.text}"
+        headers["mcp-session-id"] = r.headers["mcp-session-id"]
+        httpx.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers, timeout=30)
+    else:
+        headers.update({"mcp-protocol-version": era, "mcp-method": "tools/call", "mcp-name": tool})
+        meta.update({"io.modelcontextprotocol/protocolVersion": era, "io.modelcontextprotocol/clientCapabilities": {}})
+    seconds = 30 + secrets.randbelow(100_000)
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": tool, "arguments": {"seconds": seconds}, "_meta": meta}}
+    with httpx.stream("POST", url, json=call, headers=headers, timeout=30) as stream:
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream"), (
+            f"expected an event stream, got {stream.status_code}: {stream.read()!r}"
+        )
+        assert era == "legacy" or "mcp-session-id" not in stream.headers, stream.headers
+        for line in stream.iter_lines():
+            if "notifications/progress" in line:
+                return seconds  # the first progress (a second in): leave
+    raise AssertionError("the stream ended without a progress notification")
+
+
+def wait_until_cancelled(url: str, key: str, check: str, seconds: int, timeout_s: float = 20) -> None:
+    """Asks the tool `check` (the test server's `cancelled`) until it lists `slow(seconds)`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _, text, error, _ = anyio.run(mcp_session, url, check, {}, key, "legacy")
+        if f"slow({seconds})" in (text or ""):
+            return
+        assert time.monotonic() < deadline, f"the server never saw the call cancelled: {text!r} {error!r}"
+        time.sleep(0.2)
 
 
 # --- the per-minute window

@@ -21,7 +21,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import free_port, metric, sha256_hex, start_mock, start_weir, stop_process, usage_record
-from scenario import mcp_session, minute_bucket, wait_for_window
+from scenario import leave_mid_call, mcp_session, minute_bucket, wait_for_window, wait_until_cancelled
 
 
 # An OAuth client's tokens: signed by the authorization server's Ed25519 key, checked by `auth`.
@@ -36,7 +36,7 @@ def token(audience: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory, keys, mcp_server, mcp_server_modern_only):
+def gw(tmp_path_factory, keys, mcp_server, mcp_server_modern_only, mcp_server_legacy_only):
     base = tmp_path_factory.mktemp("mcp")
     mock = start_mock(base, keys)
     port, admin, controller = free_port(), free_port(), free_port()
@@ -83,6 +83,26 @@ mcp-proxies:
           consumers:
             - {{ id: alice, key-sha256: {sha256_hex(alice)} }}
             - {{ id: bob, key-sha256: {sha256_hex(bob)} }}
+  - name: legacy
+    context-path: /legacy
+    upstream: {{ server: {{ url: "{mcp_server_legacy_only}" }} }}
+    policies:
+      - policy: auth
+        config:
+          consumers:
+            - {{ id: alice, key-sha256: {sha256_hex(alice)} }}
+  - name: pair
+    context-path: /pair
+    upstream:
+      servers:
+        - {{ name: one, url: "{mcp_server}" }}
+        - {{ name: two, url: "{mcp_server_legacy_only}" }}
+        - {{ name: three, url: "{mcp_server_modern_only}" }}
+    policies:
+      - policy: auth
+        config:
+          consumers:
+            - {{ id: alice, key-sha256: {sha256_hex(alice)} }}
   - name: secure
     context-path: /secure
     upstream: {{ server: {{ url: "{mcp_server}" }} }}
@@ -361,30 +381,49 @@ def test_a_server_of_the_stateless_revision_only_serves_clients_of_both_eras(gw,
     assert (record["consumer"], record["status"]) == ("alice", 200), record
 
 
-def test_a_client_that_leaves_mid_call_cancels_it_upstream(gw):
-    """MCP does not take a disconnection for a cancellation: when the client goes away during a
-    tool call's event stream, the gateway sends the server `notifications/cancelled` for it."""
-    accept = {"accept": "application/json, text/event-stream", "authorization": f"Bearer {gw['alice']}",
-              "mcp-protocol-version": "2025-06-18"}
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
-    r = httpx.post(gw["url"], json=init, headers=accept, timeout=10)
-    headers = {**accept, "mcp-session-id": r.headers["mcp-session-id"]}
-    httpx.post(gw["url"], json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers, timeout=10)
-    seconds = 30 + secrets.randbelow(1000)
-    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-            "params": {"name": "slow", "arguments": {"seconds": seconds}, "_meta": {"progressToken": "p1"}}}
-    with httpx.stream("POST", gw["url"], json=call, headers=headers, timeout=30) as stream:
-        assert stream.headers["content-type"].startswith("text/event-stream")
-        for line in stream.iter_lines():
-            if "notifications/progress" in line:
-                break  # the first progress: leave
-    deadline = time.monotonic() + 15
-    while True:
-        _, text, _, _ = session(gw, "alice", "legacy", "cancelled")
-        if f"slow({seconds})" in (text or ""):
-            break
-        assert time.monotonic() < deadline, f"the server never saw the call cancelled: {text!r}"
-        time.sleep(0.2)
-    record = usage_record(gw["data"], lambda r: r.get("tool") == "slow" and r["consumer"] == "alice", "slow")
+def client_of(url: str, key: str, mode: str) -> Client:
+    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(30, read=60))
+    return Client(streamable_http_client(url, http_client=http), mode=mode)
+
+
+# (proxy, the client's era, the tool's name there): the server in the client's era; the bridge
+# (a 2026-07-28 client, a server of the initialize era only); the other way (a server of the
+# stateless revision only); several servers behind one proxy.
+LEAVING = [
+    ("/tools", "legacy", "slow"),
+    ("/legacy", "2026-07-28", "slow"),
+    ("/modern", "legacy", "slow"),
+    ("/pair", "legacy", "one_slow"),
+    ("/pair", "2026-07-28", "two_slow"),
+    ("/pair", "legacy", "three_slow"),
+]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_several_servers_of_each_era_behind_one_proxy(gw, mode):
+    """Servers of both eras, of the initialize era only and of the stateless revision only,
+    merged for clients of both eras: the gateway speaks each server's era."""
+
+    async def run():
+        async with client_of(f"{gw['base']}/pair", gw["alice"], mode) as c:
+            tools = {t.name for t in (await c.list_tools()).tools}
+            sums = [await c.call_tool(f"{s}_add", {"a": i, "b": 40}) for i, s in enumerate(("one", "two", "three"))]
+            return tools, [r.content[0].text for r in sums]
+
+    tools, sums = anyio.run(run)
+    assert {"one_add", "two_add", "three_add", "three_slow"} <= tools, tools
+    assert sums == ["40", "41", "42"], sums
+
+
+@pytest.mark.parametrize("path,era,tool", LEAVING)
+def test_a_client_that_leaves_mid_call_cancels_it_upstream(gw, path, era, tool):
+    """Progress is relayed as it comes, and MCP does not take a disconnection for a
+    cancellation: when the client goes away during a tool call's event stream, the gateway
+    sends the server `notifications/cancelled` for it."""
+    url = gw["base"] + path
+    seconds = leave_mid_call(url, gw["alice"], era, tool)
+    wait_until_cancelled(url, gw["alice"], tool.replace("slow", "cancelled"), seconds)
+    record = usage_record(
+        gw["data"], lambda r: r.get("tool") == tool and r["proxy"] == path[1:] and r["consumer"] == "alice", tool
+    )
     assert record["outcome"] == "client_cancelled", record

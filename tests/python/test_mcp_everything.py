@@ -1,7 +1,9 @@
 """`@modelcontextprotocol/server-everything` (the MCP project's reference server, initialize era,
 with sessions) behind a real `weir` MCP proxy with `auth`, used with the official `mcp` client
-in both eras (a 2026-07-28 client through the gateway's bridge): tools, prompts, resources, a long-running tool whose progress notifications arrive as they are
-sent (not held until the result), and a cancelled call.
+in both eras (a 2026-07-28 client through the gateway's bridge): tools, prompts, resources, a
+long-running tool whose progress notifications arrive as they are sent (not held until the
+result) — directly, through the bridge, and through a proxy with several servers — and a
+cancelled call.
 """
 
 from __future__ import annotations
@@ -41,19 +43,39 @@ mcp-proxies:
         config:
           consumers:
             - {{ id: carol, key-sha256: {sha256_hex(key)} }}
+  - name: pair
+    context-path: /pair
+    upstream:
+      servers:
+        - {{ name: left, url: "{everything_server}" }}
+        - {{ name: right, url: "{everything_server}" }}
+    policies:
+      - policy: auth
+        config:
+          consumers:
+            - {{ id: carol, key-sha256: {sha256_hex(key)} }}
 """
     )
     proc, log_path = start_weir(config, base, port, keys.upstream)
     try:
-        yield {"url": f"http://127.0.0.1:{port}/everything", "key": key, "data": base / "data", "log": log_path}
+        yield {"url": f"http://127.0.0.1:{port}/everything", "pair": f"http://127.0.0.1:{port}/pair", "key": key, "data": base / "data", "log": log_path}
     finally:
         stop_process(proc)
         stop_process(mock.proc)
 
 
-def client(gw, mode: str = "legacy") -> Client:
+def client(gw, mode: str = "legacy", proxy: str = "url") -> Client:
     http = httpx2.AsyncClient(headers={"authorization": f"Bearer {gw['key']}"}, timeout=httpx2.Timeout(30, read=60))
-    return Client(streamable_http_client(gw["url"], http_client=http), mode=mode)
+    return Client(streamable_http_client(gw[proxy], http_client=http), mode=mode)
+
+
+# (client era, proxy, the long-running tool's name there)
+PROGRESS_PATHS = [
+    ("legacy", "url", "trigger-long-running-operation"),
+    ("2026-07-28", "url", "trigger-long-running-operation"),  # through the bridge
+    ("legacy", "pair", "right_trigger-long-running-operation"),  # several servers
+    ("2026-07-28", "pair", "left_trigger-long-running-operation"),
+]
 
 
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
@@ -81,7 +103,8 @@ def test_tools_prompts_and_resources(gw, mode):
     assert resources and first.contents and first.contents[0].uri == resources[0].uri, first
 
 
-def test_progress_arrives_while_the_tool_runs(gw):
+@pytest.mark.parametrize("mode,proxy,tool", PROGRESS_PATHS)
+def test_progress_arrives_while_the_tool_runs(gw, mode, proxy, tool):
     """Three steps a second apart: the first notification must come about two seconds before the
     result. A gateway that buffered the event stream would deliver them together."""
 
@@ -91,9 +114,8 @@ def test_progress_arrives_while_the_tool_runs(gw):
         async def progress(done: float, total: float | None, message: str | None) -> None:
             seen.append((time.monotonic(), done))
 
-        async with client(gw) as c:
-            result = await c.call_tool("trigger-long-running-operation", {"duration": 3, "steps": 3},
-                                       progress_callback=progress)
+        async with client(gw, mode, proxy) as c:
+            result = await c.call_tool(tool, {"duration": 3, "steps": 3}, progress_callback=progress)
             return seen, time.monotonic(), result
 
     seen, ended, result = anyio.run(run)
@@ -102,17 +124,17 @@ def test_progress_arrives_while_the_tool_runs(gw):
     assert ended - seen[0][0] > 1.5, f"the first progress came {ended - seen[0][0]:.2f} s before the result"
 
 
-def test_a_cancelled_call_reaches_the_server_and_the_session_goes_on(gw):
+@pytest.mark.parametrize("mode,proxy,tool", PROGRESS_PATHS)
+def test_a_cancelled_call_reaches_the_server_and_the_session_goes_on(gw, mode, proxy, tool):
     async def run():
-        async with client(gw) as c:
+        async with client(gw, mode, proxy) as c:
             started = anyio.Event()
 
             async def progress(done: float, total: float | None, message: str | None) -> None:
                 started.set()
 
             async def long_call() -> None:
-                await c.call_tool("trigger-long-running-operation", {"duration": 30, "steps": 30},
-                                  progress_callback=progress)
+                await c.call_tool(tool, {"duration": 30, "steps": 30}, progress_callback=progress)
 
             t0 = time.monotonic()
             async with anyio.create_task_group() as tg:
@@ -120,7 +142,7 @@ def test_a_cancelled_call_reaches_the_server_and_the_session_goes_on(gw):
                 await started.wait()
                 tg.cancel_scope.cancel()
             cancelled_after = time.monotonic() - t0
-            after = await c.call_tool("get-sum", {"a": 1, "b": 2})
+            after = await c.call_tool(tool.replace("trigger-long-running-operation", "get-sum"), {"a": 1, "b": 2})
             return cancelled_after, after
 
     cancelled_after, after = anyio.run(run)
@@ -128,3 +150,4 @@ def test_a_cancelled_call_reaches_the_server_and_the_session_goes_on(gw):
     assert "3" in after.content[0].text, after
     record = usage_record(gw["data"], lambda r: r["endpoint"] == "notifications/cancelled", "the cancellation")
     assert (record["consumer"], record["status"]) == ("carol", 202), record
+

@@ -716,15 +716,16 @@ fn a_client_of_the_stateless_era_is_bridged_to_a_server_of_the_initialize_era() 
                 vec![("mcp-session-id".into(), "up-9".into())],
             ),
             Up::json(202, json!({})),
-            // and asks again in it.
+            // and asks again in it (with an id of its own: the session is shared).
             Up::sse(&[
-                r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"add","inputSchema":{"type":"object"}}]}}"#,
+                r#"{"jsonrpc":"2.0","id":"weir-req_test","result":{"tools":[{"name":"add","inputSchema":{"type":"object"}}]}}"#,
             ]),
         ],
         vec![],
     );
     assert_eq!(out.status, 200, "{}", out.text());
     let body = out.json();
+    assert_eq!(body["id"], 3, "the client's id is given back");
     assert_eq!(body["result"]["tools"][0]["name"], "add");
     assert_eq!(body["result"]["resultType"], "complete");
     assert_eq!(body["result"]["cacheScope"], "private");
@@ -733,6 +734,8 @@ fn a_client_of_the_stateless_era_is_bridged_to_a_server_of_the_initialize_era() 
     let init: serde_json::Value = serde_json::from_slice(&sent[1].body).unwrap();
     assert_eq!(init["method"], "initialize");
     let again = &sent[3];
+    let asked: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
+    assert_eq!(asked["id"], "weir-req_test");
     assert!(
         again
             .headers
@@ -819,4 +822,102 @@ fn a_client_of_the_initialize_era_is_served_by_a_stateless_server() {
         "2026-07-28"
     );
     assert_eq!(body["params"]["arguments"]["a"], 1);
+}
+
+#[test]
+fn lists_of_several_servers_are_paged_with_a_cursor_holding_each_servers() {
+    let mut route = mcp_route();
+    let server = route.mcp.as_mut().unwrap();
+    server.members = ["a", "b"]
+        .iter()
+        .map(|n| McpMember {
+            name: (*n).into(),
+            url: format!("http://{n}.test/mcp"),
+            timeout_ms: 1000,
+            credential: None,
+        })
+        .collect();
+    let seed = |platform: &FakePlatform| {
+        for n in ["a", "b"] {
+            let up = json!({"session": format!("s-{n}"), "version": "2025-06-18",
+                            "capabilities": {}, "server_info": {}});
+            platform.0.borrow_mut().state.insert(
+                format!("gateway:mcp-members|tools/alice/{n}"),
+                serde_json::to_vec(&up).unwrap(),
+            );
+        }
+    };
+    let page = |items: &[&str], next: Option<&str>| {
+        let mut result = json!({"resources": items.iter().map(|u| json!({"uri": u, "name": u})).collect::<Vec<_>>()});
+        if let Some(n) = next {
+            result["nextCursor"] = json!(n);
+        }
+        Up::json(
+            200,
+            json!({"jsonrpc": "2.0", "id": "weir-req_test", "result": result}),
+        )
+    };
+    let serve = |request: ClientRequest, replies: Vec<Up>| {
+        let platform = FakePlatform::with(replies);
+        seed_session(&platform, "tools", SESSION, "alice");
+        seed(&platform);
+        let log = Rc::new(RefCell::new(ChainLog::default()));
+        let chain_log = log.clone();
+        let answer = run(weir_core::mcp::serve(
+            platform.clone(),
+            &route,
+            request,
+            "req_test".into(),
+            0,
+            move |_| FakeChain {
+                policies: vec![],
+                log: chain_log,
+            },
+        ));
+        finish(answer, Drive::default(), platform, log)
+    };
+    let first = serve(
+        rpc(json!({"jsonrpc": "2.0", "id": 1, "method": "resources/list"})),
+        vec![page(&["a://1"], Some("a-2")), page(&["b://1"], None)],
+    );
+    let body = first.json();
+    assert_eq!(body["id"], 1);
+    let uris: Vec<&str> = body["result"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(uris, ["a://1", "b://1"]);
+    let cursor = body["result"]["nextCursor"]
+        .as_str()
+        .expect("a cursor while a server has more")
+        .to_owned();
+    assert!(!cursor.contains("a-2"), "opaque to the client: {cursor}");
+
+    // The next page asks only the server that had more, with its own cursor.
+    let second = serve(
+        rpc(
+            json!({"jsonrpc": "2.0", "id": 2, "method": "resources/list", "params": {"cursor": cursor}}),
+        ),
+        vec![page(&["a://2"], None)],
+    );
+    let body = second.json();
+    assert_eq!(body["result"]["resources"][0]["uri"], "a://2");
+    assert!(body["result"].get("nextCursor").is_none(), "{body}");
+    let sent = second.platform.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].url, "http://a.test/mcp");
+    let asked: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(asked["params"]["cursor"], "a-2");
+
+    // A cursor that is not the gateway's: a JSON-RPC error, nothing sent.
+    let bad = serve(
+        rpc(
+            json!({"jsonrpc": "2.0", "id": 3, "method": "resources/list", "params": {"cursor": "a-2"}}),
+        ),
+        vec![],
+    );
+    assert_eq!(bad.json()["error"]["code"], -32602, "{}", bad.text());
+    assert!(bad.platform.sent().is_empty());
 }
