@@ -126,3 +126,20 @@ def test_the_controller_lists_the_merged_tools(gw):
     assert {"local_add", "local_delete_everything", "every_echo"} <= names, sorted(names)
     r = httpx.get(f"{gw['api']}/mcp-proxies/strict/tools", auth=("admin", "admin"), timeout=30)
     assert r.status_code == 502 and "server `gone`" in r.text, r.text
+
+
+def test_the_controller_refuses_unprefixed_servers_whose_tool_names_collide(gw, mcp_server, everything_server):
+    """With `prefix: none` two servers must not offer a tool of the same name: the controller
+    asks each server when the proxy is created and names the tool and both servers."""
+    servers = [{"name": "first", "url": mcp_server}, {"name": "second", "url": mcp_server}]
+    proxy = {"name": "flat", "context-path": "/flat", "upstream": {"servers": servers, "prefix": "none"}}
+    r = httpx.post(f"{gw['api']}/mcp-proxies", json=proxy, auth=("admin", "admin"), timeout=60)
+    assert r.status_code == 422, r.text
+    assert "upstream.prefix" in r.text and "`first` and `second` both offer a tool named" in r.text, r.text
+    # Servers whose names differ are accepted, unprefixed.
+    proxy["upstream"]["servers"][1] = {"name": "second", "url": everything_server}
+    r = httpx.post(f"{gw['api']}/mcp-proxies", json=proxy, auth=("admin", "admin"), timeout=60)
+    assert r.status_code == 201, r.text
+    r = httpx.get(f"{gw['api']}/mcp-proxies/flat/tools", auth=("admin", "admin"), timeout=30)
+    names = {t["name"] for t in r.json()["tools"]}
+    assert {"add", "echo"} <= names and not any(n.startswith(("first_", "second_")) for n in names), sorted(names)

@@ -102,15 +102,17 @@ impl Gateway {
     }
 
     /// Checks what a prepared configuration fetches at first use: the OpenAPI documents of MCP
-    /// proxies at `upstream.openapi.spec-url`, translated as their proxy would (the controller
-    /// calls this before it accepts a change): those of proxies whose upstream differs from
-    /// `before`'s.
+    /// proxies at `upstream.openapi.spec-url`, translated as their proxy would, and the tool
+    /// names of proxies with several servers and `prefix: none` (unique across the servers) —
+    /// the controller calls this before it accepts a change: for proxies whose upstream differs
+    /// from `before`'s.
     pub async fn check_fetched(
         &self,
         prepared: &Prepared,
         before: &weir_config::GatewayConfig,
     ) -> Result<(), ConfigureError> {
-        mcp_tools::check_documents(&prepared.0, before).await
+        mcp_tools::check_documents(&prepared.0, before).await?;
+        mcp_tools::check_unprefixed(&prepared.0, before).await
     }
 
     /// Serves a prepared configuration from the next request on.

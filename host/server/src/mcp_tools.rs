@@ -318,6 +318,66 @@ pub(crate) async fn check_documents(
     Ok(())
 }
 
+/// With `prefix: none`, two servers of one proxy must not offer a tool of the same name (the
+/// first would hide the other's): when such a proxy is created or its upstream changes, the
+/// controller asks each server for its tools and refuses the change, naming the tool and both
+/// servers. A server that cannot be reached is not checked (the data plane warns when it lists
+/// a name twice).
+pub(crate) async fn check_unprefixed(
+    state: &State,
+    before: &weir_config::GatewayConfig,
+) -> Result<(), crate::ConfigureError> {
+    for (i, proxy) in state.config.mcp_proxies.iter().enumerate() {
+        let unchanged = before
+            .mcp_proxies
+            .iter()
+            .any(|p| p.name == proxy.name && p.upstream == proxy.upstream);
+        let Some(server) = state
+            .routes
+            .iter()
+            .find(|r| r.info.kind == RouteKind::Mcp && r.info.name == proxy.name)
+            .and_then(|r| r.info.mcp.as_ref())
+        else {
+            continue;
+        };
+        if unchanged || server.prefixed || server.members.len() < 2 {
+            continue;
+        }
+        let mut owners: std::collections::HashMap<String, String> = Default::default();
+        for member in &server.members {
+            let single = McpServer {
+                url: member.url.clone(),
+                timeout_ms: member.timeout_ms,
+                credential: member.credential.clone(),
+                members: Vec::new(),
+                ..server.clone()
+            };
+            let Ok(tools) = from_server(state, &proxy.name, &single).await else {
+                continue;
+            };
+            for tool in tools {
+                let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                if let Some(first) = owners.insert(name.to_owned(), member.name.clone())
+                    && first != member.name
+                {
+                    return Err(crate::ConfigureError::Config {
+                        path: format!("mcp-proxies[{i}].upstream.prefix"),
+                        message: format!(
+                            "servers `{first}` and `{}` both offer a tool named `{name}`: with \
+                             `prefix: none` tool names must be unique across the servers (use \
+                             `prefix: name`, which names it `{first}_{name}` and `{}_{name}`)",
+                            member.name, member.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn fetch_document(client: &crate::upstream::HttpClient, url: &str) -> Result<Value, String> {
     let request = http::Request::builder()
         .method("GET")
