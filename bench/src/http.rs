@@ -37,7 +37,7 @@ pub struct Options {
 }
 
 /// A scratch directory removed on drop.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -46,14 +46,14 @@ impl Drop for Scratch {
 }
 
 /// A child process killed (and reaped) on drop.
-struct Child {
+pub(crate) struct Child {
     name: &'static str,
-    process: std::process::Child,
+    pub(crate) process: std::process::Child,
     log: PathBuf,
 }
 
 impl Child {
-    fn spawn(
+    pub(crate) fn spawn(
         name: &'static str,
         program: &Path,
         args: &[String],
@@ -80,14 +80,14 @@ impl Child {
         Ok(Self { name, process, log })
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// Waits until `addr` accepts connections, failing if the child exits first.
-    async fn wait_listening(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
+    pub(crate) async fn wait_listening(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = self.process.try_wait()? {
@@ -117,7 +117,7 @@ impl Drop for Child {
     }
 }
 
-fn binary(given: Option<&PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn binary(given: Option<&PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = given {
         return Ok(path.clone());
     }
@@ -126,7 +126,7 @@ fn binary(given: Option<&PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
     Ok(dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -222,7 +222,7 @@ mcp-proxies:
 }
 
 /// CPU time (user + system, clock ticks) of a process so far, from `/proc` (Linux only).
-fn cpu_ticks(pid: &str) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat
         .get(stat.rfind(')')? + 1..)?
@@ -428,6 +428,7 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
             authorization: HeaderValue::from_str(&format!("Bearer {}", crate::BENCH_KEY))?,
             body: body.clone(),
             vary,
+            events: None,
         }))
     };
     let at = |addr: SocketAddr, prefix: &str| target(addr, prefix, false);
@@ -447,6 +448,7 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
             authorization: HeaderValue::from_str(&format!("Bearer {}", crate::BENCH_KEY))?,
             body: body.clone(),
             vary: false,
+            events: None,
         }))
     };
     let mcp_direct = post(format!("http://{mock_addr}/mcp"), &call)?;

@@ -7,7 +7,7 @@
 //!   each in its own task, up to `max_in_flight` at once. Measures latency at a given load.
 //!
 //! Latency is from just before the request is handed to the client to the end of the response
-//! body. Only requests that complete inside the window count for throughput and latency; every
+//! body; the time to the first byte, to the first frame of the body. Only requests that complete inside the window count for throughput and latency; every
 //! non-200 answer or transport error, whenever it happens, counts as an error.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +46,9 @@ pub struct Target {
     /// Make every request a new one: a `"seed"` counter is added to the body (it is part of a
     /// cache's exact key), so a cache never has the answer.
     pub vary: bool,
+    /// A streamed answer: at least this many `data:` events before `data: [DONE]`, which must
+    /// end it (else the answer counts as an error).
+    pub events: Option<usize>,
 }
 
 /// The next `"seed"` of a varying target (process-wide, so no two requests share one).
@@ -73,9 +76,10 @@ impl Target {
     }
 }
 
-/// Sends one request and reads the whole answer; `Err` unless it is a 200.
-pub async fn send(client: &HttpClient, target: &Target) -> Result<(), String> {
-    send_reading(client, target, None).await.map(drop)
+/// Sends one request and reads the whole answer; `Err` unless it is a 200 (and, for a stream,
+/// a complete one). Returns the time to the first byte of the body.
+pub async fn send(client: &HttpClient, target: &Target) -> Result<Duration, String> {
+    exchange(client, target, None).await.map(|(_, ttfb)| ttfb)
 }
 
 /// Like [`send`], and returns the value of the response header `header` (empty if absent).
@@ -84,6 +88,15 @@ pub async fn send_reading(
     target: &Target,
     header: Option<&str>,
 ) -> Result<String, String> {
+    exchange(client, target, header).await.map(|(read, _)| read)
+}
+
+async fn exchange(
+    client: &HttpClient,
+    target: &Target,
+    header: Option<&str>,
+) -> Result<(String, Duration), String> {
+    let started = Instant::now();
     let response = client
         .request(target.request()?)
         .await
@@ -94,20 +107,34 @@ pub async fn send_reading(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("reading the body: {e}"))?
-        .to_bytes();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    let mut ttfb = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            ttfb.get_or_insert_with(|| started.elapsed());
+            bytes.extend_from_slice(&data);
+        }
+    }
     if status != StatusCode::OK {
-        let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
         return Err(format!("status {status}: {shown}"));
     }
-    if body.is_empty() {
+    if bytes.is_empty() {
         return Err("empty 200 body".into());
     }
-    Ok(read)
+    if let Some(min) = target.events {
+        let text = String::from_utf8_lossy(&bytes);
+        let events = text.matches("data: ").count().saturating_sub(1);
+        if !text.trim_end().ends_with("data: [DONE]") || events < min {
+            return Err(format!(
+                "an incomplete stream: {events} event(s) (expected at least {min}) and {} [DONE]",
+                if text.contains("[DONE]") { "a" } else { "no" }
+            ));
+        }
+    }
+    Ok((read, ttfb.unwrap_or_else(|| started.elapsed())))
 }
 
 /// The results of one measurement window.
@@ -119,23 +146,26 @@ pub struct Results {
     pub first_error: Option<String>,
     /// Latencies (nanoseconds) of the counted 200s; sorted by [`Results::finish`].
     pub latencies: Vec<u64>,
+    /// Their times to the first byte of the body (nanoseconds), sorted.
+    pub ttfb: Vec<u64>,
     /// Open loop: how late requests were handed to the client (nanoseconds), sorted.
     pub send_lag: Vec<u64>,
     pub window: Duration,
 }
 
 impl Results {
-    fn record(&mut self, result: Result<(), String>, latency: Duration, counted: bool) {
+    fn record(&mut self, result: Result<Duration, String>, latency: Duration, counted: bool) {
         match result {
             Err(e) => {
                 self.errors += 1;
                 self.first_error.get_or_insert(e);
             }
-            Ok(()) if counted => {
+            Ok(ttfb) if counted => {
                 self.ok += 1;
                 self.latencies.push(nanos(latency));
+                self.ttfb.push(nanos(ttfb));
             }
-            Ok(()) => {}
+            Ok(_) => {}
         }
     }
 
@@ -146,11 +176,13 @@ impl Results {
             self.first_error = other.first_error;
         }
         self.latencies.extend(other.latencies);
+        self.ttfb.extend(other.ttfb);
         self.send_lag.extend(other.send_lag);
     }
 
     fn finish(mut self, window: Duration) -> Self {
         self.latencies.sort_unstable();
+        self.ttfb.sort_unstable();
         self.send_lag.sort_unstable();
         self.window = window;
         self

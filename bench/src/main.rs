@@ -7,6 +7,7 @@
 //! cargo run --release -p weir-bench -- translate    # part C only
 //! cargo run --release -p weir-bench -- vectors      # part D only
 //! cargo run --release -p weir-bench -- http --concurrency 32 --seconds 10
+//! cargo run --release -p weir-bench -- compare      # part E (about 4 minutes; needs nginx)
 //! ```
 //!
 //! **A. Per-policy cost, in-process** ([`policies`]). The policy components embedded in
@@ -41,9 +42,15 @@
 //! **D. Vector index, in-process** ([`vectors`]): the semantic cache's nearest-neighbour lookup
 //! at 10,000 and 100,000 vectors of 384 dimensions, and its recall against an exhaustive search.
 //!
+//! **E. Side by side** ([`compare`]): the mock direct, nginx as a reverse proxy in front of it,
+//! and weir with no policies, `auth` + `token-limit`, the full pipeline (a cache miss and a
+//! hit) and a 32-event stream: throughput, proxy CPU per request, open-loop latency and time to
+//! first byte, and the ratios to nginx against the targets of issue 19.
+//!
 //! `--threads` sets the worker threads of the benchmark's single Tokio runtime (default: one per
 //! core, like the servers).
 
+mod compare;
 mod http;
 mod load;
 mod policies;
@@ -78,6 +85,9 @@ enum Command {
     Translate(translate::Options),
     /// Part D: vector index lookups (the semantic cache's), in-process.
     Vectors(vectors::Options),
+    /// Part E: the mock, nginx as a reverse proxy and weir (no policies, auth + token-limit, the
+    /// full pipeline, a cache hit, a stream) side by side.
+    Compare(compare::Options),
     /// All parts.
     All {
         #[command(flatten)]
@@ -141,6 +151,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Http(h) => (None, Some(h), None, None),
         Command::Translate(t) => (None, None, Some(t), None),
         Command::Vectors(v) => (None, None, None, Some(v)),
+        Command::Compare(options) => {
+            let (table, errors) = compare::run(&options).await?;
+            emit(&table.render());
+            anyhow::ensure!(
+                errors == 0,
+                "{errors} request(s) failed (see the table and the messages above)"
+            );
+            return Ok(());
+        }
         Command::All {
             policies,
             http,
