@@ -15,32 +15,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use hyper::header::HeaderValue;
 
-use crate::http::{Child, Scratch, binary, cpu_ticks, free_port};
+use crate::http::{Child, Load, Scratch, binary, cpu_ticks, free_port};
 use crate::load::{self, Results, Target};
 use crate::table::{Table, percentile, us_int};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Concurrent connections of the closed-loop runs.
-    #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
-    /// Length of each measurement, in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
-    /// Unmeasured load before each measurement, in seconds.
-    #[arg(long, default_value_t = 2)]
-    pub warmup_seconds: u64,
-    /// The `weir` binary (default: next to this binary).
-    #[arg(long)]
-    pub weir_bin: Option<PathBuf>,
-    /// The mock provider binary (default: next to this binary).
-    #[arg(long)]
-    pub mock_bin: Option<PathBuf>,
+    /// Connections, lengths and binaries, as part B's.
+    #[command(flatten)]
+    pub run: crate::http::Options,
     /// nginx (`apt-get install nginx`; `scripts/bench.sh` installs it when missing).
     #[arg(long, default_value = "/usr/sbin/nginx")]
     pub nginx_bin: PathBuf,
@@ -172,27 +158,19 @@ async fn window(
     options: &Options,
     seconds: u64,
 ) -> Results {
-    let client = load::client();
-    let duration = Duration::from_secs(seconds);
-    match rate {
-        None => load::closed_loop(&client, target, options.concurrency.max(1), duration).await,
-        Some(r) => {
-            let in_flight = (options.concurrency * 8).max(256);
-            load::open_loop(&client, target, r, in_flight, duration).await
-        }
-    }
+    let c = options.run.concurrency.max(1);
+    let load = rate.map_or(Load::Closed(c), Load::Open);
+    crate::http::window(&load::client(), target, load, seconds, c).await
 }
 
 async fn measure(row: &Row, options: &Options, errors: &mut u64) -> Measured {
     crate::progress(&format!(
         "part E: {}: closed loop, {} conns ({} s + {} s)",
-        row.label, options.concurrency, options.warmup_seconds, options.seconds
+        row.label, options.run.concurrency, options.run.warmup_seconds, options.run.seconds
     ));
-    let warm = window(&row.target, None, options, options.warmup_seconds).await;
+    let warm = window(&row.target, None, options, options.run.warmup_seconds).await;
     let before = row.proxy.and_then(tree_ticks);
-    let started = Instant::now();
-    let closed = window(&row.target, None, options, options.seconds).await;
-    let _ = started.elapsed();
+    let closed = window(&row.target, None, options, options.run.seconds).await;
     let cpu_us = match (before, row.proxy.and_then(tree_ticks)) {
         (Some(a), Some(b)) if closed.ok > 0 => {
             Some(b.saturating_sub(a) as f64 / 100.0 * 1e6 / closed.ok as f64)
@@ -202,9 +180,9 @@ async fn measure(row: &Row, options: &Options, errors: &mut u64) -> Measured {
     let rate = (closed.rate() / 2.0).max(1.0);
     crate::progress(&format!(
         "part E: {}: open loop at {rate:.0} req/s ({} s)",
-        row.label, options.seconds
+        row.label, options.run.seconds
     ));
-    let open = window(&row.target, Some(rate), options, options.seconds).await;
+    let open = window(&row.target, Some(rate), options, options.run.seconds).await;
     for r in [&warm, &closed, &open] {
         *errors += r.errors;
         if let Some(e) = &r.first_error {
@@ -224,22 +202,15 @@ async fn measure(row: &Row, options: &Options, errors: &mut u64) -> Measured {
 
 /// Runs part E; returns its table and the number of failed requests.
 pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
-    let weir_bin = binary(options.weir_bin.as_ref(), "weir")?;
-    let mock_bin = binary(options.mock_bin.as_ref(), "weir-mock-upstream")?;
+    let weir_bin = binary(options.run.weir_bin.as_ref(), "weir")?;
+    let mock_bin = binary(options.run.mock_bin.as_ref(), "weir-mock-upstream")?;
     anyhow::ensure!(
         options.nginx_bin.is_file(),
         "{} is missing: install nginx (`apt-get install nginx`, or run scripts/bench.sh, which does) \
          or pass --nginx-bin",
         options.nginx_bin.display()
     );
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("weir-bench-e-{}-{nanos}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0)
-        .with_context(|| format!("creating {}", scratch.0.display()))?;
+    let scratch = Scratch::new("weir-bench-e")?;
     let mock_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let nginx_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let weir_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
@@ -390,9 +361,15 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     let full_rate = measured[4].rate;
     crate::progress(&format!(
         "part E: the mock alone at {full_rate:.0} req/s ({} s)",
-        options.seconds
+        options.run.seconds
     ));
-    let mock_at_full = window(&rows[0].target, Some(full_rate), options, options.seconds).await;
+    let mock_at_full = window(
+        &rows[0].target,
+        Some(full_rate),
+        options,
+        options.run.seconds,
+    )
+    .await;
     errors += mock_at_full.errors;
     if let Some(status) = weir.process.try_wait()? {
         anyhow::bail!(
@@ -476,8 +453,8 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
          processes (nginx: master and workers), from /proc at 1/100 s resolution. Each run {} s after {} s of \
          warm-up; every answer must be a 200 (a stream: 32 events and [DONE]).",
         nginx_version(&options.nginx_bin),
-        options.seconds,
-        options.warmup_seconds,
+        options.run.seconds,
+        options.run.warmup_seconds,
     ));
     drop(weir);
     drop(nginx);

@@ -39,6 +39,19 @@ pub struct Options {
 /// A scratch directory removed on drop.
 pub(crate) struct Scratch(pub(crate) PathBuf);
 
+impl Scratch {
+    /// A new directory under the system's temporary directory, named after `label`.
+    pub(crate) fn new(label: &str) -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("{label}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -277,7 +290,7 @@ impl Cpu {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Load {
+pub(crate) enum Load {
     Closed(usize),
     Open(f64),
 }
@@ -289,23 +302,24 @@ struct Bench<'a> {
     errors: u64,
 }
 
-impl Bench<'_> {
-    async fn window(
-        client: &HttpClient,
-        target: &Arc<Target>,
-        load: Load,
-        seconds: u64,
-        concurrency: usize,
-    ) -> Results {
-        let duration = Duration::from_secs(seconds);
-        match load {
-            Load::Closed(c) => load::closed_loop(client, target, c, duration).await,
-            Load::Open(rate) => {
-                load::open_loop(client, target, rate, (concurrency * 8).max(256), duration).await
-            }
+/// One window of `load` on `target` (open loop: at most `concurrency` × 8 in flight).
+pub(crate) async fn window(
+    client: &HttpClient,
+    target: &Arc<Target>,
+    load: Load,
+    seconds: u64,
+    concurrency: usize,
+) -> Results {
+    let duration = Duration::from_secs(seconds);
+    match load {
+        Load::Closed(c) => load::closed_loop(client, target, c, duration).await,
+        Load::Open(rate) => {
+            load::open_loop(client, target, rate, (concurrency * 8).max(256), duration).await
         }
     }
+}
 
+impl Bench<'_> {
     /// Warm-up, then a measured window; adds a row to `table` and returns the results.
     async fn scenario(
         &mut self,
@@ -323,7 +337,7 @@ impl Bench<'_> {
             self.options.warmup_seconds, self.options.seconds
         ));
         let client = load::client();
-        let warmup = Self::window(
+        let warmup = window(
             &client,
             target,
             load,
@@ -332,7 +346,7 @@ impl Bench<'_> {
         )
         .await;
         let cpu = Cpu::start(self.weir_pid, self.mock_pid);
-        let results = Self::window(
+        let results = window(
             &client,
             target,
             load,
@@ -381,14 +395,7 @@ fn added_latency(slower: &Results, base: &Results, p: f64) -> String {
 pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     let weir_bin = binary(options.weir_bin.as_ref(), "weir")?;
     let mock_bin = binary(options.mock_bin.as_ref(), "weir-mock-upstream")?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("weir-bench-{}-{nanos}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0)
-        .with_context(|| format!("creating {}", scratch.0.display()))?;
+    let scratch = Scratch::new("weir-bench")?;
 
     let mock_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let weir_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));

@@ -462,6 +462,25 @@ pub(crate) struct Relayed<B> {
     pub rewrite: Option<mcp_bridge::AnswerRewrite>,
 }
 
+impl<B> Relayed<B> {
+    /// A tool call's event stream from a server the gateway speaks to in a session of its own
+    /// (the bridges, several servers): the client gets none of the server's headers.
+    pub(crate) fn tool_call(
+        status: u16,
+        body: B,
+        cancel: UpstreamRequest,
+        rewrite: Option<mcp_bridge::AnswerRewrite>,
+    ) -> Self {
+        Self {
+            status,
+            headers: stream_headers(),
+            body,
+            cancel: Some(cancel),
+            rewrite,
+        }
+    }
+}
+
 /// What the bridge and several servers give back: a whole answer, or a tool call's event
 /// stream (progress notifications relayed as they come).
 pub(crate) enum Reply<B> {
@@ -507,7 +526,7 @@ pub(crate) fn cancel_request(
 }
 
 /// The headers of a relayed event stream (none of the server's session headers).
-pub(crate) fn stream_headers() -> Headers {
+fn stream_headers() -> Headers {
     vec![
         ("content-type".into(), "text/event-stream".into()),
         ("cache-control".into(), "no-cache".into()),

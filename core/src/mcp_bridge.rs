@@ -383,19 +383,15 @@ pub(crate) async fn bridge<P: Platform>(
         let status = resp.status;
         if method == "tools/call" && mcp::relays(&resp.headers, status) {
             // Relayed as it comes (progress), the answer given the new revision's fields.
-            return Ok(Reply::Stream(Relayed {
+            let cancel =
+                mcp::cancel_request(&server.url, &headers, &up_id, None, server.timeout_ms);
+            let rewrite = AnswerRewrite::new(up_id, id, Some(&method));
+            return Ok(Reply::Stream(Relayed::tool_call(
                 status,
-                headers: mcp::stream_headers(),
-                body: resp.body,
-                cancel: Some(mcp::cancel_request(
-                    &server.url,
-                    &headers,
-                    &up_id,
-                    None,
-                    server.timeout_ms,
-                )),
-                rewrite: Some(AnswerRewrite::new(up_id, id, Some(&method))),
-            }));
+                resp.body,
+                cancel,
+                Some(rewrite),
+            )));
         }
         let got = read(call, server, resp.body).await?;
         if status == 404 && attempt == 0 {
@@ -607,19 +603,16 @@ pub(crate) async fn to_stateless<P: Platform>(
     if method == "tools/call" && mcp::relays(&resp.headers, status) {
         // The answer of the new revision keeps fields a client of the initialize era ignores.
         let headers = stateless_headers(base, "notifications/cancelled", None);
-        return Ok(Reply::Stream(Relayed {
-            status,
-            headers: mcp::stream_headers(),
-            body: resp.body,
-            cancel: Some(mcp::cancel_request(
-                &server.url,
-                &headers,
-                &id,
-                Some(envelope()),
-                server.timeout_ms,
-            )),
-            rewrite: None,
-        }));
+        let cancel = mcp::cancel_request(
+            &server.url,
+            &headers,
+            &id,
+            Some(envelope()),
+            server.timeout_ms,
+        );
+        return Ok(Reply::Stream(Relayed::tool_call(
+            status, resp.body, cancel, None,
+        )));
     }
     let got = read(call, server, resp.body).await?;
     Ok(match answer_to(&got, &id) {

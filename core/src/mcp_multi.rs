@@ -30,17 +30,6 @@ fn error(id: &Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
-/// The server `member` as the one server of a proxy (for `mcp::send`).
-fn as_server(server: &McpServer, member: &McpMember) -> McpServer {
-    McpServer {
-        url: member.url.clone(),
-        timeout_ms: member.timeout_ms,
-        credential: member.credential.clone(),
-        members: Vec::new(),
-        ..server.clone()
-    }
-}
-
 /// What a server answered.
 enum Asked<B> {
     /// A result or an error message.
@@ -61,7 +50,7 @@ async fn ask<P: Platform>(
     message: &Value,
     relay: Option<bool>,
 ) -> Result<Asked<P::Body>, GatewayError> {
-    let single = as_server(server, member);
+    let single = server.as_member(member);
     let mut headers = base.clone();
     mcp::add_credential(call, member.credential.as_ref(), &mut headers)?;
     let key = format!(
@@ -99,19 +88,15 @@ async fn ask<P: Platform>(
                 .get("method")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            return Ok(Asked::Stream(Box::new(Relayed {
+            let meta = up.stateless().then(mcp_bridge::envelope);
+            let cancel = mcp::cancel_request(&member.url, &sent, &up_id, meta, member.timeout_ms);
+            let rewrite = AnswerRewrite::new(up_id, id, modern.then_some(method));
+            return Ok(Asked::Stream(Box::new(Relayed::tool_call(
                 status,
-                headers: mcp::stream_headers(),
-                body: resp.body,
-                cancel: Some(mcp::cancel_request(
-                    &member.url,
-                    &sent,
-                    &up_id,
-                    up.stateless().then(mcp_bridge::envelope),
-                    member.timeout_ms,
-                )),
-                rewrite: Some(AnswerRewrite::new(up_id, id, modern.then_some(method))),
-            })));
+                resp.body,
+                cancel,
+                Some(rewrite),
+            ))));
         }
         let body = mcp::read(call, &single, resp.body).await?;
         if status == 404 && attempt == 0 {

@@ -230,6 +230,19 @@ pub struct McpCredential {
     pub missing_env: Option<String>,
 }
 
+impl McpServer {
+    /// Member `member` of a proxy with several servers, as the one server of this proxy.
+    pub fn as_member(&self, member: &McpMember) -> McpServer {
+        McpServer {
+            url: member.url.clone(),
+            timeout_ms: member.timeout_ms,
+            credential: member.credential.clone(),
+            members: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
 impl McpCredential {
     /// The header to send, or the variable to set when the key is missing.
     pub fn header_pair(&self) -> Result<(String, String), &str> {

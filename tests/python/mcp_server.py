@@ -53,43 +53,55 @@ def requiring(token: str, app):
     return guarded
 
 
+async def read_request(receive):
+    """The whole body of an ASGI request, and its JSON (None if it is not JSON)."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    try:
+        return body, json.loads(body)
+    except ValueError:
+        return body, None
+
+
+def replaying(body: bytes, receive):
+    """An ASGI `receive` that gives `body` first (already read), then what `receive` gives."""
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def refuse(send, status: int, body: bytes) -> None:
+    """Answers with `status` and the JSON `body`."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def modern_only(app):
     """The ASGI app `app`, refusing the initialize era."""
-
-    async def refuse(send, status: int, body: bytes) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
 
     async def only(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
         if scope["method"] in ("GET", "DELETE"):
             return await refuse(send, 405, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Method not allowed"}}')
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        try:
-            request = json.loads(body)
-        except ValueError:
-            request = None
+        body, request = await read_request(receive)
         if isinstance(request, dict) and request.get("method") == "initialize":
             error = {"jsonrpc": "2.0", "id": request.get("id"), "error": {
                 "code": -32022, "message": "Unsupported protocol version", "data": {"supported": ["2026-07-28"]}}}
             return await refuse(send, 400, json.dumps(error).encode())
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await app(scope, replay, send)
+        await app(scope, replaying(body, receive), send)
 
     return only
 
@@ -100,31 +112,11 @@ def legacy_only(app):
     async def only(scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" or b"mcp-session-id" in dict(scope["headers"]):
             return await app(scope, receive, send)
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        try:
-            request = json.loads(body)
-        except ValueError:
-            request = None
+        body, request = await read_request(receive)
         if not (isinstance(request, dict) and request.get("method") == "initialize"):
             error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": "Bad Request: No valid session ID provided"}}
-            await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": json.dumps(error).encode()})
-            return
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await app(scope, replay, send)
+            return await refuse(send, 400, json.dumps(error).encode())
+        await app(scope, replaying(body, receive), send)
 
     return only
 

@@ -42,13 +42,7 @@ pub(crate) async fn list(state: &State, name: &str) -> Result<Vec<Value>, ToolsE
             // Several servers: each one's tools, named as the proxy shows them.
             let mut tools = Vec::new();
             for member in &server.members {
-                let single = McpServer {
-                    url: member.url.clone(),
-                    timeout_ms: member.timeout_ms,
-                    credential: member.credential.clone(),
-                    members: Vec::new(),
-                    ..server.clone()
-                };
+                let single = server.as_member(member);
                 let listed = match from_server(state, name, &single).await {
                     Ok(listed) => listed,
                     // As the data plane does: left out, or the whole list fails.
@@ -345,13 +339,7 @@ pub(crate) async fn check_unprefixed(
         }
         let mut owners: std::collections::HashMap<String, String> = Default::default();
         for member in &server.members {
-            let single = McpServer {
-                url: member.url.clone(),
-                timeout_ms: member.timeout_ms,
-                credential: member.credential.clone(),
-                members: Vec::new(),
-                ..server.clone()
-            };
+            let single = server.as_member(member);
             let Ok(tools) = from_server(state, &proxy.name, &single).await else {
                 continue;
             };
