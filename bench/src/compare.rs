@@ -23,6 +23,7 @@ use crate::load::{self, Results, Target};
 use crate::table::{Table, percentile, us_int};
 
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "compare-options")]
 pub struct Options {
     /// Connections, lengths and binaries, as part B's.
     #[command(flatten)]
