@@ -578,6 +578,11 @@ async fn measure_case(
         });
     }
     let spec = Arc::new(ChainSpec::new(slots));
+    // As the server does before serving: entries that ask for it start from a snapshot.
+    if spec.wants_preinitialisation() {
+        let s = spec.clone();
+        tokio::task::spawn_blocking(move || s.preinitialise()).await?;
+    }
     if case.answers {
         store_answer(&spec, case, body)
             .await

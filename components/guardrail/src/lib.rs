@@ -309,6 +309,8 @@ impl Policy for Guardrail {
         Phase::StreamChunk,
         Phase::StreamEnd,
     ];
+    // Its patterns compiled once per configuration, not in every request's instance.
+    const PREINITIALISE: bool = true;
 
     fn check(config: &Config) -> Result<(), ConfigError> {
         config.check()

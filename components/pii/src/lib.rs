@@ -136,6 +136,8 @@ impl Policy for Pii {
         Phase::StreamChunk,
         Phase::StreamEnd,
     ];
+    // Its patterns compiled once per configuration, not in every request's instance.
+    const PREINITIALISE: bool = true;
 
     fn check(config: &Config) -> Result<(), ConfigError> {
         let mut names: Vec<&str> = Builtin::ALL.iter().map(|b| b.name()).collect();

@@ -72,10 +72,25 @@ pub trait Policy {
     /// The phases this policy implements.
     const PHASES: &'static [Phase];
 
+    /// Whether the host should pre-initialise this policy: run `validate-config` once per
+    /// configuration (which parses it and calls [`Policy::prepare`]) and start every request's
+    /// instance from a snapshot of the memory that left, instead of parsing the configuration
+    /// again in each request's fresh instance. Worth it when parsing or preparing costs more
+    /// than a few microseconds (patterns to compile, indexes to build). Requests stay isolated:
+    /// each starts from the same snapshot. Hosts that do not pre-initialise (older ones, the
+    /// edge) parse on first use as before.
+    const PREINITIALISE: bool = false;
+
     /// Checks beyond what deserialization checks (ranges, formats). Return the field path.
     fn check(_config: &Self::Config) -> Result<(), ConfigError> {
         Ok(())
     }
+
+    /// Work done once per configuration rather than per request: compile what the
+    /// configuration's patterns need, build lookup tables. Runs after [`Policy::check`] in
+    /// `validate-config`; with [`Policy::PREINITIALISE`], what it leaves in `config` (`OnceCell`s
+    /// filled) is in the snapshot every request starts from.
+    fn prepare(_config: &Self::Config) {}
 
     /// The client's request, before it goes upstream.
     fn on_request(_config: &Self::Config, _cx: &Context, _request: &Message) -> Verdict {
@@ -297,10 +312,6 @@ pub fn config_unreadable(name: &str, e: &ConfigError) -> Denial {
     }
 }
 
-/// Exports a [`Policy`] implementation as the component's `weir:policy/policy` interface.
-///
-/// The configuration is parsed once per instance (the host uses a fresh instance per request, so
-/// this is once per request, and only when a phase runs).
 /// Embeds the JSON Schema of the policy's configuration in the component, as the custom section
 /// `weir:config-schema`; the controller's policy catalogue shows it to operators and tools. The
 /// path is relative to the file that invokes the macro. `validate-config` stays the authority:
@@ -323,14 +334,23 @@ macro_rules! config_schema {
     };
 }
 
+/// The name of the custom section in which [`export_policy!`] records
+/// [`Policy::PREINITIALISE`] (one byte, 1 or 0).
+pub const PREINITIALISE_SECTION: &str = "weir:preinitialise";
+
 /// The configuration of each policy instance served by this component instance, parsed once.
 ///
 /// One component instance can serve several entries of a chain with different configurations
 /// (at the edge, every entry of the same policy component shares one instance), so parsed
 /// configurations are kept per policy instance (`context.instance()`), never in one global.
+/// The configuration `validate-config` parsed last is kept too ("prepared"): a host that
+/// snapshots the instance after `validate-config` (see [`Policy::PREINITIALISE`]) gives every
+/// request an instance in which the configuration is already parsed; it is used only for an
+/// instance whose configuration text is the same.
 #[doc(hidden)]
 pub struct ConfigCache<T> {
     entries: std::cell::RefCell<Vec<(String, std::rc::Rc<T>)>>,
+    prepared: std::cell::RefCell<Option<(String, std::rc::Rc<T>)>>,
 }
 
 impl<T> ConfigCache<T> {
@@ -338,7 +358,21 @@ impl<T> ConfigCache<T> {
     pub const fn new() -> Self {
         Self {
             entries: std::cell::RefCell::new(Vec::new()),
+            prepared: std::cell::RefCell::new(None),
         }
+    }
+
+    /// `validate-config`: parses and checks `json`, prepares it ([`Policy::prepare`]) and
+    /// keeps it as the prepared configuration.
+    #[doc(hidden)]
+    pub fn prepare<P: Policy<Config = T>>(&self, json: String) -> Result<(), ConfigError>
+    where
+        T: serde::de::DeserializeOwned,
+    {
+        let config = parse_config::<P>(&json)?;
+        P::prepare(&config);
+        *self.prepared.borrow_mut() = Some((json, std::rc::Rc::new(config)));
+        Ok(())
     }
 }
 
@@ -359,7 +393,15 @@ impl<T> ConfigCache<T> {
         if let Some((_, c)) = self.entries.borrow().iter().find(|(i, _)| *i == instance) {
             return Ok(c.clone());
         }
-        let parsed = std::rc::Rc::new(parse_config::<P>(&cx.config())?);
+        let text = cx.config();
+        let prepared = match self.prepared.borrow().as_ref() {
+            Some((t, c)) if *t == text => Some(c.clone()),
+            _ => None,
+        };
+        let parsed = match prepared {
+            Some(c) => c,
+            None => std::rc::Rc::new(parse_config::<P>(&text)?),
+        };
         self.entries.borrow_mut().push((instance, parsed.clone()));
         Ok(parsed)
     }
@@ -369,7 +411,8 @@ impl<T> ConfigCache<T> {
 ///
 /// The configuration is parsed once per policy instance and component instance (the host uses
 /// a fresh component instance per request, so this is once per request, and only when a phase
-/// runs).
+/// runs), unless the instance starts from a pre-initialised snapshot that already holds it
+/// (see [`Policy::PREINITIALISE`]).
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
@@ -384,6 +427,16 @@ macro_rules! export_policy {
             ::std::thread_local! {
                 static __CONFIGS: $crate::ConfigCache<__Config> = const { $crate::ConfigCache::new() };
             }
+
+            // Tells the host whether to pre-initialise (see `Policy::PREINITIALISE`).
+            #[allow(
+                unsafe_code,
+                reason = "link_section only names the custom section the byte goes to"
+            )]
+            #[unsafe(link_section = "weir:preinitialise")]
+            #[used]
+            static __WEIR_PREINITIALISE: [u8; 1] =
+                [<$policy as $crate::Policy>::PREINITIALISE as u8];
 
             #[doc(hidden)]
             fn __weir_config(
@@ -408,7 +461,7 @@ macro_rules! export_policy {
                 fn validate_config(
                     config: ::std::string::String,
                 ) -> ::core::result::Result<(), $crate::ConfigError> {
-                    $crate::parse_config::<$policy>(&config).map(|_| ())
+                    __CONFIGS.with(|c| c.prepare::<$policy>(config))
                 }
 
                 fn on_request(cx: &$crate::Context, request: &$crate::Message) -> $crate::Verdict {

@@ -26,11 +26,20 @@
 //!   and marks answers that carry a JSON-RPC result with `x-test-rpc: result`;
 //! - `metrics`: counts requests (`test_requests`) and observes latencies
 //!   (`test_latency_seconds`);
-//! - `count`: counts requests in kv (`count`) and reports the count in `x-test-count`.
+//! - `count`: counts requests in kv (`count`) and reports the count in `x-test-count`;
+//! - `carry`: tries to carry data from one request to the next (a static counter, a
+//!   thread-local, a leaked heap block, the stack pointer global, the memory size, the resource
+//!   table's handle numbers) and refuses with `isolation_breach` if it finds any; reports in
+//!   `x-test-carry` what a fresh instance must show identically in every request (addresses,
+//!   pages, handle) and whether the instance started from a pre-initialised snapshot
+//!   (`prepared=1`: the component sets `PREINITIALISE`, and `prepare` leaves a mark only
+//!   `validate-config` can leave); on-response reports the counter again (`x-test-carry-calls`:
+//!   2, the request's own instance sees its own data).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
 use serde::Deserialize;
 use weir_policy_sdk::serde_json;
@@ -95,13 +104,23 @@ pub enum Mode {
     McpFilter,
     Metrics,
     Count,
+    Carry,
 }
 
 static LAST_REQUEST: Mutex<Option<String>> = Mutex::new(None);
 
+/// What a `carry` instance counts and leaves behind (see `carry`).
+static CARRY_CALLS: AtomicU32 = AtomicU32::new(0);
+static CARRY_LEAK: AtomicPtr<String> = AtomicPtr::new(std::ptr::null_mut());
+/// Set by `prepare`, which only `validate-config` runs: true in a request only when its
+/// instance started from a snapshot taken after `validate-config`.
+static PREPARED: AtomicBool = AtomicBool::new(false);
+
 thread_local! {
     /// Text a `rewrite` instance holds back, by instance.
     static HELD: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+    /// The request a `carry` instance served, as a thread-local.
+    static CARRY_TLS: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 #[derive(Debug)]
@@ -118,6 +137,11 @@ impl Policy for TestPolicy {
         Phase::StreamEnd,
         Phase::Complete,
     ];
+    const PREINITIALISE: bool = true;
+
+    fn prepare(_config: &Config) {
+        PREPARED.store(true, Ordering::Relaxed);
+    }
 
     #[expect(clippy::panic, reason = "trapping is this test policy's job")]
     fn on_request(config: &Config, cx: &Context, request: &Message) -> Verdict {
@@ -159,6 +183,7 @@ impl Policy for TestPolicy {
                 metrics::counter_add("test_requests", 1, &[("mode".into(), "metrics".into())]);
                 Verdict::proceed()
             }
+            Mode::Carry => carry(cx),
             Mode::Count => {
                 let n = kv::increment("count", 1, None).map_or(-1, |n| n);
                 cx.set_attribute(&format!("{}.count", cx.instance()), &n.to_string());
@@ -184,6 +209,10 @@ impl Policy for TestPolicy {
                 Verdict::edit(edits)
             }
             Mode::Vector => vector_store(config, cx, response),
+            Mode::Carry => {
+                let calls = CARRY_CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+                Verdict::edit(Edits::none().set_header("x-test-carry-calls", calls.to_string()))
+            }
             Mode::McpFilter => {
                 let result = response.rpc().iter().any(|m| m.result.is_some());
                 Verdict::edit(
@@ -299,6 +328,48 @@ fn probe(cx: &Context, request: &Message) -> Verdict {
     // Touch the body so that a per-request instance really copies it into guest memory.
     let body_len = request.body().len();
     Verdict::edit(Edits::none().set_header("x-weir-probe", format!("{id};{body_len}")))
+}
+
+fn carry(cx: &Context) -> Verdict {
+    let id = cx.request_id();
+    let breach = |what: &str, previous: &str| {
+        Verdict::deny(
+            500,
+            "isolation_breach",
+            format!("{what} still holds data of an earlier request: {previous}"),
+        )
+    };
+    let calls = CARRY_CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+    if calls != 1 {
+        return breach("a static", &format!("{} calls", calls - 1));
+    }
+    if let Some(previous) = CARRY_TLS.with(|t| t.replace(Some(id.clone()))) {
+        return breach("a thread-local", &previous);
+    }
+    let leaked = CARRY_LEAK.swap(Box::into_raw(Box::new(id)), Ordering::Relaxed);
+    if !leaked.is_null() {
+        // SAFETY: the only pointers ever stored are from `Box::into_raw` of a `String`.
+        #[expect(
+            unsafe_code,
+            reason = "reading the block an earlier call leaked on purpose"
+        )]
+        let previous = unsafe { &*leaked };
+        return breach("the heap", previous);
+    }
+    // Identical in every request on a fresh instance: where the allocator puts a new block
+    // (the heap's state), where the stack is (the stack-pointer global), the memory's size
+    // and the number the resource table gives this request's context handle.
+    let block = std::hint::black_box(vec![0u8; 4096]);
+    let local = std::hint::black_box(0u64);
+    let report = format!(
+        "prepared={};heap={:x};stack={:x};pages={};handle={}",
+        u8::from(PREPARED.load(Ordering::Relaxed)),
+        block.as_ptr() as usize,
+        &raw const local as usize,
+        core::arch::wasm32::memory_size(0),
+        cx.handle(),
+    );
+    Verdict::edit(Edits::none().set_header("x-test-carry", report))
 }
 
 fn fetch(url: &str) -> Verdict {

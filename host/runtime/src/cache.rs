@@ -14,10 +14,21 @@ pub(crate) fn compile(
     dir: Option<&Path>,
     bytes: &[u8],
 ) -> wasmtime::Result<(Component, bool)> {
+    compile_keyed(engine, dir, &Sha256::digest(bytes), || Ok(bytes.to_vec()))
+}
+
+/// Loads the artefact stored under `key` (a digest naming what `build` makes) by an identical
+/// engine, or compiles what `build` returns and stores it.
+pub(crate) fn compile_keyed(
+    engine: &Engine,
+    dir: Option<&Path>,
+    key: &[u8],
+    build: impl FnOnce() -> wasmtime::Result<Vec<u8>>,
+) -> wasmtime::Result<(Component, bool)> {
     let Some(dir) = dir else {
-        return Ok((Component::new(engine, bytes)?, false));
+        return Ok((Component::new(engine, build()?)?, false));
     };
-    let path = artefact_path(engine, dir, bytes);
+    let path = artefact_path(engine, dir, key);
     if path.exists() {
         // SAFETY: the file was written by `Component::serialize` of an engine with the same
         // compatibility hash (part of the file name), into a directory only weir writes; wasmtime
@@ -31,18 +42,17 @@ pub(crate) fn compile(
             }
         }
     }
-    let component = Component::new(engine, bytes)?;
+    let component = Component::new(engine, build()?)?;
     if let Err(e) = store(&component, dir, &path) {
         tracing::warn!(dir = %dir.display(), error = %e, "could not write the component cache");
     }
     Ok((component, false))
 }
 
-fn artefact_path(engine: &Engine, dir: &Path, bytes: &[u8]) -> PathBuf {
+fn artefact_path(engine: &Engine, dir: &Path, key: &[u8]) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
-    let digest = hex::encode(Sha256::digest(bytes));
-    dir.join(format!("{digest}-{:016x}.cwasm", h.finish()))
+    dir.join(format!("{}-{:016x}.cwasm", hex::encode(key), h.finish()))
 }
 
 fn store(component: &Component, dir: &Path, path: &Path) -> anyhow_like::Result<()> {

@@ -1,7 +1,7 @@
 //! One request's policy instances: [`ChainRun`] makes the single policy calls weir-core's loop
 //! asks for ([`weir_core::Chain`]), on components of either contract version.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use wasmtime::Store;
 
@@ -19,6 +19,7 @@ use crate::error::{PolicyError, PolicyFailure};
 use crate::exports::call;
 use crate::imports::ContextRep;
 use crate::imports::{SlotState, StoreData};
+use crate::preinit::Variant;
 
 /// One configured policy instance of a chain.
 #[derive(Debug, Clone)]
@@ -43,8 +44,11 @@ pub struct SlotSpec {
 /// A configured chain: the policies of a provider, then those of a proxy.
 #[derive(Debug)]
 pub struct ChainSpec {
-    slots: Vec<(Arc<Policy>, Arc<SlotState>)>,
+    slots: Vec<(Arc<Policy>, Arc<SlotState>, Prepared)>,
 }
+
+/// An entry's pre-initialised snapshot, once made (see `preinit.rs`).
+type Prepared = Arc<OnceLock<Arc<Variant>>>;
 
 impl ChainSpec {
     pub fn new(slots: Vec<SlotSpec>) -> Self {
@@ -62,7 +66,7 @@ impl ChainSpec {
                         allow_hosts: s.allow_hosts,
                         credential: s.credential,
                     };
-                    (s.policy, Arc::new(state))
+                    (s.policy, Arc::new(state), Prepared::default())
                 })
                 .collect(),
         }
@@ -74,7 +78,7 @@ impl ChainSpec {
         let slots: Vec<_> = self
             .slots
             .iter()
-            .filter(|(p, _)| p.name() == name)
+            .filter(|(p, _, _)| p.name() == name)
             .cloned()
             .collect();
         (!slots.is_empty()).then_some(ChainSpec { slots })
@@ -84,15 +88,67 @@ impl ChainSpec {
     pub fn entry(&self, name: &str) -> Option<(Arc<Policy>, String)> {
         self.slots
             .iter()
-            .find(|(p, _)| p.name() == name)
-            .map(|(p, s)| (p.clone(), s.config.clone()))
+            .find(|(p, _, _)| p.name() == name)
+            .map(|(p, s, _)| (p.clone(), s.config.clone()))
     }
 
     /// Whether any policy takes part in `phase`.
     pub fn has_phase(&self, phase: Phase) -> bool {
         self.slots
             .iter()
-            .any(|(p, _)| p.info().phases.contains(&phase))
+            .any(|(p, _, _)| p.info().phases.contains(&phase))
+    }
+
+    /// Pre-initialises the entries whose component asks for it (`Policy::preinitialises`):
+    /// from then on their instances start from a snapshot with the configuration already
+    /// parsed and prepared. Blocking (it compiles, about as long as loading the component, or
+    /// loads the snapshot from the disk cache): run it off the request path. Entries not done
+    /// yet, or whose pre-initialisation failed (logged), parse their configuration in each
+    /// request as before. Returns how many entries start from a snapshot.
+    pub fn preinitialise(&self) -> usize {
+        let mut ready = 0;
+        for (policy, slot, prepared) in &self.slots {
+            if prepared.get().is_some() {
+                ready += 1;
+                continue;
+            }
+            if !policy.preinitialises() {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                policy
+                    .snapshots
+                    .get(policy.runtime(), policy.name(), &slot.config)
+            }));
+            match made {
+                Ok(Ok(Some((variant, cached)))) => {
+                    let _ = prepared.set(variant);
+                    ready += 1;
+                    tracing::info!(policy = policy.name(), instance = %slot.instance, cached, elapsed_ms = started.elapsed().as_millis() as u64, "pre-initialised policy instance");
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(policy = policy.name(), instance = %slot.instance, error = %e, "could not pre-initialise the policy instance: its requests parse the configuration each time");
+                }
+                Err(_) => {
+                    tracing::warn!(policy = policy.name(), instance = %slot.instance, "pre-initialising the policy instance panicked: its requests parse the configuration each time");
+                }
+            }
+        }
+        ready
+    }
+
+    /// Whether an entry's component asks to be pre-initialised and is not yet.
+    pub fn wants_preinitialisation(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|(p, _, prepared)| p.preinitialises() && prepared.get().is_none())
+    }
+
+    /// Whether entry `i` starts its instances from a pre-initialised snapshot.
+    pub fn is_preinitialised(&self, i: usize) -> bool {
+        self.slots.get(i).is_some_and(|(_, _, p)| p.get().is_some())
     }
 
     pub fn len(&self) -> usize {
@@ -108,6 +164,8 @@ struct Live {
     store: Store<StoreData>,
     instance: Instance,
     version: ContractVersion,
+    /// What the instance was made from (its export indices).
+    variant: Arc<Variant>,
 }
 
 /// One request's run through a chain. Instances are created on first use and live until the
@@ -152,7 +210,7 @@ impl ChainRun {
     }
 
     fn error(&self, i: usize, phase: Phase, failure: PolicyFailure) -> PolicyFault {
-        let (policy, slot) = &self.spec.slots[i];
+        let (policy, slot, _) = &self.spec.slots[i];
         PolicyError {
             policy: policy.name().to_owned(),
             instance: slot.instance.clone(),
@@ -171,18 +229,20 @@ impl ChainRun {
             ));
         }
         if self.live[i].is_none() {
-            let (policy, slot) = &self.spec.slots[i];
+            let (policy, slot, prepared) = &self.spec.slots[i];
+            let variant = prepared.get().unwrap_or(&policy.base).clone();
             let mut store = policy
                 .runtime()
                 .new_store(slot.clone(), self.request.clone());
             let version = policy.contract();
             let meter = store.data().meter.clone();
-            match meter.run(policy.pre.instantiate_bare(&mut store)).await {
+            match meter.run(variant.pre.instantiate_bare(&mut store)).await {
                 Ok(instance) => {
                     self.live[i] = Some(Live {
                         store,
                         instance,
                         version,
+                        variant,
                     });
                 }
                 Err(e) => {
@@ -238,12 +298,6 @@ impl ChainRun {
         phase: Phase,
         message: &mut MessageView,
     ) -> Result<Verdict, PolicyFault> {
-        let exports = &self.spec.slots[i].0.exports;
-        let index = match phase {
-            Phase::Request => exports.on_request,
-            _ => exports.on_response,
-        };
-        let index = &index;
         let shared = Arc::new(std::mem::take(message));
         let live = match self.live(i, phase).await {
             Ok(l) => l,
@@ -252,6 +306,11 @@ impl ChainRun {
                 return Err(e);
             }
         };
+        let index = match phase {
+            Phase::Request => live.variant.exports.on_request,
+            _ => live.variant.exports.on_response,
+        };
+        let index = &index;
         live.store.data_mut().message = Some(shared.clone());
         let result = async {
             let data = live.store.data_mut();
@@ -332,8 +391,8 @@ impl weir_core::Chain for ChainRun {
         event: &StreamEvent,
     ) -> Result<ChunkVerdict, PolicyFault> {
         let phase = Phase::StreamChunk;
-        let index = self.spec.slots[i].0.exports.on_stream_chunk;
         let live = self.live(i, phase).await?;
+        let index = live.variant.exports.on_stream_chunk;
         let result = async {
             let cx: Resource<ContextRep> = live.store.data_mut().context()?;
             Ok::<_, wasmtime::Error>(match live.version {
@@ -361,10 +420,13 @@ impl weir_core::Chain for ChainRun {
     async fn on_stream_end(&mut self, i: usize) -> Result<ChunkVerdict, PolicyFault> {
         let phase = Phase::StreamEnd;
         // 0.1 has no such phase (and never declares it).
-        let Some(index) = self.spec.slots[i].0.exports.on_stream_end else {
+        if self.spec.slots[i].0.base.exports.on_stream_end.is_none() {
+            return Ok(ChunkVerdict::Pass);
+        }
+        let live = self.live(i, phase).await?;
+        let Some(index) = live.variant.exports.on_stream_end else {
             return Ok(ChunkVerdict::Pass);
         };
-        let live = self.live(i, phase).await?;
         let result = async {
             let cx: Resource<ContextRep> = live.store.data_mut().context()?;
             let (v,): (v0_2::types::ChunkVerdict,) =
@@ -377,8 +439,8 @@ impl weir_core::Chain for ChainRun {
 
     async fn on_complete(&mut self, i: usize, info: &CompletionInfo) -> Result<(), PolicyFault> {
         let phase = Phase::Complete;
-        let index = self.spec.slots[i].0.exports.on_complete;
         let live = self.live(i, phase).await?;
+        let index = live.variant.exports.on_complete;
         let result = async {
             let cx: Resource<ContextRep> = live.store.data_mut().context()?;
             match live.version {

@@ -251,27 +251,20 @@ impl Runtime {
             name: name.into(),
             source,
         };
-        let instance_pre = self
-            .shared
-            .linker
-            .instantiate_pre(&component)
-            .map_err(world)?;
-        let pre = match version {
-            ContractVersion::V0_2 => {
-                Pre::V0_2(v0_2::PolicyComponentPre::new(instance_pre).map_err(world)?)
-            }
-            ContractVersion::V0_1 => {
-                Pre::V0_1(v0_1::PolicyComponentPre::new(instance_pre).map_err(world)?)
-            }
-        };
-        let exports = crate::exports::ExportIndices::new(&component, version).map_err(world)?;
+        let base = Arc::new(self.variant(&component, version).map_err(world)?);
+        // Only components of the 0.2 SDK (which keeps what validate-config prepared) ask.
+        let preinitialise = version == ContractVersion::V0_2
+            && crate::preinit::wanted(bytes).map_err(|message| LoadError::ConfigSchema {
+                name: name.into(),
+                message,
+            })?;
         let mut policy = Policy {
             cached,
             version,
-            exports,
             name: name.into(),
             runtime: self.clone(),
-            pre,
+            base,
+            snapshots: crate::preinit::Snapshots::new(preinitialise.then_some(bytes)),
             config_schema,
             info: PolicyInfo {
                 name: name.into(),
@@ -288,6 +281,29 @@ impl Runtime {
         tracing::info!(policy = name, version = %info.version, contract = version.as_str(), cached, elapsed_ms = started.elapsed().as_millis() as u64, "loaded policy component");
         policy.info = info;
         Ok(Arc::new(policy))
+    }
+
+    /// A component linked and pre-instantiated, with the indices of its policy exports.
+    pub(crate) fn variant(
+        &self,
+        component: &wasmtime::component::Component,
+        version: ContractVersion,
+    ) -> wasmtime::Result<crate::preinit::Variant> {
+        let instance_pre = self.shared.linker.instantiate_pre(component)?;
+        let pre = match version {
+            ContractVersion::V0_2 => Pre::V0_2(v0_2::PolicyComponentPre::new(instance_pre)?),
+            ContractVersion::V0_1 => Pre::V0_1(v0_1::PolicyComponentPre::new(instance_pre)?),
+        };
+        let exports = crate::exports::ExportIndices::new(component, version)?;
+        Ok(crate::preinit::Variant { pre, exports })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<StoreData> {
+        &self.shared.linker
     }
 
     /// A fresh store for one policy instance of one request.
@@ -356,10 +372,12 @@ fn contract_version(
 pub struct Policy {
     cached: bool,
     version: ContractVersion,
-    pub(crate) exports: crate::exports::ExportIndices,
     name: String,
     runtime: Runtime,
-    pub(crate) pre: Pre,
+    /// The component as loaded.
+    pub(crate) base: Arc<crate::preinit::Variant>,
+    /// Its pre-initialised snapshots, by configuration (when the component asks for them).
+    pub(crate) snapshots: crate::preinit::Snapshots,
     info: PolicyInfo,
     config_schema: Option<Arc<serde_json::Value>>,
 }
@@ -394,6 +412,12 @@ impl Policy {
         self.cached
     }
 
+    /// Whether the component asks to be pre-initialised once per configuration (the custom
+    /// section `weir:preinitialise`, from the SDK's `Policy::PREINITIALISE`).
+    pub fn preinitialises(&self) -> bool {
+        self.snapshots.wanted()
+    }
+
     /// The name the policy was loaded under.
     pub fn name(&self) -> &str {
         &self.name
@@ -409,6 +433,7 @@ impl Policy {
         let request = Arc::new(std::sync::Mutex::new(RequestState::detached()));
         let mut store = self.runtime.new_store(slot, request);
         let instance = self
+            .base
             .pre
             .instantiate(&mut store)
             .await

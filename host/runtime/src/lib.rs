@@ -12,7 +12,9 @@
 //! **Isolation.** Each request gets a fresh instance of each policy it uses (one `Store` per
 //! policy per request, created from the pre-instantiated component out of the pooling
 //! allocator's slots), kept for the phases of that request and dropped at its end, so no guest
-//! memory or context outlives a request. Each call runs under an epoch deadline (time per call) and a
+//! memory or context outlives a request. A component that asks for it is pre-initialised once
+//! per configuration (`preinit.rs`): its instances then start from a snapshot taken after
+//! `validate-config`, identical for every request. Each call runs under an epoch deadline (time per call) and a
 //! memory limit; a trap, a loop or a memory bomb fails that request with a [`PolicyError`]
 //! naming the policy, and the runtime stays healthy.
 //!
@@ -37,6 +39,7 @@ mod exports;
 mod imports;
 mod imports_v0_1;
 mod meter;
+mod preinit;
 pub mod schema;
 
 pub use chain::{ChainRun, ChainSpec, SlotSpec};

@@ -10,19 +10,28 @@ pub const SECTION: &str = "weir:config-schema";
 /// The schema embedded in `bytes`, if any. An embedded section that is not a JSON object is an
 /// error naming the section.
 pub fn config_schema(bytes: &[u8]) -> Result<Option<serde_json::Value>, String> {
+    let Some(data) = custom_section(bytes, SECTION)? else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = serde_json::from_slice(data)
+        .map_err(|e| format!("custom section `{SECTION}` is not valid JSON: {e}"))?;
+    if !value.is_object() {
+        return Err(format!(
+            "custom section `{SECTION}` must hold a JSON Schema object"
+        ));
+    }
+    Ok(Some(value))
+}
+
+/// The contents of the first custom section called `name`, in the component or one of its
+/// core modules.
+pub(crate) fn custom_section<'a>(bytes: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, String> {
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| format!("reading the component: {e}"))?;
         if let wasmparser::Payload::CustomSection(section) = payload
-            && section.name() == SECTION
+            && section.name() == name
         {
-            let value: serde_json::Value = serde_json::from_slice(section.data())
-                .map_err(|e| format!("custom section `{SECTION}` is not valid JSON: {e}"))?;
-            if !value.is_object() {
-                return Err(format!(
-                    "custom section `{SECTION}` must hold a JSON Schema object"
-                ));
-            }
-            return Ok(Some(value));
+            return Ok(Some(section.data()));
         }
     }
     Ok(None)

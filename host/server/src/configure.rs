@@ -518,6 +518,46 @@ impl State {
     }
 }
 
+impl State {
+    /// The chains with entries whose component asks to be pre-initialised (see
+    /// `weir_runtime::ChainSpec::preinitialise`) and are not yet.
+    fn to_preinitialise(&self) -> Vec<Arc<ChainSpec>> {
+        self.routes
+            .iter()
+            .map(|r| r.chain.clone())
+            .filter(|c| c.wants_preinitialisation())
+            .collect()
+    }
+
+    /// Pre-initialises those entries (at start: the first requests are served by them).
+    pub async fn preinitialise(&self) {
+        let chains = self.to_preinitialise();
+        if chains.is_empty() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for chain in chains {
+                chain.preinitialise();
+            }
+        })
+        .await;
+    }
+
+    /// Pre-initialises those entries in a blocking task (after a change: the configuration is
+    /// served at once, each entry's requests parse its configuration until it is ready).
+    pub fn preinitialise_in_background(&self) {
+        let chains = self.to_preinitialise();
+        if chains.is_empty() {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            for chain in chains {
+                chain.preinitialise();
+            }
+        });
+    }
+}
+
 /// The credential an MCP proxy sends `server`, from its `api-key-env`.
 fn mcp_credential(
     proxy: &str,

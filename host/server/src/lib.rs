@@ -68,6 +68,7 @@ impl Gateway {
         let shared = Arc::new(configure::Shared::new(&config, &options).await?);
         let state = configure::State::build(config, shared.clone()).await?;
         shared.upstreams.store(state.upstreams.clone());
+        state.preinitialise().await;
         Ok(Self {
             shared,
             current: Arc::new(arc_swap::ArcSwap::from_pointee(state)),
@@ -118,6 +119,7 @@ impl Gateway {
     /// Serves a prepared configuration from the next request on.
     pub fn commit(&self, prepared: Prepared) {
         self.shared.upstreams.store(prepared.0.upstreams.clone());
+        prepared.0.preinitialise_in_background();
         self.current.store(Arc::new(prepared.0));
     }
 

@@ -455,3 +455,82 @@ async fn waiting_for_the_host_does_not_count_against_the_time_limit() {
     assert!(out.is_ok(), "{out:?}");
     assert!(started.elapsed() >= Duration::from_millis(80));
 }
+
+/// One request through a chain of `test-policy` in `carry` mode: what its on-request reported
+/// (`x-test-carry`) and what its on-response saw of the request's own instance.
+async fn carry(spec: &Arc<ChainSpec>, id: &str) -> (String, String) {
+    let mut run = ChainRun::new(spec.clone(), state(id));
+    let msg = match on_request(&mut run, request("k")).await.unwrap() {
+        Ok(msg) => msg,
+        Err(other) => panic!("request {id}: {other:?}"),
+    };
+    let report = msg.header("x-test-carry").unwrap().to_owned();
+    let mut response = MessageView {
+        status: 200,
+        body: bytes::Bytes::from_static(b"{}"),
+        ..MessageView::default()
+    };
+    let stop = chain::response_phase(&mut run, &mut response, 1)
+        .await
+        .unwrap();
+    assert!(stop.is_none(), "request {id}: {stop:?}");
+    let calls = response.header("x-test-carry-calls").unwrap().to_owned();
+    (report, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preinitialised_instances_carry_nothing_from_one_request_to_the_next() {
+    let rt = runtime();
+    let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::new(1000));
+    let spec = chain(
+        &rt,
+        &kv,
+        &[
+            (
+                "test-policy",
+                weir_policies::TEST_POLICY,
+                r#"{"mode":"carry"}"#,
+            ),
+            (
+                "test-policy",
+                weir_policies::TEST_POLICY,
+                r#"{"mode":"probe"}"#,
+            ),
+        ],
+    );
+    // Before pre-initialisation: fresh instances of the component as loaded.
+    let (plain, _) = carry(&spec, "plain").await;
+    assert!(plain.starts_with("prepared=0;"), "{plain}");
+    assert!(!spec.is_preinitialised(0));
+
+    let ready = {
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || spec.preinitialise())
+            .await
+            .unwrap()
+    };
+    assert_eq!(ready, 2);
+    assert!(spec.is_preinitialised(0) && spec.is_preinitialised(1));
+
+    // Every request starts from the snapshot (prepared=1: only validate-config leaves that
+    // mark), finds nothing an earlier one left (statics, thread-locals, a leaked heap block:
+    // `isolation_breach` otherwise), and sees the same heap, stack, memory size and handle
+    // numbers; its own instance keeps its data between its phases (2 calls in on-response).
+    let (first, calls) = carry(&spec, "req-0").await;
+    assert!(first.starts_with("prepared=1;"), "{first}");
+    assert_eq!(calls, "2");
+    for i in 1..100 {
+        assert_eq!(
+            carry(&spec, &format!("req-{i}")).await,
+            (first.clone(), "2".into())
+        );
+    }
+    // Concurrent requests too (instances in different pool slots at once).
+    let many = (0..32).map(|i| {
+        let spec = spec.clone();
+        tokio::spawn(async move { carry(&spec, &format!("conc-{i}")).await })
+    });
+    for r in futures::future::join_all(many).await {
+        assert_eq!(r.unwrap(), (first.clone(), "2".into()));
+    }
+}
