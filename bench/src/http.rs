@@ -18,6 +18,7 @@ use crate::load::{self, HttpClient, Results, Target};
 use crate::table::{Table, percentile, us_int};
 
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "http-options")]
 pub struct Options {
     /// Part B: concurrent connections of the closed-loop runs.
     #[arg(long, default_value_t = 32)]

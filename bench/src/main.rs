@@ -201,3 +201,14 @@ fn main() -> anyhow::Result<()> {
         .build()?
         .block_on(Box::pin(run(cli.command)))
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (a debug build of `weir-bench all` once panicked on two
+    /// flattened argument groups with the same id).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -23,6 +23,7 @@ use weir_state::{KvStore, MemoryStore, Namespaced};
 use crate::table::{Table, mean, percentile, us, us_int};
 
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "policies-options")]
 pub struct Options {
     /// Part A: measured requests per chain.
     #[arg(long, default_value_t = 20_000)]
@@ -43,6 +44,10 @@ pub struct Options {
     /// free port for the run. Keys are prefixed `weir-bench:`.
     #[arg(long)]
     pub redis: Option<String>,
+    /// Part A: measure only the chains whose label contains this text (e.g. `noop`, to profile
+    /// one chain with `perf record`).
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 /// A `redis-server` started for the run (stopped when dropped).
@@ -500,7 +505,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         "lazy dog of jane@example.com",
         1,
     ));
+    let chosen = |label: &str| options.only.as_deref().is_none_or(|o| label.contains(o));
     for (c, case) in CASES.iter().enumerate() {
+        if !chosen(case.label) {
+            continue;
+        }
         let body = if case.stream_events > 0 {
             &stream_body
         } else {
@@ -508,7 +517,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         };
         measure_case(c, case, case.label, &kv, &loaded, options, body, &mut table).await?;
     }
-    mcp_guard(&kv, &loaded, options, &mut table).await?;
+    if chosen("mcp-guard") {
+        mcp_guard(&kv, &loaded, options, &mut table).await?;
+    }
     if let Some(url) = &options.redis {
         let (url, _local) = redis_url(url)?;
         crate::progress(&format!(

@@ -12,6 +12,7 @@ use weir_llm::translate::{self, StreamDecoder, Target};
 use crate::table::{Table, percentile, us_int};
 
 #[derive(clap::Args, Debug, Clone)]
+#[group(id = "translate-options")]
 pub struct Options {
     /// Measured samples per dialect and step.
     #[arg(long, default_value_t = 20_000)]

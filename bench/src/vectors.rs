@@ -15,6 +15,7 @@ use weir_core::vectors::VectorIndex;
 use crate::table::{Table, percentile, us_int};
 
 #[derive(clap::Args, Debug, Clone)]
+#[group(id = "vectors-options")]
 pub struct Options {
     /// Part D: index sizes measured.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000])]
