@@ -48,6 +48,10 @@ pub struct Options {
     /// one chain with `perf record`).
     #[arg(long)]
     pub only: Option<String>,
+    /// Part A: do not pre-initialise the components that ask for it (measures what each
+    /// request costs when it parses and prepares the configuration itself, as before).
+    #[arg(long)]
+    pub no_preinitialise: bool,
 }
 
 /// A `redis-server` started for the run (stopped when dropped).
@@ -554,6 +558,22 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         "One sample = `ChainRun::new` + on-request (+ on-complete) + drop: a fresh instance of each policy from \
          the pooling allocator, its calls, and its return to the pool. Components are compiled once, before.",
     );
+    let preinitialised: Vec<&str> = loaded
+        .iter()
+        .filter(|(_, p, _)| p.preinitialises())
+        .map(|(n, _, _)| *n)
+        .collect();
+    table.note(if options.no_preinitialise {
+        format!(
+            "`--no-preinitialise`: every instance parses and prepares its configuration (those that ask for a snapshot: {}).",
+            preinitialised.join(", ")
+        )
+    } else {
+        format!(
+            "Instances of {} start from a snapshot pre-initialised with their configuration (the others parse it in each request).",
+            preinitialised.join(", ")
+        )
+    });
     table.note("Request: the ~2 KB chat completion of part B with `Authorization: Bearer <key>` (5 headers).");
     Ok(table)
 }
@@ -590,7 +610,7 @@ async fn measure_case(
     }
     let spec = Arc::new(ChainSpec::new(slots));
     // As the server does before serving: entries that ask for it start from a snapshot.
-    if spec.wants_preinitialisation() {
+    if spec.wants_preinitialisation() && !options.no_preinitialise {
         let s = spec.clone();
         tokio::task::spawn_blocking(move || s.preinitialise()).await?;
     }

@@ -354,6 +354,44 @@ impl std::hash::Hasher for Fnv {
 
 type FnvMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
+/// A built-in phrase: its text, its list (0: weighted, 1: known attack, 2: translation) and
+/// its weight.
+type Phrase = (&'static str, u8, f64);
+
+/// The built-in phrases by their first word, built once per instance (and, pre-initialised,
+/// once per configuration: see [`prepare`]).
+fn phrase_index() -> &'static FnvMap<&'static str, Vec<Phrase>> {
+    static INDEX: std::sync::OnceLock<FnvMap<&'static str, Vec<Phrase>>> =
+        std::sync::OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut index: FnvMap<&str, Vec<Phrase>> = FnvMap::with_capacity_and_hasher(
+            PHRASES.len() + KNOWN.len() + FOREIGN.len(),
+            Default::default(),
+        );
+        for (phrase, w) in PHRASES {
+            index
+                .entry(first_word(phrase))
+                .or_default()
+                .push((phrase, 0, *w));
+        }
+        let lists: [(&[&str], u8); 2] = [(KNOWN, 1), (FOREIGN, 2)];
+        for (list, kind) in lists {
+            for phrase in list {
+                index
+                    .entry(first_word(phrase))
+                    .or_default()
+                    .push((phrase, kind, 0.85));
+            }
+        }
+        index
+    })
+}
+
+/// Builds what the heuristics use on every text, so that a pre-initialised instance holds it.
+pub fn prepare() {
+    phrase_index();
+}
+
 fn first_word(phrase: &str) -> &str {
     phrase.split(' ').next().unwrap_or(phrase)
 }
@@ -601,25 +639,7 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
     let padded = format!(" {norm} ");
     // Every fixed phrase (weighted, known attacks, translations) in one pass over the words:
     // the phrases are indexed by their first word.
-    let mut index: FnvMap<&str, Vec<(&str, u8, f64)>> = FnvMap::with_capacity_and_hasher(
-        PHRASES.len() + KNOWN.len() + FOREIGN.len(),
-        Default::default(),
-    );
-    let lists: [(&[&str], u8); 2] = [(KNOWN, 1), (FOREIGN, 2)];
-    for (phrase, w) in PHRASES {
-        index
-            .entry(first_word(phrase))
-            .or_default()
-            .push((phrase, 0, *w));
-    }
-    for (list, kind) in lists {
-        for phrase in list {
-            index
-                .entry(first_word(phrase))
-                .or_default()
-                .push((phrase, kind, 0.85));
-        }
-    }
+    let index = phrase_index();
     let mut phrases = 0.0f64;
     let (mut known_hit, mut foreign_hit) = (false, false);
     let mut hit: Vec<&str> = Vec::new();

@@ -316,6 +316,12 @@ impl Policy for Guardrail {
         config.check()
     }
 
+    fn prepare(config: &Config) {
+        if config.rules.iter().any(|r| r.kind == Kind::Injection) {
+            injection::prepare();
+        }
+    }
+
     fn on_request(config: &Config, cx: &Context, request: &Message) -> Verdict {
         let messages = request.chat_messages();
         if config

@@ -180,6 +180,11 @@ impl Runtime {
             .memory_reservation(options.memory_limit_bytes as u64)
             .memory_guard_size(32 << 20)
             .memory_reservation_for_growth(0);
+        // `WEIR_PROFILE_WASM=perfmap`: writes /tmp/perf-<pid>.map so that `perf report` names
+        // the policies' compiled functions (profiling a policy; not for production).
+        if std::env::var("WEIR_PROFILE_WASM").is_ok_and(|v| v == "perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(LoadError::Engine)?;
 
         let mut linker = Linker::new(&engine);
