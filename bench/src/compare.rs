@@ -10,12 +10,15 @@
 //! that row's throughput (p50, p99, time to first byte). The mock alone is also run open-loop at
 //! the full pipeline's rate, for the latency the pipeline adds. Every answer must be a 200 (a
 //! stream: its 32 events and `[DONE]`); the probes before the runs check that each row measures
-//! what it says (`x-weir-cache: miss` / `hit`).
+//! what it says (`x-weir-cache: miss` / `hit`). Last, `weir`'s start-up with its embedded
+//! default configuration (every bundled component): time to accept connections with an empty
+//! and then a warm compiled-component cache, and its resident memory when idle.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use hyper::header::HeaderValue;
 
 use crate::http::{Child, Load, Scratch, binary, cpu_ticks, free_port};
@@ -460,7 +463,86 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     drop(weir);
     drop(nginx);
     drop(mock);
+    let start = startup(&weir_bin, &scratch.0).await?;
+    table.note(format!(
+        "Start-up of `weir` with its embedded default configuration (every bundled component): {:.0} ms to \
+         accept connections with an empty compiled-component cache, then {} ms with it warm (runs: {}; target \
+         ≤ 200 ms: {}); idle RSS {:.1} MB a second after start (target ≤ 50 MB: {}).",
+        start.cold_ms,
+        start.warm_ms.iter().map(|m| format!("{m:.0}")).collect::<Vec<_>>().join(", "),
+        start.warm_ms.len(),
+        verdict(start.warm_ms.iter().all(|m| *m <= 200.0)),
+        start.idle_rss_mb,
+        verdict(start.idle_rss_mb <= 50.0),
+    ));
     Ok((table, errors))
+}
+
+/// Cold start and idle memory of `weir`.
+struct Startup {
+    cold_ms: f64,
+    warm_ms: Vec<f64>,
+    idle_rss_mb: f64,
+}
+
+/// Starts `weir` with its embedded default configuration four times on one data directory
+/// (the first compiles every component into the cache) and times each until it accepts
+/// connections; measures the last one's resident memory after a second of idleness.
+async fn startup(weir_bin: &std::path::Path, scratch: &std::path::Path) -> anyhow::Result<Startup> {
+    let data = scratch.join("startup-data");
+    let mut times = Vec::new();
+    let mut idle_rss_mb = 0.0;
+    for run in 0..4 {
+        crate::progress(&format!("part E: start-up of weir, run {} of 4", run + 1));
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let started = std::time::Instant::now();
+        let mut weir = Child::spawn(
+            "weir",
+            weir_bin,
+            &[
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--listen".into(),
+                addr.to_string(),
+            ],
+            scratch,
+        )?;
+        loop {
+            if let Some(status) = weir.process.try_wait()? {
+                anyhow::bail!(
+                    "weir exited ({status}) during start-up:\n{}",
+                    weir.log_tail()
+                );
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < std::time::Duration::from_secs(120),
+                "weir is not listening on {addr} after 120 s:\n{}",
+                weir.log_tail()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        if run == 3 {
+            // Idle for a second (measured, not waited on): then its resident set.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let status = std::fs::read_to_string(format!("/proc/{}/status", weir.process.id()))?;
+            let kb: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .context("VmRSS missing from /proc/<pid>/status")?;
+            idle_rss_mb = kb / 1024.0;
+        }
+    }
+    Ok(Startup {
+        cold_ms: times[0],
+        warm_ms: times[1..].to_vec(),
+        idle_rss_mb,
+    })
 }
 
 fn nginx_version(bin: &std::path::Path) -> String {

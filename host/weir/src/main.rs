@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand};
 use sha2::Digest as _;
 use weir_config::{GatewayConfig, env};
 
+/// A message from before logging is set up.
+#[expect(clippy::print_stderr, reason = "before logging is set up")]
+fn report_early(message: &str) {
+    eprintln!("{message}");
+}
+
 /// Many small allocations per request (stores, instances, headers): mimalloc handles them with
 /// less contention between worker threads than the system allocator.
 #[global_allocator]
@@ -102,8 +108,25 @@ fn init_logging() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Transparent huge pages (`always` on many distributions) hand out memory 2 MiB at a time:
+    // the allocator's arenas and the threads' stacks then hold far more than they use (idle
+    // RSS 60 MB, 37 MB without). Off for this process before its threads start; measured no
+    // slower (weir-bench compare).
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        report_early(&format!(
+            "weir: could not turn transparent huge pages off for this process: {e}"
+        ));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::HashKey { key } => {
