@@ -329,8 +329,8 @@ impl Runtime {
         let limit = opts.call_timeout;
         store.epoch_deadline_callback(move |mut ctx| {
             let data = ctx.data_mut();
-            let left = match data.meter.used() {
-                Some(used) => limit.saturating_sub(used),
+            let left = match data.meter.left(limit, Duration::from_millis(TICK_MS)) {
+                Some(left) => left,
                 None => std::mem::take(&mut data.waited),
             };
             let ticks = left.as_millis() as u64 / TICK_MS;

@@ -36,7 +36,8 @@ struct Shard {
 /// Sharded in-memory store with TTL eviction and a bound on the number of entries.
 ///
 /// Expired entries are removed lazily on access and swept from a shard whenever it is full; when
-/// a shard is still full after the sweep, the entry closest to expiry (or any entry) is evicted.
+/// a shard is still full after the sweep, the eighth of its entries closest to expiry (those
+/// without an expiry last) are evicted.
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Vec<Mutex<Shard>>,
@@ -85,16 +86,25 @@ impl MemoryStore {
             return;
         }
         shard.map.retain(|_, e| e.live(now));
+        // Still full: evict the eighth of the shard closest to expiry (entries without one
+        // last). Evicting one entry per insert would scan the whole shard on every insert of a
+        // store at its bound (a cache that keeps missing): ~30 000 entries per shard under its
+        // lock with the default bound.
         if shard.map.len() >= self.per_shard {
-            let victim = shard
+            let keep = self.per_shard - (self.per_shard / 8).max(1);
+            let evict = shard.map.len() - keep;
+            let never = now + Duration::from_secs(u64::from(u32::MAX));
+            let mut by_expiry: Vec<(Instant, &String)> = shard
                 .map
                 .iter()
-                .min_by_key(|(_, e)| {
-                    e.expires_at
-                        .unwrap_or(now + Duration::from_secs(u64::from(u32::MAX)))
-                })
-                .map(|(k, _)| k.clone());
-            if let Some(victim) = victim {
+                .map(|(k, e)| (e.expires_at.unwrap_or(never), k))
+                .collect();
+            by_expiry.select_nth_unstable_by_key(evict - 1, |(t, _)| *t);
+            let victims: Vec<String> = by_expiry[..evict]
+                .iter()
+                .map(|(_, k)| (*k).clone())
+                .collect();
+            for victim in victims {
                 shard.map.remove(&victim);
             }
         }
@@ -250,6 +260,38 @@ mod tests {
             kv.set(&format!("k{i}"), vec![0; 8], None).await.unwrap();
         }
         assert!(kv.len() <= 64, "{} entries", kv.len());
+    }
+
+    #[tokio::test]
+    async fn a_full_store_evicts_what_expires_first() {
+        // 32 entries per shard; 200 that never expire (about 6 per shard), then 40 000 with
+        // later and later expiries: every shard fills and evicts many times.
+        let kv = MemoryStore::new(32 * SHARDS);
+        for i in 0..200 {
+            kv.set(&format!("forever{i}"), vec![1], None).await.unwrap();
+        }
+        for i in 0..40_000 {
+            let ttl = Duration::from_secs(60 + i);
+            kv.set(&format!("k{i}"), vec![0; 8], Some(ttl))
+                .await
+                .unwrap();
+        }
+        let len = kv.len();
+        assert!((28 * SHARDS..=32 * SHARDS).contains(&len), "{len} entries");
+        for i in 0..200 {
+            assert!(
+                kv.get_now(&format!("forever{i}")).unwrap().is_some(),
+                "forever{i} was evicted"
+            );
+        }
+        assert!(
+            kv.get_now("k39999").unwrap().is_some(),
+            "the newest entry was evicted"
+        );
+        let oldest = (0..1000)
+            .filter(|i| kv.get_now(&format!("k{i}")).unwrap().is_some())
+            .count();
+        assert_eq!(oldest, 0, "entries closest to expiry are evicted first");
     }
 
     #[test]
