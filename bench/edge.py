@@ -8,7 +8,7 @@ The same configuration (weir-bench part E's full pipeline: auth -> pii -> guardr
 -> prompt -> cache (every request new: a miss) -> router -> token-limit, in front of the
 release mock provider) runs on each target of the scenario harness (tests/python/targets.py):
 the self-hosted `weir`, the Spin app under `weir-spin-runner` (our wasmtime host playing
-`spin up`) and the Cloudflare app under `wrangler dev --local` (workerd). Requests go one at a
+`spin up`; its key-value store in memory) and the Cloudflare app under `wrangler dev --local` (workerd). Requests go one at a
 time over a keep-alive connection; the CPU time of the target's processes (from /proc: for
 Cloudflare, workerd and wrangler's Node process, reported apart) over the measured requests is
 divided by their number. Every answer must be a 200 with the mock's answer and
@@ -179,6 +179,10 @@ def main() -> int:
                 target = targets.TARGETS[name](workdir, config(mock.url, keys.alice), keys.upstream)
                 if hasattr(target, "env"):
                     target.env["WEIR_LOG"] = "warn"  # the harness's debug logging is not what is measured
+                if hasattr(target, "persist"):
+                    # weir-spin-runner's file persistence rewrites the whole store after every
+                    # change (O(store) per write): the runner's, not Spin's; in memory here.
+                    target.persist = False
                 print(f"[edge] {name}: building and starting", file=sys.stderr)
                 target.start()
                 try:

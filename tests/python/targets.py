@@ -261,6 +261,9 @@ class Spin(Target):
         self.host = _binary("SPIN_RUNNER_BIN", "target/debug/weir-spin-runner")
         self.app_dir = workdir / "app"
         self.state_file = workdir / "kv.json"
+        # Key-value persisted to the file (rewritten whole after each change: restarts keep
+        # counters). bench/edge.py turns it off: that rewrite is this runner's, not Spin's.
+        self.persist = True
         self.built = False
 
     def start(self) -> None:
@@ -277,8 +280,7 @@ class Spin(Target):
                     str(self.app_dir / "spin.toml"),
                     "--listen",
                     f"127.0.0.1:{self.port}",
-                    "--state",
-                    str(self.state_file),
+                    *(["--state", str(self.state_file)] if self.persist else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
