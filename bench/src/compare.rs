@@ -267,17 +267,11 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         "part E: starting {} on {weir_addr}",
         weir_bin.display()
     ));
-    let mut weir = Child::spawn(
-        "weir",
+    let mut weir = spawn_weir(
         &weir_bin,
-        &[
-            "--config".into(),
-            config.display().to_string(),
-            "--data-dir".into(),
-            scratch.0.join("data").display().to_string(),
-            "--listen".into(),
-            weir_addr.to_string(),
-        ],
+        Some(&config),
+        &scratch.0.join("data"),
+        weir_addr,
         &scratch.0,
     )?;
     weir.wait_listening(weir_addr).await?;
@@ -497,6 +491,28 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     Ok((table, errors))
 }
 
+/// Starts `weir` on `addr` with `config` (none: its embedded default configuration) and
+/// `data` as its data directory.
+fn spawn_weir(
+    bin: &std::path::Path,
+    config: Option<&std::path::Path>,
+    data: &std::path::Path,
+    addr: SocketAddr,
+    scratch: &std::path::Path,
+) -> anyhow::Result<Child> {
+    let mut args = Vec::new();
+    if let Some(config) = config {
+        args.extend(["--config".to_owned(), config.display().to_string()]);
+    }
+    args.extend([
+        "--data-dir".to_owned(),
+        data.display().to_string(),
+        "--listen".to_owned(),
+        addr.to_string(),
+    ]);
+    Child::spawn("weir", bin, &args, scratch)
+}
+
 /// Resident memory of `weir` over a long run.
 struct Soak {
     /// (seconds into the soak, MB) at each sample.
@@ -568,17 +584,11 @@ async fn soak(
         ),
     )?;
     crate::progress(&format!("part E: soak: starting weir on {addr}"));
-    let mut weir = Child::spawn(
-        "weir",
+    let mut weir = spawn_weir(
         weir_bin,
-        &[
-            "--config".into(),
-            config.display().to_string(),
-            "--data-dir".into(),
-            scratch.join("soak-data").display().to_string(),
-            "--listen".into(),
-            addr.to_string(),
-        ],
+        Some(&config),
+        &scratch.join("soak-data"),
+        addr,
         scratch,
     )?;
     weir.wait_listening(addr).await?;
@@ -653,17 +663,7 @@ async fn startup(weir_bin: &std::path::Path, scratch: &std::path::Path) -> anyho
         crate::progress(&format!("part E: start-up of weir, run {} of 4", run + 1));
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let started = std::time::Instant::now();
-        let mut weir = Child::spawn(
-            "weir",
-            weir_bin,
-            &[
-                "--data-dir".into(),
-                data.display().to_string(),
-                "--listen".into(),
-                addr.to_string(),
-            ],
-            scratch,
-        )?;
+        let mut weir = spawn_weir(weir_bin, None, &data, addr, scratch)?;
         loop {
             if let Some(status) = weir.process.try_wait()? {
                 anyhow::bail!(

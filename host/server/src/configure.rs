@@ -531,30 +531,23 @@ impl State {
 
     /// Pre-initialises those entries (at start: the first requests are served by them).
     pub async fn preinitialise(&self) {
-        let chains = self.to_preinitialise();
-        if chains.is_empty() {
-            return;
+        if let Some(task) = self.preinitialise_in_background() {
+            let _ = task.await;
         }
-        let _ = tokio::task::spawn_blocking(move || {
-            for chain in chains {
-                chain.preinitialise();
-            }
-        })
-        .await;
     }
 
     /// Pre-initialises those entries in a blocking task (after a change: the configuration is
-    /// served at once, each entry's requests parse its configuration until it is ready).
-    pub fn preinitialise_in_background(&self) {
+    /// served at once, each entry's requests parse its configuration until it is ready); none
+    /// when there is nothing to do.
+    pub fn preinitialise_in_background(&self) -> Option<tokio::task::JoinHandle<()>> {
         let chains = self.to_preinitialise();
-        if chains.is_empty() {
-            return;
-        }
-        tokio::task::spawn_blocking(move || {
-            for chain in chains {
-                chain.preinitialise();
-            }
-        });
+        (!chains.is_empty()).then(|| {
+            tokio::task::spawn_blocking(move || {
+                for chain in chains {
+                    chain.preinitialise();
+                }
+            })
+        })
     }
 }
 
