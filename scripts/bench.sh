@@ -3,7 +3,7 @@
 #   bash scripts/bench.sh                 # part E: mock, nginx, weir (about 4 minutes)
 #   bash scripts/bench.sh all             # parts A-D
 #   bash scripts/bench.sh compare --seconds 20
-#   bash scripts/bench.sh compare --soak-seconds 600   # adds RSS over a 10-minute run (about 15 minutes more)
+#   bash scripts/bench.sh compare --soak-seconds 600   # adds RSS over a 10-minute run (11 minutes more)
 # Installs nginx (Debian package) when missing and builds the release binaries first.
 # Not a test: run it on an otherwise idle machine.
 set -euo pipefail
