@@ -390,6 +390,7 @@ fn phrase_index() -> &'static FnvMap<&'static str, Vec<Phrase>> {
 /// Builds what the heuristics use on every text, so that a pre-initialised instance holds it.
 pub fn prepare() {
     phrase_index();
+    class_index();
 }
 
 fn first_word(phrase: &str) -> &str {
@@ -432,6 +433,18 @@ fn fold(c: char) -> char {
 pub fn normalise(text: &str) -> String {
     let mut words = String::with_capacity(text.len() + 1);
     let mut current = String::new();
+    // Whether `current` has a letter; single letters in a row, and the longest such run.
+    let mut letters = false;
+    let (mut run, mut longest) = (0usize, 0usize);
+    let mut end_word = |words: &mut String, current: &mut String, letters: &mut bool| {
+        run = if push_word(words, current, *letters) {
+            run + 1
+        } else {
+            0
+        };
+        longest = longest.max(run);
+        *letters = false;
+    };
     let mut chars = text.chars().filter(|c| !hidden(*c)).peekable();
     while let Some(c) = chars.next() {
         let c = if c.is_ascii() {
@@ -444,13 +457,17 @@ pub fn normalise(text: &str) -> String {
             && !current.is_empty()
             && chars.peek().is_some_and(|n| n.is_alphanumeric());
         if c.is_alphanumeric() || inside {
+            letters |= c.is_alphabetic();
             current.push(c);
         } else if !current.is_empty() {
-            push_word(&mut words, &mut current);
+            end_word(&mut words, &mut current, &mut letters);
         }
     }
     if !current.is_empty() {
-        push_word(&mut words, &mut current);
+        end_word(&mut words, &mut current, &mut letters);
+    }
+    if longest < 4 {
+        return words;
     }
     // Join runs of 4+ single letters: "i g n o r e" -> "ignore".
     let mut out = String::with_capacity(words.len());
@@ -479,47 +496,57 @@ pub fn normalise(text: &str) -> String {
     out
 }
 
-/// Appends `current` to `words` (space-separated), folded when it has letters: digits and
-/// symbols inside a word of letters are leetspeak (`1gn0re`), in a number they stay.
-fn push_word(words: &mut String, current: &mut String) {
+/// Appends `current` to `words` (space-separated), folded when it has `letters`: digits and
+/// symbols inside a word of letters are leetspeak (`1gn0re`), in a number they stay. Returns
+/// whether the word is a single letter.
+fn push_word(words: &mut String, current: &mut String, letters: bool) -> bool {
     if !words.is_empty() {
         words.push(' ');
     }
-    if current.chars().any(char::is_alphabetic) {
+    let start = words.len();
+    if letters {
         words.extend(current.chars().map(fold).filter(|c| c.is_alphanumeric()));
     } else {
         words.push_str(current);
     }
     current.clear();
+    let mut word = words[start..].chars();
+    letters && word.next().is_some_and(char::is_alphabetic) && word.next().is_none()
 }
 
 /// Longest word compared with typos allowed (longer ones must match exactly).
 const FUZZY_MAX_LEN: usize = 24;
 
-/// Damerau–Levenshtein (optimal string alignment) distance of two short byte strings, on the
-/// stack: three rows of the table.
-fn distance(a: &[u8], b: &[u8]) -> usize {
+/// Whether the Damerau–Levenshtein (optimal string alignment) distance of two short byte
+/// strings is at most `max`: three rows of the table on the stack, given up as soon as a whole
+/// row exceeds `max` (the distance only grows from there).
+fn within(a: &[u8], b: &[u8], max: u8) -> bool {
     let (n, m) = (a.len(), b.len());
-    let mut two = [0usize; FUZZY_MAX_LEN + 1];
-    let mut one = [0usize; FUZZY_MAX_LEN + 1];
-    let mut cur = [0usize; FUZZY_MAX_LEN + 1];
-    for (j, cell) in one.iter_mut().enumerate().take(m + 1) {
-        *cell = j;
+    let mut rows = [[0u8; FUZZY_MAX_LEN + 1]; 3];
+    for (j, cell) in rows[1].iter_mut().enumerate().take(m + 1) {
+        *cell = j as u8;
     }
     for i in 1..=n {
-        cur[0] = i;
+        // Row i in rows[(i + 1) % 3], row i - 1 in rows[i % 3], row i - 2 in rows[(i + 2) % 3].
+        let [two, one, cur] = rows
+            .get_disjoint_mut([(i + 2) % 3, i % 3, (i + 1) % 3])
+            .expect("three distinct rows");
+        cur[0] = i as u8;
+        let mut least = cur[0];
         for j in 1..=m {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let cost = u8::from(a[i - 1] != b[j - 1]);
             let mut v = (one[j] + 1).min(cur[j - 1] + 1).min(one[j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(two[j - 2] + 1);
             }
             cur[j] = v;
+            least = least.min(v);
         }
-        two = one;
-        one = cur;
+        if least > max {
+            return false;
+        }
     }
-    one[m]
+    rows[(n + 1) % 3][m] <= max
 }
 
 /// `word` is `target` give or take a typo: one edit for targets of 5 to 8 letters, two from 9;
@@ -544,34 +571,101 @@ fn like(word: &str, target: &str) -> bool {
     if w[0] != t[0] && !(w[0] == t[1] && w[1] == t[0]) {
         return false;
     }
-    distance(w, t) <= max
+    within(w, t, max as u8)
 }
 
-fn like_any(word: &str, targets: &[&str]) -> bool {
-    targets.iter().any(|t| like(word, t))
+/// What a word can be in an override or an extraction (bits, one per list).
+const VERB: u8 = 1;
+const OBJECT: u8 = 2;
+const SCOPE: u8 = 4;
+const EXTRACT: u8 = 8;
+/// The first word of one of the [`EXTRACT_OBJECTS`].
+const EXTRACT_HEAD: u8 = 16;
+
+/// A word of the lists, its bit and its [`letters`].
+type Listed = (&'static str, u8, u64);
+
+/// The words of the four lists by their first byte, with their bits: a typo keeps the first
+/// letter, or swaps the first two (see [`like`]), so a word is compared only with the words
+/// of two buckets instead of all of them.
+fn class_index() -> &'static [Vec<Listed>] {
+    static INDEX: std::sync::OnceLock<Vec<Vec<Listed>>> = std::sync::OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut index = vec![Vec::new(); 256];
+        let lists: [(&[&str], u8); 4] = [
+            (OVERRIDE_VERBS, VERB),
+            (OVERRIDE_OBJECTS, OBJECT),
+            (OVERRIDE_SCOPE, SCOPE),
+            (EXTRACT_VERBS, EXTRACT),
+        ];
+        let heads = EXTRACT_OBJECTS.iter().map(|o| (o[0], EXTRACT_HEAD));
+        let words = lists
+            .iter()
+            .flat_map(|(list, bit)| list.iter().map(move |w| (*w, *bit)))
+            .chain(heads);
+        for (word, bit) in words {
+            let bucket: &mut Vec<Listed> = &mut index[usize::from(word.as_bytes()[0])];
+            if !bucket.iter().any(|(w, b, _)| (*w, *b) == (word, bit)) {
+                bucket.push((word, bit, letters(word.as_bytes())));
+            }
+        }
+        index
+    })
 }
 
-/// Whether `phrase` (normalised words) occurs in `words`, word by word, with typos allowed.
-fn contains_phrase(words: &[&str], phrase: &[&str]) -> bool {
-    if phrase.is_empty() || words.len() < phrase.len() {
-        return false;
+/// The bits of the lists that have `word` (give or take a typo).
+fn class_of(word: &str) -> u8 {
+    let w = word.as_bytes();
+    let mine = letters(w);
+    // Each letter one word has and the other lacks costs an edit: two edits at most (see
+    // [`like`]), so a word with more such letters is not compared letter by letter.
+    let close =
+        |theirs: u64| (theirs & !mine).count_ones() <= 2 && (mine & !theirs).count_ones() <= 2;
+    let index = class_index();
+    let mut bits = 0;
+    for (target, bit, theirs) in &index[usize::from(w[0])] {
+        if bits & bit == 0 && close(*theirs) && like(word, target) {
+            bits |= bit;
+        }
     }
-    words
-        .windows(phrase.len())
-        .any(|w| w.iter().zip(phrase).all(|(a, b)| like(a, b)))
+    // The first two letters swapped: targets that start with the word's second letter.
+    if let Some(&second) = w.get(1)
+        && second != w[0]
+    {
+        for (target, bit, theirs) in &index[usize::from(second)] {
+            if bits & bit == 0
+                && target.as_bytes().get(1) == Some(&w[0])
+                && close(*theirs)
+                && like(word, target)
+            {
+                bits |= bit;
+            }
+        }
+    }
+    bits
+}
+
+/// The set of byte values of a word, folded into 64 bits (distinct for the letters).
+fn letters(word: &[u8]) -> u64 {
+    word.iter().fold(0, |set, b| set | 1 << (b & 63))
 }
 
 /// The signals of `text`, with `known` attacks of the configuration added to the built-in ones.
 pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
     let mut out = Vec::new();
-    if text.chars().any(hidden) {
+    let ascii = text.is_ascii();
+    if !ascii && text.chars().any(hidden) {
         out.push(Signal {
             name: "hidden-unicode",
             weight: 0.6,
         });
     }
-    let lower = text.to_lowercase();
-    if MARKERS.iter().any(|m| lower.contains(m))
+    let lower = if ascii {
+        text.to_ascii_lowercase()
+    } else {
+        text.to_lowercase()
+    };
+    if has_marker(&lower)
         || lower.lines().any(|l| {
             let l = l.trim_start();
             l.starts_with("system:")
@@ -588,27 +682,18 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
     let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
 
     // What each distinct word is (a prompt repeats its words: classify each once).
-    const VERB: u8 = 1;
-    const OBJECT: u8 = 2;
-    const SCOPE: u8 = 4;
-    const EXTRACT: u8 = 8;
-    let mut seen: FnvMap<&str, u8> = FnvMap::default();
-    let classes: Vec<u8> = words
+    // With the built-in phrases that start with it (one lookup per distinct word, too).
+    let index = phrase_index();
+    let mut seen: FnvMap<&str, (u8, Option<&[Phrase]>)> =
+        FnvMap::with_capacity_and_hasher(64, Default::default());
+    let (classes, starts): (Vec<u8>, Vec<Option<&[Phrase]>>) = words
         .iter()
         .map(|w| {
-            *seen.entry(w).or_insert_with(|| {
-                [
-                    (OVERRIDE_VERBS, VERB),
-                    (OVERRIDE_OBJECTS, OBJECT),
-                    (OVERRIDE_SCOPE, SCOPE),
-                    (EXTRACT_VERBS, EXTRACT),
-                ]
-                .iter()
-                .filter(|(list, _)| like_any(w, list))
-                .fold(0, |acc, (_, bit)| acc | bit)
-            })
+            *seen
+                .entry(w)
+                .or_insert_with(|| (class_of(w), index.get(w).map(Vec::as_slice)))
         })
-        .collect();
+        .unzip();
     // Override: verb, then within 6 words an object (scope words in between are typical).
     let overridden = (0..words.len()).any(|i| {
         classes[i] & VERB != 0
@@ -623,11 +708,18 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
             weight: 0.85,
         });
     }
-    // Prompt extraction: a verb, then within 8 words one of the objects.
+    // Prompt extraction: a verb, then within 8 words one of the objects (which can start only
+    // where a word is like the first word of one).
     let extracting = (0..words.len()).any(|i| {
         classes[i] & EXTRACT != 0 && {
-            let window = &words[i + 1..words.len().min(i + 9)];
-            EXTRACT_OBJECTS.iter().any(|o| contains_phrase(window, o))
+            let end = words.len().min(i + 9);
+            (i + 1..end).any(|k| {
+                classes[k] & EXTRACT_HEAD != 0
+                    && EXTRACT_OBJECTS.iter().any(|o| {
+                        k + o.len() <= end
+                            && o.iter().enumerate().all(|(t, p)| like(words[k + t], p))
+                    })
+            })
         }
     });
     if extracting {
@@ -636,15 +728,13 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
             weight: 0.7,
         });
     }
-    let padded = format!(" {norm} ");
     // Every fixed phrase (weighted, known attacks, translations) in one pass over the words:
     // the phrases are indexed by their first word.
-    let index = phrase_index();
     let mut phrases = 0.0f64;
     let (mut known_hit, mut foreign_hit) = (false, false);
     let mut hit: Vec<&str> = Vec::new();
-    for word in &words {
-        let Some(candidates) = index.get(word) else {
+    for (word, candidates) in words.iter().zip(starts) {
+        let Some(candidates) = candidates else {
             continue;
         };
         for (phrase, kind, w) in candidates {
@@ -671,8 +761,10 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
         });
     }
     // Spelled out (`i g n o r e`), run together or reversed: the override on the letters alone.
-    let compact: String = norm.chars().filter(|c| *c != ' ').collect();
-    let reversed: String = compact.chars().rev().collect();
+    // Bytes: what is matched is ASCII, and reversing the bytes of a character keeps them
+    // where the character was.
+    let compact: Vec<u8> = norm.bytes().filter(|b| *b != b' ').collect();
+    let reversed: Vec<u8> = compact.iter().rev().copied().collect();
     if !overridden && (compact_override(&compact) || compact_override(&reversed)) {
         out.push(Signal {
             name: "instruction-override-obfuscated",
@@ -685,7 +777,7 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
             && let Some(decoded) = base64_text(token)
         {
             let inner = normalise(&decoded);
-            if compact_override(&inner.replace(' ', "")) {
+            if compact_override(inner.replace(' ', "").as_bytes()) {
                 out.push(Signal {
                     name: "instruction-override-encoded",
                     weight: 0.85,
@@ -701,9 +793,12 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
         });
     }
     let known_hit = known_hit
-        || known.iter().any(|k| {
-            let k = normalise(k);
-            !k.is_empty() && padded.contains(&format!(" {k} "))
+        || (!known.is_empty() && {
+            let padded = format!(" {norm} ");
+            known.iter().any(|k| {
+                let k = normalise(k);
+                !k.is_empty() && padded.contains(&format!(" {k} "))
+            })
         });
     if known_hit {
         out.push(Signal {
@@ -714,9 +809,33 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
     out
 }
 
+/// The bytes the `words` start with.
+const fn first_bytes(words: &[&str]) -> [bool; 256] {
+    let mut first = [false; 256];
+    let mut i = 0;
+    while i < words.len() {
+        first[words[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    first
+}
+
+/// Whether lower-case `text` contains one of the [`MARKERS`]: one pass, trying at each byte
+/// only the markers that start with it.
+fn has_marker(text: &str) -> bool {
+    const FIRST: [bool; 256] = first_bytes(MARKERS);
+    let bytes = text.as_bytes();
+    (0..bytes.len()).any(|at| {
+        FIRST[usize::from(bytes[at])]
+            && MARKERS
+                .iter()
+                .any(|m| m.as_bytes()[0] == bytes[at] && bytes[at..].starts_with(m.as_bytes()))
+    })
+}
+
 /// An override verb directly followed (scope words allowed) by an object, in text without
 /// spaces: `ignoreallpreviousinstructions`.
-fn compact_override(compact: &str) -> bool {
+fn compact_override(bytes: &[u8]) -> bool {
     const VERBS: [&str; 6] = [
         "ignore",
         "disregard",
@@ -751,24 +870,26 @@ fn compact_override(compact: &str) -> bool {
         "directives",
         "restrictions",
     ];
-    let mut from = 0;
-    while let Some(found) = VERBS
-        .iter()
-        .filter_map(|v| compact[from..].find(v).map(|p| (from + p, v.len())))
-        .min()
-    {
-        let mut rest = &compact[found.0 + found.1..];
+    // One pass over the text; no verb starts another, so at most one starts at each byte.
+    const FIRST: [bool; 256] = first_bytes(&VERBS);
+    (0..bytes.len()).any(|at| {
+        if !FIRST[usize::from(bytes[at])] {
+            return false;
+        }
+        let Some(verb) = VERBS
+            .iter()
+            .find(|v| v.as_bytes()[0] == bytes[at] && bytes[at..].starts_with(v.as_bytes()))
+        else {
+            return false;
+        };
+        let mut rest = &bytes[at + verb.len()..];
         for _ in 0..3 {
-            if let Some(s) = SCOPES.iter().find(|s| rest.starts_with(**s)) {
+            if let Some(s) = SCOPES.iter().find(|s| rest.starts_with(s.as_bytes())) {
                 rest = &rest[s.len()..];
             }
         }
-        if OBJECTS.iter().any(|o| rest.starts_with(o)) {
-            return true;
-        }
-        from = found.0 + 1;
-    }
-    false
+        OBJECTS.iter().any(|o| rest.starts_with(o.as_bytes()))
+    })
 }
 
 /// The text of a standard or URL-safe base64 token, when it decodes to mostly printable text.
@@ -851,6 +972,32 @@ mod tests {
                 signals(benign, &[])
             );
         }
+    }
+
+    #[test]
+    fn typos_within_the_bounds() {
+        for (word, target, expected) in [
+            ("ignore", "ignore", true),
+            ("ignroe", "ignore", true),  // letters swapped
+            ("ignor", "ignore", true),   // one dropped
+            ("ignorre", "ignore", true), // one doubled
+            ("ingroe", "ignore", false), // two edits on six letters
+            ("instrutions", "instructions", true),
+            ("instrctons", "instructions", true),
+            ("instrcton", "instructions", false), // three edits
+            ("rulez", "rules", true),
+            ("rulzz", "rules", false),
+            ("rule", "role", false),    // four letters: exact only
+            ("gnore", "ignore", false), // the first letter must be right
+        ] {
+            assert_eq!(like(word, target), expected, "{word} ~ {target}");
+        }
+        // The words of the lists are found from either of their first two letters.
+        assert_eq!(class_of("giznore") & VERB, 0);
+        assert_ne!(class_of("ginore") & VERB, 0);
+        assert_ne!(class_of("prevoius") & SCOPE, 0);
+        assert_ne!(class_of("sytsem") & (SCOPE | EXTRACT_HEAD), 0);
+        assert_eq!(class_of("house"), 0);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod injection;
 pub mod prefilter;
 pub mod text;
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 
 use weir_policy_sdk::{
     ChunkVerdict, ConfigError, Context, Denial, Message, Phase, Policy, StreamEvent, Verdict,
@@ -79,11 +79,20 @@ fn url_host_allowed(host: &str, allowed: &[String]) -> bool {
 
 /// Evaluates the text rules (everything but the classifier and schema) on a text.
 fn evaluate_text(rule: &Rule, text: &str, whole: bool) -> Option<Fired> {
+    evaluate_shared(rule, text, &OnceCell::new(), whole)
+}
+
+/// [`evaluate_text`] with `lower`, the text lower-cased once for all the rules that need it.
+fn evaluate_shared(
+    rule: &Rule,
+    text: &str,
+    lower: &OnceCell<String>,
+    whole: bool,
+) -> Option<Fired> {
     match rule.kind {
         Kind::Regex => {
             let regexes = &rule.compiled().regexes;
-            let lower = std::cell::OnceCell::new();
-            let any = || regexes.iter().any(|r| r.is_match(text, &lower));
+            let any = || regexes.iter().any(|r| r.is_match(text, lower));
             match rule.mode {
                 RegexMode::DenyList => any().then(|| Fired {
                     reason: "it matches a forbidden pattern".into(),
@@ -227,8 +236,13 @@ fn unavailable(cx: &Context, rule: &Rule, error: &str) -> Option<Denial> {
     })
 }
 
+/// The text of the messages of some roles (`None`: the rule's default, the user's), and that
+/// text lower-cased once a rule needs it.
+type RolesText<'a> = (&'a Option<Vec<String>>, String, OnceCell<String>);
+
 /// Runs every answer rule on a complete text; `Some` denies.
 fn check_answer(cx: &Context, config: &Config, text: &str) -> Option<Denial> {
+    let lower = OnceCell::new();
     for rule in config.rules.iter().filter(|r| r.on_response()) {
         let why = match rule.kind {
             Kind::JsonSchema => check_schema(rule, text),
@@ -239,7 +253,7 @@ fn check_answer(cx: &Context, config: &Config, text: &str) -> Option<Denial> {
                     None => None,
                 },
             },
-            _ => evaluate_text(rule, text, true),
+            _ => evaluate_shared(rule, text, &lower, true),
         };
         if let Some(why) = why
             && let Some(d) = act(cx, rule, why, true)
@@ -331,25 +345,36 @@ impl Policy for Guardrail {
         {
             remember_response_format(request);
         }
+        // The text of the roles a rule reads (most rules read the same roles: made once), and
+        // that text lower-cased when a rule needs it.
+        let mut texts: Vec<RolesText> = Vec::new();
         for rule in config.rules.iter().filter(|r| r.on_request()) {
-            let text: String = messages
-                .iter()
-                .filter(|m| rule.roles_match(&m.role))
-                .map(|m| m.joined_text())
-                .collect::<Vec<_>>()
-                .join("\n");
+            let at = match texts.iter().position(|(roles, ..)| **roles == rule.roles) {
+                Some(at) => at,
+                None => {
+                    let text = messages
+                        .iter()
+                        .filter(|m| rule.roles_match(&m.role))
+                        .map(|m| m.joined_text())
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    texts.push((&rule.roles, text, OnceCell::new()));
+                    texts.len() - 1
+                }
+            };
+            let (_, text, lower) = &texts[at];
             if text.is_empty() && rule.kind != Kind::Length {
                 continue;
             }
             let why = match rule.kind {
-                Kind::Classifier => match classify(rule, &text) {
+                Kind::Classifier => match classify(rule, text) {
                     Ok(f) => f,
                     Err(e) => match unavailable(cx, rule, &e) {
                         Some(d) => return Verdict::Deny(d),
                         None => None,
                     },
                 },
-                _ => evaluate_text(rule, &text, true),
+                _ => evaluate_shared(rule, text, lower, true),
             };
             if let Some(why) = why
                 && let Some(d) = act(cx, rule, why, false)

@@ -210,6 +210,37 @@ fn ipv6_runs(text: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// What `regex.find_iter` (the e-mail pattern) finds in `text`, searched only around each `@`:
+/// every match has exactly one `@`, a run of local-part characters before it and of domain
+/// characters after it, so the pattern runs on that window alone instead of on the whole text
+/// (regex-lite tries a pattern that starts with `[A-Za-z0-9._%+-]+` at nearly every byte).
+fn email_spans(regex: &Regex, text: &str) -> Vec<(usize, usize)> {
+    let local = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
+    let domain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-');
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    // Where the last match ended: like `find_iter`, the next one starts there or later.
+    let mut done = 0;
+    for at in (0..bytes.len()).filter(|i| bytes[*i] == b'@') {
+        if at < done {
+            continue;
+        }
+        let mut start = at;
+        while start > done && local(bytes[start - 1]) {
+            start -= 1;
+        }
+        let mut end = at + 1;
+        while end < bytes.len() && domain(bytes[end]) {
+            end += 1;
+        }
+        if let Some(m) = regex.find(&text[start..end]) {
+            out.push((start + m.start(), start + m.end()));
+            done = start + m.end();
+        }
+    }
+    out
+}
+
 fn never() -> Regex {
     #[allow(clippy::unwrap_used)]
     Regex::new(r"[^\s\S]").unwrap()
@@ -301,6 +332,8 @@ pub fn find(detectors: &[&Detector], text: &str) -> Vec<Found> {
         }
         let spans: Vec<(usize, usize)> = if d.builtin == Some(Builtin::Ipv6) {
             ipv6_runs(text)
+        } else if d.builtin == Some(Builtin::Email) {
+            email_spans(&d.regex, text)
         } else {
             d.regex
                 .find_iter(text)
@@ -396,6 +429,29 @@ mod tests {
             "ISBN 978-3-16-148410-0",
         ] {
             assert_eq!(kinds(benign), Vec::<(String, String)>::new(), "{benign}");
+        }
+    }
+
+    #[test]
+    fn email_windows_find_what_the_pattern_finds() {
+        let email = Detector::builtin(Builtin::Email);
+        for text in [
+            "write to jane.doe+x@example.co.uk today",
+            "a@b.com@c.org and x@y.z and @@ and @ alone",
+            "first.last@sub-domain.example.com, second@example.org.",
+            "no e-mail here",
+            "é@example.com, ünï@exämple.com, mail:bob@example.com;alice@example.net",
+            "trailing dot name@example.c and name@-bad-.com and n@e.xyz.",
+            "@start.com x@ a@b c@d.e f@g.hi",
+            "jane@example.com@example.org@x.io",
+            "....@...com a.b.c.d@e.f.gh%@x.io +1@2.ab",
+        ] {
+            let whole: Vec<(usize, usize)> = email
+                .regex
+                .find_iter(text)
+                .map(|m| (m.start(), m.end()))
+                .collect();
+            assert_eq!(email_spans(&email.regex, text), whole, "{text}");
         }
     }
 
