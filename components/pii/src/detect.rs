@@ -60,6 +60,15 @@ impl Builtin {
         }
     }
 
+    /// Whether every match of the pattern is made of digits and [`NUMBER_PUNCTUATION`] alone
+    /// (its `\b` assertions aside).
+    fn numeric(self) -> bool {
+        matches!(
+            self,
+            Builtin::Phone | Builtin::CreditCard | Builtin::UsSsn | Builtin::Ipv4
+        )
+    }
+
     /// Whether a pattern match really is this entity (checksums, ranges, boundaries).
     fn accepts(self, text: &str, start: usize, end: usize) -> bool {
         let m = &text[start..end];
@@ -241,6 +250,47 @@ fn email_spans(regex: &Regex, text: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// What may be in a number besides digits: the characters of the numeric patterns.
+const NUMBER_PUNCTUATION: &[u8] = b" .-()+";
+
+/// What `regex.find_iter` (a [`Builtin::numeric`] pattern) finds in `text`, searched only in
+/// the runs of digits and [`NUMBER_PUNCTUATION`] that hold a digit, each with one character of
+/// context on either side for `\b`: a match cannot reach beyond its run, so the pattern runs on
+/// a few short windows instead of the whole text (a year and a full stop are enough to make the
+/// IPv4 detector run, and regex-lite tries the pattern at every byte it runs over).
+fn number_spans(regex: &Regex, text: &str) -> Vec<(usize, usize)> {
+    let member = |b: u8| b.is_ascii_digit() || NUMBER_PUNCTUATION.contains(&b);
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !member(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut digits = false;
+        while i < bytes.len() && member(bytes[i]) {
+            digits |= bytes[i].is_ascii_digit();
+            i += 1;
+        }
+        if !digits {
+            continue;
+        }
+        let from = text[..start]
+            .char_indices()
+            .next_back()
+            .map_or(0, |(at, _)| at);
+        let to = text[i..].chars().next().map_or(i, |c| i + c.len_utf8());
+        out.extend(
+            regex
+                .find_iter(&text[from..to])
+                .map(|m| (from + m.start(), from + m.end())),
+        );
+    }
+    out
+}
+
 fn never() -> Regex {
     #[allow(clippy::unwrap_used)]
     Regex::new(r"[^\s\S]").unwrap()
@@ -334,6 +384,8 @@ pub fn find(detectors: &[&Detector], text: &str) -> Vec<Found> {
             ipv6_runs(text)
         } else if d.builtin == Some(Builtin::Email) {
             email_spans(&d.regex, text)
+        } else if d.builtin.is_some_and(Builtin::numeric) {
+            number_spans(&d.regex, text)
         } else {
             d.regex
                 .find_iter(text)
@@ -452,6 +504,53 @@ mod tests {
                 .map(|m| (m.start(), m.end()))
                 .collect();
             assert_eq!(email_spans(&email.regex, text), whole, "{text}");
+        }
+    }
+
+    /// Texts of digits, number punctuation, letters and other characters, from a fixed seed.
+    fn number_texts(n: usize) -> Vec<String> {
+        let alphabet: Vec<char> = "0123456789 .-()+ax,é\n".chars().collect();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..n)
+            .map(|_| {
+                let len = (next() % 40) as usize;
+                (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn number_windows_find_what_the_patterns_find() {
+        let fixed = [
+            "call +44 20 7946 0958 or (555) 123-4567, card 4111-1111-1111-1111.",
+            "SSN 123-45-6789; hosts 192.168.1.20, 10.0.0.1. and 1.2.3.4000",
+            "in 2026. 06 12 34 56 78 x555-123-4567y 555.123.4567",
+            "é4111 1111 1111 1111é 123-45-6789é",
+            // Context that a window without its neighbours would get wrong (`\b`).
+            "call 555-123-4567y or 1.2.3.4a or z123-45-6789 or 4111 1111 1111 1111x",
+        ];
+        for b in Builtin::ALL.into_iter().filter(|b| b.numeric()) {
+            let d = Detector::builtin(b);
+            let texts = fixed
+                .iter()
+                .map(|t| (*t).to_owned())
+                .chain(number_texts(3000));
+            for text in texts {
+                let whole: Vec<(usize, usize)> = d
+                    .regex
+                    .find_iter(&text)
+                    .map(|m| (m.start(), m.end()))
+                    .collect();
+                assert_eq!(number_spans(&d.regex, &text), whole, "{}: {text:?}", d.name);
+            }
         }
     }
 
