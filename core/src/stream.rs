@@ -117,6 +117,9 @@ pub struct StreamSession<P: Platform, C> {
 struct Ev {
     data: String,
     raw: Option<Bytes>,
+    /// The facts of `data`, once read (a policy that passes the event on leaves them true, so
+    /// the next one does not parse the event again).
+    facts: Option<weir_llm::view::ChunkFacts>,
 }
 
 impl<P: Platform, C: Chain> StreamSession<P, C> {
@@ -277,13 +280,13 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
                 Ev {
                     data,
                     raw: Some(raw),
+                    facts: None,
                 },
             );
             return;
         }
-        let finishing = self.wants_end
-            && !self.ended
-            && weir_llm::view::chunk_facts(&data).finish_reason.is_some();
+        let facts = weir_llm::view::chunk_facts(&data);
+        let finishing = self.wants_end && !self.ended && facts.finish_reason.is_some();
         self.envelope = Some(data.clone());
         if !finishing {
             self.pipeline(
@@ -292,6 +295,7 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
                 vec![Ev {
                     data,
                     raw: Some(raw),
+                    facts: Some(facts),
                 }],
             )
             .await;
@@ -306,6 +310,7 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
                     vec![Ev {
                         data: text,
                         raw: None,
+                        facts: None,
                     }],
                 )
                 .await;
@@ -316,6 +321,7 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
                     vec![Ev {
                         data: finish,
                         raw: None,
+                        facts: None,
                     }],
                 )
                 .await;
@@ -328,6 +334,7 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
                     vec![Ev {
                         data,
                         raw: Some(raw),
+                        facts: Some(facts),
                     }],
                 )
                 .await;
@@ -347,7 +354,11 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
                         .and_then(|c| weir_llm::view::with_text(c, &t))
                         .unwrap_or_else(|| self.content_event(&t)),
                 };
-                Ev { data, raw: None }
+                Ev {
+                    data,
+                    raw: None,
+                    facts: None,
+                }
             })
             .collect()
     }
@@ -372,7 +383,9 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
             }
             let mut next = Vec::with_capacity(events.len());
             for ev in events {
-                let facts = weir_llm::view::chunk_facts(&ev.data);
+                let facts = ev
+                    .facts
+                    .unwrap_or_else(|| weir_llm::view::chunk_facts(&ev.data));
                 let event = StreamEvent {
                     index: self.seen[k],
                     data: ev.data,
@@ -384,6 +397,10 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
                     Ok(ChunkVerdict::Pass) => next.push(Ev {
                         data: event.data,
                         raw: ev.raw,
+                        facts: Some(weir_llm::view::ChunkFacts {
+                            text: event.text,
+                            finish_reason: event.finish_reason,
+                        }),
                     }),
                     Ok(ChunkVerdict::Emit(emitted)) => {
                         next.extend(self.materialize(Some(&event.data), emitted));
