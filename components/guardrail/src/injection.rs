@@ -527,19 +527,19 @@ fn within(a: &[u8], b: &[u8], max: u8) -> bool {
         *cell = j as u8;
     }
     for i in 1..=n {
-        // Row i in rows[(i + 1) % 3], row i - 1 in rows[i % 3], row i - 2 in rows[(i + 2) % 3].
-        let [two, one, cur] = rows
-            .get_disjoint_mut([(i + 2) % 3, i % 3, (i + 1) % 3])
-            .expect("three distinct rows");
-        cur[0] = i as u8;
-        let mut least = cur[0];
+        // Row i in rows[cur], row i - 1 in rows[one], row i - 2 in rows[two].
+        let (two, one, cur) = ((i + 2) % 3, i % 3, (i + 1) % 3);
+        rows[cur][0] = i as u8;
+        let mut least = rows[cur][0];
         for j in 1..=m {
             let cost = u8::from(a[i - 1] != b[j - 1]);
-            let mut v = (one[j] + 1).min(cur[j - 1] + 1).min(one[j - 1] + cost);
+            let mut v = (rows[one][j] + 1)
+                .min(rows[cur][j - 1] + 1)
+                .min(rows[one][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(two[j - 2] + 1);
+                v = v.min(rows[two][j - 2] + 1);
             }
-            cur[j] = v;
+            rows[cur][j] = v;
             least = least.min(v);
         }
         if least > max {
