@@ -285,8 +285,10 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
             );
             return;
         }
-        let facts = weir_llm::view::chunk_facts(&data);
-        let finishing = self.wants_end && !self.ended && facts.finish_reason.is_some();
+        // Read only when the end must be placed; otherwise the first policy that takes stream
+        // events reads them (and none does when no policy takes them).
+        let facts = (self.wants_end && !self.ended).then(|| weir_llm::view::chunk_facts(&data));
+        let finishing = facts.as_ref().is_some_and(|f| f.finish_reason.is_some());
         self.envelope = Some(data.clone());
         if !finishing {
             self.pipeline(
@@ -295,7 +297,7 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
                 vec![Ev {
                     data,
                     raw: Some(raw),
-                    facts: Some(facts),
+                    facts,
                 }],
             )
             .await;
@@ -334,7 +336,7 @@ impl<P: Platform, C: Chain> StreamSession<P, C> {
                     vec![Ev {
                         data,
                         raw: Some(raw),
-                        facts: Some(facts),
+                        facts,
                     }],
                 )
                 .await;
