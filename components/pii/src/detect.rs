@@ -380,17 +380,15 @@ pub fn find(detectors: &[&Detector], text: &str) -> Vec<Found> {
         if d.builtin.is_some_and(|b| !clues.may_hold(b)) {
             continue;
         }
-        let spans: Vec<(usize, usize)> = if d.builtin == Some(Builtin::Ipv6) {
-            ipv6_runs(text)
-        } else if d.builtin == Some(Builtin::Email) {
-            email_spans(&d.regex, text)
-        } else if d.builtin.is_some_and(Builtin::numeric) {
-            number_spans(&d.regex, text)
-        } else {
-            d.regex
+        let spans: Vec<(usize, usize)> = match d.builtin {
+            Some(Builtin::Ipv6) => ipv6_runs(text),
+            Some(Builtin::Email) => email_spans(&d.regex, text),
+            Some(b) if b.numeric() => number_spans(&d.regex, text),
+            _ => d
+                .regex
                 .find_iter(text)
                 .map(|m| (m.start(), m.end()))
-                .collect()
+                .collect(),
         };
         for (start, end) in spans {
             if start < end && d.builtin.is_none_or(|b| b.accepts(text, start, end)) {
