@@ -105,6 +105,9 @@ impl Policy for Router {
     type Config = Config;
     const NAME: &'static str = "router";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    // Instances start from a snapshot with the configuration already parsed (the host
+    // pre-initialises): no parsing on the request path.
+    const PREINITIALISE: bool = true;
     const PHASES: &'static [Phase] = &[Phase::Request, Phase::Complete];
 
     fn check(config: &Config) -> Result<(), weir_policy_sdk::ConfigError> {
