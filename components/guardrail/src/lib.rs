@@ -21,6 +21,7 @@ mod config;
 pub mod injection;
 pub mod prefilter;
 pub mod text;
+mod typos;
 
 use std::cell::{OnceCell, RefCell};
 
