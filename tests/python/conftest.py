@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,13 @@ TRANSLATED = [
     ("/mistral", "mistral"),
 ]
 STARTUP_TIMEOUT_S = 180.0  # the first start compiles the policy components (debug build)
+
+
+def cache_args() -> list[str]:
+    """`--cache-dir` for every weir the tests start: one compiled-component cache for all of
+    them (the Rust tests share it too), so each component and each pre-initialised snapshot is
+    compiled once per build rather than at every start. Keys hold the component's hash."""
+    return ["--cache-dir", str(Path(tempfile.gettempdir()) / "weir-test-compiled")]
 
 
 def _binary(env_var: str, default: str) -> Path:
@@ -520,7 +528,7 @@ def start_weir(config: Path, base: Path, port: int, upstream_key: str, **extra_e
     log_path = base / "weir.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(config), "--data-dir", str(base / "data")],
+            [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(config), "--data-dir", str(base / "data"), *cache_args()],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
     _wait_ready(proc, port, log_path)
@@ -578,6 +586,7 @@ def weir(tmp_path_factory, keys: Keys, mock_upstream: MockUpstream, capture_upst
             str(config_path),
             "--data-dir",
             str(data_dir),
+            *cache_args(),
             "--listen",
             f"127.0.0.1:{port}",
         ],

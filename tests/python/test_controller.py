@@ -34,7 +34,7 @@ import openai
 import pytest
 import yaml
 
-from conftest import ROOT, Keys, MockUpstream, STARTUP_TIMEOUT_S, _binary, free_port, stop_process
+from conftest import ROOT, cache_args, Keys, MockUpstream, STARTUP_TIMEOUT_S, _binary, free_port, stop_process
 
 ADMIN = ("admin", "admin")  # development mode: no credentials configured
 SCHEMATHESIS_CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
@@ -82,7 +82,7 @@ class Controlled:
         )
         log = open(self.log_path, "ab")  # appended across restarts: the secrets check reads it all
         self.proc = subprocess.Popen(
-            [str(self.binary), "--config", str(config), "--data-dir", str(self.data_dir)],
+            [str(self.binary), "--config", str(config), "--data-dir", str(self.data_dir), *cache_args()],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

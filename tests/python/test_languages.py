@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from conftest import ROOT, _binary, _wait_ready, free_port, stop_process
+from conftest import ROOT, cache_args, _binary, _wait_ready, free_port, stop_process
 
 LANGUAGES = ["js", "py"]
 
@@ -59,7 +59,7 @@ proxies:
     env["MOCK_UPSTREAM_KEY"] = keys.upstream
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(config), "--data-dir", str(base / "data")],
+            [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(config), "--data-dir", str(base / "data"), *cache_args()],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
     try:

@@ -22,7 +22,7 @@ import pytest
 
 import socket
 
-from conftest import _binary, _wait_ready, complete_lines, free_port, sha256_hex, start_mock, stop_process
+from conftest import cache_args, _binary, _wait_ready, complete_lines, free_port, sha256_hex, start_mock, stop_process
 
 LIMIT = 200  # tokens per day: a window that does not roll over during the test
 PRICE = 10.0  # USD per million tokens, input and output, of mock-gpt in this test
@@ -80,7 +80,7 @@ class Replica:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(self.config), "--data-dir", str(self.data)],
+                [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(self.config), "--data-dir", str(self.data), *cache_args()],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
             )
         _wait_ready(self.proc, self.port, self.log_path)

@@ -212,6 +212,7 @@ impl TestEnv {
             config,
             GatewayOptions {
                 data_dir: Some(data_dir.clone()),
+                cache_dir: Some(shared_cache_dir()),
                 builtins: None,
             },
         )
@@ -381,6 +382,13 @@ impl Drop for TestEnv {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// The compiled-component cache every gateway of the tests shares (`--cache-dir`): each
+/// component, and each pre-initialised snapshot, is compiled once per machine and build rather
+/// than once per test. Keys hold the component's hash and the engine's settings.
+fn shared_cache_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("weir-test-compiled")
 }
 
 fn next_id() -> u64 {

@@ -6,6 +6,8 @@ pub const CONFIG: &str = "WEIR_CONFIG";
 pub const LISTEN: &str = "WEIR_LISTEN";
 /// Directory for the component cache and usage records (same as `--data-dir`).
 pub const DATA_DIR: &str = "WEIR_DATA_DIR";
+/// Directory for compiled components, instead of `<data dir>/cache` (same as `--cache-dir`).
+pub const CACHE_DIR: &str = "WEIR_CACHE_DIR";
 /// Log filter, e.g. `info,weir_server=debug` (tracing-subscriber syntax).
 pub const LOG: &str = "WEIR_LOG";
 /// Log format: `text` (default) or `json`.

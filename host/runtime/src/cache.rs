@@ -60,7 +60,11 @@ fn store(component: &Component, dir: &Path, path: &Path) -> anyhow_like::Result<
     let bytes = component
         .serialize()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per writer: gateways sharing the directory (several processes, or several in one
+    // process, as in the tests) may compile the same component at once.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())

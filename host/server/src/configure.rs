@@ -34,6 +34,9 @@ pub trait BuiltinUpstreams: Send + Sync + std::fmt::Debug + 'static {
 pub struct GatewayOptions {
     /// Where compiled components and usage records are kept; `None` keeps everything in memory.
     pub data_dir: Option<PathBuf>,
+    /// Where compiled components (and pre-initialised snapshots) are kept instead of
+    /// `<data_dir>/cache`: a directory several gateways of the same build may share.
+    pub cache_dir: Option<PathBuf>,
     /// What `builtin:` base URLs resolve to; none: such providers are refused.
     pub builtins: Option<Arc<dyn BuiltinUpstreams>>,
 }
@@ -169,7 +172,10 @@ impl Shared {
                 memory_limit_bytes: usize::try_from(config.runtime.policy_memory_mib << 20)
                     .unwrap_or(usize::MAX),
                 max_instances: config.runtime.max_instances,
-                cache_dir: options.data_dir.as_ref().map(|d| d.join("cache")),
+                cache_dir: options
+                    .cache_dir
+                    .clone()
+                    .or_else(|| options.data_dir.as_ref().map(|d| d.join("cache"))),
             },
             Services {
                 http: Arc::new(PolicyHttp(client.clone())),

@@ -35,6 +35,10 @@ struct Cli {
     /// Directory for the compiled-component cache and usage records.
     #[arg(long, env = env::DATA_DIR, default_value = ".weir", global = true)]
     data_dir: PathBuf,
+    /// Directory for compiled components and pre-initialised policy snapshots [default:
+    /// <data-dir>/cache]. Several weir processes of the same build may share one.
+    #[arg(long, env = env::CACHE_DIR, global = true)]
+    cache_dir: Option<PathBuf>,
     /// Production mode: the controller API refuses to run without configured credentials.
     #[arg(long, env = env::PRODUCTION, global = true)]
     production: bool,
@@ -206,6 +210,7 @@ async fn run() -> anyhow::Result<()> {
                 config,
                 weir_server::GatewayOptions {
                     data_dir: Some(cli.data_dir),
+                    cache_dir: cli.cache_dir,
                     builtins: Some(std::sync::Arc::new(BundledMock::default())),
                 },
             )
@@ -219,6 +224,7 @@ async fn run() -> anyhow::Result<()> {
             let file = load_config(cli.config.as_ref())?;
             let options = weir_server::GatewayOptions {
                 data_dir: Some(cli.data_dir.clone()),
+                cache_dir: cli.cache_dir.clone(),
                 builtins: Some(std::sync::Arc::new(BundledMock::default())),
             };
             // With a controller, the stored resources are the truth (a new store is seeded
