@@ -594,6 +594,9 @@ impl Policy for McpTranslator {
     type Config = Config;
     const NAME: &'static str = "mcp-translator";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    // Instances start from a snapshot with the configuration (an inline OpenAPI document can be
+    // large) already parsed: no parsing on the request path.
+    const PREINITIALISE: bool = true;
     const PHASES: &'static [Phase] = &[Phase::Request];
 
     fn check(config: &Config) -> Result<(), ConfigError> {

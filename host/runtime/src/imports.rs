@@ -95,7 +95,9 @@ impl ResourceLimiter for Limiter {
 /// The data of one policy instance's store.
 pub struct StoreData {
     table: ResourceTable,
-    wasi: WasiCtx,
+    /// Made on the first WASI call: most policy instances make none (a panic message, a hash
+    /// map's seed or the clock do).
+    wasi: Option<WasiCtx>,
     pub(crate) limiter: Limiter,
     pub(crate) slot: Arc<SlotState>,
     pub(crate) request: Arc<Mutex<RequestState>>,
@@ -118,7 +120,7 @@ impl StoreData {
     ) -> Self {
         Self {
             table: ResourceTable::new(),
-            wasi: WasiCtx::builder().build(),
+            wasi: None,
             limiter: Limiter {
                 max_bytes: memory,
                 refused: false,
@@ -255,7 +257,7 @@ pub(crate) enum FetchError {
 impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| WasiCtx::builder().build()),
             table: &mut self.table,
         }
     }
