@@ -60,9 +60,6 @@ impl Policy for Auth {
     type Config = Config;
     const NAME: &'static str = "auth";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    // Instances start from a snapshot with the configuration already parsed (the host
-    // pre-initialises): no parsing on the request path.
-    const PREINITIALISE: bool = true;
     const PHASES: &'static [Phase] = &[Phase::Request];
 
     fn check(config: &Config) -> Result<(), ConfigError> {

@@ -161,9 +161,6 @@ impl Policy for McpGuard {
     type Config = Config;
     const NAME: &'static str = "mcp-guard";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    // Instances start from a snapshot with the configuration already parsed (the host
-    // pre-initialises): no parsing on the request path.
-    const PREINITIALISE: bool = true;
     const PHASES: &'static [Phase] = &[Phase::Request, Phase::Response];
 
     fn check(config: &Config) -> Result<(), ConfigError> {
