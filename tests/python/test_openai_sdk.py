@@ -14,7 +14,9 @@ import httpx
 import openai
 import pytest
 
-from conftest import LIMITED_TOKENS_PER_MINUTE
+from pathlib import Path
+
+from conftest import LIMITED_TOKENS_PER_MINUTE, cache_args
 
 MESSAGES = [{"role": "user", "content": "Say hello to the gateway"}]
 
@@ -348,3 +350,12 @@ def test_secrets_not_in_logs_or_usage(weir, keys, client):
     # Also the config file weir read holds only hashes.
     config = weir.config_path.read_text()
     assert keys.alice not in config and keys.upstream not in config
+
+
+def test_compiled_components_go_to_the_cache_dir(weir):
+    """`--cache-dir` (which every gateway of the tests gets) takes the compiled components out
+    of the data dir: weir compiles every bundled component at start, so without the flag they
+    would be in `<data-dir>/cache`."""
+    shared = Path(cache_args()[1])
+    assert not (weir.data_dir / "cache").exists(), sorted(p.name for p in weir.data_dir.iterdir())
+    assert len(list(shared.glob("*.cwasm"))) >= 9, f"{shared} holds too few compiled components"

@@ -32,7 +32,8 @@ struct Cli {
     /// Listen address of the data plane (overrides the configuration's `listen`).
     #[arg(long, env = env::LISTEN, global = true)]
     listen: Option<std::net::SocketAddr>,
-    /// Directory for the compiled-component cache and usage records.
+    /// Directory for usage records, the controller's store and (without `--cache-dir`) the
+    /// compiled-component cache.
     #[arg(long, env = env::DATA_DIR, default_value = ".weir", global = true)]
     data_dir: PathBuf,
     /// Directory for compiled components and pre-initialised policy snapshots [default:
