@@ -518,10 +518,13 @@ proxies:
     )
 
 
-def start_weir(config: Path, base: Path, port: int, upstream_key: str, **extra_env: str) -> tuple[subprocess.Popen, Path]:
+def start_weir(
+    config: Path, base: Path, port: int, upstream_key: str, *, preexec_fn=None, **extra_env: str
+) -> tuple[subprocess.Popen, Path]:
     """Starts `weir --config CONFIG --data-dir BASE/data` with no `WEIR_*` variables of this
     environment, the mock's key in `MOCK_UPSTREAM_KEY` (and `extra_env`), logging to
-    `BASE/weir.log`; returns once it serves on `port`. Stop it with `stop_process`."""
+    `BASE/weir.log`; returns once it serves on `port`. `preexec_fn` runs in the child before
+    weir starts (e.g. to set a resource limit). Stop it with `stop_process`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
     env["MOCK_UPSTREAM_KEY"] = upstream_key
     env.update(extra_env)
@@ -530,6 +533,7 @@ def start_weir(config: Path, base: Path, port: int, upstream_key: str, **extra_e
         proc = subprocess.Popen(
             [str(_binary("WEIR_BIN", "target/debug/weir")), "--config", str(config), "--data-dir", str(base / "data"), *cache_args()],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            preexec_fn=preexec_fn,
         )
     _wait_ready(proc, port, log_path)
     return proc, log_path

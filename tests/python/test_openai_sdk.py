@@ -8,6 +8,7 @@ The mock is deterministic: a chat reply is "mock0 mock1 …" with one word per c
 from __future__ import annotations
 
 import math
+import resource
 import time
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 
 from pathlib import Path
 
-from conftest import LIMITED_TOKENS_PER_MINUTE, cache_args
+from conftest import LIMITED_TOKENS_PER_MINUTE, cache_args, free_port, sha256_hex, start_weir, stop_process
 
 MESSAGES = [{"role": "user", "content": "Say hello to the gateway"}]
 
@@ -359,3 +360,50 @@ def test_compiled_components_go_to_the_cache_dir(weir):
     shared = Path(cache_args()[1])
     assert not (weir.data_dir / "cache").exists(), sorted(p.name for p in weir.data_dir.iterdir())
     assert len(list(shared.glob("*.cwasm"))) >= 9, f"{shared} holds too few compiled components"
+
+
+def test_capped_address_space_falls_back_to_bounds_checked_memories(tmp_path, keys, mock_upstream):
+    """Each policy memory reserves 4 GiB of address space (about 8 TiB for the default 1000
+    instances), so that compiled policies load and store without bounds checks. Under a cap on
+    the address space too small for that (`ulimit -v`, here 1 TiB) weir says so and runs its
+    policies with bounds-checked memories instead: same answers, no failure."""
+    port = free_port()
+    config = tmp_path / "weir.yaml"
+    config.write_text(
+        f"""\
+listen: 127.0.0.1:{port}
+providers:
+  - name: mock
+    base-url: {mock_upstream.url}/v1
+    api-key-env: MOCK_UPSTREAM_KEY
+proxies:
+  - name: capped
+    context-path: /capped
+    provider: mock
+    policies:
+      - policy: auth
+        config:
+          consumers:
+            - id: alice
+              key-sha256: {sha256_hex(keys.alice)}
+      - policy: token-limit
+        config: {{tokens-per-minute: 100000}}
+"""
+    )
+
+    def cap_address_space():
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 40, 1 << 40))
+
+    proc, log_path = start_weir(config, tmp_path, port, keys.upstream, preexec_fn=cap_address_space)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/capped/v1", api_key=keys.alice, max_retries=0, timeout=30)
+        r = client.chat.completions.create(model="mock-gpt", messages=MESSAGES, max_tokens=3)
+        assert r.choices[0].message.content == reply_text(3)
+        assert r.usage.prompt_tokens == expected_prompt_tokens(MESSAGES)
+        client.api_key = "sk-wrong"
+        with pytest.raises(openai.AuthenticationError):
+            client.chat.completions.create(model="mock-gpt", messages=MESSAGES, max_tokens=3)
+    finally:
+        stop_process(proc)
+    log = log_path.read_text(errors="replace")
+    assert "policy memories are bounds-checked instead" in log, log
