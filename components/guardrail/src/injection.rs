@@ -133,6 +133,44 @@ fn fold(c: char) -> char {
 /// Lower case, folded, hidden characters dropped, punctuation as spaces, single letters spelled
 /// out (`i g n o r e`) joined, whitespace collapsed.
 pub fn normalise(text: &str) -> String {
+    let (words, longest) = if text.is_ascii() {
+        ascii_words(text.as_bytes())
+    } else {
+        unicode_words(text)
+    };
+    if longest < 4 {
+        return words;
+    }
+    // Join runs of 4+ single letters: "i g n o r e" -> "ignore".
+    let mut out = String::with_capacity(words.len());
+    let tokens: Vec<&str> = words.split(' ').filter(|w| !w.is_empty()).collect();
+    let single = |w: &str| {
+        let mut cs = w.chars();
+        cs.next().is_some_and(char::is_alphabetic) && cs.next().is_none()
+    };
+    let mut i = 0;
+    while i < tokens.len() {
+        let mut j = i;
+        while j < tokens.len() && single(tokens[j]) {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if j - i >= 4 {
+            tokens[i..j].iter().for_each(|t| out.push_str(t));
+            i = j;
+        } else {
+            out.push_str(tokens[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The words of `text` as [`normalise`] writes them (before single letters are joined), and
+/// the longest run of single letters among them.
+fn unicode_words(text: &str) -> (String, usize) {
     let mut words = String::with_capacity(text.len() + 1);
     let mut current = String::new();
     // Whether `current` has a letter; single letters in a row, and the longest such run.
@@ -168,34 +206,67 @@ pub fn normalise(text: &str) -> String {
     if !current.is_empty() {
         end_word(&mut words, &mut current, &mut letters);
     }
-    if longest < 4 {
-        return words;
-    }
-    // Join runs of 4+ single letters: "i g n o r e" -> "ignore".
-    let mut out = String::with_capacity(words.len());
-    let tokens: Vec<&str> = words.split(' ').filter(|w| !w.is_empty()).collect();
-    let single = |w: &str| {
-        let mut cs = w.chars();
-        cs.next().is_some_and(char::is_alphabetic) && cs.next().is_none()
-    };
+    (words, longest)
+}
+
+/// [`unicode_words`] for an ASCII text, byte by byte (no character decoding; a test checks
+/// both give the same on ASCII texts). A word is a run of letters and digits, with `!|@$`
+/// inside one (after its first character, before a letter or digit).
+fn ascii_words(text: &[u8]) -> (String, usize) {
+    let mut words = Vec::with_capacity(text.len() + 1);
+    let (mut run, mut longest) = (0usize, 0usize);
     let mut i = 0;
-    while i < tokens.len() {
-        let mut j = i;
-        while j < tokens.len() && single(tokens[j]) {
-            j += 1;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        if j - i >= 4 {
-            tokens[i..j].iter().for_each(|t| out.push_str(t));
-            i = j;
-        } else {
-            out.push_str(tokens[i]);
+    while i < text.len() {
+        let start = i;
+        let mut letters = false;
+        while let Some(&b) = text.get(i) {
+            let inside = matches!(b, b'!' | b'|' | b'@' | b'$')
+                && i > start
+                && text.get(i + 1).is_some_and(u8::is_ascii_alphanumeric);
+            if !(b.is_ascii_alphanumeric() || inside) {
+                break;
+            }
+            letters |= b.is_ascii_alphabetic();
             i += 1;
         }
+        if i == start {
+            i += 1;
+            continue;
+        }
+        if !words.is_empty() {
+            words.push(b' ');
+        }
+        let at = words.len();
+        for &b in &text[start..i] {
+            let b = b.to_ascii_lowercase();
+            if letters {
+                let f = fold_ascii(b);
+                if f.is_ascii_alphanumeric() {
+                    words.push(f);
+                }
+            } else {
+                words.push(b);
+            }
+        }
+        let single = letters && words.len() == at + 1 && words[at].is_ascii_alphabetic();
+        run = if single { run + 1 } else { 0 };
+        longest = longest.max(run);
     }
-    out
+    // Only ASCII bytes were pushed.
+    (String::from_utf8(words).unwrap_or_default(), longest)
+}
+
+/// [`fold`] on an ASCII byte.
+fn fold_ascii(b: u8) -> u8 {
+    match b {
+        b'0' => b'o',
+        b'1' | b'!' | b'|' => b'i',
+        b'3' => b'e',
+        b'4' | b'@' => b'a',
+        b'5' | b'$' => b's',
+        b'7' => b't',
+        b => b,
+    }
 }
 
 /// Appends `current` to `words` (space-separated), folded when it has `letters`: digits and
@@ -315,8 +386,9 @@ pub fn signals(text: &str, known: &[String]) -> Vec<Signal> {
             weight: 0.45,
         });
     }
+    // Words of letters, digits and `!|@$`, one space apart.
     let norm = normalise(text);
-    let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = norm.split_ascii_whitespace().collect();
 
     // What each distinct word is (a prompt repeats its words: classify each once).
     // With the built-in phrases that start with it (one lookup per distinct word, too).
@@ -629,6 +701,15 @@ mod tests {
             .chain(FOREIGN.iter().copied())
         {
             assert_eq!(normalise(p), p, "write `{p}` as normalise() would");
+        }
+    }
+
+    proptest::proptest! {
+        /// ASCII texts split into the same words byte by byte as character by character
+        /// (letters, digits, the leetspeak symbols, spaces, punctuation; runs of single letters).
+        #[test]
+        fn ascii_words_are_the_unicode_words(text in "([a-cA-C0-9!|@$ .,'\\n-]|i g n o r e ){0,60}") {
+            proptest::prop_assert_eq!(ascii_words(text.as_bytes()), unicode_words(&text));
         }
     }
 
