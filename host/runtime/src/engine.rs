@@ -225,6 +225,12 @@ impl Runtime {
     /// Like [`Runtime::new`], with what policies' imports reach.
     pub fn with_services(options: RuntimeOptions, services: Services) -> Result<Self, LoadError> {
         let layout = MemoryLayout::for_options(&options);
+        if layout == MemoryLayout::Compact {
+            tracing::warn!(
+                max_instances = options.max_instances,
+                "runtime.max-instances needs more than 48 TiB of address space at 4 GiB per policy memory; policy memories are bounds-checked instead (slower)"
+            );
+        }
         let engine = match Engine::new(&engine_config(&options, layout)) {
             Ok(engine) => engine,
             // The address space may be capped (`ulimit -v`): the compact layout needs far
@@ -557,5 +563,30 @@ impl Policy {
             };
             info.map_err(|e| crate::imports::classify(&store, &e))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memories_are_guarded_unless_the_instances_need_too_much_address_space() {
+        let with = |max_instances| RuntimeOptions {
+            max_instances,
+            ..RuntimeOptions::default()
+        };
+        assert_eq!(
+            MemoryLayout::for_options(&RuntimeOptions::default()),
+            MemoryLayout::Guarded
+        );
+        assert_eq!(
+            MemoryLayout::for_options(&with(6000)),
+            MemoryLayout::Guarded
+        );
+        assert_eq!(
+            MemoryLayout::for_options(&with(6200)),
+            MemoryLayout::Compact
+        );
     }
 }
