@@ -106,7 +106,9 @@ enum MemoryLayout {
 }
 
 /// Address space the policy memories' slots may reserve in all (`Guarded` needs about 8 TiB for
-/// the default 1000 instances of two memories each; x86-64 and AArch64 give a process 128 TiB).
+/// the default 1000 instances of two memories each; x86-64 gives a process 128 TiB). Where the
+/// reservation fails anyway (a smaller virtual address space, `ulimit -v`), the runtime falls
+/// back to `Compact`.
 const GUARDED_BUDGET: u64 = 48 << 40;
 const GUARD_BYTES: u64 = 32 << 20;
 
