@@ -237,16 +237,10 @@ fn ascii_words(text: &[u8]) -> (String, usize) {
             words.push(b' ');
         }
         let at = words.len();
+        // Folding keeps a word's bytes letters and digits (`!|@$` become letters): none drops.
         for &b in &text[start..i] {
             let b = b.to_ascii_lowercase();
-            if letters {
-                let f = fold_ascii(b);
-                if f.is_ascii_alphanumeric() {
-                    words.push(f);
-                }
-            } else {
-                words.push(b);
-            }
+            words.push(if letters { fold_ascii(b) } else { b });
         }
         let single = letters && words.len() == at + 1 && words[at].is_ascii_alphabetic();
         run = if single { run + 1 } else { 0 };
