@@ -30,9 +30,13 @@ pub struct Plan {
 pub struct PlanSlot {
     /// Policy name, e.g. `auth`.
     pub policy: String,
-    /// sha256 of the component bytes plugged into this slot.
+    /// sha256 of the policy component this slot runs (the file `weir` loads).
     pub sha256: String,
     pub phases: Vec<Phase>,
+    /// The slot runs a pre-initialised snapshot of that component (its code unchanged, its
+    /// memory holding the slot's configurations already parsed; see `weir build`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preinitialised: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -77,8 +77,9 @@ pub trait Policy {
     /// instance from a snapshot of the memory that left, instead of parsing the configuration
     /// again in each request's fresh instance. Worth it when parsing or preparing costs more
     /// than a few microseconds (patterns to compile, indexes to build). Requests stay isolated:
-    /// each starts from the same snapshot. Hosts that do not pre-initialise (older ones, the
-    /// edge) parse on first use as before.
+    /// each starts from the same snapshot. `weir build` pre-initialises the edge apps' copy of
+    /// the component the same way, with every configuration the app's plan gives it. Hosts that
+    /// do not pre-initialise (older ones) parse on first use as before.
     const PREINITIALISE: bool = false;
 
     /// Checks beyond what deserialization checks (ranges, formats). Return the field path.
@@ -343,14 +344,16 @@ pub const PREINITIALISE_SECTION: &str = "weir:preinitialise";
 /// One component instance can serve several entries of a chain with different configurations
 /// (at the edge, every entry of the same policy component shares one instance), so parsed
 /// configurations are kept per policy instance (`context.instance()`), never in one global.
-/// The configuration `validate-config` parsed last is kept too ("prepared"): a host that
-/// snapshots the instance after `validate-config` (see [`Policy::PREINITIALISE`]) gives every
-/// request an instance in which the configuration is already parsed; it is used only for an
-/// instance whose configuration text is the same.
+/// The configurations `validate-config` parsed are kept too ("prepared", one per distinct
+/// text): a host that snapshots the instance after `validate-config` (see
+/// [`Policy::PREINITIALISE`]) gives every request an instance in which the configuration is
+/// already parsed; one is used only for an instance whose configuration text is the same. The
+/// self-hosted host snapshots one configuration per instance; `weir build` snapshots every
+/// configuration of the component's entries in the edge app's plan.
 #[doc(hidden)]
 pub struct ConfigCache<T> {
     entries: std::cell::RefCell<Vec<(String, std::rc::Rc<T>)>>,
-    prepared: std::cell::RefCell<Option<(String, std::rc::Rc<T>)>>,
+    prepared: std::cell::RefCell<Vec<(String, std::rc::Rc<T>)>>,
 }
 
 impl<T> ConfigCache<T> {
@@ -358,12 +361,12 @@ impl<T> ConfigCache<T> {
     pub const fn new() -> Self {
         Self {
             entries: std::cell::RefCell::new(Vec::new()),
-            prepared: std::cell::RefCell::new(None),
+            prepared: std::cell::RefCell::new(Vec::new()),
         }
     }
 
     /// `validate-config`: parses and checks `json`, prepares it ([`Policy::prepare`]) and
-    /// keeps it as the prepared configuration.
+    /// keeps it as a prepared configuration (the same text again replaces it).
     #[doc(hidden)]
     pub fn prepare<P: Policy<Config = T>>(&self, json: String) -> Result<(), ConfigError>
     where
@@ -371,7 +374,9 @@ impl<T> ConfigCache<T> {
     {
         let config = parse_config::<P>(&json)?;
         P::prepare(&config);
-        *self.prepared.borrow_mut() = Some((json, std::rc::Rc::new(config)));
+        let mut prepared = self.prepared.borrow_mut();
+        prepared.retain(|(text, _)| *text != json);
+        prepared.push((json, std::rc::Rc::new(config)));
         Ok(())
     }
 }
@@ -394,10 +399,12 @@ impl<T> ConfigCache<T> {
             return Ok(c.clone());
         }
         let text = cx.config();
-        let prepared = match self.prepared.borrow().as_ref() {
-            Some((t, c)) if *t == text => Some(c.clone()),
-            _ => None,
-        };
+        let prepared = self
+            .prepared
+            .borrow()
+            .iter()
+            .find(|(t, _)| *t == text)
+            .map(|(_, c)| c.clone());
         let parsed = match prepared {
             Some(c) => c,
             None => std::rc::Rc::new(parse_config::<P>(&text)?),

@@ -34,7 +34,7 @@
 //!   pages, handle) and whether the instance started from a pre-initialised snapshot
 //!   (`prepared=1`: the component sets `PREINITIALISE`, and `prepare` leaves a mark only
 //!   `validate-config` can leave); on-response reports the counter again (`x-test-carry-calls`:
-//!   2, the request's own instance sees its own data).
+//!   2, the request's own instance sees its own data) and the mark (`x-test-prepared`: 1 or 0).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -211,7 +211,12 @@ impl Policy for TestPolicy {
             Mode::Vector => vector_store(config, cx, response),
             Mode::Carry => {
                 let calls = CARRY_CALLS.fetch_add(1, Ordering::Relaxed) + 1;
-                Verdict::edit(Edits::none().set_header("x-test-carry-calls", calls.to_string()))
+                let prepared = u8::from(PREPARED.load(Ordering::Relaxed));
+                Verdict::edit(
+                    Edits::none()
+                        .set_header("x-test-carry-calls", calls.to_string())
+                        .set_header("x-test-prepared", prepared.to_string()),
+                )
             }
             Mode::McpFilter => {
                 let result = response.rpc().iter().any(|m| m.result.is_some());

@@ -10,7 +10,12 @@
 //!    `chain-link`, the links chained to a `chain-end` (so a plan may use any number of policy
 //!    components). The result imports only `weir:edge/platform` and WASI and exports
 //!    `weir:edge/handler`. The policy component bytes are used as they are (their sha256 is in
-//!    the plan, so a test can compare them with what the self-hosted host runs).
+//!    the plan, so a test can compare them with what the self-hosted host runs), except for
+//!    components that ask to be pre-initialised (`Policy::PREINITIALISE` of the SDK): like the
+//!    self-hosted host, the build runs their `validate-config` on every configuration the slot
+//!    serves and composes the snapshot of that instance instead (same code, the configurations
+//!    parsed in its memory; the plan's slot says `preinitialised`), so the edge's per-request
+//!    instances do not parse them again.
 //! 4. Writes the app for the target (see [`Target`]). For Spin, the composition is wrapped once
 //!    more between the two Spin adapters (apps/spin) and checked against the Spin world.
 //!
@@ -63,6 +68,9 @@ pub struct Options {
     pub node: Option<PathBuf>,
     /// jco's CLI script, `.../@bytecodealliance/jco/dist/jco.js` (Cloudflare).
     pub jco: Option<PathBuf>,
+    /// Pre-initialise the components that ask for it with their entries' configurations (the
+    /// default; see [`planner::preinitialise`]).
+    pub preinitialise: bool,
 }
 
 /// Why a build failed; each names the file, field or tool at fault and how to fix it.
@@ -103,7 +111,7 @@ pub async fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Sum
     })?;
     let base = opts.config.parent().unwrap_or(Path::new("."));
     progress("loading and validating policy components");
-    let (plan, slots) =
+    let (mut plan, mut slots) =
         make_plan(&config, base)
             .await
             .map_err(|(path, message)| BuildError::Config {
@@ -111,6 +119,9 @@ pub async fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Sum
                 path,
                 message,
             })?;
+    if opts.preinitialise {
+        planner::preinitialise(&mut plan, &mut slots, progress).await;
+    }
     progress(&format!(
         "composing the gateway with {} policy component(s): {}",
         slots.len(),
@@ -237,6 +248,7 @@ proxies:
             name: "weir-test".into(),
             node: None,
             jco: None,
+            preinitialise: true,
         };
         let mut progress = |_: &str| {};
         super::build(&opts("a"), &mut progress).await.unwrap();
@@ -278,6 +290,66 @@ proxies:
             Some("{{ p_key }}")
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn components_that_ask_are_preinitialised_with_every_configuration_reproducibly() {
+        let config = weir_config::GatewayConfig::from_yaml(&CONFIG.replace(
+            "      - policy: token-limit",
+            "      - { policy: guardrail, config: { rules: [{ id: i, kind: injection }] } }
+      - { policy: guardrail, id: second, config: { rules: [{ id: r, kind: regex, patterns: [secret] }] } }
+      - policy: token-limit",
+        ))
+        .unwrap();
+        let (plan, slots) = super::make_plan(&config, std::path::Path::new("."))
+            .await
+            .unwrap();
+        let guardrail = slots.iter().position(|s| s.name == "guardrail").unwrap();
+        assert_eq!(
+            slots[guardrail].configs.len(),
+            2,
+            "one slot, both configurations"
+        );
+        let mut built = Vec::new();
+        for _ in 0..2 {
+            let (mut plan, mut slots) = (plan.clone(), slots.clone());
+            let mut lines = Vec::new();
+            super::planner::preinitialise(&mut plan, &mut slots, &mut |l: &str| {
+                lines.push(l.to_owned());
+            })
+            .await;
+            assert!(
+                lines.len() == 1 && lines[0].starts_with("pre-initialised `guardrail` with 2"),
+                "{lines:?}"
+            );
+            built.push((plan, slots));
+        }
+        let (plan, slots) = &built[0];
+        // The plan still names the component `weir` runs, and says the slot is a snapshot of it.
+        let slot = &plan.slots[guardrail];
+        assert!(slot.preinitialised);
+        assert_eq!(
+            slot.sha256,
+            hex::encode(Sha256::digest(weir_policies::GUARDRAIL))
+        );
+        assert!(
+            !plan
+                .slots
+                .iter()
+                .any(|s| s.policy != "guardrail" && s.preinitialised)
+        );
+        let digest = |b: &[u8]| hex::encode(Sha256::digest(b));
+        assert_ne!(digest(&slots[guardrail].bytes), slot.sha256);
+        let auth = slots.iter().find(|s| s.name == "auth").unwrap();
+        assert!(
+            auth.bytes == weir_policies::AUTH,
+            "auth does not ask for it"
+        );
+        // The same inputs give the same snapshot (its hash-map seed is derived from them).
+        assert_eq!(
+            digest(&slots[guardrail].bytes),
+            digest(&built[1].1[guardrail].bytes)
+        );
     }
 
     #[tokio::test]

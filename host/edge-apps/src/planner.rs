@@ -16,6 +16,10 @@ use weir_runtime::{ContractVersion, Policy, Runtime, RuntimeOptions};
 pub struct PolicyComponent {
     pub name: String,
     pub bytes: Vec<u8>,
+    /// The component as loaded (to pre-initialise it).
+    pub policy: std::sync::Arc<Policy>,
+    /// The configurations (JSON) of the entries this slot serves, in plan order, distinct.
+    pub configs: Vec<String>,
 }
 
 /// The components loaded so far and the slots (links) they were given.
@@ -75,15 +79,22 @@ impl Slots {
                     self.components.push(PolicyComponent {
                         name: r.policy.clone(),
                         bytes: bytes.clone(),
+                        policy: policy.clone(),
+                        configs: Vec::new(),
                     });
                     self.plan.push(PlanSlot {
                         policy: r.policy.clone(),
                         sha256: hex::encode(Sha256::digest(bytes)),
                         phases: policy.info().phases.clone(),
+                        preinitialised: false,
                     });
                     self.components.len() - 1
                 }
             };
+            let configs = &mut self.components[slot].configs;
+            if !configs.contains(&config_json) {
+                configs.push(config_json.clone());
+            }
             policies.push(PlanPolicy {
                 slot: slot as u32,
                 instance: entry.instance.clone(),
@@ -263,4 +274,44 @@ pub async fn make_plan(
         },
         slots.components,
     ))
+}
+
+/// Pre-initialises the slots whose component asks for it (the SDK's `Policy::PREINITIALISE`):
+/// the component's `validate-config` runs on every configuration of the slot's entries in one
+/// instance, and the snapshot of that instance (wasmtime-wizer, as the self-hosted host does per
+/// configuration) replaces the component in the composition. A slot that cannot be
+/// pre-initialised keeps the component as loaded (its instances parse their configuration at
+/// first use), with a warning.
+pub async fn preinitialise(
+    plan: &mut Plan,
+    slots: &mut [PolicyComponent],
+    progress: &mut dyn FnMut(&str),
+) {
+    for (slot, planned) in slots.iter_mut().zip(plan.slots.iter_mut()) {
+        if !slot.policy.preinitialises() || slot.configs.is_empty() {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let configs: Vec<&str> = slot.configs.iter().map(String::as_str).collect();
+        match slot.policy.edge_preinitialised(&configs).await {
+            Ok(Some(bytes)) => {
+                progress(&format!(
+                    "pre-initialised `{}` with {} configuration(s) in {:.1}s ({} -> {} bytes)",
+                    slot.name,
+                    configs.len(),
+                    started.elapsed().as_secs_f64(),
+                    slot.bytes.len(),
+                    bytes.len()
+                ));
+                slot.bytes = bytes;
+                planned.preinitialised = true;
+            }
+            Ok(None) => {}
+            Err(e) => progress(&format!(
+                "warning: could not pre-initialise `{}` ({e}); the app's instances of it parse \
+                 their configuration at first use",
+                slot.name
+            )),
+        }
+    }
 }

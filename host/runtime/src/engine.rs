@@ -481,6 +481,16 @@ impl Policy {
         self.snapshots.wanted()
     }
 
+    /// For an edge app (`weir build`): the component pre-initialised with `configs` (every
+    /// configuration its entries in the app use), as a new component to compose instead of
+    /// this one; `None` when the component does not ask for pre-initialisation
+    /// ([`Policy::preinitialises`]). The same component and configurations give the same bytes.
+    pub async fn edge_preinitialised(&self, configs: &[&str]) -> Result<Option<Vec<u8>>, String> {
+        crate::preinit::edge_snapshot(&self.runtime, &self.name, self.snapshots.bytes(), configs)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+
     /// The name the policy was loaded under.
     pub fn name(&self) -> &str {
         &self.name

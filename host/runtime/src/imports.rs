@@ -254,6 +254,14 @@ pub(crate) enum FetchError {
     Failed(String),
 }
 
+impl StoreData {
+    /// WASI whose hash-map seed (`wasi:random/insecure-seed`) is `seed`: a snapshot made in
+    /// this store is then a function of its inputs (`weir build` is reproducible).
+    pub(crate) fn seed_wasi(&mut self, seed: u128) {
+        self.wasi = Some(WasiCtx::builder().insecure_random_seed(seed).build());
+    }
+}
+
 impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

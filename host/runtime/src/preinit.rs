@@ -70,6 +70,11 @@ impl Snapshots {
         self.bytes.is_some()
     }
 
+    /// The component's bytes, when it asks for pre-initialisation.
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
+        self.bytes.as_deref()
+    }
+
     /// The snapshot of the component with `config` prepared, made (or loaded from the disk
     /// cache) on first use. Blocking: compiles. `Ok(None)` when the component does not ask for
     /// pre-initialisation. The flag says whether it came from the disk cache.
@@ -99,7 +104,7 @@ impl Snapshots {
             runtime.engine(),
             runtime.options().cache_dir.as_deref(),
             &key.finalize(),
-            || futures::executor::block_on(snapshot(runtime, name, bytes, config)),
+            || futures::executor::block_on(snapshot(runtime, name, bytes, &[config], None)),
         )?;
         let variant = Arc::new(runtime.variant(&component, crate::ContractVersion::V0_2)?);
         let mut done = lock();
@@ -112,13 +117,49 @@ impl Snapshots {
     }
 }
 
-/// Instruments the component, runs `validate-config(config)` in an instance of it and writes
-/// the instance's state into a new component.
+/// For an edge app (`weir build`): the component pre-initialised with every configuration
+/// its entries in the app use (`validate-config` on each, in one instance: at the edge one
+/// component instance serves all of them), as a new component; `None` when the component does
+/// not ask for pre-initialisation. Its WASI hash-map seed is derived from the component and the
+/// configurations, so that the same inputs give the same bytes.
+pub(crate) async fn edge_snapshot(
+    runtime: &Runtime,
+    name: &str,
+    bytes: Option<&[u8]>,
+    configs: &[&str],
+) -> wasmtime::Result<Option<Vec<u8>>> {
+    let Some(bytes) = bytes else {
+        return Ok(None);
+    };
+    let mut seed = Sha256::new();
+    seed.update(b"weir-edge-preinitialised\0");
+    seed.update(Sha256::digest(bytes));
+    for config in configs {
+        seed.update(Sha256::digest(config.as_bytes()));
+    }
+    let seed: [u8; 32] = seed.finalize().into();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&seed[..16]);
+    snapshot(
+        runtime,
+        name,
+        bytes,
+        configs,
+        Some(u128::from_le_bytes(first)),
+    )
+    .await
+    .map(Some)
+}
+
+/// Instruments the component, runs `validate-config` on each configuration in an instance of
+/// it and writes the instance's state into a new component. `seed`: the WASI hash-map seed
+/// (else a random one).
 async fn snapshot(
     runtime: &Runtime,
     name: &str,
     bytes: &[u8],
-    config: &str,
+    configs: &[&str],
+    seed: Option<u128>,
 ) -> wasmtime::Result<Vec<u8>> {
     let wizer = Wizer::new();
     let (cx, instrumented) = wizer.instrument_component(bytes)?;
@@ -130,21 +171,26 @@ async fn snapshot(
     let slot = Arc::new(SlotState::detached(name));
     let request = Arc::new(Mutex::new(RequestState::detached()));
     let mut store = runtime.new_store(slot, request);
+    if let Some(seed) = seed {
+        store.data_mut().seed_wasi(seed);
+    }
     let instance = runtime
         .linker()
         .instantiate_async(&mut store, &component)
         .await?;
     let bindings = v0_2::PolicyComponent::new(&mut store, &instance)?;
-    if let Err(e) = bindings
-        .weir_policy_policy()
-        .call_validate_config(&mut store, config)
-        .await?
-    {
-        wasmtime::bail!(
-            "validate-config refused the configuration at `{}`: {}",
-            e.path,
-            e.message
-        );
+    for config in configs {
+        if let Err(e) = bindings
+            .weir_policy_policy()
+            .call_validate_config(&mut store, config)
+            .await?
+        {
+            wasmtime::bail!(
+                "validate-config refused the configuration at `{}`: {}",
+                e.path,
+                e.message
+            );
+        }
     }
     let mut access = Access {
         store: &mut store,

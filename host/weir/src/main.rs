@@ -80,6 +80,10 @@ enum Command {
         /// jco's dist/jco.js (default: apps/cloudflare/node_modules).
         #[arg(long, env = "WEIR_JCO")]
         jco: Option<PathBuf>,
+        /// Compose the policy components as they are, without pre-initialising those that ask
+        /// for it (their instances then parse their configuration in every request).
+        #[arg(long)]
+        no_preinitialise: bool,
     },
 }
 
@@ -170,6 +174,7 @@ async fn run() -> anyhow::Result<()> {
             name,
             node,
             jco,
+            no_preinitialise,
         } => {
             let Some(config) = cli.config.clone() else {
                 anyhow::bail!(
@@ -183,6 +188,7 @@ async fn run() -> anyhow::Result<()> {
                 name,
                 node,
                 jco,
+                preinitialise: !no_preinitialise,
             };
             #[expect(
                 clippy::print_stderr,
