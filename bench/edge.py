@@ -161,6 +161,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300, help="measured requests per target")
     parser.add_argument("--warmup", type=int, default=30, help="unmeasured requests first")
     parser.add_argument("--targets", default="weir,spin,cloudflare", help="comma-separated: weir, spin, cloudflare")
+    parser.add_argument(
+        "--no-preinitialise",
+        action="store_true",
+        help="build the edge apps with `weir build --no-preinitialise` (policies parse their configuration per request)",
+    )
     args = parser.parse_args()
 
     keys = Keys(alice="sk-bench-" + os.urandom(8).hex(), bob="unused", upstream="sk-upstream-" + os.urandom(8).hex())
@@ -179,6 +184,8 @@ def main() -> int:
                 target = targets.TARGETS[name](workdir, config(mock.url, keys.alice), keys.upstream)
                 if hasattr(target, "env"):
                     target.env["WEIR_LOG"] = "warn"  # the harness's debug logging is not what is measured
+                if args.no_preinitialise and name != "weir":
+                    target.build_args = ["--no-preinitialise"]
                 if hasattr(target, "persist"):
                     # weir-spin-runner's file persistence rewrites the whole store after every
                     # change (O(store) per write): the runner's, not Spin's; in memory here.

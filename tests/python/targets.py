@@ -82,6 +82,7 @@ class Target:
     def weir_edge_apps(self, target: str, out: Path) -> None:
         """`weir build --target TARGET` of this target's config into `out`."""
         cmd = [str(self.binary), "build", "--target", target, "--config", str(self.config_path), "-o", str(out)]
+        cmd += getattr(self, "build_args", [])
         result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
             raise RuntimeError(
