@@ -29,92 +29,98 @@ pub const IGNORED_FIELDS: &[&str] = &[
     "service_tier",
 ];
 
-/// The canonical text of a JSON value: sorted keys, no whitespace, numbers normalised.
-pub fn canonical(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
+/// Writes the canonical text of a JSON value: sorted keys, no whitespace, numbers normalised
+/// (strings, `true`, `false` and `null` as serde_json writes them).
+fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(']');
-        }
-        Value::Number(n) => out.push_str(&number(n)),
-        other => out.push_str(&other.to_string()),
+        Value::Object(map) => write_object(map, &|_| true, out),
+        Value::Array(items) => write_array(items, out),
+        Value::Number(n) => write_number(n, out),
+        other => write_json(other, out),
     }
 }
 
+/// An object, with only the keys `keep` accepts: written from the request as it was parsed,
+/// not from a filtered copy of it.
+fn write_object(map: &Map<String, Value>, keep: &dyn Fn(&str) -> bool, out: &mut Vec<u8>) {
+    let mut keys: Vec<&String> = map.keys().filter(|k| keep(k)).collect();
+    keys.sort();
+    out.push(b'{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(k, out);
+        out.push(b':');
+        write_value(&map[k], out);
+    }
+    out.push(b'}');
+}
+
+fn write_array(items: &[Value], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_value(v, out);
+    }
+    out.push(b']');
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    // Writing a string, a key or a literal into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(out, value);
+}
+
 /// `1`, `1.0` and `1e0` are one number: integral values are written as integers.
-fn number(n: &Number) -> String {
+fn write_number(n: &Number, out: &mut Vec<u8>) {
     if n.is_f64()
         && let Some(f) = n.as_f64()
         && f.fract() == 0.0
         && f.abs() < 9.0e15
     {
-        return format!("{}", f as i64);
+        write_json(&(f as i64), out);
+        return;
     }
-    n.to_string()
+    out.extend_from_slice(n.to_string().as_bytes());
 }
 
-/// The request without the ignored fields (and, for the fingerprint, without its messages).
-fn relevant(body: &Map<String, Value>, drop_messages: bool) -> Map<String, Value> {
-    body.iter()
-        .filter(|(k, _)| !IGNORED_FIELDS.contains(&k.as_str()))
-        .filter(|(k, _)| !(drop_messages && *k == "messages"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+/// Whether a top-level request field can change the answer (see [`IGNORED_FIELDS`]).
+fn relevant(field: &str) -> bool {
+    !IGNORED_FIELDS.contains(&field)
 }
 
-fn hex_sha256(parts: &[&str]) -> String {
+fn hex_sha256(parts: &[&[u8]]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_le_bytes());
-        h.update(p.as_bytes());
+        h.update(p);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(64);
+    for b in h.finalize() {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    hex
 }
 
 /// The exact key of a request body in a scope (`consumer`, generation...).
 pub fn exact(scope: &str, body: &Map<String, Value>) -> String {
-    hex_sha256(&[
-        "exact",
-        scope,
-        &canonical(&Value::Object(relevant(body, false))),
-    ])
+    let mut text = Vec::with_capacity(4096);
+    write_object(body, &relevant, &mut text);
+    hex_sha256(&[b"exact", scope.as_bytes(), &text])
 }
 
 /// The fingerprint of a request for the semantic layer: everything but the conversation,
 /// plus the messages given (those that are not embedded but must match, e.g. system prompts).
 pub fn fingerprint(scope: &str, body: &Map<String, Value>, kept_messages: &[Value]) -> String {
-    hex_sha256(&[
-        "semantic",
-        scope,
-        &canonical(&Value::Object(relevant(body, true))),
-        &canonical(&Value::Array(kept_messages.to_vec())),
-    ])
+    let mut rest = Vec::with_capacity(1024);
+    write_object(body, &|k| relevant(k) && k != "messages", &mut rest);
+    let mut kept = Vec::with_capacity(1024);
+    write_array(kept_messages, &mut kept);
+    hex_sha256(&[b"semantic", scope.as_bytes(), &rest, &kept])
 }
 
 #[cfg(test)]
@@ -183,6 +189,29 @@ mod tests {
             assert_ne!(key(changed), k, "{field}");
         }
         assert_ne!(exact("other-consumer", base.as_object().unwrap()), k);
+    }
+
+    #[test]
+    fn keys_stay_what_earlier_versions_wrote() {
+        // Entries already in a shared store (Redis, KV) keep being found after an upgrade.
+        let body = json!({
+            "model": "m", "stream": true, "user": "u", "temperature": 1.0, "top_p": 0.5,
+            "messages": [
+                {"role": "system", "content": "be \"brief\"\n\u{e9}"},
+                {"role": "user", "content": "hi", "name": null, "extra": [true, false, 3e0]},
+            ],
+            "stop": ["\n", "\u{1}"], "seed": 12345678901u64, "logit_bias": {"b": -1, "a": 2.5},
+        });
+        let body = body.as_object().unwrap();
+        assert_eq!(
+            exact("scope", body),
+            "40c9e18a10684a6eb882850f4a572bd22e961f73ba5657766e9c2bc529f22ed8"
+        );
+        let kept = [json!({"role": "system", "content": "x"})];
+        assert_eq!(
+            fingerprint("scope", body, &kept),
+            "df6d8491a4013322d983385f93afe3381fba25cff070150933c65dcadd0db1ce"
+        );
     }
 
     #[test]
