@@ -110,6 +110,9 @@ struct Case {
     /// The chain answers the request itself (a cache hit): an answer is stored first, by one
     /// request and its response phase, and every measured request must be answered.
     answers: bool,
+    /// The response phase runs too (after on-request, before on-complete), with a ~1 KB
+    /// answer; each request is a new one (a `seed` in its body), so a cache misses and stores.
+    response: bool,
 }
 
 const CASES: &[Case] = &[
@@ -120,6 +123,7 @@ const CASES: &[Case] = &[
         consumer: None,
         stream_events: 0,
         answers: false,
+        response: false,
     },
     Case {
         label: "test-policy `noop` (bare instance + call)",
@@ -128,6 +132,7 @@ const CASES: &[Case] = &[
         consumer: None,
         stream_events: 0,
         answers: false,
+        response: false,
     },
     Case {
         label: "auth",
@@ -136,6 +141,7 @@ const CASES: &[Case] = &[
         consumer: None,
         stream_events: 0,
         answers: false,
+        response: false,
     },
     Case {
         label: "token-limit",
@@ -144,6 +150,7 @@ const CASES: &[Case] = &[
         consumer: Some("bench"),
         stream_events: 0,
         answers: false,
+        response: false,
     },
     Case {
         label: "auth + token-limit",
@@ -152,6 +159,7 @@ const CASES: &[Case] = &[
         consumer: None,
         stream_events: 0,
         answers: false,
+        response: false,
     },
     Case {
         label: "pii (all built-in entities)",
@@ -160,6 +168,7 @@ const CASES: &[Case] = &[
         consumer: None,
         stream_events: 0,
         answers: false,
+        response: false,
     },
     Case {
         label: "guardrail (10 rules)",
@@ -168,6 +177,7 @@ const CASES: &[Case] = &[
         consumer: None,
         stream_events: 0,
         answers: false,
+        response: false,
     },
     Case {
         label: "prompt (decorators)",
@@ -176,6 +186,7 @@ const CASES: &[Case] = &[
         consumer: None,
         stream_events: 0,
         answers: false,
+        response: false,
     },
     Case {
         label: "router (weighted, 3 targets, circuit breaker)",
@@ -184,6 +195,7 @@ const CASES: &[Case] = &[
         consumer: None,
         stream_events: 0,
         answers: false,
+        response: false,
     },
     Case {
         label: "cache (exact layer, miss: key, lookup, pending entry)",
@@ -192,6 +204,7 @@ const CASES: &[Case] = &[
         consumer: Some("bench"),
         stream_events: 0,
         answers: false,
+        response: false,
     },
     Case {
         label: "cache (exact layer, hit: the stored answer)",
@@ -200,6 +213,7 @@ const CASES: &[Case] = &[
         consumer: Some("bench"),
         stream_events: 0,
         answers: true,
+        response: false,
     },
     Case {
         label: "auth + pii + guardrail + prompt + token-limit",
@@ -208,6 +222,7 @@ const CASES: &[Case] = &[
         consumer: None,
         stream_events: 0,
         answers: false,
+        response: false,
     },
     Case {
         label: "pii + guardrail, 32-event stream",
@@ -216,6 +231,7 @@ const CASES: &[Case] = &[
         consumer: None,
         stream_events: 32,
         answers: false,
+        response: false,
     },
     Case {
         label: "auth + pii + guardrail + prompt + token-limit, 32-event stream",
@@ -224,6 +240,24 @@ const CASES: &[Case] = &[
         consumer: None,
         stream_events: 32,
         answers: false,
+        response: false,
+    },
+    Case {
+        label: "part E's full pipeline (cache miss), with the response phase",
+        policies: &[
+            "auth",
+            "pii",
+            "guardrail",
+            "prompt",
+            "cache",
+            "router",
+            "token-limit",
+        ],
+        complete: true,
+        consumer: None,
+        stream_events: 0,
+        answers: false,
+        response: true,
     },
 ];
 
@@ -381,6 +415,32 @@ async fn stream(run: &mut ChainRun, events: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The upstream's answer of the response phase: a chat completion of 32 words.
+fn answer() -> MessageView {
+    let answer = serde_json::json!({
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "mock-gpt",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "mock ".repeat(32)}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 500, "completion_tokens": 32, "total_tokens": 532},
+    });
+    MessageView {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: bytes::Bytes::from(answer.to_string()),
+        ..MessageView::default()
+    }
+}
+
+/// `body` with a `seed` no other request of the run has: a new request for a cache.
+fn new_request(body: &bytes::Bytes) -> bytes::Bytes {
+    static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let seed = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let object = body.strip_suffix(b"}").unwrap_or(body);
+    let mut out = Vec::with_capacity(object.len() + 32);
+    out.extend_from_slice(object);
+    out.extend_from_slice(format!(",\"seed\":{seed}}}").as_bytes());
+    bytes::Bytes::from(out)
+}
+
 /// One request and its response phase with an answer (what a cache stores on a miss).
 async fn store_answer(
     spec: &Arc<ChainSpec>,
@@ -393,17 +453,7 @@ async fn store_answer(
     if let Some(stop) = weir_core::chain::request_phase(&mut run, &mut msg, &mut admission).await? {
         anyhow::bail!("the first request was not let through: {stop:?}");
     }
-    let answer = serde_json::json!({
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "mock-gpt",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "mock ".repeat(32)}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 500, "completion_tokens": 32, "total_tokens": 532},
-    });
-    let mut response = MessageView {
-        status: 200,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: bytes::Bytes::from(answer.to_string()),
-        ..MessageView::default()
-    };
+    let mut response = answer();
     let len = {
         use weir_core::Chain as _;
         run.len()
@@ -423,11 +473,27 @@ async fn measure(
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let state = request_state(i, case.consumer);
-        let mut msg = message(body);
+        let mut msg = if case.response {
+            message(&new_request(body))
+        } else {
+            message(body)
+        };
+        let mut response = case.response.then(answer);
         let started = Instant::now();
         let mut run = ChainRun::new(spec.clone(), state);
         let mut admission = weir_core::chain::Admission::default();
         let decision = weir_core::chain::request_phase(&mut run, &mut msg, &mut admission).await;
+        if let Some(response) = &mut response
+            && matches!(decision, Ok(None))
+        {
+            let len = {
+                use weir_core::Chain as _;
+                run.len()
+            };
+            weir_core::chain::response_phase(&mut run, response, len)
+                .await
+                .with_context(|| format!("{}: response of request {i}", case.label))?;
+        }
         if case.stream_events > 0 && matches!(decision, Ok(None)) {
             stream(&mut run, case.stream_events)
                 .await
@@ -555,7 +621,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Table> {
         options.iterations, options.warmup_iterations
     ));
     table.note(
-        "One sample = `ChainRun::new` + on-request (+ on-complete) + drop: a fresh instance of each policy from \
+        "One sample = `ChainRun::new` + on-request (+ the response phase) (+ on-complete) + drop: a fresh instance of each policy from \
          the pooling allocator, its calls, and its return to the pool. Components are compiled once, before.",
     );
     let preinitialised: Vec<&str> = loaded
@@ -634,11 +700,12 @@ async fn measure_case(
     table.row(vec![
         label.to_owned(),
         case.policies.len().to_string(),
-        match (case.stream_events > 0, case.complete) {
-            (true, true) => "request + 32 events + end + complete",
-            (true, false) => "request + 32 events + end",
-            (false, true) => "request + complete",
-            (false, false) => "request",
+        match (case.stream_events > 0, case.response, case.complete) {
+            (true, _, true) => "request + 32 events + end + complete",
+            (true, _, false) => "request + 32 events + end",
+            (false, true, _) => "request + response + complete",
+            (false, false, true) => "request + complete",
+            (false, false, false) => "request",
         }
         .to_owned(),
         us_int(median, 1),
@@ -785,6 +852,7 @@ async fn languages(
         consumer: None,
         stream_events: 0,
         answers: false,
+        response: false,
     };
     for (lang, file) in [
         ("JavaScript (componentize-js)", "conformance-js.wasm"),

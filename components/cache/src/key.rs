@@ -46,26 +46,32 @@ fn write_object(map: &Map<String, Value>, keep: &dyn Fn(&str) -> bool, out: &mut
     let mut keys: Vec<&String> = map.keys().filter(|k| keep(k)).collect();
     keys.sort();
     out.push(b'{');
-    for (i, k) in keys.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    write_separated(keys, out, |k, out| {
         write_json(k, out);
         out.push(b':');
         write_value(&map[k], out);
-    }
+    });
     out.push(b'}');
 }
 
 fn write_array(items: &[Value], out: &mut Vec<u8>) {
     out.push(b'[');
-    for (i, v) in items.iter().enumerate() {
+    write_separated(items, out, write_value);
+    out.push(b']');
+}
+
+/// `each` of `items`, comma-separated.
+fn write_separated<T>(
+    items: impl IntoIterator<Item = T>,
+    out: &mut Vec<u8>,
+    mut each: impl FnMut(T, &mut Vec<u8>),
+) {
+    for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_value(v, out);
+        each(item, out);
     }
-    out.push(b']');
 }
 
 fn write_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
