@@ -125,7 +125,22 @@ impl Child {
 }
 
 impl Drop for Child {
+    /// Asks the process to stop (SIGTERM: nginx's master then stops its workers, which a
+    /// SIGKILL of the master leaves running), and kills it if it has not exited after 5 s.
     fn drop(&mut self) {
+        if let Ok(None) = self.process.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.process.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while let Ok(None) = self.process.try_wait() {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
