@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Weir's benchmark, side by side with nginx (weir-bench part E), or any weir-bench part:
-#   bash scripts/bench.sh                 # part E: mock, nginx, weir (about 4 minutes)
+#   bash scripts/bench.sh                 # part E: mock, nginx, weir (about 6 minutes)
 #   bash scripts/bench.sh all             # parts A-D
 #   bash scripts/bench.sh compare --seconds 20
 #   bash scripts/bench.sh compare --soak-seconds 600   # adds RSS over a 10-minute run (11 minutes more)

@@ -5,6 +5,13 @@
 //! request new: a miss) → `router` → `token-limit`, (f) the same pipeline answering from its
 //! cache (a hit), and (g) a stream of 32 content events through the full pipeline.
 //!
+//! Three more rows measure the floors of weir's design, so that the targets' ratios can be read
+//! against what the design itself costs: (h) `weir-bare-proxy`, the HTTP stack weir is built on
+//! (hyper's server and pooled client on Tokio, mimalloc) forwarding the same requests with
+//! nothing of weir in it; and weir with (i) two and (j) seven policies that do nothing
+//! (`test-policy` in `noop` mode, which takes every phase and returns at once): the cost of
+//! creating, calling and returning as many policy instances per request as (d) and (e) have.
+//!
 //! For each: closed-loop throughput (`--concurrency` connections), the CPU the proxy process
 //! used per request meanwhile (nginx: its master and workers), then an open-loop run at half of
 //! that row's throughput (p50, p99, time to first byte). The mock alone is also run open-loop at
@@ -104,7 +111,24 @@ http {{
     )
 }
 
-fn weir_config(listen: SocketAddr, upstream: SocketAddr) -> String {
+/// `n` entries of `name` (a policy that does nothing: `test-policy` in `noop` mode), each with
+/// its own id.
+fn do_nothing(name: &str, n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("\n      - {{id: nothing-{i}, policy: {name}, config: {{mode: noop}}}}"))
+        .collect()
+}
+
+/// The name under which weir's configuration loads `test-policy` (see [`weir_config`]).
+const DO_NOTHING: &str = "do-nothing";
+
+/// weir's configuration: the proxies of the rows, with `test_policy` (the component's file, when
+/// given) loaded as [`DO_NOTHING`] for the floor rows.
+fn weir_config(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    test_policy: Option<&std::path::Path>,
+) -> String {
     let key_sha256 = crate::sha256_hex(crate::BENCH_KEY);
     let auth = format!(
         "{{policy: auth, config: {{consumers: [{{id: bench, key-sha256: {key_sha256}}}]}}}}"
@@ -135,9 +159,30 @@ fn weir_config(listen: SocketAddr, upstream: SocketAddr) -> String {
           routes: [{{strategy: failover, targets: [{{provider: mock, model: mock-gpt}}]}}]
       - {limit}"
     );
+    let floors = test_policy.map_or_else(String::new, |_| {
+        format!(
+            "  - name: nothing-2
+    context-path: /nothing-2
+    provider: mock
+    policies:{}
+  - name: nothing-7
+    context-path: /nothing-7
+    provider: mock
+    policies:{}
+",
+            do_nothing(DO_NOTHING, 2),
+            do_nothing(DO_NOTHING, 7)
+        )
+    });
+    let sources = test_policy.map_or_else(String::new, |path| {
+        format!(
+            "policies:\n  - {{name: {DO_NOTHING}, path: '{}'}}\n",
+            path.display()
+        )
+    });
     format!(
         "listen: {listen}
-providers:
+{sources}providers:
   - name: mock
     base-url: http://{upstream}/v1
 proxies:
@@ -152,7 +197,7 @@ proxies:
     context-path: /full
     provider: mock
     policies:{full}
-"
+{floors}"
     )
 }
 
@@ -262,7 +307,12 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     )?;
     nginx.wait_listening(nginx_addr).await?;
     let config = scratch.0.join("weir.yaml");
-    std::fs::write(&config, weir_config(weir_addr, mock_addr))?;
+    let test_policy = scratch.0.join("test-policy.wasm");
+    std::fs::write(&test_policy, weir_policies::TEST_POLICY)?;
+    std::fs::write(
+        &config,
+        weir_config(weir_addr, mock_addr, Some(&test_policy)),
+    )?;
     crate::progress(&format!(
         "part E: starting {} on {weir_addr}",
         weir_bin.display()
@@ -275,6 +325,24 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         &scratch.0,
     )?;
     weir.wait_listening(weir_addr).await?;
+    let bare_bin = binary(None, "weir-bare-proxy")?;
+    let bare_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    crate::progress(&format!(
+        "part E: starting {} on {bare_addr}",
+        bare_bin.display()
+    ));
+    let mut bare = Child::spawn(
+        "weir-bare-proxy",
+        &bare_bin,
+        &[
+            "--listen".into(),
+            bare_addr.to_string(),
+            "--upstream".into(),
+            mock_addr.to_string(),
+        ],
+        &scratch.0,
+    )?;
+    bare.wait_listening(bare_addr).await?;
 
     let body = crate::chat_body();
     let stream_body = {
@@ -296,7 +364,8 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
                 events: stream.then_some(32),
             }))
         };
-    let (weir_pid, nginx_pid) = (weir.process.id(), nginx.process.id());
+    let (weir_pid, nginx_pid, bare_pid) =
+        (weir.process.id(), nginx.process.id(), bare.process.id());
     let rows = [
         Row {
             label: "(a) mock, direct",
@@ -337,6 +406,21 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
             label: "(g) mock, direct, stream of 32 events",
             target: target(mock_addr, "", false, true)?,
             proxy: None,
+        },
+        Row {
+            label: "(h) floor: weir's HTTP stack alone (weir-bare-proxy)",
+            target: target(bare_addr, "", false, false)?,
+            proxy: Some(bare_pid),
+        },
+        Row {
+            label: "(i) floor: weir, 2 policies that do nothing",
+            target: target(weir_addr, "/nothing-2", false, false)?,
+            proxy: Some(weir_pid),
+        },
+        Row {
+            label: "(j) floor: weir, 7 policies that do nothing",
+            target: target(weir_addr, "/nothing-7", false, false)?,
+            proxy: Some(weir_pid),
         },
     ];
     // Every row answers, and the cache rows are what they say.
@@ -458,6 +542,24 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         verdict(ttfb_added <= 1000.0),
         per_event.map_or_else(|| "n/a".to_owned(), |e| format!("{e:.1} µs")),
     ));
+    let cpu = |i: usize| {
+        measured[i]
+            .cpu_us
+            .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.0} µs"))
+    };
+    table.note(format!(
+        "Floors of the design, same run (rows h–j): the HTTP stack alone reaches {:.0}% of nginx ({} of CPU per \
+         request; weir without policies: {}); two policy instances that do nothing {:.0}% ({}; target for \
+         auth + token-limit: 75%), seven {:.0}% ({}; target for the full pipeline: 60%). A target above its \
+         floor cannot be met by faster policies: only by a cheaper HTTP path or fewer, cheaper instances.",
+        pct(8),
+        cpu(8),
+        cpu(2),
+        pct(9),
+        cpu(9),
+        pct(10),
+        cpu(10),
+    ));
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
     table.note(format!(
         "{cores} cores shared by the mock, the proxy under test and this load generator; nginx {} with \
@@ -470,6 +572,7 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     ));
     drop(weir);
     drop(nginx);
+    drop(bare);
     if options.soak_seconds > 0 {
         let soak = soak(&weir_bin, mock_addr, full_rate, options, &scratch.0).await?;
         errors += soak.errors;
@@ -580,7 +683,7 @@ async fn soak(
         &config,
         format!(
             "{}kv: {{ max-entries: {SOAK_MAX_ENTRIES} }}\n",
-            weir_config(addr, mock_addr)
+            weir_config(addr, mock_addr, None)
         ),
     )?;
     crate::progress(&format!("part E: soak: starting weir on {addr}"));

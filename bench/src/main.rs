@@ -7,7 +7,7 @@
 //! cargo run --release -p weir-bench -- translate    # part C only
 //! cargo run --release -p weir-bench -- vectors      # part D only
 //! cargo run --release -p weir-bench -- http --concurrency 32 --seconds 10
-//! cargo run --release -p weir-bench -- compare      # part E (about 4 minutes; needs nginx)
+//! cargo run --release -p weir-bench -- compare      # part E (about 6 minutes; needs nginx)
 //! ```
 //!
 //! **A. Per-policy cost, in-process** ([`policies`]). The policy components embedded in
@@ -45,7 +45,9 @@
 //! **E. Side by side** ([`compare`]): the mock direct, nginx as a reverse proxy in front of it,
 //! and weir with no policies, `auth` + `token-limit`, the full pipeline (a cache miss and a
 //! hit) and a 32-event stream: throughput, proxy CPU per request, open-loop latency and time to
-//! first byte, and the ratios to nginx against the targets of issue 19.
+//! first byte, and the ratios to nginx against the targets of issue 19; and the floors of weir's
+//! design in the same run: `weir-bare-proxy` (this crate's second binary: the HTTP stack weir is
+//! built on, with nothing of weir in it) and weir with two and seven policies that do nothing.
 //!
 //! `--threads` sets the worker threads of the benchmark's single Tokio runtime (default: one per
 //! core, like the servers).

@@ -135,6 +135,15 @@ const CASES: &[Case] = &[
         response: false,
     },
     Case {
+        label: "test-policy `noop`, every phase of a non-streamed request (3 calls)",
+        policies: &["test-policy"],
+        complete: true,
+        consumer: None,
+        stream_events: 0,
+        answers: false,
+        response: true,
+    },
+    Case {
         label: "auth",
         policies: &["auth"],
         complete: false,
