@@ -16,7 +16,7 @@ use crate::bindings::{v0_1, v0_2};
 use crate::convert;
 use crate::engine::{ContractVersion, Policy};
 use crate::error::{PolicyError, PolicyFailure};
-use crate::exports::call;
+use crate::exports::{call, call_typed};
 use crate::imports::ContextRep;
 use crate::imports::{SlotState, StoreData};
 use crate::preinit::Variant;
@@ -413,10 +413,7 @@ impl weir_core::Chain for ChainRun {
                             .insert(live.instance.get_typed_func(&mut live.store, index)?),
                     };
                     let event = convert::stream_event(event);
-                    let meter = live.store.data().meter.clone();
-                    let (v,) = meter
-                        .run(func.call_async(&mut live.store, (cx, event)))
-                        .await?;
+                    let (v,) = call_typed(&mut live.store, func, (cx, event)).await?;
                     convert::chunk_verdict(v)
                 }
                 ContractVersion::V0_1 => {

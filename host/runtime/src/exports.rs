@@ -64,6 +64,19 @@ where
     R: ComponentNamedList + Lift + Send + Sync + 'static,
 {
     let func: TypedFunc<P, R> = instance.get_typed_func(store.as_context_mut(), index)?;
+    call_typed(store, func, params).await
+}
+
+/// Calls `func`, already looked up and type-checked, with `params`, under the call's meter.
+pub(crate) async fn call_typed<P, R>(
+    store: &mut Store<StoreData>,
+    func: TypedFunc<P, R>,
+    params: P,
+) -> wasmtime::Result<R>
+where
+    P: ComponentNamedList + Lower + Send + Sync,
+    R: ComponentNamedList + Lift + Send + Sync + 'static,
+{
     let meter = store.data().meter.clone();
     meter
         .run(func.call_async(store.as_context_mut(), params))
