@@ -218,6 +218,15 @@ const CASES: &[Case] = &[
         response: false,
     },
     Case {
+        label: "cache (exact layer, miss, with the response phase: the answer stored)",
+        policies: &["cache"],
+        complete: true,
+        consumer: Some("bench"),
+        stream_events: 0,
+        answers: false,
+        response: true,
+    },
+    Case {
         label: "cache (exact layer, hit: the stored answer)",
         policies: &["cache"],
         complete: false,

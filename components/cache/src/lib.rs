@@ -156,16 +156,44 @@ fn semantic_view(
     Some((format!("s:{}", key::fingerprint(scope, body, &kept)), text))
 }
 
-fn read_entry(entry: &str) -> Option<(Value, u64)> {
-    let bytes = kv::get(entry).ok()??;
-    let mut v: Value = serde_json::from_slice(&bytes).ok()?;
-    let at = v.get("at").and_then(Value::as_u64)?;
-    let completion = v.get_mut("completion")?.take();
-    completion.get("choices")?.as_array()?;
-    Some((completion, at))
+/// A stored answer: when it was stored, and the completion's JSON as it was stored (an answer
+/// from upstream as it came, without parsing it into a tree and writing it again).
+#[derive(serde::Deserialize)]
+struct Entry<'a> {
+    at: u64,
+    #[serde(borrow)]
+    completion: &'a serde_json::value::RawValue,
 }
 
-fn hit(completion: Value, at: u64, now: u64, layer: &str, similarity: Option<f32>) -> Verdict {
+/// What a stored completion must be to be served: an object with a list of choices.
+#[derive(serde::Deserialize)]
+struct Listed {
+    #[expect(dead_code, reason = "only its presence as a list is checked")]
+    choices: Vec<serde::de::IgnoredAny>,
+}
+
+/// What an answer must be to be stored: choices, each finished, none in error.
+#[derive(serde::Deserialize)]
+struct Finished<'a> {
+    #[serde(borrow)]
+    choices: Vec<Choice<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The completion of `entry` (its JSON) and when it was stored.
+fn read_entry(entry: &str) -> Option<(String, u64)> {
+    let bytes = kv::get(entry).ok()??;
+    let stored: Entry = serde_json::from_slice(&bytes).ok()?;
+    serde_json::from_str::<Listed>(stored.completion.get()).ok()?;
+    Some((stored.completion.get().to_owned(), stored.at))
+}
+
+fn hit(completion: String, at: u64, now: u64, layer: &str, similarity: Option<f32>) -> Verdict {
     let mut headers = vec![
         ("x-weir-cache".to_owned(), "hit".to_owned()),
         ("x-weir-cache-layer".to_owned(), layer.to_owned()),
@@ -177,7 +205,7 @@ fn hit(completion: Value, at: u64, now: u64, layer: &str, similarity: Option<f32
     if let Some(s) = similarity {
         headers.push(("x-weir-cache-similarity".into(), format!("{s:.4}")));
     }
-    Verdict::answer(completion.to_string(), headers)
+    Verdict::answer(completion, headers)
 }
 
 fn count_refusal(refusal: similar::Refusal) {
@@ -188,9 +216,9 @@ fn count_refusal(refusal: similar::Refusal) {
     );
 }
 
-/// Stores a complete answer under its entry (and its vector).
-fn store(config: &Config, now: u64, pending: Pending, completion: Value) {
-    let value = json!({"at": now, "completion": completion}).to_string();
+/// Stores a complete answer (`completion`: its JSON) under its entry (and its vector).
+fn store(config: &Config, now: u64, pending: Pending, completion: &str) {
+    let value = format!("{{\"at\":{now},\"completion\":{completion}}}");
     if value.len() > config.max_entry_bytes {
         return;
     }
@@ -226,19 +254,16 @@ fn store(config: &Config, now: u64, pending: Pending, completion: Value) {
     }
 }
 
-/// Whether a (non-streamed) answer is complete and worth storing.
-fn storable(completion: &Value) -> bool {
-    completion
-        .get("choices")
-        .and_then(Value::as_array)
-        .is_some_and(|choices| {
-            !choices.is_empty()
-                && choices.iter().all(|c| {
-                    c.get("finish_reason")
-                        .and_then(Value::as_str)
-                        .is_some_and(|f| f != "error")
-                })
-        })
+/// Whether a (non-streamed) answer, its JSON, is complete and worth storing: read for its
+/// choices' finish reasons only (the rest is checked to be JSON, not built into a tree).
+fn storable(completion: &[u8]) -> bool {
+    serde_json::from_slice::<Finished>(completion).is_ok_and(|answer| {
+        !answer.choices.is_empty()
+            && answer
+                .choices
+                .iter()
+                .all(|c| c.finish_reason.as_deref().is_some_and(|f| f != "error"))
+    })
 }
 
 fn cache_control(request: &Message) -> (bool, bool) {
@@ -377,8 +402,8 @@ impl Policy for Cache {
         if body.len() > config.max_entry_bytes {
             return Verdict::proceed();
         }
-        if let Ok(completion) = serde_json::from_slice::<Value>(&body)
-            && storable(&completion)
+        if storable(&body)
+            && let Ok(completion) = std::str::from_utf8(&body)
         {
             store(config, cx.received_at_ms(), pending, completion);
         }
@@ -440,7 +465,12 @@ impl Policy for Cache {
         if let Some(u) = usage {
             completion["usage"] = u;
         }
-        store(config, cx.received_at_ms(), pending, completion);
+        store(
+            config,
+            cx.received_at_ms(),
+            pending,
+            &completion.to_string(),
+        );
     }
 }
 
@@ -450,7 +480,7 @@ fn semantic_lookup(
     index: &str,
     vector: &[f32],
     text: &str,
-) -> Option<(Value, u64, f32)> {
+) -> Option<(String, u64, f32)> {
     let neighbours = match vectors::query(index, vector, CANDIDATES, s.threshold) {
         Ok(n) => n,
         Err(e) => {
@@ -491,3 +521,49 @@ fn semantic_lookup(
 
 weir_policy_sdk::export_policy!(Cache);
 weir_policy_sdk::config_schema!("../config.schema.json");
+
+#[cfg(test)]
+mod tests {
+    use super::storable;
+
+    /// What is stored: an answer whose choices all finished, not in error; the answer is read
+    /// for that only, but must be JSON throughout.
+    #[test]
+    fn only_finished_answers_are_stored() {
+        let answer = |choices: &str| {
+            format!(
+                r#"{{"id":"x","object":"chat.completion","choices":{choices},"usage":{{"total_tokens":3}}}}"#
+            )
+        };
+        let finished = r#"{"index":0,"message":{"role":"assistant","content":"a \"quoted\" word"},"finish_reason":"stop"}"#;
+        assert!(storable(answer(&format!("[{finished}]")).as_bytes()));
+        assert!(storable(
+            answer(&format!(
+                "[{finished},{}]",
+                finished.replace("stop", "length")
+            ))
+            .as_bytes()
+        ));
+        assert!(storable(
+            format!(" {} \n", answer(&format!("[{finished}]"))).as_bytes()
+        ));
+        for not in [
+            answer("[]"),
+            answer(r#"[{"index":0,"message":{}}]"#),
+            answer(r#"[{"index":0,"finish_reason":null}]"#),
+            answer(r#"[{"index":0,"finish_reason":"error"}]"#),
+            answer(&format!(
+                r#"[{finished},{{"index":1,"finish_reason":"error"}}]"#
+            )),
+            answer(r#"[{"index":0,"finish_reason":7}]"#),
+            answer(r#"["stop"]"#),
+            answer(r#"{"0":{"finish_reason":"stop"}}"#),
+            r#"{"object":"chat.completion"}"#.to_owned(),
+            format!("{}{{", answer(&format!("[{finished}]"))),
+            answer(&format!("[{finished}]")).replace("\"usage\":{", "\"usage\":["),
+            "[1,2]".to_owned(),
+        ] {
+            assert!(!storable(not.as_bytes()), "{not}");
+        }
+    }
+}
