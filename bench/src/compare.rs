@@ -278,21 +278,19 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     let nginx_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let weir_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
 
-    crate::progress(&format!("part E: starting the mock on {mock_addr}"));
-    let mut mock = Child::spawn(
+    let mock = Child::start(
+        "part E",
         "weir-mock-upstream",
         &mock_bin,
         &["--listen".into(), mock_addr.to_string()],
         &scratch.0,
-    )?;
-    mock.wait_listening(mock_addr).await?;
+        mock_addr,
+    )
+    .await?;
     let nginx_conf = scratch.0.join("nginx.conf");
     std::fs::write(&nginx_conf, nginx_config(&scratch.0, nginx_addr, mock_addr))?;
-    crate::progress(&format!(
-        "part E: starting {} on {nginx_addr}",
-        options.nginx_bin.display()
-    ));
-    let mut nginx = Child::spawn(
+    let nginx = Child::start(
+        "part E",
         "nginx",
         &options.nginx_bin,
         &[
@@ -304,8 +302,9 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
             "daemon off;".into(),
         ],
         &scratch.0,
-    )?;
-    nginx.wait_listening(nginx_addr).await?;
+        nginx_addr,
+    )
+    .await?;
     let config = scratch.0.join("weir.yaml");
     let test_policy = scratch.0.join("test-policy.wasm");
     std::fs::write(&test_policy, weir_policies::TEST_POLICY)?;
@@ -313,25 +312,19 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         &config,
         weir_config(weir_addr, mock_addr, Some(&test_policy)),
     )?;
-    crate::progress(&format!(
-        "part E: starting {} on {weir_addr}",
-        weir_bin.display()
-    ));
-    let mut weir = spawn_weir(
+    let mut weir = start_weir(
+        "part E",
         &weir_bin,
         Some(&config),
         &scratch.0.join("data"),
         weir_addr,
         &scratch.0,
-    )?;
-    weir.wait_listening(weir_addr).await?;
+    )
+    .await?;
     let bare_bin = binary(None, "weir-bare-proxy")?;
     let bare_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    crate::progress(&format!(
-        "part E: starting {} on {bare_addr}",
-        bare_bin.display()
-    ));
-    let mut bare = Child::spawn(
+    let bare = Child::start(
+        "part E",
         "weir-bare-proxy",
         &bare_bin,
         &[
@@ -341,8 +334,9 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
             mock_addr.to_string(),
         ],
         &scratch.0,
-    )?;
-    bare.wait_listening(bare_addr).await?;
+        bare_addr,
+    )
+    .await?;
 
     let body = crate::chat_body();
     let stream_body = {
@@ -594,15 +588,13 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     Ok((table, errors))
 }
 
-/// Starts `weir` on `addr` with `config` (none: its embedded default configuration) and
-/// `data` as its data directory.
-fn spawn_weir(
-    bin: &std::path::Path,
+/// The arguments of `weir` serving on `addr` with `config` (none: its embedded default
+/// configuration) and `data` as its data directory.
+fn weir_args(
     config: Option<&std::path::Path>,
     data: &std::path::Path,
     addr: SocketAddr,
-    scratch: &std::path::Path,
-) -> anyhow::Result<Child> {
+) -> Vec<String> {
     let mut args = Vec::new();
     if let Some(config) = config {
         args.extend(["--config".to_owned(), config.display().to_string()]);
@@ -613,7 +605,20 @@ fn spawn_weir(
         "--listen".to_owned(),
         addr.to_string(),
     ]);
-    Child::spawn("weir", bin, &args, scratch)
+    args
+}
+
+/// Starts `weir` (see [`weir_args`]) and waits until it listens.
+async fn start_weir(
+    part: &str,
+    bin: &std::path::Path,
+    config: Option<&std::path::Path>,
+    data: &std::path::Path,
+    addr: SocketAddr,
+    scratch: &std::path::Path,
+) -> anyhow::Result<Child> {
+    let args = weir_args(config, data, addr);
+    Child::start(part, "weir", bin, &args, scratch, addr).await
 }
 
 /// Resident memory of `weir` over a long run.
@@ -686,15 +691,15 @@ async fn soak(
             weir_config(addr, mock_addr, None)
         ),
     )?;
-    crate::progress(&format!("part E: soak: starting weir on {addr}"));
-    let mut weir = spawn_weir(
+    let mut weir = start_weir(
+        "part E: soak",
         weir_bin,
         Some(&config),
         &scratch.join("soak-data"),
         addr,
         scratch,
-    )?;
-    weir.wait_listening(addr).await?;
+    )
+    .await?;
     let body = crate::chat_body();
     let target = Arc::new(Target {
         uri: format!("http://{addr}/full/v1/chat/completions").parse()?,
@@ -766,7 +771,7 @@ async fn startup(weir_bin: &std::path::Path, scratch: &std::path::Path) -> anyho
         crate::progress(&format!("part E: start-up of weir, run {} of 4", run + 1));
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let started = std::time::Instant::now();
-        let mut weir = spawn_weir(weir_bin, None, &data, addr, scratch)?;
+        let mut weir = Child::spawn("weir", weir_bin, &weir_args(None, &data, addr), scratch)?;
         loop {
             if let Some(status) = weir.process.try_wait()? {
                 anyhow::bail!(

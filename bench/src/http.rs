@@ -101,6 +101,22 @@ impl Child {
     }
 
     /// Waits until `addr` accepts connections, failing if the child exits first.
+    /// Starts `program` as [`Child::spawn`] does, says so (`part`: which part of the benchmark),
+    /// and waits until it listens on `addr`.
+    pub(crate) async fn start(
+        part: &str,
+        name: &'static str,
+        program: &Path,
+        args: &[String],
+        scratch: &Path,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        crate::progress(&format!("{part}: starting {} on {addr}", program.display()));
+        let mut child = Self::spawn(name, program, args, scratch)?;
+        child.wait_listening(addr).await?;
+        Ok(child)
+    }
+
     pub(crate) async fn wait_listening(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -418,21 +434,15 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
     let config = scratch.0.join("weir.yaml");
     std::fs::write(&config, gateway_config(weir_addr, mock_addr))?;
 
-    crate::progress(&format!(
-        "part B: starting {} on {mock_addr}",
-        mock_bin.display()
-    ));
-    let mut mock = Child::spawn(
+    let mock = Child::start(
+        "part B",
         "weir-mock-upstream",
         &mock_bin,
         &["--listen".into(), mock_addr.to_string()],
         &scratch.0,
-    )?;
-    mock.wait_listening(mock_addr).await?;
-    crate::progress(&format!(
-        "part B: starting {} on {weir_addr}",
-        weir_bin.display()
-    ));
+        mock_addr,
+    )
+    .await?;
     let weir_args = [
         "--config".to_owned(),
         config.display().to_string(),
@@ -441,8 +451,10 @@ pub async fn run(options: &Options) -> anyhow::Result<(Table, u64)> {
         "--listen".to_owned(),
         weir_addr.to_string(),
     ];
-    let mut weir = Child::spawn("weir", &weir_bin, &weir_args, &scratch.0)?;
-    weir.wait_listening(weir_addr).await?;
+    let mut weir = Child::start(
+        "part B", "weir", &weir_bin, &weir_args, &scratch.0, weir_addr,
+    )
+    .await?;
 
     let body = crate::chat_body();
     let target = |addr: SocketAddr, prefix: &str, vary: bool| -> anyhow::Result<Arc<Target>> {
