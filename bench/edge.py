@@ -166,6 +166,11 @@ def main() -> int:
         action="store_true",
         help="build the edge apps with `weir build --no-preinitialise` (policies parse their configuration per request)",
     )
+    parser.add_argument(
+        "--spin-pooling",
+        action="store_true",
+        help="run weir-spin-runner with a pooling allocator (`--pooling`, weir's memory-reset settings), as a production Spin host does",
+    )
     args = parser.parse_args()
 
     keys = Keys(alice="sk-bench-" + os.urandom(8).hex(), bob="unused", upstream="sk-upstream-" + os.urandom(8).hex())
@@ -190,6 +195,8 @@ def main() -> int:
                     # weir-spin-runner's file persistence rewrites the whole store after every
                     # change (O(store) per write): the runner's, not Spin's; in memory here.
                     target.persist = False
+                if hasattr(target, "pooling"):
+                    target.pooling = args.spin_pooling
                 print(f"[edge] {name}: building and starting", file=sys.stderr)
                 target.start()
                 try:

@@ -266,6 +266,8 @@ class Spin(Target):
         # Key-value persisted to the file (rewritten whole after each change: restarts keep
         # counters). bench/edge.py turns it off: that rewrite is this runner's, not Spin's.
         self.persist = True
+        # `--pooling`: instances from a pooling allocator (bench/edge.py --spin-pooling).
+        self.pooling = False
         self.built = False
 
     def start(self) -> None:
@@ -283,6 +285,7 @@ class Spin(Target):
                     "--listen",
                     f"127.0.0.1:{self.port}",
                     *(["--state", str(self.state_file)] if self.persist else []),
+                    *(["--pooling"] if self.pooling else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -7,7 +7,9 @@
 //! `allowed_outbound_hosts`, `wasi:keyvalue` (store + atomics) on the app's
 //! `key_value_stores`, `fermyon:spin/variables`, and WASI CLI with the component's standard
 //! error going to ours. State is kept in memory, or in `--state FILE` so it survives a restart
-//! (as Spin's default SQLite store does).
+//! (as Spin's default SQLite store does). `--pooling` instantiates from a pooling allocator with
+//! `weir`'s memory-reset settings (as a production Spin host does): for comparing the cost of a
+//! composed app's instance with `weir`'s instances per policy (`bench/edge.py --spin-pooling`).
 //!
 //! ```text
 //! SPIN_VARIABLE_MOCK_UPSTREAM_KEY=... weir-spin-runner --app dist/spin/spin.toml --listen 127.0.0.1:3000
@@ -34,7 +36,9 @@ use anyhow::{Context, bail};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::WasiHttpView as _;
@@ -49,12 +53,14 @@ struct Args {
     app: PathBuf,
     listen: SocketAddr,
     state: Option<PathBuf>,
+    pooling: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
     let mut app = None;
     let mut listen = None;
     let mut state = None;
+    let mut pooling = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
@@ -62,8 +68,9 @@ fn args() -> anyhow::Result<Args> {
             "--app" => app = Some(PathBuf::from(value()?)),
             "--listen" => listen = Some(value()?.parse().context("--listen: not an address")?),
             "--state" => state = Some(PathBuf::from(value()?)),
+            "--pooling" => pooling = true,
             other => bail!(
-                "unknown argument `{other}`; usage: weir-spin-runner --app spin.toml --listen ADDR [--state FILE]"
+                "unknown argument `{other}`; usage: weir-spin-runner --app spin.toml --listen ADDR [--state FILE] [--pooling]"
             ),
         }
     }
@@ -71,6 +78,7 @@ fn args() -> anyhow::Result<Args> {
         app: app.context("--app spin.toml is required")?,
         listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000))),
         state,
+        pooling,
     })
 }
 
@@ -134,6 +142,9 @@ async fn main() -> anyhow::Result<()> {
     let app = manifest::load(&args.app, &|k| std::env::var(k).ok())?;
     let mut config = Config::new();
     config.wasm_component_model(true);
+    if args.pooling {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
+    }
     let engine = wasm(Engine::new(&config))?;
     let component = wasm(Component::from_file(&engine, &app.source))
         .with_context(|| format!("loading {}", app.source.display()))?;
@@ -193,6 +204,29 @@ async fn main() -> anyhow::Result<()> {
                 .await;
         });
     }
+}
+
+/// Instances of a composed app: the gateway's, the edge runtime's and every policy's core
+/// modules, each with its memory, reset the way `weir` resets its policy instances (what the
+/// last request dirtied is rewritten, not unmapped).
+fn pooling() -> PoolingAllocationConfig {
+    const INSTANCES: u32 = 64;
+    const MEMORIES_PER_INSTANCE: u32 = 32;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(INSTANCES)
+        .total_core_instances(INSTANCES * 128)
+        .max_core_instances_per_component(128)
+        .total_memories(INSTANCES * MEMORIES_PER_INSTANCE)
+        .max_memories_per_component(MEMORIES_PER_INSTANCE)
+        .total_tables(INSTANCES * 64)
+        .max_tables_per_component(64)
+        .total_stacks(INSTANCES)
+        .max_memory_size(64 << 20)
+        .linear_memory_keep_resident(4 << 20)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto)
+        .decommit_batch_size(16);
+    pool
 }
 
 /// wasmtime's errors as anyhow's, with their whole chain.
