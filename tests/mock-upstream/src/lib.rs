@@ -32,6 +32,8 @@ pub mod fault;
 mod body;
 mod embeddings;
 mod native;
+mod native_auth;
+mod native_request;
 mod protocol;
 mod service;
 mod tools;
