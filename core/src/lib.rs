@@ -30,6 +30,7 @@ pub mod mcp_bridge;
 pub mod mcp_multi;
 pub mod mcp_sessions;
 pub mod mcp_tools;
+mod mcp_upstream;
 mod mcp_wire;
 pub mod plan;
 mod platform;

@@ -6,17 +6,18 @@
 //! a JSON answer goes through the response phase, an event stream is relayed as it comes.
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::call::{Call, Settlement};
 use crate::chain::{self, Admission, Chain, Stop};
 use crate::mcp_bridge;
 use crate::mcp_multi;
-use crate::mcp_sessions::{self, Session};
+use crate::mcp_sessions::{find_session, map_session};
 use crate::render;
 use crate::stream::{SessionKind, StreamBody, StreamSession};
 use crate::*;
 
+pub(crate) use crate::mcp_upstream::{add_credential, cancel_request, read, relays, send};
 pub(crate) use crate::mcp_wire::header;
 pub use crate::mcp_wire::{
     FORWARDED, METADATA_PATH, McpOAuth, RpcError, RpcMessage, error_body, metadata, rpc_messages,
@@ -235,43 +236,6 @@ pub(crate) enum Reply<B> {
     Stream(Relayed<B>),
 }
 
-/// Whether a server's answer is an event stream to relay as it comes (a tool call's).
-pub(crate) fn relays(resp_headers: &Headers, status: u16) -> bool {
-    (200..300).contains(&status)
-        && header(resp_headers, "content-type").is_some_and(|v| v.starts_with("text/event-stream"))
-}
-
-/// The request that tells a server to stop request `rid`, sent with `headers` (the call's
-/// session, revision and credential) to `url`.
-pub(crate) fn cancel_request(
-    url: &str,
-    headers: &Headers,
-    rid: &Value,
-    meta: Option<Value>,
-    timeout_ms: u64,
-) -> UpstreamRequest {
-    let mut h: Headers = headers
-        .iter()
-        .filter(|(n, _)| n != "mcp-method" && n != "mcp-name" && n != "content-length")
-        .cloned()
-        .collect();
-    if header(headers, "mcp-method").is_some() {
-        h.push(("mcp-method".into(), "notifications/cancelled".into()));
-    }
-    let mut params = json!({"requestId": rid, "reason": "The client went away."});
-    if let Some(meta) = meta {
-        params["_meta"] = meta;
-    }
-    let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params});
-    UpstreamRequest {
-        method: "POST",
-        url: url.to_owned(),
-        headers: h,
-        body: Bytes::from(note.to_string()),
-        timeout_ms: timeout_ms.min(10_000),
-    }
-}
-
 /// The headers of a relayed event stream (none of the server's session headers).
 fn stream_headers() -> Headers {
     vec![
@@ -366,204 +330,6 @@ fn stopped<P: Platform, C: Chain>(
             Exit::Full(resp, End::new(200, outcome))
         }
     }
-}
-
-/// The session the client's id `sid` names, if it is the gateway's, alive and `consumer`'s;
-/// its expiry is pushed back when due.
-async fn find_session<P: Platform>(
-    call: &Call<P>,
-    sid: &str,
-    consumer: Option<&str>,
-) -> Result<Option<Session>, GatewayError> {
-    if !mcp_sessions::well_formed(sid) {
-        return Ok(None);
-    }
-    let key = mcp_sessions::key(&call.route.name, sid);
-    let stored = call
-        .platform
-        .state_get(&key)
-        .await
-        .map_err(|e| sessions_unavailable(call, &e))?;
-    let Some(mut session) = stored.and_then(|b| serde_json::from_slice::<Session>(&b).ok()) else {
-        return Ok(None);
-    };
-    if !session.belongs_to(consumer) {
-        return Ok(None);
-    }
-    let now = call.platform.now_ms();
-    if session.stale(now) {
-        session.touched_ms = now;
-        store_session(call, &key, &session).await?;
-    }
-    Ok(Some(session))
-}
-
-async fn store_session<P: Platform>(
-    call: &Call<P>,
-    key: &str,
-    session: &Session,
-) -> Result<(), GatewayError> {
-    let bytes = serde_json::to_vec(session).unwrap_or_default();
-    call.platform
-        .state_set(key, bytes, mcp_sessions::IDLE_MS)
-        .await
-        .map_err(|e| sessions_unavailable(call, &e))
-}
-
-fn sessions_unavailable<P: Platform>(call: &Call<P>, detail: &str) -> GatewayError {
-    call.platform.warn(
-        &call.request_id,
-        &format!("MCP sessions: the key-value store failed: {detail}"),
-    );
-    GatewayError::Unavailable {
-        code: "session_store_unavailable",
-        message: "The gateway cannot read or write MCP sessions now; retry shortly.".into(),
-    }
-}
-
-/// The server's answer's `Mcp-Session-Id` becomes the gateway's: a new session (the answer to
-/// `initialize`) gets a new id bound to `consumer`; the session the request used keeps its id.
-/// A session the server ended (DELETE) or no longer knows (404) is forgotten.
-async fn map_session<P: Platform>(
-    call: &Call<P>,
-    headers: &mut Headers,
-    session: Option<&(String, Session)>,
-    consumer: Option<&str>,
-    method: &str,
-    status: u16,
-) -> Result<(), GatewayError> {
-    if let Some((sid, _)) = session
-        && ((method == "DELETE" && (200..300).contains(&status)) || status == 404)
-    {
-        let key = mcp_sessions::key(&call.route.name, sid);
-        call.platform
-            .state_delete(&key)
-            .await
-            .map_err(|e| sessions_unavailable(call, &e))?;
-    }
-    let Some(upstream) = header(headers, "mcp-session-id").map(str::to_owned) else {
-        return Ok(());
-    };
-    headers.retain(|(n, _)| n != "mcp-session-id");
-    let sid = match session {
-        Some((sid, s)) if s.upstream == upstream => sid.clone(),
-        _ => {
-            let Some(random) = call.platform.random_bytes() else {
-                return Err(GatewayError::Unavailable {
-                    code: "session_store_unavailable",
-                    message: "The gateway has no random source for session ids.".into(),
-                });
-            };
-            let sid = mcp_sessions::new_id(random);
-            let fresh = Session {
-                upstream,
-                consumer: consumer.map(str::to_owned),
-                touched_ms: call.platform.now_ms(),
-            };
-            store_session(call, &mcp_sessions::key(&call.route.name, &sid), &fresh).await?;
-            sid
-        }
-    };
-    headers.push(("mcp-session-id".into(), sid));
-    Ok(())
-}
-
-/// The whole answer of a server (at most `limits.max-response-bytes`).
-pub(crate) async fn read<P: Platform>(
-    call: &Call<P>,
-    server: &McpServer,
-    body: P::Body,
-) -> Result<Bytes, GatewayError> {
-    call.platform
-        .read_body(
-            body,
-            call.route.limits.max_response_bytes,
-            server.timeout_ms,
-        )
-        .await
-        .map_err(|_| GatewayError::Upstream {
-            status: 502,
-            code: "upstream_response_failed",
-            message: format!(
-                "The MCP server of `{}` broke off its response.",
-                call.route.name
-            ),
-            detail: None,
-        })
-}
-
-/// `headers` with the credential the gateway sends a server (503 when its variable is unset).
-pub(crate) fn add_credential<P: Platform>(
-    call: &Call<P>,
-    credential: Option<&McpCredential>,
-    headers: &mut Headers,
-) -> Result<(), GatewayError> {
-    let Some(credential) = credential else {
-        return Ok(());
-    };
-    let pair = credential
-        .header_pair()
-        .map_err(|var| GatewayError::Unavailable {
-            code: "mcp_server_not_configured",
-            message: format!(
-                "MCP proxy `{}` has no credential for its server: set {var} and restart.",
-                call.route.name
-            ),
-        })?;
-    headers.push(pair);
-    Ok(())
-}
-
-/// Sends a request to the proxy's server; failures become the gateway's errors.
-pub(crate) async fn send<P: Platform>(
-    call: &mut Call<P>,
-    server: &McpServer,
-    method: &'static str,
-    headers: Headers,
-    body: Bytes,
-) -> Result<UpstreamResponse<P::Body>, GatewayError> {
-    let sent_ms = call.platform.monotonic_ms();
-    let sent = call
-        .platform
-        .send(UpstreamRequest {
-            method,
-            url: server.url.clone(),
-            headers,
-            body,
-            timeout_ms: server.timeout_ms,
-        })
-        .await;
-    let latency = call.platform.monotonic_ms().saturating_sub(sent_ms);
-    call.upstream_ms = Some(call.upstream_ms.unwrap_or(0) + latency);
-    sent.map_err(|failure| match failure {
-        UpstreamFailure::Unreachable(detail) => GatewayError::Upstream {
-            status: 502,
-            code: "upstream_unavailable",
-            message: format!(
-                "The MCP server of `{}` could not be reached.",
-                call.route.name
-            ),
-            detail: Some(detail),
-        },
-        UpstreamFailure::Timeout => GatewayError::Upstream {
-            status: 504,
-            code: "upstream_timeout",
-            message: format!(
-                "The MCP server of `{}` did not answer within {} ms.",
-                call.route.name, server.timeout_ms
-            ),
-            detail: None,
-        },
-        UpstreamFailure::TooLarge(max) => GatewayError::Upstream {
-            status: 502,
-            code: "upstream_response_too_large",
-            message: format!(
-                "The MCP server of `{}` answered more than {max} bytes (limits.max-response-bytes).",
-                call.route.name
-            ),
-            detail: None,
-        },
-    })
 }
 
 /// The refusal of a request that calls a tool the consumer may not use.
