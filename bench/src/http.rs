@@ -100,7 +100,6 @@ impl Child {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// Waits until `addr` accepts connections, failing if the child exits first.
     /// Starts `program` as [`Child::spawn`] does, says so (`part`: which part of the benchmark),
     /// and waits until it listens on `addr`.
     pub(crate) async fn start(
@@ -117,6 +116,7 @@ impl Child {
         Ok(child)
     }
 
+    /// Waits until `addr` accepts connections, failing if the child exits first.
     pub(crate) async fn wait_listening(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {

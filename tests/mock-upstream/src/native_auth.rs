@@ -8,7 +8,7 @@ use hyper::http::request::Parts;
 use crate::Shared;
 use crate::native::{Native, Reply, native_error};
 
-pub(crate) fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
